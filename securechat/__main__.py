@@ -1,0 +1,5 @@
+"""`python -m securechat` runs the CLI."""
+
+from securechat.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Certificates: the CA, server and client profiles, the certs directory."""
