@@ -6,13 +6,23 @@ into a single line on stderr and a non-zero exit code.
 
 from __future__ import annotations
 
+import os
 import sys
 
-import typer
+# gRPC core logs handshake details to stderr as it imports. A client command
+# explains failures itself in one line, so it silences core unless the user
+# asked for its logs; the server keeps them (they name failed handshakes).
+if sys.argv[1:2] != ["serve"]:
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
-from securechat.cli.certs import certs_app
-from securechat.cli.output import fail
-from securechat.errors import SecureChatError
+import typer  # noqa: E402
+
+from securechat.cli.certs import certs_app  # noqa: E402
+from securechat.cli.client import chat, health, hello  # noqa: E402
+from securechat.cli.output import fail  # noqa: E402
+from securechat.cli.quickstart import quickstart  # noqa: E402
+from securechat.cli.serve import serve  # noqa: E402
+from securechat.errors import SecureChatError  # noqa: E402
 
 # show_locals=False: Typer's pretty tracebacks would otherwise print local
 # variables, and here those can be private keys.
@@ -24,6 +34,11 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(certs_app, name="certs")
+app.command()(quickstart)
+app.command()(serve)
+app.command()(hello)
+app.command()(chat)
+app.command()(health)
 
 
 def main() -> None:

@@ -1,0 +1,33 @@
+# securechat: `make demo` runs the main job, `make test` the test suite.
+# A machine with Python 3 (>= 3.10) and make is enough: everything else goes
+# into a project-local virtualenv, .venv, created on first use.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test proto install deploy-check clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m securechat.demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+proto: $(STAMP)
+	$(BIN)/python -m securechat.protogen
+
+deploy-check: $(STAMP)
+	bash deploy/check.sh
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,346 @@
+"""YAML config -> frozen dataclasses, checked before any port opens.
+
+`load_server_config()` and `load_client_config()` parse the file once,
+reject unknown keys (suggesting the nearest valid one) and wrong types,
+resolve relative paths against the config file's own directory, and insist
+on an explicit `insecure: true` for plaintext. The certificate files the
+config names are read and checked once, by `securechat.material`, when the
+server starts or the client opens its channel, before any port opens.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from securechat.errors import ConfigError
+
+DEFAULT_PORT = 50051
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
+
+
+@dataclass(frozen=True)
+class Address:
+    """A HOST:PORT pair; IPv6 hosts are written in brackets: [::1]:50051."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    @property
+    def is_loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one stream may do; breaking a limit ends the call with a status naming it."""
+
+    max_text_length: int = 4096
+    max_rooms_per_stream: int = 32
+    max_message_bytes: int = 64 * 1024
+    announce_max_members: int = 100
+    queue_size: int = 1024
+
+
+@dataclass(frozen=True)
+class ServerTls:
+    cert: Path
+    key: Path
+    client_ca: Path | None
+    mtls: bool = True
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    source: Path
+    listen: Address
+    tls: ServerTls | None
+    insecure: bool = False
+    insecure_allow_non_loopback: bool = False
+    allow: frozenset[str] | None = None
+    crl: Path | None = None
+    health_port: int | None = None
+    limits: Limits = field(default_factory=Limits)
+    log_level: str = "info"
+    log_format: str = "text"
+    grace_seconds: float = 5.0
+
+
+@dataclass(frozen=True)
+class ClientTls:
+    ca: Path
+    cert: Path | None = None
+    key: Path | None = None
+    server_name: str | None = None
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    source: Path
+    target: Address
+    tls: ClientTls | None
+    insecure: bool = False
+
+
+class _Section:
+    """Reads one mapping of a YAML document, naming fields by their dotted path."""
+
+    def __init__(self, source: Path, data: Any, prefix: str, allowed: tuple[str, ...]) -> None:
+        self.source = source
+        self.prefix = prefix
+        if data is None:
+            data = {}
+        if not isinstance(data, Mapping):
+            raise self.error(None, f"must be a mapping of keys to values, got {_kind(data)}.")
+        for key in data:
+            if key not in allowed:
+                near = difflib.get_close_matches(str(key), allowed, n=1)
+                hint = f"Did you mean '{self._name(near[0])}'?" if near else f"Valid keys: {', '.join(allowed)}."
+                raise self.error(str(key), "unknown key.", hint)
+        self.data = data
+
+    def _name(self, key: str | None) -> str | None:
+        if key is None:
+            return self.prefix or None
+        return f"{self.prefix}.{key}" if self.prefix else key
+
+    def error(self, key: str | None, problem: str, fix: str = "") -> ConfigError:
+        return ConfigError(self.source.name, self._name(key), problem, fix)
+
+    def has(self, key: str) -> bool:
+        return self.data.get(key) is not None
+
+    def section(self, key: str, allowed: tuple[str, ...]) -> _Section:
+        return _Section(self.source, self.data.get(key), self._name(key) or key, allowed)
+
+    def _typed(self, key: str, kind: type | tuple[type, ...], expected: str, default: Any) -> Any:
+        value = self.data.get(key)
+        if value is None:
+            return default
+        # bool is an int in Python; YAML's `yes` must not pass as a port.
+        if isinstance(value, bool) and kind is not bool:
+            raise self.error(key, f"expected {expected}, got a boolean ({value}).")
+        if not isinstance(value, kind):
+            raise self.error(key, f"expected {expected}, got {_kind(value)} ({value!r}).")
+        return value
+
+    def string(self, key: str, default: str | None = None) -> str | None:
+        value = self._typed(key, str, "a string", default)
+        if value is not None and not value.strip():
+            raise self.error(key, "must not be empty.")
+        return value
+
+    def boolean(self, key: str, default: bool) -> bool:
+        return self._typed(key, bool, "true or false", default)
+
+    def integer(self, key: str, default: int | None, *, minimum: int, maximum: int) -> int | None:
+        value = self._typed(key, int, "a whole number", default)
+        if value is not None and not minimum <= value <= maximum:
+            raise self.error(key, f"{value} is out of range; use {minimum} to {maximum}.")
+        return value
+
+    def number(self, key: str, default: float, *, minimum: float, maximum: float) -> float:
+        value = float(self._typed(key, (int, float), "a number", default))
+        if not minimum <= value <= maximum:
+            raise self.error(key, f"{value} is out of range; use {minimum} to {maximum}.")
+        return value
+
+    def choice(self, key: str, choices: tuple[str, ...], default: str) -> str:
+        value = self._typed(key, str, "a string", default)
+        if value not in choices:
+            raise self.error(key, f"'{value}' is not one of {', '.join(choices)}.")
+        return value
+
+    def path(self, key: str) -> Path | None:
+        value = self.string(key)
+        if value is None:
+            return None
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else (self.source.parent / path).resolve()
+
+    def address(self, key: str, default: str | None) -> Address | None:
+        value = self.data.get(key, default)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise self.error(key, f"expected HOST:PORT as a string, got {_kind(value)} ({value!r}).")
+        try:
+            return parse_address(value)
+        except ValueError as exc:
+            raise self.error(key, str(exc)) from exc
+
+
+def parse_address(text: str) -> Address:
+    """Parse HOST:PORT (IPv6 as [::1]:PORT); raise ValueError with the fix."""
+    hint = "Write it as HOST:PORT, e.g. 127.0.0.1:50051 or [::1]:50051."
+    host, sep, port_text = text.strip().rpartition(":")
+    if not sep or not host or not port_text.isdigit():
+        raise ValueError(f"'{text}' is not HOST:PORT. {hint}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"'{text}' has an IPv6 host without brackets. {hint}")
+    port = int(port_text)
+    if port > 65535:
+        raise ValueError(f"port {port} in '{text}' is out of range; use 0 to 65535.")
+    return Address(host, port)
+
+
+def _flag_address(flag: str, text: str) -> Address:
+    try:
+        return parse_address(text)
+    except ValueError as exc:
+        raise ConfigError(flag, None, str(exc)) from exc
+
+
+def _kind(value: Any) -> str:
+    names = {dict: "a mapping", list: "a list", str: "a string", int: "a number", float: "a number"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _read_yaml(path: Path) -> Any:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigError(str(path), None, "config file not found.", "Run 'securechat quickstart --dir DIR' to make one, or fix the path.") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(path), None, f"cannot read the config file ({exc.__class__.__name__}).", "Check its permissions and encoding.") from exc
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(path.name, None, f"is not valid YAML{where}: {problem}.", "Fix the syntax (indentation, colons, quotes).") from exc
+
+
+SERVER_KEYS = ("listen", "tls", "insecure", "insecure_allow_non_loopback", "authz", "crl", "health_port", "limits", "log", "grace_seconds")
+SERVER_TLS_KEYS = ("cert", "key", "client_ca", "mtls")
+CLIENT_KEYS = ("target", "tls", "insecure")
+CLIENT_TLS_KEYS = ("ca", "cert", "key", "server_name")
+
+
+def load_server_config(path: Path | str, *, listen: str | None = None) -> ServerConfig:
+    """Read and check a server YAML file; `listen` overrides its listen address."""
+    source = Path(path).resolve()
+    root = _Section(source, _read_yaml(source), "", SERVER_KEYS)
+    default = f"127.0.0.1:{DEFAULT_PORT}"
+    address = root.address("listen", default) if listen is None else _flag_address("--listen", listen)
+    assert address is not None
+    insecure = root.boolean("insecure", False)
+    allow_remote = root.boolean("insecure_allow_non_loopback", False)
+    tls = _server_tls(root, insecure)
+    if insecure and not address.is_loopback and not allow_remote:
+        raise root.error(
+            "listen",
+            f"insecure: true would serve plaintext on non-loopback address {address}.",
+            "Listen on 127.0.0.1, configure tls, or set insecure_allow_non_loopback: true if you really mean it.",
+        )
+    return ServerConfig(
+        source=source,
+        listen=address,
+        tls=tls,
+        insecure=insecure,
+        insecure_allow_non_loopback=allow_remote,
+        allow=_allow_list(root),
+        crl=root.path("crl"),
+        health_port=root.integer("health_port", None, minimum=0, maximum=65535),
+        limits=_limits(root.section("limits", tuple(Limits.__dataclass_fields__))),
+        log_level=(log := root.section("log", ("level", "format"))).choice("level", LOG_LEVELS, "info"),
+        log_format=log.choice("format", LOG_FORMATS, "text"),
+        grace_seconds=root.number("grace_seconds", 5.0, minimum=0.0, maximum=3600.0),
+    )
+
+
+def _server_tls(root: _Section, insecure: bool) -> ServerTls | None:
+    if insecure:
+        if root.has("tls"):
+            raise root.error("insecure", "is true but a tls section is configured too.", "Remove one: securechat serves either TLS or, when asked by name, plaintext.")
+        return None
+    if not root.has("tls"):
+        raise root.error(
+            "tls",
+            "missing: securechat will not serve plaintext unless asked.",
+            "Add tls: {cert, key, client_ca} (see 'securechat quickstart'), or set insecure: true for a loopback-only test.",
+        )
+    tls = root.section("tls", SERVER_TLS_KEYS)
+    for key in ("cert", "key"):
+        if not tls.has(key):
+            raise tls.error(key, "missing.", f"Set tls.{key} to the server's {'certificate' if key == 'cert' else 'private key'} file.")
+    mtls = tls.boolean("mtls", True)
+    client_ca = tls.path("client_ca")
+    if mtls and client_ca is None:
+        raise tls.error(
+            "client_ca",
+            "missing while mtls is true: the server cannot verify client certificates without it.",
+            "Set tls.client_ca to the CA that signs client certificates (e.g. certs/ca.pem), or set tls.mtls: false.",
+        )
+    return ServerTls(cert=tls.path("cert"), key=tls.path("key"), client_ca=client_ca, mtls=mtls)  # type: ignore[arg-type]
+
+
+def _allow_list(root: _Section) -> frozenset[str] | None:
+    authz = root.section("authz", ("allow",))
+    allow = authz.data.get("allow")
+    if allow is None:
+        return None
+    if not isinstance(allow, list) or not all(isinstance(name, str) and name for name in allow):
+        raise authz.error("allow", f"expected a list of identity names, got {_kind(allow)}.", "Write e.g. allow: [alice, bob].")
+    return frozenset(allow)
+
+
+def _limits(section: _Section) -> Limits:
+    defaults = Limits()
+    bounds = {
+        "max_text_length": (1, 1 << 20),
+        "max_rooms_per_stream": (1, 10_000),
+        "max_message_bytes": (1024, 64 << 20),
+        "announce_max_members": (0, 1_000_000),
+        "queue_size": (1, 1_000_000),
+    }
+    values = {
+        name: section.integer(name, getattr(defaults, name), minimum=low, maximum=high)
+        for name, (low, high) in bounds.items()
+    }
+    return Limits(**values)
+
+
+def load_client_config(path: Path | str, *, target: str | None = None) -> ClientConfig:
+    """Read and check a client YAML file; `target` overrides its target address."""
+    source = Path(path).resolve()
+    root = _Section(source, _read_yaml(source), "", CLIENT_KEYS)
+    address = root.address("target", None) if target is None else _flag_address("--target", target)
+    if address is None:
+        raise root.error("target", "missing.", f"Set target to the server's HOST:PORT, e.g. localhost:{DEFAULT_PORT}.")
+    insecure = root.boolean("insecure", False)
+    tls: ClientTls | None = None
+    if insecure:
+        if root.has("tls"):
+            raise root.error("insecure", "is true but a tls section is configured too.", "Remove one: the client speaks either TLS or, when asked by name, plaintext.")
+    else:
+        if not root.has("tls"):
+            raise root.error("tls", "missing: securechat will not connect in plaintext unless asked.", "Add tls: {ca, cert, key}, or set insecure: true for a loopback-only test.")
+        section = root.section("tls", CLIENT_TLS_KEYS)
+        if not section.has("ca"):
+            raise section.error("ca", "missing: the client cannot verify the server without it.", "Set tls.ca to the CA that signed the server certificate (e.g. certs/ca.pem).")
+        if section.has("cert") != section.has("key"):
+            present, absent = ("cert", "key") if section.has("cert") else ("key", "cert")
+            raise section.error(absent, f"missing while tls.{present} is set.", "Give both tls.cert and tls.key, or neither for server-only TLS.")
+        tls = ClientTls(ca=section.path("ca"), cert=section.path("cert"), key=section.path("key"), server_name=section.string("server_name"))  # type: ignore[arg-type]
+    return ClientConfig(source=source, target=address, tls=tls, insecure=insecure)

@@ -1,0 +1,79 @@
+"""`securechat quickstart`: a CA, a server, alice and bob, and configs that work as they are."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from securechat import pki
+from securechat.config import DEFAULT_PORT
+from securechat.errors import FileExistsRefused
+
+CLIENTS = ("alice", "bob")
+
+SERVER_YAML = f"""\
+# securechat server config, made by `securechat quickstart`.
+# Relative paths resolve against this file's directory.
+listen: 127.0.0.1:{DEFAULT_PORT}
+tls:
+  cert: certs/server.pem
+  key: certs/server-key.pem
+  client_ca: certs/ca.pem   # client certificates must chain to this CA
+  mtls: true                # require and verify client certificates
+# authz:
+#   allow: [alice, bob]     # only these identities may call; default: any client of the CA
+# health_port: 8081         # grpc.health.v1 only, plaintext, for probes
+"""
+
+CLIENT_YAML = """\
+# securechat client config for {name}, made by `securechat quickstart`.
+# Relative paths resolve against this file's directory.
+target: localhost:{port}
+tls:
+  ca: certs/ca.pem          # the CA that signed the server's certificate
+  cert: certs/{name}.pem    # our identity: {name}
+  key: certs/{name}-key.pem
+"""
+
+
+@dataclass(frozen=True)
+class Quickstart:
+    directory: Path
+    certs: Path
+    server_config: Path
+    client_configs: dict[str, Path]
+
+
+def make_quickstart(directory: Path | str, *, force: bool = False) -> Quickstart:
+    """Issue the CA and certificates into DIR/certs and write DIR/*.yaml."""
+    directory = Path(directory)
+    configs = {"server": directory / "server.yaml", **{name: directory / f"{name}.yaml" for name in CLIENTS}}
+    if not force:
+        for path in configs.values():
+            if path.exists():
+                raise FileExistsRefused(path)
+    store = pki.CertStore(directory / "certs")
+    store.refuse_overwrite(["server", *CLIENTS], force=force)
+    directory.mkdir(parents=True, exist_ok=True)
+    ca = store.init_ca(force=force)
+    store.write_leaves(
+        [pki.issue_server_cert(ca, "server"), *(pki.issue_client_cert(ca, name) for name in CLIENTS)],
+        force=force,
+    )
+    _write_text(configs["server"], SERVER_YAML)
+    for name in CLIENTS:
+        _write_text(configs[name], CLIENT_YAML.format(name=name, port=DEFAULT_PORT))
+    return Quickstart(
+        directory=directory,
+        certs=store.directory,
+        server_config=configs["server"],
+        client_configs={name: configs[name] for name in CLIENTS},
+    )
+
+
+def _write_text(path: Path, text: str) -> None:
+    temp = path.with_name(f".{path.name}.tmp")
+    temp.write_text(text)
+    os.chmod(temp, 0o644)
+    os.replace(temp, path)

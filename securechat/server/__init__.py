@@ -1,0 +1,1 @@
+"""The grpc.aio chat server."""

@@ -1,0 +1,162 @@
+"""Build, start and stop the server: `start_server(config) -> RunningServer`.
+
+Everything the config names is read and checked before a port opens. The
+chat port serves ChatService, grpc.health.v1 and reflection behind the
+auth interceptor; the optional health port serves grpc.health.v1 alone, in
+plaintext, for probes that cannot present a client certificate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from securechat._gen import chat_pb2
+from securechat.config import ServerConfig
+from securechat.errors import SecureChatError
+from securechat.material import load_server_material
+from securechat.server.interceptors import AuthInterceptor
+from securechat.server.rooms import RoomHub
+from securechat.server.service import SERVICE_NAME, ChatService, method_handlers
+from securechat.tls import server_credentials
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_NOTICE = "server is shutting down; reconnect to continue"
+
+
+class BindError(SecureChatError):
+    """The listen address could not be bound."""
+
+
+@dataclass
+class RunningServer:
+    config: ServerConfig
+    server: grpc.aio.Server
+    port: int
+    health: health.aio.HealthServicer
+    service: ChatService
+    health_server: grpc.aio.Server | None = None
+    health_port: int | None = None
+
+    @property
+    def mode(self) -> str:
+        tls = self.config.tls
+        if tls is None:
+            return "PLAINTEXT (insecure)"
+        return "mTLS" if tls.mtls else "server-only TLS"
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Turn health NOT_SERVING, refuse new calls, drain open streams, stop."""
+        grace = self.config.grace_seconds if grace is None else grace
+        await self.health.enter_graceful_shutdown()
+        stopping = asyncio.ensure_future(self.server.stop(grace))
+        # Let each stream write what it was already given, then end it with
+        # UNAVAILABLE so its client knows to reconnect.
+        self.service.end_all_streams(grpc.StatusCode.UNAVAILABLE, SHUTDOWN_NOTICE)
+        await stopping
+        if self.health_server is not None:
+            await self.health_server.stop(0)
+        log.info("server stopped")
+
+
+async def start_server(config: ServerConfig) -> RunningServer:
+    material = load_server_material(config)
+    options = [
+        ("grpc.max_receive_message_length", config.limits.max_message_bytes),
+        ("grpc.so_reuseport", 0),
+    ]
+    require_identity = config.tls is not None and config.tls.mtls
+    server = grpc.aio.server(
+        interceptors=[AuthInterceptor(require_identity=require_identity, allow=config.allow)],
+        options=options,
+    )
+    hub = RoomHub(announce_max_members=config.limits.announce_max_members)
+    service = ChatService(hub, config.limits)
+    server.add_generic_rpc_handlers((method_handlers(service),))
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+    reflection.enable_server_reflection(
+        (chat_pb2.DESCRIPTOR.services_by_name["ChatService"].full_name, health.SERVICE_NAME, reflection.SERVICE_NAME),
+        server,
+    )
+    address = str(config.listen)
+    if config.tls is None:
+        log.warning(
+            "INSECURE: serving PLAINTEXT on %s because %s says insecure: true. Anyone on the network "
+            "can read and forge traffic, and callers have no identity. Never do this outside a test.",
+            address,
+            config.source.name,
+        )
+        port = _bind(lambda: server.add_insecure_port(address), address)
+    else:
+        assert material is not None
+        credentials = server_credentials(material, mtls=config.tls.mtls)
+        port = _bind(lambda: server.add_secure_port(address, credentials), address)
+    await server.start()
+    running = RunningServer(config=config, server=server, port=port, health=health_servicer, service=service)
+    if config.health_port is not None:
+        running.health_server, running.health_port = await _start_health_server(config, health_servicer)
+    return running
+
+
+async def _start_health_server(config: ServerConfig, servicer: health.aio.HealthServicer) -> tuple[grpc.aio.Server, int]:
+    host = config.listen.host
+    address = f"[{host}]:{config.health_port}" if ":" in host else f"{host}:{config.health_port}"
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    port = _bind(lambda: server.add_insecure_port(address), address)
+    await server.start()
+    log.info("health probes (grpc.health.v1 only, plaintext) on %s", address.rsplit(":", 1)[0] + f":{port}")
+    return server, port
+
+
+def _bind(add_port: object, address: str) -> int:
+    try:
+        port = add_port()  # type: ignore[operator]
+    except RuntimeError as exc:
+        raise BindError(f"cannot listen on {address}: {exc}. Is another server using the port? Pick another with --listen.") from exc
+    if port == 0:
+        raise BindError(f"cannot listen on {address}: the address is in use or not available here. Pick another with --listen.")
+    return port
+
+
+async def serve_until_signalled(config: ServerConfig, *, on_ready: object = None) -> int:
+    """Run until SIGTERM or SIGINT, then shut down gracefully; a second signal exits at once."""
+    running = await start_server(config)
+    log.info(
+        "securechat listening on %s:%d (%s%s)",
+        config.listen.host,
+        running.port,
+        running.mode,
+        f", allow: {', '.join(sorted(config.allow))}" if config.allow is not None else "",
+    )
+    if callable(on_ready):
+        on_ready(running)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals = 0
+
+    def on_signal(signum: int) -> None:
+        nonlocal signals
+        signals += 1
+        if signals > 1:
+            log.warning("second %s: exiting now", signal.Signals(signum).name)
+            logging.shutdown()
+            os._exit(1)
+        log.info("%s received: shutting down (grace %.1fs)", signal.Signals(signum).name, config.grace_seconds)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    await stop.wait()
+    await running.stop()
+    return 0

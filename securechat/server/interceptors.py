@@ -1,0 +1,100 @@
+"""Authentication and authorization for every call, before the servicer runs.
+
+Under mutual TLS gRPC has verified the client's chain; this interceptor
+reads the peer certificate from the auth context, turns it into a
+`PeerIdentity` (refusing certificates without clientAuth), checks the
+allow-list, and hands the identity to the servicer through `current_peer`.
+Failures end the call with UNAUTHENTICATED or PERMISSION_DENIED and a
+message naming the reason; each is logged with the peer's address.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, NoReturn
+
+import grpc
+
+from securechat.identity import PeerIdentity, PeerRejected, identity_from_pem, peer_certificate_pem
+
+log = logging.getLogger(__name__)
+
+current_peer: contextvars.ContextVar[PeerIdentity | None] = contextvars.ContextVar("current_peer", default=None)
+
+Authenticate = Callable[[grpc.aio.ServicerContext], Awaitable[PeerIdentity | None]]
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):
+    """Names the caller from its certificate and enforces the allow-list."""
+
+    def __init__(self, *, require_identity: bool, allow: frozenset[str] | None) -> None:
+        self._require_identity = require_identity
+        self._allow = allow
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+
+        async def authenticate(context: grpc.aio.ServicerContext) -> PeerIdentity | None:
+            return await self._authenticate(method, context)
+
+        return _guarded(handler, authenticate)
+
+    async def _authenticate(self, method: str, context: grpc.aio.ServicerContext) -> PeerIdentity | None:
+        pem = peer_certificate_pem(context.auth_context())
+        if pem is None:
+            if self._require_identity:
+                await self._refuse(context, grpc.StatusCode.UNAUTHENTICATED, "no client certificate was presented", method)
+            return None
+        try:
+            peer = identity_from_pem(pem)
+        except PeerRejected as exc:
+            await self._refuse(context, grpc.StatusCode.UNAUTHENTICATED, str(exc), method)
+        if self._allow is not None and peer.name not in self._allow:
+            await self._refuse(
+                context, grpc.StatusCode.PERMISSION_DENIED, f"identity '{peer.name}' is not allowed to call {method}", method
+            )
+        log.debug("call %s from %s (serial %s, peer %s)", method, peer.name, peer.serial, context.peer())
+        return peer
+
+    @staticmethod
+    async def _refuse(context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str, method: str) -> NoReturn:
+        log.warning("refused %s from %s: %s: %s", method, context.peer(), code.name, message)
+        await context.abort(code, message)
+        raise AssertionError("context.abort returned")  # it always raises
+
+
+def _guarded(handler: grpc.RpcMethodHandler, authenticate: Authenticate) -> grpc.RpcMethodHandler:
+    """The same handler, with `authenticate` run first in the call's own task."""
+    for kind in ("unary_unary", "unary_stream", "stream_unary", "stream_stream"):
+        behavior = getattr(handler, kind)
+        if behavior is not None:
+            return handler._replace(**{kind: _wrap(behavior, authenticate)})
+    return handler
+
+
+def _wrap(behavior: Callable[..., Any], authenticate: Authenticate) -> Callable[..., Any]:
+    if inspect.isasyncgenfunction(behavior):
+
+        async def streaming(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            current_peer.set(await authenticate(context))
+            async for response in behavior(request, context):
+                yield response
+
+        return streaming
+
+    async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        current_peer.set(await authenticate(context))
+        result = behavior(request, context)
+        return await result if inspect.isawaitable(result) else result
+
+    return call
