@@ -1,1 +1,120 @@
-"""Certificates: the CA, server and client profiles, the certs directory."""
+"""Certificates: the CA, server and client profiles, the certs directory.
+
+    ca.py        create_ca, CertificateAuthority — the CA profile
+    issue.py     issue_server_cert, issue_client_cert, IssuedCert — leaf profiles
+    names.py     validate_name, parse_san — the one place names become x509 names
+    validity.py  how long certificates live (named limits, capping at the CA)
+    keys.py      key types, key generation, key_matches_certificate
+    pem.py       load_certificate(s), load_private_key — errors name the file
+    inspect.py   summarize -> CertSummary, EKUs, is_signed_by — data, not text
+    store.py     CertStore: the certs directory, atomic writes, index.json
+
+Library code here never prints or exits; `securechat.cli.certs` does.
+"""
+
+from __future__ import annotations
+
+from securechat.pki.ca import DEFAULT_CA_COMMON_NAME, CertificateAuthority, create_ca
+from securechat.pki.inspect import (
+    CertSummary,
+    days_left,
+    days_until,
+    eku_name,
+    extended_key_usages,
+    fingerprint_sha256,
+    is_ca_certificate,
+    is_signed_by,
+    subject_alternative_names,
+    summarize,
+)
+from securechat.pki.issue import (
+    DEFAULT_SERVER_SANS,
+    IssuedCert,
+    LeafKind,
+    issue_client_cert,
+    issue_server_cert,
+)
+from securechat.pki.keys import (
+    DEFAULT_KEY_TYPE,
+    KEY_TYPES,
+    KeyType,
+    PrivateKey,
+    generate_private_key,
+    key_matches_certificate,
+    key_type_name,
+)
+from securechat.pki.names import parse_san, san_to_text, spiffe_id, validate_name
+from securechat.pki.pem import (
+    certificate_pem,
+    load_certificate,
+    load_certificates,
+    load_private_key,
+    private_key_pem,
+)
+from securechat.pki.store import (
+    CA_KEY_MODE,
+    CERT_MODE,
+    DIR_MODE,
+    INDEX_VERSION,
+    KEY_MODE,
+    CertStore,
+    IndexEntry,
+)
+from securechat.pki.validity import (
+    CA_DEFAULT_DAYS,
+    CA_MAX_DAYS,
+    CLOCK_SKEW_BACKDATE,
+    LEAF_DEFAULT_DAYS,
+    LEAF_MAX_DAYS,
+    utc_now,
+)
+
+__all__ = [
+    "CA_DEFAULT_DAYS",
+    "CA_KEY_MODE",
+    "CA_MAX_DAYS",
+    "CERT_MODE",
+    "CLOCK_SKEW_BACKDATE",
+    "DEFAULT_CA_COMMON_NAME",
+    "DEFAULT_KEY_TYPE",
+    "DEFAULT_SERVER_SANS",
+    "DIR_MODE",
+    "INDEX_VERSION",
+    "KEY_MODE",
+    "KEY_TYPES",
+    "LEAF_DEFAULT_DAYS",
+    "LEAF_MAX_DAYS",
+    "CertStore",
+    "CertSummary",
+    "CertificateAuthority",
+    "IndexEntry",
+    "IssuedCert",
+    "KeyType",
+    "LeafKind",
+    "PrivateKey",
+    "certificate_pem",
+    "create_ca",
+    "days_left",
+    "days_until",
+    "eku_name",
+    "extended_key_usages",
+    "fingerprint_sha256",
+    "generate_private_key",
+    "is_ca_certificate",
+    "is_signed_by",
+    "issue_client_cert",
+    "issue_server_cert",
+    "key_matches_certificate",
+    "key_type_name",
+    "load_certificate",
+    "load_certificates",
+    "load_private_key",
+    "parse_san",
+    "private_key_pem",
+    "san_to_text",
+    "spiffe_id",
+    "subject_alternative_names",
+    "summarize",
+    "utc_now",
+    "validate_name",
+]

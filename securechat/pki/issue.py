@@ -1,0 +1,187 @@
+"""Issue leaf certificates: the server and client profiles.
+
+Both profiles (RFC 5280 section 4.2.1):
+- subject `O=securechat, CN=NAME`; the identity lives in the SAN, which is
+  what TLS stacks check — the CN is for people reading the certificate;
+- basicConstraints CA:FALSE, critical;
+- keyUsage digitalSignature (plus keyEncipherment for RSA, which TLS 1.2
+  RSA key exchange needs), critical;
+- exactly one extended key usage: serverAuth for servers, clientAuth for
+  clients, so a stolen client key cannot impersonate a server and back;
+- SAN non-critical (the subject is not empty, 4.2.1.6);
+- subjectKeyIdentifier, and an authorityKeyIdentifier with the CA's key id;
+- a random 159-bit positive serial (`x509.random_serial_number`);
+- at most LEAF_MAX_DAYS, and never past the CA's own expiry.
+
+A client's identity is NAME, as a DNS SAN: NAME is restricted to lowercase
+DNS-style labels (see `names.validate_name`), so it is well-formed there, and
+it is what a server reads back from the peer's verified certificate. With a
+SPIFFE trust domain the cert also carries `spiffe://TD/NAME` as a URI SAN.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal, TypeAlias
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, ObjectIdentifier
+
+from securechat.errors import PkiError
+from securechat.pki.ca import CertificateAuthority, subject_name
+from securechat.pki.keys import DEFAULT_KEY_TYPE, PrivateKey, generate_private_key, signature_hash
+from securechat.pki.names import parse_san, spiffe_id, validate_name
+from securechat.pki.validity import LEAF_DEFAULT_DAYS, LEAF_MAX_DAYS, validity_window
+
+LeafKind: TypeAlias = Literal["server", "client"]
+
+DEFAULT_SERVER_SANS: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
+"""What a server certificate covers when no --san is given: this machine."""
+
+
+@dataclass(frozen=True)
+class IssuedCert:
+    """A freshly issued leaf certificate and its private key."""
+
+    name: str
+    kind: LeafKind
+    cert: x509.Certificate
+    key: PrivateKey
+    capped_at_ca_expiry: bool = False
+    """True if the requested validity ran past the CA's expiry and was cut there."""
+
+
+def _leaf_key_usage(key: PrivateKey) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=True,  # sign the TLS handshake (ECDHE, TLS 1.3 CertificateVerify)
+        content_commitment=False,  # non-repudiation: not for TLS
+        key_encipherment=isinstance(key, rsa.RSAPrivateKey),  # RSA key transport, TLS 1.2 only
+        data_encipherment=False,  # never encrypt data directly with the cert key
+        key_agreement=False,  # no static (EC)DH
+        key_cert_sign=False,  # a leaf signs no certificates
+        crl_sign=False,  # nor CRLs
+        encipher_only=False,  # only meaningful with key_agreement
+        decipher_only=False,  # only meaningful with key_agreement
+    )
+
+
+def _issue(
+    ca: CertificateAuthority,
+    name: str,
+    *,
+    kind: LeafKind,
+    eku: ObjectIdentifier,
+    sans: list[x509.GeneralName],
+    key_type: str,
+    days: int,
+    not_before: dt.datetime | None,
+    not_after: dt.datetime | None,
+) -> IssuedCert:
+    validity = validity_window(
+        days=days,
+        max_days=LEAF_MAX_DAYS,
+        not_before=not_before,
+        not_after=not_after,
+        ca_not_after=ca.cert.not_valid_after_utc,
+    )
+    key = generate_private_key(key_type)
+    public_key = key.public_key()
+    try:
+        ca_ski = ca.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski)
+    except x509.ExtensionNotFound:
+        aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject_name(name))
+        .issuer_name(ca.cert.subject)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(validity.not_before)
+        .not_valid_after(validity.not_after)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_leaf_key_usage(key), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([eku]), critical=False)
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(aki, critical=False)
+        .sign(private_key=ca.key, algorithm=signature_hash(ca.key))
+    )
+    return IssuedCert(
+        name=name, kind=kind, cert=cert, key=key, capped_at_ca_expiry=validity.capped_at_ca_expiry
+    )
+
+
+def issue_server_cert(
+    ca: CertificateAuthority,
+    name: str,
+    *,
+    sans: Iterable[str] | None = None,
+    key_type: str = DEFAULT_KEY_TYPE,
+    days: int = LEAF_DEFAULT_DAYS,
+    not_before: dt.datetime | None = None,
+    not_after: dt.datetime | None = None,
+) -> IssuedCert:
+    """Issue a serverAuth-only certificate for NAME covering SANS (DNS names and IPs).
+
+    SANS default to DEFAULT_SERVER_SANS. NOT_BEFORE / NOT_AFTER override the
+    validity window, e.g. to make an expired certificate for a test.
+    """
+    validate_name(name)
+    texts = list(DEFAULT_SERVER_SANS if sans is None else sans)
+    if not texts:
+        raise PkiError(
+            f"server certificate {name!r} needs at least one SAN. Pass --san HOST, e.g. --san"
+            " localhost."
+        )
+    general_names: list[x509.GeneralName] = []
+    for text in texts:
+        general_name = parse_san(text)
+        if general_name not in general_names:  # a repeated --san is harmless; don't encode it twice
+            general_names.append(general_name)
+    return _issue(
+        ca,
+        name,
+        kind="server",
+        eku=ExtendedKeyUsageOID.SERVER_AUTH,
+        sans=general_names,
+        key_type=key_type,
+        days=days,
+        not_before=not_before,
+        not_after=not_after,
+    )
+
+
+def issue_client_cert(
+    ca: CertificateAuthority,
+    name: str,
+    *,
+    key_type: str = DEFAULT_KEY_TYPE,
+    days: int = LEAF_DEFAULT_DAYS,
+    spiffe_trust_domain: str | None = None,
+    not_before: dt.datetime | None = None,
+    not_after: dt.datetime | None = None,
+) -> IssuedCert:
+    """Issue a clientAuth-only certificate whose identity is NAME (CN and DNS SAN).
+
+    With SPIFFE_TRUST_DOMAIN, it also carries the URI SAN `spiffe://TD/NAME`.
+    NOT_BEFORE / NOT_AFTER override the validity window.
+    """
+    validate_name(name)
+    sans: list[x509.GeneralName] = [x509.DNSName(name)]
+    if spiffe_trust_domain is not None:
+        sans.append(x509.UniformResourceIdentifier(spiffe_id(spiffe_trust_domain, name)))
+    return _issue(
+        ca,
+        name,
+        kind="client",
+        eku=ExtendedKeyUsageOID.CLIENT_AUTH,
+        sans=sans,
+        key_type=key_type,
+        days=days,
+        not_before=not_before,
+        not_after=not_after,
+    )

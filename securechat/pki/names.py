@@ -1,0 +1,138 @@
+"""Which names securechat accepts: certificate NAMEs and SAN strings.
+
+A NAME is at once a file name in the certs directory (`NAME.pem`,
+`NAME-key.pem`), the certificate's common name, and — for client
+certificates — the identity a server reads back from the DNS SAN. So it is
+held to the narrowest rule that is safe for all three: lowercase DNS-style
+labels (RFC 1123), at most 64 characters (the X.520 upper bound for a common
+name, RFC 5280 appendix A).
+
+SAN strings are turned into `x509` names in exactly one place,
+`parse_san`. What is *not* accepted: Unicode host names (give the A-label,
+`xn--...`), IP networks, e-mail addresses, IPv6 zone ids, and wildcards
+(`*.example.com` is not RFC 5280 syntax; list each host instead).
+
+About linters: pkilint's RFC 5280 linter checks DNS names with the
+`validators` package, which wants at least two labels, so it reports
+single-label names such as `localhost` or a client `alice` as
+"invalid_domain_name_syntax" although RFC 1123 allows them; it likewise
+reports `spiffe://` URIs as "invalid_uri_syntax". Multi-label names lint
+clean. See certs/README.md.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+from cryptography import x509
+
+from securechat.errors import PkiError
+
+MAX_NAME_LENGTH = 64
+"""ub-common-name in RFC 5280; NAME also becomes the certificate's CN."""
+
+RESERVED_NAMES = frozenset({"ca", "crl", "index"})
+"""Names whose files the certs directory already uses for itself."""
+
+# One DNS label per RFC 1123 section 2.1: letters, digits and inner hyphens,
+# 1-63 characters. Lowercase only, so `Alice` and `alice` cannot be two
+# files on a case-insensitive file system but one identity on the wire.
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_NAME_RE = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
+_SPIFFE_TRUST_DOMAIN_RE = re.compile(r"[a-z0-9._-]{1,255}")
+
+
+def validate_name(name: str) -> str:
+    """Return NAME if it is a safe certificate name, else raise PkiError."""
+    fix = "Use lowercase letters, digits, '-' and '.', e.g. 'alice' or 'api.internal'."
+    if not name:
+        raise PkiError(f"certificate name is empty. {fix}")
+    if "/" in name or "\\" in name or ".." in name:
+        raise PkiError(f"certificate name {name!r} looks like a path. {fix}")
+    if len(name) > MAX_NAME_LENGTH:
+        raise PkiError(
+            f"certificate name {name[:20]!r}... is {len(name)} characters long;"
+            f" at most {MAX_NAME_LENGTH} are allowed. Choose a shorter name."
+        )
+    if name in RESERVED_NAMES:
+        raise PkiError(
+            f"certificate name {name!r} is reserved for the certs directory itself. Choose"
+            " another name."
+        )
+    if name.endswith("-key"):
+        # `foo-key.pem` is the key of `foo`; a cert named `foo-key` would collide.
+        raise PkiError(
+            f"certificate name {name!r} ends in '-key', which names key files. Choose another name."
+        )
+    if not _NAME_RE.fullmatch(name):
+        raise PkiError(f"certificate name {name!r} is not allowed. {fix}")
+    return name
+
+
+def validate_spiffe_trust_domain(trust_domain: str) -> str:
+    """Return the trust domain if the SPIFFE ID spec allows it, else raise PkiError.
+
+    See https://github.com/spiffe/spiffe/blob/main/standards/SPIFFE-ID.md
+    (section 2.1: lowercase letters, digits, '.', '-' and '_').
+    """
+    if not _SPIFFE_TRUST_DOMAIN_RE.fullmatch(trust_domain):
+        raise PkiError(
+            f"SPIFFE trust domain {trust_domain!r} is not valid. Use lowercase letters,"
+            " digits, '.', '-' and '_', e.g. 'example.org'."
+        )
+    return trust_domain
+
+
+def spiffe_id(trust_domain: str, name: str) -> str:
+    """The SPIFFE ID `spiffe://TRUST_DOMAIN/NAME` for a client identity."""
+    return f"spiffe://{validate_spiffe_trust_domain(trust_domain)}/{validate_name(name)}"
+
+
+def parse_san(text: str) -> x509.GeneralName:
+    """Turn one `--san` value into an x509 name: an IP address or a DNS name.
+
+    IPv4 and IPv6 addresses become `IPAddress`; anything else must be a DNS
+    name (optionally `*.` on the leftmost label) and becomes `DNSName`,
+    lowercased. Raises PkiError naming the value otherwise.
+    """
+    value = text.strip()
+    if "%" in value:
+        raise PkiError(
+            f"SAN {text!r} has an IPv6 zone id, which certificates cannot hold. Drop the"
+            " '%...' part."
+        )
+    # ip_address first: "127.0.0.1" is also a syntactically valid DNS name.
+    try:
+        return x509.IPAddress(ipaddress.ip_address(value))
+    except ValueError:
+        pass
+    host = value.lower()
+    if not host.isascii():
+        raise PkiError(
+            f"SAN {text!r} is not ASCII. Give the IDNA A-label instead (the 'xn--...' form)."
+        )
+    if "*" in host:
+        raise PkiError(
+            f"SAN {text!r} is a wildcard, which securechat does not issue. List each host"
+            " name with --san."
+        )
+    if len(host) > 253 or not _NAME_RE.fullmatch(host):
+        raise PkiError(
+            f"SAN {text!r} is neither an IP address nor a DNS name."
+            " Use a host name such as 'api.example.com', or an IP such as '10.0.0.5' or '::1'."
+        )
+    return x509.DNSName(host)
+
+
+def san_to_text(name: x509.GeneralName) -> str:
+    """Render an x509 general name as `DNS:...`, `IP:...` or `URI:...`, like OpenSSL."""
+    if isinstance(name, x509.DNSName):
+        return f"DNS:{name.value}"
+    if isinstance(name, x509.IPAddress):
+        return f"IP:{name.value}"
+    if isinstance(name, x509.UniformResourceIdentifier):
+        return f"URI:{name.value}"
+    if isinstance(name, x509.RFC822Name):
+        return f"email:{name.value}"
+    return f"{type(name).__name__}:{name.value}"

@@ -1,0 +1,395 @@
+"""The certs directory: where keys and certificates live, and the index of what was issued.
+
+Layout of DIR (every `securechat certs` command takes `--dir DIR`):
+
+    ca.pem  ca-key.pem     the CA (key 0400)
+    NAME.pem NAME-key.pem  each leaf (cert 0644, key 0600)
+    index.json             what was issued (0644), see below
+    crl.pem                the revocation list (written by revocation work)
+
+Safety rules, all enforced here:
+- DIR is created 0700;
+- every file is written atomically: a temp file in DIR created with its
+  final mode, fsynced, then linked (or, with force, renamed) into place,
+  so a crash never leaves a half-written key;
+- an existing key or certificate is never replaced unless `force=True`;
+  all targets are checked before anything is written.
+
+index.json, format version 1:
+
+    {
+      "version": 1,
+      "certificates": [
+        {"name": "alice", "kind": "client", "serial": "5f3a...",
+         "not_before": "2025-01-01T00:00:00Z", "not_after": "2026-01-01T00:00:00Z",
+         "sans": ["DNS:alice", "URI:spiffe://example.org/alice"],
+         "status": "valid"}
+      ]
+    }
+
+`kind` is "ca", "server" or "client"; `serial` lowercase hex; times are UTC
+ISO 8601 with a trailing Z; `sans` are OpenSSL-style `DNS:`/`IP:`/`URI:`
+strings. `status` is "valid" or "superseded" (the name was reissued with
+--force; the old certificate still verifies until it expires — revoke it if
+its key leaked). Entries are appended, never deleted; a new CA (init
+--force) starts a new index. A reader must reject a higher `version`;
+later work may add statuses ("revoked") and fields.
+
+What is *not* done: locking. Two commands issuing into one DIR at the same
+moment may lose one index update (never a key or certificate).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import secrets
+import stat
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+
+from securechat.errors import FileExistsRefused, PkiError
+from securechat.pki.ca import CertificateAuthority, check_ca, create_ca
+from securechat.pki.inspect import is_ca_certificate, subject_alternative_names
+from securechat.pki.issue import IssuedCert
+from securechat.pki.names import san_to_text, validate_name
+from securechat.pki.pem import certificate_pem, load_certificate, load_private_key, private_key_pem
+
+INDEX_VERSION = 1
+DIR_MODE = 0o700
+CERT_MODE = 0o644
+KEY_MODE = 0o600
+CA_KEY_MODE = 0o400
+"""Read-only even for the owner, like mkcert: replacing it takes --force."""
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    """One certificate recorded in index.json."""
+
+    name: str
+    kind: str
+    serial: str
+    not_before: dt.datetime
+    not_after: dt.datetime
+    sans: tuple[str, ...]
+    status: str = "valid"
+
+    @classmethod
+    def for_certificate(cls, name: str, kind: str, cert: x509.Certificate) -> IndexEntry:
+        return cls(
+            name=name,
+            kind=kind,
+            serial=f"{cert.serial_number:x}",
+            not_before=cert.not_valid_before_utc,
+            not_after=cert.not_valid_after_utc,
+            sans=tuple(san_to_text(n) for n in subject_alternative_names(cert)),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "serial": self.serial,
+            "not_before": _iso(self.not_before),
+            "not_after": _iso(self.not_after),
+            "sans": list(self.sans),
+            "status": self.status,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> IndexEntry:
+        return cls(
+            name=str(data["name"]),
+            kind=str(data["kind"]),
+            serial=str(data["serial"]),
+            not_before=_parse_iso(data["not_before"]),
+            not_after=_parse_iso(data["not_after"]),
+            sans=tuple(str(s) for s in data.get("sans", [])),
+            status=str(data.get("status", "valid")),
+        )
+
+
+def _iso(value: dt.datetime) -> str:
+    return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse_iso(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(dt.timezone.utc)
+
+
+@dataclass(frozen=True)
+class _Write:
+    path: Path
+    data: bytes
+    mode: int
+
+
+@dataclass(frozen=True)
+class CertStore:
+    """A certs directory. Creating the object touches nothing on disk."""
+
+    directory: Path
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        object.__setattr__(self, "directory", Path(directory))
+
+    # -- paths -------------------------------------------------------------
+
+    @property
+    def ca_cert_path(self) -> Path:
+        return self.directory / "ca.pem"
+
+    @property
+    def ca_key_path(self) -> Path:
+        return self.directory / "ca-key.pem"
+
+    @property
+    def index_path(self) -> Path:
+        return self.directory / "index.json"
+
+    @property
+    def crl_path(self) -> Path:
+        return self.directory / "crl.pem"
+
+    def cert_path(self, name: str) -> Path:
+        return self.directory / f"{validate_name(name)}.pem"
+
+    def key_path(self, name: str) -> Path:
+        return self.directory / f"{validate_name(name)}-key.pem"
+
+    def directory_is_private(self) -> bool:
+        """False if DIR exists and group or others may enter or read it."""
+        try:
+            mode = self.directory.stat().st_mode
+        except FileNotFoundError:
+            return True
+        return stat.S_IMODE(mode) & 0o077 == 0
+
+    # -- the CA ------------------------------------------------------------
+
+    def init_ca(
+        self,
+        *,
+        force: bool = False,
+        passphrase: bytes | None = None,
+        **create_options: Any,
+    ) -> CertificateAuthority:
+        """Create a CA (options as for `create_ca`) and write it here; see `write_ca`."""
+        self._refuse_existing([self.ca_cert_path, self.ca_key_path], force=force)
+        ca = create_ca(**create_options)
+        self.write_ca(ca, force=force, passphrase=passphrase)
+        return ca
+
+    def write_ca(
+        self, ca: CertificateAuthority, *, force: bool = False, passphrase: bytes | None = None
+    ) -> tuple[Path, Path]:
+        """Write CA to ca.pem / ca-key.pem (key encrypted if PASSPHRASE) and start a new index."""
+        self._write_all(
+            [
+                _Write(self.ca_key_path, private_key_pem(ca.key, password=passphrase), CA_KEY_MODE),
+                _Write(self.ca_cert_path, certificate_pem(ca.cert), CERT_MODE),
+            ],
+            force=force,
+        )
+        self._write_index([IndexEntry.for_certificate("ca", "ca", ca.cert)])
+        return self.ca_cert_path, self.ca_key_path
+
+    def load_ca(self, *, passphrase: bytes | None = None) -> CertificateAuthority:
+        """The CA in this directory, checked: a CA certificate whose key matches."""
+        init = f"Run 'securechat certs init --dir {self.directory}' first."
+        for path in (self.ca_cert_path, self.ca_key_path):
+            if not path.exists():
+                raise PkiError(f"{path} not found. {init}")
+        cert = load_certificate(self.ca_cert_path)
+        if not is_ca_certificate(cert):
+            raise PkiError(f"{self.ca_cert_path} is not a CA certificate. {init}")
+        if passphrase is None and b"ENCRYPTED" in self.ca_key_path.read_bytes():
+            raise PkiError(
+                f"{self.ca_key_path} is encrypted. Pass --ca-passphrase-file FILE with its"
+                " passphrase."
+            )
+        key = load_private_key(self.ca_key_path, password=passphrase)
+        return check_ca(CertificateAuthority(cert=cert, key=key), where=str(self.ca_cert_path))
+
+    # -- leaves ------------------------------------------------------------
+
+    def write_leaf(
+        self, name: str, issued: IssuedCert, *, kind: str | None = None, force: bool = False
+    ) -> tuple[Path, Path]:
+        """Write ISSUED as NAME.pem / NAME-key.pem and record it; returns (cert_path, key_path)."""
+        if kind is not None and kind != issued.kind:
+            raise PkiError(
+                f"{name}: a {issued.kind} certificate cannot be recorded as {kind}. Issue a"
+                f" {kind} certificate."
+            )
+        if name != issued.name:
+            issued = replace(issued, name=name)
+        return self.write_leaves([issued], force=force)[0]
+
+    def refuse_overwrite(self, names: Iterable[str], *, force: bool = False) -> None:
+        """Raise FileExistsRefused for the first NAME whose cert or key exists (unless FORCE).
+
+        Lets a caller refuse before spending time generating keys;
+        `write_leaves` checks again anyway.
+        """
+        self._refuse_existing(
+            (p for n in names for p in (self.cert_path(n), self.key_path(n))), force=force
+        )
+
+    def write_leaves(
+        self, issued: Sequence[IssuedCert], *, force: bool = False
+    ) -> list[tuple[Path, Path]]:
+        """Write many leaves at once: every target checked first, the index written once."""
+        names = [item.name for item in issued]
+        duplicates = (
+            sorted({n for n in names if names.count(n) > 1})
+            if len(set(names)) != len(names)
+            else []
+        )
+        if duplicates:
+            raise PkiError(f"{', '.join(duplicates)} given more than once. Give each name once.")
+        writes: list[_Write] = []
+        paths: list[tuple[Path, Path]] = []
+        for item in issued:
+            cert_path, key_path = self.cert_path(item.name), self.key_path(item.name)
+            writes.append(_Write(key_path, private_key_pem(item.key), KEY_MODE))
+            writes.append(_Write(cert_path, certificate_pem(item.cert), CERT_MODE))
+            paths.append((cert_path, key_path))
+        self._write_all(writes, force=force)
+        reissued = set(names)
+        entries = [
+            replace(e, status="superseded") if e.name in reissued and e.status == "valid" else e
+            for e in self.entries()
+        ]
+        entries.extend(
+            IndexEntry.for_certificate(item.name, item.kind, item.cert) for item in issued
+        )
+        self._write_index(entries)
+        return paths
+
+    # -- the index ---------------------------------------------------------
+
+    def entries(self) -> list[IndexEntry]:
+        """Everything index.json records, oldest first; empty if there is no index yet."""
+        try:
+            raw = self.index_path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise PkiError(
+                f"{self.index_path} could not be read ({exc.strerror}). Check its permissions."
+            ) from exc
+        try:
+            data = json.loads(raw)
+            version = data["version"]
+            if not isinstance(version, int) or version > INDEX_VERSION:
+                raise PkiError(
+                    f"{self.index_path} has format version {version}, newer than this securechat"
+                    f" understands ({INDEX_VERSION}). Upgrade securechat."
+                )
+            return [IndexEntry.from_json(item) for item in data["certificates"]]
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise PkiError(
+                f"{self.index_path} is damaged ({type(exc).__name__}). Restore it from a"
+                " backup, or move it"
+                " aside to start a new index (certificates on disk stay valid)."
+            ) from exc
+
+    def _write_index(self, entries: Iterable[IndexEntry]) -> None:
+        document = {"version": INDEX_VERSION, "certificates": [e.to_json() for e in entries]}
+        data = (json.dumps(document, indent=2) + "\n").encode()
+        self._write_all([_Write(self.index_path, data, CERT_MODE)], force=True)
+
+    # -- writing -----------------------------------------------------------
+
+    def _refuse_existing(self, paths: Iterable[Path], *, force: bool) -> None:
+        if force:
+            return
+        for path in paths:
+            if os.path.lexists(path):
+                raise FileExistsRefused(path)
+
+    def _ensure_directory(self) -> None:
+        if not self.directory.exists():
+            self.directory.mkdir(parents=True, mode=DIR_MODE)
+            os.chmod(self.directory, DIR_MODE)  # mkdir's mode is filtered by the umask
+        elif not self.directory.is_dir():
+            raise PkiError(
+                f"{self.directory} is a file, not a directory. Pass --dir with a directory path."
+            )
+
+    def _write_all(self, writes: Sequence[_Write], *, force: bool) -> None:
+        """Check every target, then write each atomically, then fsync the directory once."""
+        self._refuse_existing((w.path for w in writes), force=force)
+        self._ensure_directory()
+        for write in writes:
+            _write_atomic(write.path, write.data, write.mode, replace_existing=force)
+        _fsync_directory(self.directory)
+
+
+def _write_atomic(path: Path, data: bytes, mode: int, *, replace_existing: bool) -> None:
+    """Write DATA to PATH with MODE so that PATH is either absent, old, or complete."""
+    temp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    try:
+        fd = os.open(
+            temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), mode
+        )
+    except OSError as exc:
+        raise PkiError(
+            f"{path.parent} is not writable ({exc.strerror}). Check its permissions or pass"
+            " another --dir."
+        ) from exc
+    try:
+        try:
+            os.fchmod(fd, mode)  # os.open's mode is filtered by the umask; set it exactly
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if replace_existing:
+            os.replace(temp, path)
+        else:
+            _link_no_clobber(temp, path)
+    except FileExistsError:
+        raise FileExistsRefused(path) from None
+    except OSError as exc:
+        raise PkiError(
+            f"{path} could not be written ({exc.strerror}). Check free space and permissions."
+        ) from exc
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+
+
+def _link_no_clobber(temp: Path, path: Path) -> None:
+    """Move TEMP to PATH, failing with FileExistsError if PATH appeared meanwhile."""
+    try:
+        os.link(temp, path)  # unlike rename, link never replaces an existing file
+    except FileExistsError:
+        raise
+    except OSError:
+        # File systems without hard links: fall back to check-then-rename.
+        if os.path.lexists(path):
+            raise FileExistsError(path) from None
+        os.replace(temp, path)
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make the new directory entries durable (POSIX; a no-op where directories can't be opened)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
