@@ -83,11 +83,11 @@ def _read(field: _Field, path: Path, fix: str) -> bytes:
     try:
         return path.read_bytes()
     except FileNotFoundError as exc:
-        raise field.error(f"{path} not found.", fix) from exc
+        raise field.error(f"{_shown(path)} not found.", fix) from exc
     except PermissionError as exc:
-        raise field.error(f"{path} cannot be read by this user (uid {os.getuid()}).", "Fix its owner or permissions.") from exc
+        raise field.error(f"{_shown(path)} cannot be read by this user (uid {os.getuid()}).", "Fix its owner or permissions.") from exc
     except IsADirectoryError as exc:
-        raise field.error(f"{path} is a directory, not a file.", "Point it at the PEM file.") from exc
+        raise field.error(f"{_shown(path)} is a directory, not a file.", "Point it at the PEM file.") from exc
 
 
 def _read_ca_bundle(field: _Field, path: Path) -> tuple[bytes, list[x509.Certificate]]:
@@ -96,7 +96,7 @@ def _read_ca_bundle(field: _Field, path: Path) -> tuple[bytes, list[x509.Certifi
     for ca in cas:
         if not _is_ca(ca):
             raise field.error(
-                f"{path} holds a certificate that is not a CA ({ca.subject.rfc4514_string()}).",
+                f"{_shown(path)} holds a certificate that is not a CA ({ca.subject.rfc4514_string()}).",
                 "Point it at the CA certificate (ca.pem), not a server or client certificate.",
             )
     return data, cas
@@ -115,7 +115,7 @@ def _read_pair(
     key = _parse_key(key_field, key_path, key_data)
     if not pki.key_matches_certificate(key, leaf):
         raise key_field.error(
-            f"{key_path} does not match the certificate {cert_path}.",
+            f"{_shown(key_path)} does not match the certificate {_shown(cert_path)}.",
             f"Use the key issued with that certificate, or issue both again with '{issue} --force'.",
         )
     _check_validity(cert_field, cert_path, leaf, f"{issue} --force")
@@ -123,7 +123,7 @@ def _read_pair(
     if usage not in pki.extended_key_usages(leaf):
         wanted = "serverAuth" if role == "server" else "clientAuth"
         raise cert_field.error(
-            f"{cert_path} is not a {role} certificate (its extended key usage lacks {wanted}).",
+            f"{_shown(cert_path)} is not a {role} certificate (its extended key usage lacks {wanted}).",
             f"Issue one with '{issue}'.",
         )
     return chain, leaf, key_data
@@ -133,7 +133,7 @@ def _parse_certs(field: _Field, path: Path, data: bytes) -> list[x509.Certificat
     try:
         certs = x509.load_pem_x509_certificates(data)
     except ValueError as exc:
-        raise field.error(f"{path} is not a PEM certificate.", "Point it at a file that starts with -----BEGIN CERTIFICATE-----.") from exc
+        raise field.error(f"{_shown(path)} is not a PEM certificate.", "Point it at a file that starts with -----BEGIN CERTIFICATE-----.") from exc
     return certs
 
 
@@ -141,9 +141,9 @@ def _parse_key(field: _Field, path: Path, data: bytes) -> object:
     try:
         return serialization.load_pem_private_key(data, password=None)
     except TypeError as exc:
-        raise field.error(f"{path} is encrypted with a passphrase.", "The server and client need an unencrypted key file (mode 0600).") from exc
+        raise field.error(f"{_shown(path)} is encrypted with a passphrase.", "The server and client need an unencrypted key file (mode 0600).") from exc
     except (ValueError, serialization.UnsupportedAlgorithm) as exc:
-        raise field.error(f"{path} is not a PEM private key.", "Point it at the NAME-key.pem file issued with the certificate.") from exc
+        raise field.error(f"{_shown(path)} is not a PEM private key.", "Point it at the NAME-key.pem file issued with the certificate.") from exc
 
 
 def _check_key_mode(field: _Field, path: Path) -> None:
@@ -151,7 +151,7 @@ def _check_key_mode(field: _Field, path: Path) -> None:
     # out as 0440. Access for every other user of the machine is not.
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o007:
-        raise field.error(f"{path} is readable or writable by other users (mode {mode:04o}).", f"Run 'chmod 600 {path}'.")
+        raise field.error(f"{_shown(path)} is readable or writable by other users (mode {mode:04o}).", f"Run 'chmod 600 {_shown(path)}'.")
 
 
 def _check_validity(field: _Field, path: Path, cert: x509.Certificate, reissue: str) -> None:
@@ -159,12 +159,12 @@ def _check_validity(field: _Field, path: Path, cert: x509.Certificate, reissue: 
     if now > cert.not_valid_after_utc:
         days = (now - cert.not_valid_after_utc).days
         raise field.error(
-            f"{path} expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC ({days} days ago).",
+            f"{_shown(path)} expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC ({days} days ago).",
             f"Issue a new one with '{reissue}'.",
         )
     if now < cert.not_valid_before_utc:
         raise field.error(
-            f"{path} is not valid until {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC.",
+            f"{_shown(path)} is not valid until {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC.",
             "Check this machine's clock, or issue a certificate that is valid now.",
         )
 
@@ -178,7 +178,7 @@ def _check_signed(
     if any(top == ca or pki.is_signed_by(top, ca) for ca in cas):
         return
     raise field.error(
-        f"{path} was not signed by the CA in {ca_path}.",
+        f"{_shown(path)} was not signed by the CA in {_shown(ca_path)}.",
         f"Issue it from that CA, or point {ca_field} at the CA that signed it ({top.issuer.rfc4514_string()}).",
     )
 
@@ -192,6 +192,16 @@ def _is_ca(cert: x509.Certificate) -> bool:
 
 def _pem(chain: list[x509.Certificate]) -> bytes:
     return b"".join(cert.public_bytes(serialization.Encoding.PEM) for cert in chain)
+
+
+def _shown(path: Path | None) -> str:
+    """A path as the user would type it: relative to the working directory when under it."""
+    if path is None:
+        return "(not set)"
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def _guess_name(cert_path: Path) -> tuple[str, str]:
