@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextvars
 import inspect
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn
 
@@ -21,6 +22,8 @@ import grpc
 from securechat.identity import PeerIdentity, PeerRejected, identity_from_pem, peer_certificate_pem
 
 log = logging.getLogger(__name__)
+
+KNOWN_CONNECTIONS = 10_000
 
 current_peer: contextvars.ContextVar[PeerIdentity | None] = contextvars.ContextVar("current_peer", default=None)
 
@@ -33,6 +36,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, *, require_identity: bool, allow: frozenset[str] | None) -> None:
         self._require_identity = require_identity
         self._allow = allow
+        # gRPC Python has no connection hook: the first call on a connection
+        # (peer address and port) is where we learn who connected.
+        self._known_connections: OrderedDict[str, None] = OrderedDict()
 
     async def intercept_service(
         self,
@@ -63,8 +69,18 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             await self._refuse(
                 context, grpc.StatusCode.PERMISSION_DENIED, f"identity '{peer.name}' is not allowed to call {method}", method
             )
+        self._note_connection(context.peer(), peer)
         log.debug("call %s from %s (serial %s, peer %s)", method, peer.name, peer.serial, context.peer())
         return peer
+
+    def _note_connection(self, address: str, peer: PeerIdentity) -> None:
+        if address in self._known_connections:
+            self._known_connections.move_to_end(address)
+            return
+        self._known_connections[address] = None
+        if len(self._known_connections) > KNOWN_CONNECTIONS:
+            self._known_connections.popitem(last=False)
+        log.info("connection from %s authenticated as %s (serial %s)", address, peer.name, peer.serial)
 
     @staticmethod
     async def _refuse(context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str, method: str) -> NoReturn:

@@ -163,6 +163,7 @@ def test_serve_logs_each_stream_with_identity_and_exits_0_on_sigterm(quickstarte
     running = Server(quickstarted)
     done = securechat("chat", "--config", "bob.yaml", "--target", f"localhost:{running.port}", cwd=quickstarted, stdin="x\n")
     assert done.returncode == 0, done.stderr
+    running.wait_for(r"connection from ipv4:127\.0\.0\.1:\d+ authenticated as bob \(serial [0-9a-f]+\)")
     running.wait_for(r"chat stream of bob ended: OK")
     assert running.stop() == 0
     running.wait_for(r"SIGTERM received: shutting down")
