@@ -107,16 +107,12 @@ class Deployment:
     ca: pki.CertificateAuthority
     ports: dict[str, int] = field(default_factory=dict)
 
-    def issue_client(
-        self, name: str, *, ca: pki.CertificateAuthority | None = None, **options: Any
-    ) -> pki.IssuedCert:
+    def issue_client(self, name: str, *, ca: pki.CertificateAuthority | None = None, **options: Any) -> pki.IssuedCert:
         issued = pki.issue_client_cert(ca or self.ca, name, **options)
         self.store.write_leaves([issued], force=True)
         return issued
 
-    def issue_server(
-        self, name: str, *, ca: pki.CertificateAuthority | None = None, **options: Any
-    ) -> pki.IssuedCert:
+    def issue_server(self, name: str, *, ca: pki.CertificateAuthority | None = None, **options: Any) -> pki.IssuedCert:
         issued = pki.issue_server_cert(ca or self.ca, name, **options)
         self.store.write_leaves([issued], force=True)
         return issued
@@ -137,9 +133,7 @@ class Deployment:
         }
         return self.write_yaml(name, merge(base, overrides))
 
-    def client_yaml(
-        self, identity: str, port: int, *, name: str | None = None, **overrides: Any
-    ) -> Path:
+    def client_yaml(self, identity: str, port: int, *, name: str | None = None, **overrides: Any) -> Path:
         base = {
             "target": f"localhost:{port}",
             "tls": {

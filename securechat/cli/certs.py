@@ -42,17 +42,11 @@ DirOption = Annotated[
     Path,
     typer.Option("--dir", help="The certs directory (created 0700 if missing).", show_default=True),
 ]
-ForceOption = Annotated[
-    bool, typer.Option("--force", help="Replace an existing key and certificate of the same name.")
-]
-KeyTypeOption = Annotated[
-    KeyTypeChoice, typer.Option("--key-type", help="Key algorithm of the new key.")
-]
+ForceOption = Annotated[bool, typer.Option("--force", help="Replace an existing key and certificate of the same name.")]
+KeyTypeOption = Annotated[KeyTypeChoice, typer.Option("--key-type", help="Key algorithm of the new key.")]
 LeafDaysOption = Annotated[
     int,
-    typer.Option(
-        "--days", help=f"Validity in days, at most {pki.LEAF_MAX_DAYS} (capped at the CA's expiry)."
-    ),
+    typer.Option("--days", help=f"Validity in days, at most {pki.LEAF_MAX_DAYS} (capped at the CA's expiry)."),
 ]
 CaPassphraseOption = Annotated[
     Path | None,
@@ -81,9 +75,7 @@ def _read_passphrase(path: Path | None) -> bytes | None:
     try:
         lines = path.read_bytes().splitlines()
     except OSError as exc:
-        raise PkiError(
-            f"{path} could not be read ({exc.strerror}). Check --ca-passphrase-file."
-        ) from exc
+        raise PkiError(f"{path} could not be read ({exc.strerror}). Check --ca-passphrase-file.") from exc
     if not lines or not lines[0]:
         raise PkiError(f"{path} is empty. Put the CA passphrase on its first line.")
     return lines[0]
@@ -117,15 +109,11 @@ def init(
     directory: DirOption = DEFAULT_DIR,
     key_type: KeyTypeOption = KeyTypeChoice.ecdsa_p256,
     days: Annotated[int, typer.Option("--days", help="CA validity in days.")] = pki.CA_DEFAULT_DAYS,
-    name: Annotated[
-        str, typer.Option("--name", help="The CA's common name.")
-    ] = pki.DEFAULT_CA_COMMON_NAME,
+    name: Annotated[str, typer.Option("--name", help="The CA's common name.")] = pki.DEFAULT_CA_COMMON_NAME,
     passphrase_file: CaPassphraseOption = None,
     force: Annotated[
         bool,
-        typer.Option(
-            "--force", help="Replace an existing CA; certificates it issued stop being trusted."
-        ),
+        typer.Option("--force", help="Replace an existing CA; certificates it issued stop being trusted."),
     ] = False,
 ) -> None:
     """Create a private CA: DIR/ca.pem and DIR/ca-key.pem.
@@ -158,9 +146,7 @@ def init(
 @certs_app.command()
 @reports_errors
 def server(
-    name: Annotated[
-        str, typer.Argument(help="Certificate name: the CN and the file name NAME.pem.")
-    ],
+    name: Annotated[str, typer.Argument(help="Certificate name: the CN and the file name NAME.pem.")],
     san: Annotated[
         list[str] | None,
         typer.Option(
@@ -192,11 +178,9 @@ def server(
     _say(f"  certificate: {cert_path}")
     _say(f"  key:         {key_path}")
     _say(f"It expires on {_date(issued.cert.not_valid_after_utc)}.")
-    _say(
-        f"Server config: tls.cert {cert_path}, tls.key {key_path}, tls.client_ca"
-        f" {store.ca_cert_path}"
-    )
+    _say(f"Server config: tls.cert {cert_path}, tls.key {key_path}, tls.client_ca {store.ca_cert_path}")
     _warn_if_capped([issued], ca)
+    _warn_if_directory_open(store)
 
 
 @certs_app.command()
@@ -230,9 +214,7 @@ def client(
     store.refuse_overwrite(names, force=force)
     ca = store.load_ca(passphrase=_read_passphrase(ca_passphrase_file))
     issued = [
-        pki.issue_client_cert(
-            ca, name, key_type=key_type.value, days=days, spiffe_trust_domain=spiffe_trust_domain
-        )
+        pki.issue_client_cert(ca, name, key_type=key_type.value, days=days, spiffe_trust_domain=spiffe_trust_domain)
         for name in names
     ]
     paths = store.write_leaves(issued, force=force)
@@ -246,36 +228,27 @@ def client(
             f" in {store.directory}: NAME.pem and NAME-key.pem each."
         )
     _say(f"They expire on {_date(min(i.cert.not_valid_after_utc for i in issued))}.")
-    _say(
-        f"Client config: tls.ca {store.ca_cert_path}, tls.cert {paths[0][0]}, tls.key {paths[0][1]}"
-    )
+    _say(f"Client config: tls.ca {store.ca_cert_path}, tls.cert {paths[0][0]}, tls.key {paths[0][1]}")
     _warn_if_capped(issued, ca)
+    _warn_if_directory_open(store)
 
 
 @certs_app.command("list")
 @reports_errors
 def list_(
     directory: DirOption = DEFAULT_DIR,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print index.json entries as JSON.")
-    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print index.json entries as JSON.")] = False,
 ) -> None:
     """List what was issued in DIR, with expiry and status."""
     store = pki.CertStore(directory)
     if not store.directory.is_dir():
-        raise PkiError(
-            f"{store.directory} not found. Run 'securechat certs init --dir"
-            f" {store.directory}' first."
-        )
+        raise PkiError(f"{store.directory} not found. Run 'securechat certs init --dir {store.directory}' first.")
     entries = store.entries()
     if as_json:
         _say(json.dumps([e.to_json() for e in entries], indent=2))
         return
     if not entries:
-        _say(
-            f"Nothing issued in {store.directory} yet. Run 'securechat certs init --dir"
-            f" {store.directory}'."
-        )
+        _say(f"Nothing issued in {store.directory} yet. Run 'securechat certs init --dir {store.directory}'.")
         return
     now = pki.utc_now()
     table = Table(box=None, pad_edge=False)
@@ -308,9 +281,7 @@ def inspect(
     summary = pki.summarize(cert, ca_cert=ca_cert)
     if summary.expired:
         ago = (pki.utc_now() - summary.not_after).days  # whole days since expiry
-        validity = (
-            "EXPIRED today" if ago == 0 else f"EXPIRED {ago} day{'s' if ago != 1 else ''} ago"
-        )
+        validity = "EXPIRED today" if ago == 0 else f"EXPIRED {ago} day{'s' if ago != 1 else ''} ago"
     elif summary.not_yet_valid:
         validity = "NOT VALID YET"
     else:

@@ -46,8 +46,7 @@ def subject_name(common_name: str) -> x509.Name:
     """`O=securechat, CN=<common_name>`: the subject every securechat certificate carries."""
     if not common_name.strip() or len(common_name) > MAX_NAME_LENGTH:
         raise PkiError(
-            f"common name {common_name[:20]!r} must be 1 to {MAX_NAME_LENGTH} characters."
-            " Pass a shorter --name."
+            f"common name {common_name[:20]!r} must be 1 to {MAX_NAME_LENGTH} characters. Pass a shorter --name."
         )
     return x509.Name(
         [
@@ -72,9 +71,7 @@ def create_ca(
     need an expired or not-yet-valid CA).
     """
     name = subject_name(common_name)
-    validity = validity_window(
-        days=days, max_days=CA_MAX_DAYS, not_before=not_before, not_after=not_after
-    )
+    validity = validity_window(days=days, max_days=CA_MAX_DAYS, not_before=not_before, not_after=not_after)
     key = generate_private_key(key_type)
     public_key = key.public_key()
     ski = x509.SubjectKeyIdentifier.from_public_key(public_key)
@@ -104,9 +101,7 @@ def create_ca(
         .add_extension(ski, critical=False)
         # Key id only: an issuer name + serial in the AKI would pin the CA
         # cert itself and break a re-signed CA (RFC 5280 4.2.1.1).
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
-        )
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
         .sign(private_key=key, algorithm=signature_hash(key))
     )
     return CertificateAuthority(cert=cert, key=key)
@@ -119,13 +114,7 @@ def check_ca(ca: CertificateAuthority, *, where: str = "the CA") -> CertificateA
     except x509.ExtensionNotFound:
         constraints = None
     if constraints is None or not constraints.ca:
-        raise PkiError(
-            f"{where} is not a CA certificate (no basicConstraints CA:TRUE). Point to the"
-            " CA's ca.pem."
-        )
+        raise PkiError(f"{where} is not a CA certificate (no basicConstraints CA:TRUE). Point to the CA's ca.pem.")
     if not key_matches_certificate(ca.key, ca.cert):
-        raise PkiError(
-            f"{where}: the CA key does not match the CA certificate. Restore the matching"
-            " ca-key.pem."
-        )
+        raise PkiError(f"{where}: the CA key does not match the CA certificate. Restore the matching ca-key.pem.")
     return ca

@@ -110,9 +110,7 @@ def _issue(
         .add_extension(aki, critical=False)
         .sign(private_key=ca.key, algorithm=signature_hash(ca.key))
     )
-    return IssuedCert(
-        name=name, kind=kind, cert=cert, key=key, capped_at_ca_expiry=validity.capped_at_ca_expiry
-    )
+    return IssuedCert(name=name, kind=kind, cert=cert, key=key, capped_at_ca_expiry=validity.capped_at_ca_expiry)
 
 
 def issue_server_cert(
@@ -133,10 +131,7 @@ def issue_server_cert(
     validate_name(name)
     texts = list(DEFAULT_SERVER_SANS if sans is None else sans)
     if not texts:
-        raise PkiError(
-            f"server certificate {name!r} needs at least one SAN. Pass --san HOST, e.g. --san"
-            " localhost."
-        )
+        raise PkiError(f"server certificate {name!r} needs at least one SAN. Pass --san HOST, e.g. --san localhost.")
     general_names: list[x509.GeneralName] = []
     for text in texts:
         general_name = parse_san(text)

@@ -10,9 +10,7 @@ from cryptography.x509 import Certificate
 
 from securechat.errors import PkiError
 
-KeyType: TypeAlias = Literal[
-    "ecdsa-p256", "ecdsa-p384", "rsa-2048", "rsa-3072", "rsa-4096", "ed25519"
-]
+KeyType: TypeAlias = Literal["ecdsa-p256", "ecdsa-p384", "rsa-2048", "rsa-3072", "rsa-4096", "ed25519"]
 KEY_TYPES: tuple[str, ...] = get_args(KeyType)
 DEFAULT_KEY_TYPE: KeyType = "ecdsa-p256"
 
@@ -29,9 +27,7 @@ def generate_private_key(key_type: str = DEFAULT_KEY_TYPE) -> PrivateKey:
     if key_type == "ecdsa-p384":
         return ec.generate_private_key(ec.SECP384R1())
     if key_type.startswith("rsa-") and key_type in KEY_TYPES:
-        return rsa.generate_private_key(
-            public_exponent=_RSA_PUBLIC_EXPONENT, key_size=int(key_type[4:])
-        )
+        return rsa.generate_private_key(public_exponent=_RSA_PUBLIC_EXPONENT, key_size=int(key_type[4:]))
     if key_type == "ed25519":
         return ed25519.Ed25519PrivateKey.generate()
     raise PkiError(f"unknown key type {key_type!r}. Use one of: {', '.join(KEY_TYPES)}.")

@@ -56,15 +56,10 @@ def validate_name(name: str) -> str:
             f" at most {MAX_NAME_LENGTH} are allowed. Choose a shorter name."
         )
     if name in RESERVED_NAMES:
-        raise PkiError(
-            f"certificate name {name!r} is reserved for the certs directory itself. Choose"
-            " another name."
-        )
+        raise PkiError(f"certificate name {name!r} is reserved for the certs directory itself. Choose another name.")
     if name.endswith("-key"):
         # `foo-key.pem` is the key of `foo`; a cert named `foo-key` would collide.
-        raise PkiError(
-            f"certificate name {name!r} ends in '-key', which names key files. Choose another name."
-        )
+        raise PkiError(f"certificate name {name!r} ends in '-key', which names key files. Choose another name.")
     if not _NAME_RE.fullmatch(name):
         raise PkiError(f"certificate name {name!r} is not allowed. {fix}")
     return name
@@ -98,10 +93,7 @@ def parse_san(text: str) -> x509.GeneralName:
     """
     value = text.strip()
     if "%" in value:
-        raise PkiError(
-            f"SAN {text!r} has an IPv6 zone id, which certificates cannot hold. Drop the"
-            " '%...' part."
-        )
+        raise PkiError(f"SAN {text!r} has an IPv6 zone id, which certificates cannot hold. Drop the '%...' part.")
     # ip_address first: "127.0.0.1" is also a syntactically valid DNS name.
     try:
         return x509.IPAddress(ipaddress.ip_address(value))
@@ -109,14 +101,9 @@ def parse_san(text: str) -> x509.GeneralName:
         pass
     host = value.lower()
     if not host.isascii():
-        raise PkiError(
-            f"SAN {text!r} is not ASCII. Give the IDNA A-label instead (the 'xn--...' form)."
-        )
+        raise PkiError(f"SAN {text!r} is not ASCII. Give the IDNA A-label instead (the 'xn--...' form).")
     if "*" in host:
-        raise PkiError(
-            f"SAN {text!r} is a wildcard, which securechat does not issue. List each host"
-            " name with --san."
-        )
+        raise PkiError(f"SAN {text!r} is a wildcard, which securechat does not issue. List each host name with --san.")
     if len(host) > 253 or not _NAME_RE.fullmatch(host):
         raise PkiError(
             f"SAN {text!r} is neither an IP address nor a DNS name."

@@ -21,17 +21,11 @@ def _read(path: str | os.PathLike[str], what: str) -> bytes:
     try:
         return Path(path).read_bytes()
     except FileNotFoundError:
-        raise PkiError(
-            f"{path} not found. Check the path, or issue the {what} with 'securechat certs'."
-        ) from None
+        raise PkiError(f"{path} not found. Check the path, or issue the {what} with 'securechat certs'.") from None
     except IsADirectoryError:
-        raise PkiError(
-            f"{path} is a directory, not a {what} file. Point to the .pem file inside it."
-        ) from None
+        raise PkiError(f"{path} is a directory, not a {what} file. Point to the .pem file inside it.") from None
     except OSError as exc:
-        raise PkiError(
-            f"{path} could not be read ({exc.strerror}). Check its permissions."
-        ) from exc
+        raise PkiError(f"{path} could not be read ({exc.strerror}). Check its permissions.") from exc
 
 
 def load_certificates(path: str | os.PathLike[str]) -> list[x509.Certificate]:
@@ -40,9 +34,7 @@ def load_certificates(path: str | os.PathLike[str]) -> list[x509.Certificate]:
     try:
         certs = x509.load_pem_x509_certificates(data)
     except ValueError as exc:
-        raise PkiError(
-            f"{path} holds no readable PEM certificate. Point to a certificate (.pem) file."
-        ) from exc
+        raise PkiError(f"{path} holds no readable PEM certificate. Point to a certificate (.pem) file.") from exc
     return certs
 
 
@@ -55,12 +47,8 @@ def load_certificate(path: str | os.PathLike[str]) -> x509.Certificate:
         return x509.load_der_x509_certificate(data)
     except ValueError as exc:
         if b"PRIVATE KEY-----" in data:
-            raise PkiError(
-                f"{path} is a private key, not a certificate. Point to NAME.pem, not NAME-key.pem."
-            ) from exc
-        raise PkiError(
-            f"{path} is not a readable certificate. Point to a PEM or DER certificate file."
-        ) from exc
+            raise PkiError(f"{path} is a private key, not a certificate. Point to NAME.pem, not NAME-key.pem.") from exc
+        raise PkiError(f"{path} is not a readable certificate. Point to a PEM or DER certificate file.") from exc
 
 
 def load_private_key(path: str | os.PathLike[str], *, password: bytes | None = None) -> PrivateKey:
@@ -71,27 +59,16 @@ def load_private_key(path: str | os.PathLike[str], *, password: bytes | None = N
     except TypeError as exc:
         if password is None:
             raise PkiError(f"{path} is encrypted. Give its passphrase.") from exc
-        raise PkiError(
-            f"{path} is not encrypted, but a passphrase was given. Drop the passphrase."
-        ) from exc
+        raise PkiError(f"{path} is not encrypted, but a passphrase was given. Drop the passphrase.") from exc
     except ValueError as exc:
         if password is not None and b"ENCRYPTED" in data:
-            raise PkiError(
-                f"{path} could not be decrypted: wrong passphrase. Check the passphrase."
-            ) from exc
+            raise PkiError(f"{path} could not be decrypted: wrong passphrase. Check the passphrase.") from exc
         if b"CERTIFICATE-----" in data:
-            raise PkiError(
-                f"{path} is a certificate, not a private key. Point to NAME-key.pem."
-            ) from exc
+            raise PkiError(f"{path} is a certificate, not a private key. Point to NAME-key.pem.") from exc
+        raise PkiError(f"{path} holds no readable PEM private key. Point to a NAME-key.pem file.") from exc
+    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey):
         raise PkiError(
-            f"{path} holds no readable PEM private key. Point to a NAME-key.pem file."
-        ) from exc
-    if not isinstance(
-        key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
-    ):
-        raise PkiError(
-            f"{path} holds a {type(key).__name__}, which securechat does not use. Use an"
-            " ECDSA, RSA or Ed25519 key."
+            f"{path} holds a {type(key).__name__}, which securechat does not use. Use an ECDSA, RSA or Ed25519 key."
         )
     return key
 
@@ -104,10 +81,6 @@ def certificate_pem(cert: x509.Certificate) -> bytes:
 def private_key_pem(key: PrivateKey, *, password: bytes | None = None) -> bytes:
     """KEY as PKCS#8 PEM, encrypted with the best available scheme if PASSWORD is given."""
     encryption: serialization.KeySerializationEncryption = (
-        serialization.BestAvailableEncryption(password)
-        if password
-        else serialization.NoEncryption()
+        serialization.BestAvailableEncryption(password) if password else serialization.NoEncryption()
     )
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
-    )
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)

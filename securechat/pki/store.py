@@ -210,12 +210,14 @@ class CertStore:
         cert = load_certificate(self.ca_cert_path)
         if not is_ca_certificate(cert):
             raise PkiError(f"{self.ca_cert_path} is not a CA certificate. {init}")
-        if passphrase is None and b"ENCRYPTED" in self.ca_key_path.read_bytes():
-            raise PkiError(
-                f"{self.ca_key_path} is encrypted. Pass --ca-passphrase-file FILE with its"
-                " passphrase."
-            )
-        key = load_private_key(self.ca_key_path, password=passphrase)
+        try:
+            key = load_private_key(self.ca_key_path, password=passphrase)
+        except PkiError as exc:
+            if passphrase is None and isinstance(exc.__cause__, TypeError):  # encrypted, no passphrase
+                raise PkiError(
+                    f"{self.ca_key_path} is encrypted. Pass --ca-passphrase-file FILE with its passphrase."
+                ) from exc
+            raise
         return check_ca(CertificateAuthority(cert=cert, key=key), where=str(self.ca_cert_path))
 
     # -- leaves ------------------------------------------------------------
@@ -226,8 +228,7 @@ class CertStore:
         """Write ISSUED as NAME.pem / NAME-key.pem and record it; returns (cert_path, key_path)."""
         if kind is not None and kind != issued.kind:
             raise PkiError(
-                f"{name}: a {issued.kind} certificate cannot be recorded as {kind}. Issue a"
-                f" {kind} certificate."
+                f"{name}: a {issued.kind} certificate cannot be recorded as {kind}. Issue a {kind} certificate."
             )
         if name != issued.name:
             issued = replace(issued, name=name)
@@ -239,20 +240,12 @@ class CertStore:
         Lets a caller refuse before spending time generating keys;
         `write_leaves` checks again anyway.
         """
-        self._refuse_existing(
-            (p for n in names for p in (self.cert_path(n), self.key_path(n))), force=force
-        )
+        self._refuse_existing((p for n in names for p in (self.cert_path(n), self.key_path(n))), force=force)
 
-    def write_leaves(
-        self, issued: Sequence[IssuedCert], *, force: bool = False
-    ) -> list[tuple[Path, Path]]:
+    def write_leaves(self, issued: Sequence[IssuedCert], *, force: bool = False) -> list[tuple[Path, Path]]:
         """Write many leaves at once: every target checked first, the index written once."""
         names = [item.name for item in issued]
-        duplicates = (
-            sorted({n for n in names if names.count(n) > 1})
-            if len(set(names)) != len(names)
-            else []
-        )
+        duplicates = sorted({n for n in names if names.count(n) > 1}) if len(set(names)) != len(names) else []
         if duplicates:
             raise PkiError(f"{', '.join(duplicates)} given more than once. Give each name once.")
         writes: list[_Write] = []
@@ -265,12 +258,9 @@ class CertStore:
         self._write_all(writes, force=force)
         reissued = set(names)
         entries = [
-            replace(e, status="superseded") if e.name in reissued and e.status == "valid" else e
-            for e in self.entries()
+            replace(e, status="superseded") if e.name in reissued and e.status == "valid" else e for e in self.entries()
         ]
-        entries.extend(
-            IndexEntry.for_certificate(item.name, item.kind, item.cert) for item in issued
-        )
+        entries.extend(IndexEntry.for_certificate(item.name, item.kind, item.cert) for item in issued)
         self._write_index(entries)
         return paths
 
@@ -283,9 +273,7 @@ class CertStore:
         except FileNotFoundError:
             return []
         except OSError as exc:
-            raise PkiError(
-                f"{self.index_path} could not be read ({exc.strerror}). Check its permissions."
-            ) from exc
+            raise PkiError(f"{self.index_path} could not be read ({exc.strerror}). Check its permissions.") from exc
         try:
             data = json.loads(raw)
             version = data["version"]
@@ -321,9 +309,7 @@ class CertStore:
             self.directory.mkdir(parents=True, mode=DIR_MODE)
             os.chmod(self.directory, DIR_MODE)  # mkdir's mode is filtered by the umask
         elif not self.directory.is_dir():
-            raise PkiError(
-                f"{self.directory} is a file, not a directory. Pass --dir with a directory path."
-            )
+            raise PkiError(f"{self.directory} is a file, not a directory. Pass --dir with a directory path.")
 
     def _write_all(self, writes: Sequence[_Write], *, force: bool) -> None:
         """Check every target, then write each atomically, then fsync the directory once."""
@@ -338,13 +324,10 @@ def _write_atomic(path: Path, data: bytes, mode: int, *, replace_existing: bool)
     """Write DATA to PATH with MODE so that PATH is either absent, old, or complete."""
     temp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     try:
-        fd = os.open(
-            temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), mode
-        )
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), mode)
     except OSError as exc:
         raise PkiError(
-            f"{path.parent} is not writable ({exc.strerror}). Check its permissions or pass"
-            " another --dir."
+            f"{path.parent} is not writable ({exc.strerror}). Check its permissions or pass another --dir."
         ) from exc
     try:
         try:
@@ -360,9 +343,7 @@ def _write_atomic(path: Path, data: bytes, mode: int, *, replace_existing: bool)
     except FileExistsError:
         raise FileExistsRefused(path) from None
     except OSError as exc:
-        raise PkiError(
-            f"{path} could not be written ({exc.strerror}). Check free space and permissions."
-        ) from exc
+        raise PkiError(f"{path} could not be written ({exc.strerror}). Check free space and permissions.") from exc
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)

@@ -39,9 +39,7 @@ class Validity:
 
 def _aware(value: dt.datetime, label: str) -> dt.datetime:
     if value.tzinfo is None:
-        raise PkiError(
-            f"{label} {value.isoformat()} has no timezone. Pass a timezone-aware UTC datetime."
-        )
+        raise PkiError(f"{label} {value.isoformat()} has no timezone. Pass a timezone-aware UTC datetime.")
     return value.astimezone(dt.timezone.utc)
 
 
@@ -63,18 +61,13 @@ def validity_window(
     """
     if days > max_days:
         raise PkiError(
-            f"--days {days} is too long: at most {max_days} days are allowed here. Use --days"
-            f" {max_days} or less."
+            f"--days {days} is too long: at most {max_days} days are allowed here. Use --days {max_days} or less."
         )
     if days < 1:
         raise PkiError(f"--days {days} is too short. Use --days 1 or more.")
     now = utc_now()
     start = _aware(not_before, "not_before") if not_before else now - CLOCK_SKEW_BACKDATE
-    end = (
-        _aware(not_after, "not_after")
-        if not_after
-        else start + CLOCK_SKEW_BACKDATE + dt.timedelta(days=days)
-    )
+    end = _aware(not_after, "not_after") if not_after else start + CLOCK_SKEW_BACKDATE + dt.timedelta(days=days)
     if end - start > dt.timedelta(days=max_days) + CLOCK_SKEW_BACKDATE:
         raise PkiError(
             f"validity from {start.isoformat()} to {end.isoformat()} is longer than"
@@ -92,8 +85,5 @@ def validity_window(
                 " Create a new CA with 'securechat certs init --force' and reissue."
             )
     if end <= start:
-        raise PkiError(
-            f"not_after {end.isoformat()} is not after not_before {start.isoformat()}. Swap"
-            " or fix them."
-        )
+        raise PkiError(f"not_after {end.isoformat()} is not after not_before {start.isoformat()}. Swap or fix them.")
     return Validity(not_before=start, not_after=end, capped_at_ca_expiry=capped)

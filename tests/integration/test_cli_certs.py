@@ -59,9 +59,7 @@ def test_entry_point_init_then_refuse_second_init(tmp_path: Path) -> None:
     assert "It expires on" in first.stdout
     second = _run("init", cwd=tmp_path)
     assert second.returncode == 1
-    _assert_one_line_error(
-        second.stderr, "certs/ca.pem already exists; refusing to overwrite it. Pass --force"
-    )
+    _assert_one_line_error(second.stderr, "certs/ca.pem already exists; refusing to overwrite it. Pass --force")
 
 
 @pytest.mark.parametrize(
@@ -76,9 +74,7 @@ def test_entry_point_init_then_refuse_second_init(tmp_path: Path) -> None:
         ),
     ],
 )
-def test_entry_point_user_mistakes_are_one_line(
-    tmp_path: Path, args: tuple[str, ...], fragment: str
-) -> None:
+def test_entry_point_user_mistakes_are_one_line(tmp_path: Path, args: tuple[str, ...], fragment: str) -> None:
     """Bad days, names and SANs exit 1 with one line and no traceback."""
     assert _run("init", cwd=tmp_path).returncode == 0
     result = _run(*args, cwd=tmp_path)
@@ -91,9 +87,7 @@ def test_entry_point_missing_ca_says_how_to_fix(tmp_path: Path) -> None:
     """Issuing without a CA names the missing file and the init command."""
     result = _run("client", "alice", "--dir", "nowhere", cwd=tmp_path)
     assert result.returncode == 1
-    _assert_one_line_error(
-        result.stderr, "nowhere/ca.pem not found. Run 'securechat certs init --dir nowhere' first."
-    )
+    _assert_one_line_error(result.stderr, "nowhere/ca.pem not found. Run 'securechat certs init --dir nowhere' first.")
 
 
 def test_entry_point_bad_key_type_is_a_usage_error(tmp_path: Path) -> None:
@@ -110,9 +104,7 @@ def test_entry_point_bad_key_type_is_a_usage_error(tmp_path: Path) -> None:
 def test_init_writes_ca_with_safe_modes(tmp_path: Path) -> None:
     """init creates DIR 0700 with ca.pem 0644 and ca-key.pem 0400, as --key-type asked."""
     directory = tmp_path / "certs"
-    result = _certs(
-        "init", "--key-type", "ecdsa-p384", "--name", "Acme CA", "--days", "30", directory=directory
-    )
+    result = _certs("init", "--key-type", "ecdsa-p384", "--name", "Acme CA", "--days", "30", directory=directory)
     assert result.exit_code == 0, result.output
     assert 'Created a new CA "Acme CA" (ecdsa-p384).' in result.stdout
     assert (_mode(directory), _mode(directory / "ca-key.pem"), _mode(directory / "ca.pem")) == (
@@ -211,9 +203,7 @@ def test_server_capped_at_ca_expiry_says_so(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "the CA expires on" in result.stderr and "sooner than --days asked" in result.stderr
     ca = pki.load_certificate(directory / "ca.pem")
-    assert (
-        pki.load_certificate(directory / "server.pem").not_valid_after_utc == ca.not_valid_after_utc
-    )
+    assert pki.load_certificate(directory / "server.pem").not_valid_after_utc == ca.not_valid_after_utc
 
 
 def test_server_not_capped_has_no_warning(tmp_path: Path) -> None:
@@ -231,14 +221,9 @@ def test_client_names_and_spiffe(tmp_path: Path) -> None:
     """client alice bob writes both with clientAuth, DNS and SPIFFE SANs, and names the files."""
     directory = tmp_path / "certs"
     _certs("init", directory=directory)
-    result = _certs(
-        "client", "alice", "bob", "--spiffe-trust-domain", "example.org", directory=directory
-    )
+    result = _certs("client", "alice", "bob", "--spiffe-trust-domain", "example.org", directory=directory)
     assert result.exit_code == 0, result.output
-    assert (
-        f'"alice" (DNS:alice, URI:spiffe://example.org/alice): {directory / "alice.pem"}'
-        in result.stdout
-    )
+    assert f'"alice" (DNS:alice, URI:spiffe://example.org/alice): {directory / "alice.pem"}' in result.stdout
     assert f"{directory / 'bob-key.pem'}" in result.stdout
     bob = pki.load_certificate(directory / "bob.pem")
     assert pki.extended_key_usages(bob) == {ExtendedKeyUsageOID.CLIENT_AUTH}
@@ -253,9 +238,7 @@ def test_client_many_names_in_one_call(tmp_path: Path) -> None:
     result = _certs("client", *names, directory=directory)
     assert result.exit_code == 0, result.output
     assert "Created 300 client certificates (user0 ... user299)" in result.stdout
-    assert all(
-        (directory / f"{n}.pem").exists() and (directory / f"{n}-key.pem").exists() for n in names
-    )
+    assert all((directory / f"{n}.pem").exists() and (directory / f"{n}-key.pem").exists() for n in names)
     index = json.loads((directory / "index.json").read_text())
     assert [e["name"] for e in index["certificates"]][1:] == names
 
@@ -268,10 +251,7 @@ def test_client_refuses_overwrite_and_writes_nothing(tmp_path: Path) -> None:
     before = (directory / "alice.pem").read_bytes()
     result = _certs("client", "bob", "alice", directory=directory)
     assert result.exit_code == 1
-    assert (
-        f"error: {directory / 'alice.pem'} already exists; refusing to overwrite it."
-        in result.stderr
-    )
+    assert f"error: {directory / 'alice.pem'} already exists; refusing to overwrite it." in result.stderr
     assert not (directory / "bob.pem").exists()
     assert (directory / "alice.pem").read_bytes() == before
 

@@ -32,9 +32,7 @@ def test_ca_is_self_signed(pki_ca_for: CaFor, key_type: str) -> None:
 
 
 @pytest.mark.parametrize("key_type", pki.KEY_TYPES)
-def test_ca_basic_constraints_are_critical_with_pathlen_zero(
-    pki_ca_for: CaFor, key_type: str
-) -> None:
+def test_ca_basic_constraints_are_critical_with_pathlen_zero(pki_ca_for: CaFor, key_type: str) -> None:
     """basicConstraints is CA:TRUE, pathLen 0, critical."""
     ext = pki_ca_for(key_type).cert.extensions.get_extension_for_class(x509.BasicConstraints)
     assert ext.critical
@@ -84,9 +82,7 @@ def test_ca_subject_names_common_name_and_organization(pki_ca: pki.CertificateAu
 def test_ca_common_name_is_configurable() -> None:
     """common_name= sets the CA's CN."""
     ca = pki.create_ca(common_name="Acme internal CA")
-    assert (
-        ca.cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "Acme internal CA"
-    )
+    assert ca.cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "Acme internal CA"
 
 
 @pytest.mark.parametrize("common_name", ["", "   ", "x" * 65])
@@ -110,9 +106,7 @@ def test_ca_validity_default_is_ten_years_backdated_for_skew(
     """Default validity: starts a few minutes back, lasts 3650 days from now; UTC-aware."""
     cert = pki_ca.cert
     now = dt.datetime.now(dt.timezone.utc)
-    assert (
-        now - dt.timedelta(hours=1) < cert.not_valid_before_utc < now - pki.CLOCK_SKEW_BACKDATE / 2
-    )
+    assert now - dt.timedelta(hours=1) < cert.not_valid_before_utc < now - pki.CLOCK_SKEW_BACKDATE / 2
     expected_end = cert.not_valid_before_utc + pki.CLOCK_SKEW_BACKDATE + dt.timedelta(days=3650)
     assert cert.not_valid_after_utc == expected_end
 
@@ -134,9 +128,7 @@ def test_unknown_key_type_is_refused() -> None:
     ("key_type", "hash_name"),
     [("ecdsa-p256", "sha256"), ("ecdsa-p384", "sha384"), ("rsa-2048", "sha256"), ("ed25519", None)],
 )
-def test_ca_signature_hash_matches_key(
-    pki_ca_for: CaFor, key_type: str, hash_name: str | None
-) -> None:
+def test_ca_signature_hash_matches_key(pki_ca_for: CaFor, key_type: str, hash_name: str | None) -> None:
     """P-384 signs with SHA-384, P-256 and RSA with SHA-256, Ed25519 with no separate hash."""
     algorithm = pki_ca_for(key_type).cert.signature_hash_algorithm
     assert (algorithm.name if isinstance(algorithm, hashes.HashAlgorithm) else None) == hash_name

@@ -23,32 +23,22 @@ class Outcome:
     peer_cn: str | None = None
 
 
-def _server_context(
-    store: pki.CertStore, name: str = "server", *, client_ca: Path | None = None
-) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(
-        ssl.Purpose.CLIENT_AUTH, cafile=str(client_ca or store.ca_cert_path)
-    )
+def _server_context(store: pki.CertStore, name: str = "server", *, client_ca: Path | None = None) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(client_ca or store.ca_cert_path))
     ctx.verify_mode = ssl.CERT_REQUIRED
-    ctx.verify_flags |= (
-        ssl.VERIFY_X509_STRICT
-    )  # RFC 5280 strictness, as Python 3.13 does by default
+    ctx.verify_flags |= ssl.VERIFY_X509_STRICT  # RFC 5280 strictness, as Python 3.13 does by default
     ctx.load_cert_chain(store.cert_path(name), store.key_path(name))
     return ctx
 
 
-def _client_context(
-    store: pki.CertStore, name: str = "alice", *, ca: Path | None = None
-) -> ssl.SSLContext:
+def _client_context(store: pki.CertStore, name: str = "alice", *, ca: Path | None = None) -> ssl.SSLContext:
     ctx = ssl.create_default_context(cafile=str(ca or store.ca_cert_path))
     ctx.verify_flags |= ssl.VERIFY_X509_STRICT
     ctx.load_cert_chain(store.cert_path(name), store.key_path(name))
     return ctx
 
 
-def _handshake(
-    server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext, hostname: str = "localhost"
-) -> Outcome:
+def _handshake(server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext, hostname: str = "localhost") -> Outcome:
     outcome = Outcome()
     with socket.create_server(("127.0.0.1", 0)) as listener:
         listener.settimeout(10)
@@ -123,28 +113,19 @@ def test_server_rejects_client_from_foreign_ca(
 
 def test_client_rejects_wrong_hostname(pki_issued_store: pki.CertStore) -> None:
     """Failing twin: the default server cert does not cover another host name."""
-    outcome = _handshake(
-        _server_context(pki_issued_store), _client_context(pki_issued_store), hostname="example.com"
-    )
+    outcome = _handshake(_server_context(pki_issued_store), _client_context(pki_issued_store), hostname="example.com")
     assert outcome.client_error is not None and "Hostname mismatch" in outcome.client_error
 
 
 @pytest.mark.parametrize("hostname", ["localhost", "127.0.0.1", "::1"])
 def test_default_sans_cover_loopback_names(pki_issued_store: pki.CertStore, hostname: str) -> None:
     """The default SANs work for localhost, 127.0.0.1 and ::1 as the verified name."""
-    outcome = _handshake(
-        _server_context(pki_issued_store), _client_context(pki_issued_store), hostname=hostname
-    )
+    outcome = _handshake(_server_context(pki_issued_store), _client_context(pki_issued_store), hostname=hostname)
     assert outcome.reply == b"ok"
 
 
 def test_server_rejects_a_server_cert_used_as_client_cert(pki_issued_store: pki.CertStore) -> None:
     """Failing twin for EKU: a serverAuth-only certificate cannot authenticate a client."""
-    outcome = _handshake(
-        _server_context(pki_issued_store), _client_context(pki_issued_store, name="server")
-    )
+    outcome = _handshake(_server_context(pki_issued_store), _client_context(pki_issued_store, name="server"))
     assert outcome.reply is None
-    assert (
-        outcome.server_error is not None
-        and "unsuitable certificate purpose" in outcome.server_error
-    )
+    assert outcome.server_error is not None and "unsuitable certificate purpose" in outcome.server_error

@@ -91,9 +91,7 @@ def test_key_matches_certificate_and_its_failing_twin(pki_ca: pki.CertificateAut
 
 def test_extended_key_usages(pki_ca: pki.CertificateAuthority) -> None:
     """EKUs come back as OIDs; a CA without the extension has none."""
-    assert pki.extended_key_usages(pki.issue_server_cert(pki_ca, "s").cert) == {
-        ExtendedKeyUsageOID.SERVER_AUTH
-    }
+    assert pki.extended_key_usages(pki.issue_server_cert(pki_ca, "s").cert) == {ExtendedKeyUsageOID.SERVER_AUTH}
     assert pki.extended_key_usages(pki_ca.cert) == frozenset()
 
 
@@ -124,9 +122,7 @@ def test_load_certificate_reads_der(tmp_path: Path, pki_ca: pki.CertificateAutho
         ),
     ],
 )
-def test_load_certificate_errors_name_the_file(
-    tmp_path: Path, content: bytes | None, message: str
-) -> None:
+def test_load_certificate_errors_name_the_file(tmp_path: Path, content: bytes | None, message: str) -> None:
     """Missing, garbage and key-instead-of-cert files are one-line errors naming the file."""
     path = tmp_path / "missing.pem"
     if content is not None:

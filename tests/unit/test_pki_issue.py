@@ -91,9 +91,7 @@ def test_client_spiffe_trust_domain_adds_uri_san(pki_ca: pki.CertificateAuthorit
     ]
 
 
-def test_leaf_subject_is_non_empty_and_issuer_is_ca(
-    leaf: pki.IssuedCert, pki_ca: pki.CertificateAuthority
-) -> None:
+def test_leaf_subject_is_non_empty_and_issuer_is_ca(leaf: pki.IssuedCert, pki_ca: pki.CertificateAuthority) -> None:
     """Leaf subject is O=securechat, CN=NAME; issuer is the CA subject; SAN non-critical."""
     assert leaf.cert.subject.rfc4514_string() == f"CN={leaf.name},O=securechat"
     assert leaf.cert.issuer == pki_ca.cert.subject
@@ -120,20 +118,14 @@ def test_leaf_is_not_a_ca(leaf: pki.IssuedCert) -> None:
     ],
 )
 @pytest.mark.parametrize("kind", ["server", "client"])
-def test_leaf_key_usage_per_key_type(
-    pki_ca_for: CaFor, key_type: str, key_encipherment: bool, kind: str
-) -> None:
+def test_leaf_key_usage_per_key_type(pki_ca_for: CaFor, key_type: str, key_encipherment: bool, kind: str) -> None:
     """digitalSignature always, keyEncipherment only for RSA, critical; any CA key type signs."""
     ca = pki_ca_for(key_type)
     if key_type == "rsa-4096":  # the slow one: reuse the CA's own key type only for signing
-        issued = (pki.issue_server_cert if kind == "server" else pki.issue_client_cert)(
-            ca, "n1", key_type="rsa-2048"
-        )
+        issued = (pki.issue_server_cert if kind == "server" else pki.issue_client_cert)(ca, "n1", key_type="rsa-2048")
         key_encipherment = True
     else:
-        issued = (pki.issue_server_cert if kind == "server" else pki.issue_client_cert)(
-            ca, "n1", key_type=key_type
-        )
+        issued = (pki.issue_server_cert if kind == "server" else pki.issue_client_cert)(ca, "n1", key_type=key_type)
         assert pki.key_type_name(issued.cert.public_key()) == key_type
     ext = issued.cert.extensions.get_extension_for_class(x509.KeyUsage)
     usage = ext.value
@@ -168,10 +160,7 @@ def test_leaf_validity_default_is_365_days_backdated(pki_ca: pki.CertificateAuth
     cert = pki.issue_client_cert(pki_ca, "alice").cert
     now = dt.datetime.now(dt.timezone.utc)
     assert cert.not_valid_before_utc < now - pki.CLOCK_SKEW_BACKDATE / 2
-    assert (
-        cert.not_valid_after_utc
-        == cert.not_valid_before_utc + pki.CLOCK_SKEW_BACKDATE + dt.timedelta(days=365)
-    )
+    assert cert.not_valid_after_utc == cert.not_valid_before_utc + pki.CLOCK_SKEW_BACKDATE + dt.timedelta(days=365)
     assert pki.days_left(cert) == 365
 
 
@@ -208,9 +197,7 @@ def test_leaf_within_ca_lifetime_is_not_capped(pki_ca: pki.CertificateAuthority)
 def test_expired_ca_cannot_issue_by_default() -> None:
     """An expired CA refuses to issue (the cert would be born expired)."""
     now = pki.utc_now()
-    old_ca = pki.create_ca(
-        not_before=now - dt.timedelta(days=10), not_after=now - dt.timedelta(days=1)
-    )
+    old_ca = pki.create_ca(not_before=now - dt.timedelta(days=10), not_after=now - dt.timedelta(days=1))
     with pytest.raises(PkiError, match="the CA expired on .*'securechat certs init --force'"):
         pki.issue_client_cert(old_ca, "alice")
 

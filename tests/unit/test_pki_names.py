@@ -11,9 +11,7 @@ from securechat import pki
 from securechat.errors import PkiError
 
 
-@pytest.mark.parametrize(
-    "name", ["alice", "server", "api.internal", "node-1", "a", "0day", "a" * 30 + "." + "b" * 33]
-)
+@pytest.mark.parametrize("name", ["alice", "server", "api.internal", "node-1", "a", "0day", "a" * 30 + "." + "b" * 33])
 def test_valid_names_are_accepted(name: str) -> None:
     """Lowercase DNS-style names up to 64 characters pass unchanged."""
     assert pki.validate_name(name) == name

@@ -58,13 +58,9 @@ def test_modes_do_not_depend_on_umask(tmp_path: Path) -> None:
     assert _mode(strict.ca_cert_path) == 0o644
 
 
-def test_leaf_files_have_safe_modes(
-    pki_store: pki.CertStore, pki_ca: pki.CertificateAuthority
-) -> None:
+def test_leaf_files_have_safe_modes(pki_store: pki.CertStore, pki_ca: pki.CertificateAuthority) -> None:
     """write_leaf writes NAME-key.pem 0600 and NAME.pem 0644, and returns their paths."""
-    cert_path, key_path = pki_store.write_leaf(
-        "server", pki.issue_server_cert(pki_ca, "server"), kind="server"
-    )
+    cert_path, key_path = pki_store.write_leaf("server", pki.issue_server_cert(pki_ca, "server"), kind="server")
     assert (cert_path, key_path) == (
         pki_store.directory / "server.pem",
         pki_store.directory / "server-key.pem",
@@ -73,9 +69,7 @@ def test_leaf_files_have_safe_modes(
     assert _mode(cert_path) == 0o644
 
 
-def test_written_files_load_back(
-    pki_store: pki.CertStore, pki_ca: pki.CertificateAuthority
-) -> None:
+def test_written_files_load_back(pki_store: pki.CertStore, pki_ca: pki.CertificateAuthority) -> None:
     """What was written loads back as the same cert and a matching key."""
     issued = pki.issue_client_cert(pki_ca, "alice")
     cert_path, key_path = pki_store.write_leaf("alice", issued)
@@ -89,9 +83,7 @@ def test_written_files_load_back(
 def test_init_refuses_to_overwrite_the_ca(pki_store: pki.CertStore) -> None:
     """A second init names the file it refuses to replace, and leaves the CA alone."""
     before = pki_store.ca_cert_path.read_bytes()
-    with pytest.raises(
-        FileExistsRefused, match=r"ca\.pem already exists; refusing to overwrite it\. Pass --force"
-    ):
+    with pytest.raises(FileExistsRefused, match=r"ca\.pem already exists; refusing to overwrite it\. Pass --force"):
         pki_store.init_ca()
     assert pki_store.ca_cert_path.read_bytes() == before
 
@@ -150,9 +142,7 @@ def test_force_replaces_a_leaf_and_supersedes_its_index_entry(
     assert alice == [(old_serial, "superseded"), (f"{issued.cert.serial_number:x}", "valid")]
 
 
-def test_no_temporary_files_are_left_behind(
-    pki_issued_store: pki.CertStore, pki_ca: pki.CertificateAuthority
-) -> None:
+def test_no_temporary_files_are_left_behind(pki_issued_store: pki.CertStore, pki_ca: pki.CertificateAuthority) -> None:
     """Atomic writes leave only final files, also after a refused write."""
     with pytest.raises(FileExistsRefused):
         pki_issued_store.write_leaf("alice", pki.issue_client_cert(pki_ca, "alice"))
@@ -169,19 +159,14 @@ def test_index_records_what_was_issued(pki_issued_store: pki.CertStore) -> None:
     assert server["sans"] == ["DNS:localhost", "IP:127.0.0.1", "IP:::1"]
     assert server["status"] == "valid"
     assert server["not_after"].endswith("Z")
-    assert (
-        int(server["serial"], 16)
-        == pki.load_certificate(pki_issued_store.cert_path("server")).serial_number
-    )
+    assert int(server["serial"], 16) == pki.load_certificate(pki_issued_store.cert_path("server")).serial_number
     assert by_name["alice"]["sans"] == ["DNS:alice"]
     entries = pki_issued_store.entries()
     assert [e.name for e in entries] == ["ca", "server", "alice", "bob"]
     assert entries[1].not_after.tzinfo is not None
 
 
-def test_many_client_names_in_one_call(
-    pki_store: pki.CertStore, pki_ca: pki.CertificateAuthority
-) -> None:
+def test_many_client_names_in_one_call(pki_store: pki.CertStore, pki_ca: pki.CertificateAuthority) -> None:
     """write_leaves writes 200 leaves and records all of them in one index."""
     names = [f"user{i}" for i in range(200)]
     paths = pki_store.write_leaves([pki.issue_client_cert(pki_ca, n) for n in names])
@@ -190,20 +175,14 @@ def test_many_client_names_in_one_call(
     assert [e.name for e in pki_store.entries()][1:] == names
 
 
-def test_duplicate_names_in_one_call_are_refused(
-    pki_store: pki.CertStore, pki_ca: pki.CertificateAuthority
-) -> None:
+def test_duplicate_names_in_one_call_are_refused(pki_store: pki.CertStore, pki_ca: pki.CertificateAuthority) -> None:
     """The same name twice in one batch is an error, before anything is written."""
     with pytest.raises(PkiError, match="alice given more than once"):
-        pki_store.write_leaves(
-            [pki.issue_client_cert(pki_ca, "alice"), pki.issue_client_cert(pki_ca, "alice")]
-        )
+        pki_store.write_leaves([pki.issue_client_cert(pki_ca, "alice"), pki.issue_client_cert(pki_ca, "alice")])
     assert not pki_store.cert_path("alice").exists()
 
 
-def test_write_leaf_kind_must_match(
-    pki_store: pki.CertStore, pki_ca: pki.CertificateAuthority
-) -> None:
+def test_write_leaf_kind_must_match(pki_store: pki.CertStore, pki_ca: pki.CertificateAuthority) -> None:
     """Recording a server certificate as a client is refused."""
     with pytest.raises(PkiError, match="a server certificate cannot be recorded as client"):
         pki_store.write_leaf("server", pki.issue_server_cert(pki_ca, "server"), kind="client")
@@ -257,9 +236,7 @@ def test_encrypted_ca_key_round_trip(tmp_path: Path) -> None:
         ('{"version": 99, "certificates": []}', "format version 99, newer"),
     ],
 )
-def test_bad_index_is_reported_by_file(
-    pki_store: pki.CertStore, content: str, message: str
-) -> None:
+def test_bad_index_is_reported_by_file(pki_store: pki.CertStore, content: str, message: str) -> None:
     """A damaged or newer index.json is an error naming the file."""
     pki_store.index_path.write_text(content)
     with pytest.raises(PkiError, match=rf"index\.json .*{message}"):
