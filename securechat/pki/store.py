@@ -55,11 +55,13 @@ from typing import Any
 from cryptography import x509
 
 from securechat.errors import FileExistsRefused, PkiError
-from securechat.pki.ca import CertificateAuthority, check_ca, create_ca
+from securechat.pki.ca import DEFAULT_CA_COMMON_NAME, CertificateAuthority, check_ca, create_ca
 from securechat.pki.inspect import is_ca_certificate, subject_alternative_names
 from securechat.pki.issue import IssuedCert
+from securechat.pki.keys import DEFAULT_KEY_TYPE
 from securechat.pki.names import san_to_text, validate_name
 from securechat.pki.pem import certificate_pem, load_certificate, load_private_key, private_key_pem
+from securechat.pki.validity import CA_DEFAULT_DAYS
 
 INDEX_VERSION = 1
 DIR_MODE = 0o700
@@ -177,13 +179,18 @@ class CertStore:
     def init_ca(
         self,
         *,
+        common_name: str = DEFAULT_CA_COMMON_NAME,
+        key_type: str = DEFAULT_KEY_TYPE,
+        days: int = CA_DEFAULT_DAYS,
         force: bool = False,
         passphrase: bytes | None = None,
-        **create_options: Any,
     ) -> CertificateAuthority:
-        """Create a CA (options as for `create_ca`) and write it here; see `write_ca`."""
+        """Create a CA (as `create_ca` does) and write it here; see `write_ca`.
+
+        Existing CA files are checked first, so a refusal costs no key generation.
+        """
         self._refuse_existing([self.ca_cert_path, self.ca_key_path], force=force)
-        ca = create_ca(**create_options)
+        ca = create_ca(common_name=common_name, key_type=key_type, days=days)
         self.write_ca(ca, force=force, passphrase=passphrase)
         return ca
 
