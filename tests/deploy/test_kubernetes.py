@@ -301,6 +301,7 @@ def test_pod_serves_mtls_with_cert_manager_files_and_answers_probes(pod, ca, env
     refused = run(["securechat", "hello", "--config", str(stranger)], env)
     assert refused.returncode == 1, refused.stdout
     assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert "refused our certificate" in refused.stderr
 
     grace = deployment()["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     assert server.terminate(timeout=grace) == 0, server.output

@@ -7,7 +7,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from deploy_support import DEPLOY, ETC, INSTALLED, free_port, run
 
 SYSTEMD = DEPLOY / "systemd"
