@@ -175,7 +175,10 @@ class _Section:
         return path if path.is_absolute() else (self.source.parent / path).resolve()
 
     def address(self, key: str, default: str | None) -> Address | None:
-        value = self.data.get(key, default)
+        # `listen:` with no value is YAML null: treat it as absent, like every other key.
+        value = self.data.get(key)
+        if value is None:
+            value = default
         if value is None:
             return None
         if not isinstance(value, str):
@@ -223,12 +226,17 @@ def _read_yaml(path: Path) -> Any:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(str(path), None, f"cannot read the config file ({exc.__class__.__name__}).", "Check its permissions and encoding.") from exc
     try:
-        return yaml.safe_load(text)
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise ConfigError(path.name, None, f"is not valid YAML{where}: {problem}.", "Fix the syntax (indentation, colons, quotes).") from exc
+    if data is None:
+        # An empty (or comments-only) file is a wrong path or a truncated write,
+        # not a request for defaults: say so instead of "tls: missing".
+        raise ConfigError(path.name, None, "is empty.", "Run 'securechat quickstart --dir DIR' for a working example, or fix the path.")
+    return data
 
 
 SERVER_KEYS = ("listen", "tls", "insecure", "insecure_allow_non_loopback", "authz", "crl", "health_port", "limits", "log", "grace_seconds")

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
@@ -142,7 +143,7 @@ def _parse_key(field: _Field, path: Path, data: bytes) -> object:
         return serialization.load_pem_private_key(data, password=None)
     except TypeError as exc:
         raise field.error(f"{_shown(path)} is encrypted with a passphrase.", "The server and client need an unencrypted key file (mode 0600).") from exc
-    except (ValueError, serialization.UnsupportedAlgorithm) as exc:
+    except (ValueError, UnsupportedAlgorithm) as exc:
         raise field.error(f"{_shown(path)} is not a PEM private key.", "Point it at the NAME-key.pem file issued with the certificate.") from exc
 
 
