@@ -199,6 +199,8 @@ def parse_address(text: str) -> Address:
         host = host[1:-1]
     elif ":" in host:
         raise ValueError(f"'{text}' has an IPv6 host without brackets. {hint}")
+    if not host:
+        raise ValueError(f"'{text}' has an empty host. {hint}")
     port = int(port_text)
     if port > 65535:
         raise ValueError(f"port {port} in '{text}' is out of range; use 0 to 65535.")
@@ -217,6 +219,21 @@ def _kind(value: Any) -> str:
     return names.get(type(value), type(value).__name__)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice is an error, not a silent override."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key '{key}' (the second would silently replace the first)", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def _read_yaml(path: Path) -> Any:
     path = Path(path)
     try:
@@ -226,12 +243,13 @@ def _read_yaml(path: Path) -> Any:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(str(path), None, f"cannot read the config file ({exc.__class__.__name__}).", "Check its permissions and encoding.") from exc
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError(path.name, None, f"is not valid YAML{where}: {problem}.", "Fix the syntax (indentation, colons, quotes).") from exc
+        fix = "Remove one of them." if "duplicate key" in problem else "Fix the syntax (indentation, colons, quotes)."
+        raise ConfigError(path.name, None, f"is not valid YAML{where}: {problem}.", fix) from exc
     if data is None:
         # An empty (or comments-only) file is a wrong path or a truncated write,
         # not a request for defaults: say so instead of "tls: missing".

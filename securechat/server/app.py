@@ -157,6 +157,11 @@ async def serve_until_signalled(config: ServerConfig, *, on_ready: object = None
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
+    # SIGHUP (systemctl reload) must never stop the server. Until live reload
+    # exists it is acknowledged and ignored.
+    loop.add_signal_handler(
+        signal.SIGHUP, log.warning, "SIGHUP received: live reload is not supported yet; restart to apply changes"
+    )
     await stop.wait()
     await running.stop()
     return 0

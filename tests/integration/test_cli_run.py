@@ -170,6 +170,16 @@ def test_serve_logs_each_stream_with_identity_and_exits_0_on_sigterm(quickstarte
     assert any("(mTLS)" in line for line in running.lines)
 
 
+def test_sighup_does_not_stop_the_server(quickstarted: Path):
+    """SIGHUP (systemctl reload) is logged and the server keeps serving."""
+    running = Server(quickstarted)
+    running.proc.send_signal(signal.SIGHUP)
+    running.wait_for(r"SIGHUP received")
+    done = securechat("hello", "--config", "alice.yaml", "--target", f"localhost:{running.port}", cwd=quickstarted)
+    assert (done.returncode, done.stdout.strip()) == (0, "Hello, alice!")
+    assert running.stop() == 0
+
+
 def test_serve_refuses_a_port_in_use(quickstarted: Path, server: Server):
     """Binding a port another server holds is one clear line and exit 1."""
     done = securechat("serve", "--config", "server.yaml", "--listen", f"127.0.0.1:{server.port}", cwd=quickstarted)

@@ -333,6 +333,7 @@ BAD_ADDRESSES = [
     ("fe80::1:443", f"'fe80::1:443' has an IPv6 host without brackets. {HINT}"),
     ("127.0.0.1:65536", "port 65536 in '127.0.0.1:65536' is out of range; use 0 to 65535."),
     ("[::1]:99999", "port 99999 in '[::1]:99999' is out of range; use 0 to 65535."),
+    ("[]:5", f"'[]:5' has an empty host. {HINT}"),
 ]
 
 
@@ -380,6 +381,25 @@ def test_parse_address_accepts_good_forms(text, expected):
 
 
 # --- the file itself ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "key"),
+    [
+        ("listen: 127.0.0.1:0\ninsecure: true\ninsecure: false\n", "line 3, column 1", "insecure"),
+        ("tls:\n  cert: a.pem\n  cert: b.pem\n", "line 3, column 3", "cert"),
+    ],
+)
+def test_duplicate_keys_are_refused(tmp_path, text, where, key):
+    """A key given twice is an error naming it, never a silent override."""
+    with pytest.raises(ConfigError) as error:
+        load_server_config(write(tmp_path, text))
+    expect(
+        error,
+        None,
+        f"server.yaml: is not valid YAML at {where}: duplicate key '{key}' "
+        "(the second would silently replace the first). Remove one of them.",
+    )
 
 
 @pytest.mark.parametrize(
