@@ -16,6 +16,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from securechat import pki
 from securechat.cli.output import reports_errors, stdout, warn
@@ -61,8 +62,9 @@ DEFAULT_DIR = Path("certs")
 
 
 def _say(text: str = "") -> None:
-    # markup=False: paths and names are printed as they are, never as Rich markup.
-    stdout.print(text, soft_wrap=True, markup=False, highlight=False)
+    # Printed as they are: never as Rich markup, and no emoji codes — a
+    # fingerprint like "...:CD:..." would otherwise turn into a CD emoji.
+    stdout.print(text, soft_wrap=True, markup=False, emoji=False, highlight=False)
 
 
 def _date(value: dt.datetime) -> str:
@@ -257,15 +259,9 @@ def list_(
     for entry in entries:
         left = pki.days_until(entry.not_after, now=now)
         status = "expired" if entry.status == "valid" and entry.not_after < now else entry.status
-        table.add_row(
-            entry.name,
-            entry.kind,
-            entry.serial[:16],
-            entry.not_after.strftime("%Y-%m-%d"),
-            str(left),
-            status,
-        )
-    stdout.print(table, soft_wrap=True, markup=False, highlight=False)
+        cells = (entry.name, entry.kind, entry.serial[:16], entry.not_after.strftime("%Y-%m-%d"), str(left), status)
+        table.add_row(*(Text(cell) for cell in cells))  # Text: never markup or emoji codes
+    stdout.print(table, soft_wrap=True)
 
 
 @certs_app.command()

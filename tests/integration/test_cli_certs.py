@@ -375,3 +375,17 @@ def test_inspect_bad_file_is_one_line(tmp_path: Path, filename: str, fragment: s
     result = _certs("inspect", str(directory / filename), directory=directory)
     assert result.exit_code == 1
     _assert_one_line_error(result.stderr, fragment)
+
+
+def test_inspect_prints_fingerprint_verbatim(tmp_path: Path, pki_ca: pki.CertificateAuthority) -> None:
+    """A fingerprint holding ':AB:' or ':CD:' is printed as is, not as a Rich emoji code."""
+    issued = next(
+        item
+        for item in (pki.issue_client_cert(pki_ca, "alice") for _ in range(500))
+        if ":AB:" in pki.fingerprint_sha256(item.cert)[2:-2] or ":CD:" in pki.fingerprint_sha256(item.cert)[2:-2]
+    )
+    store = pki.CertStore(tmp_path / "certs")
+    store.write_ca(pki_ca)
+    store.write_leaf("alice", issued)
+    result = _certs("inspect", str(store.cert_path("alice")), directory=store.directory)
+    assert f"SHA-256:      {pki.fingerprint_sha256(issued.cert)}\n" in result.stdout
