@@ -106,7 +106,7 @@ async def _print_events(session: ChatSession, me: str | None, echoes: asyncio.Qu
     async for event in session:
         if event.kind == Kind.MESSAGE:
             stdout.print(f"[dim]#{event.id}[/] [bold]\\[{event.room}] {event.sender}:[/] ", end="")
-            stdout.print(event.text, markup=False, highlight=False)
+            stdout.print(event.text, markup=False, highlight=False, emoji=False)
             if me is None or event.sender == me:
                 echoes.put_nowait(event)
         elif event.kind == Kind.JOIN:

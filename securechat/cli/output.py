@@ -9,6 +9,7 @@ from typing import NoReturn, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from securechat.errors import SecureChatError
 
@@ -21,12 +22,14 @@ stderr = Console(stderr=True, highlight=False)
 
 def fail(message: str, *, code: int = 1) -> NoReturn:
     """Print `error: message` on stderr as one line and exit with code."""
-    stderr.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    # Text, not markup: a message may hold '[...]' or ':cd:' (fingerprints,
+    # paths, YAML) that Rich would otherwise read as markup or emoji codes.
+    stderr.print(Text.assemble(("error:", "bold red"), " ", message), soft_wrap=True, emoji=False)
     sys.exit(code)
 
 
 def warn(message: str) -> None:
-    stderr.print(f"[bold yellow]warning:[/] {message}", soft_wrap=True)
+    stderr.print(Text.assemble(("warning:", "bold yellow"), " ", message), soft_wrap=True, emoji=False)
 
 
 def exit_with(code: int) -> NoReturn:
