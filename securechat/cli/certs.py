@@ -74,8 +74,9 @@ DEFAULT_DIR = Path("certs")
 
 
 def _say(text: str = "") -> None:
-    # markup=False: paths and names are printed as they are, never as Rich markup.
-    stdout.print(text, soft_wrap=True, markup=False, highlight=False)
+    # markup=False, emoji=False: paths, names and fingerprints are printed as they are
+    # (Rich would turn a fingerprint's ":AB:" into an emoji).
+    stdout.print(text, soft_wrap=True, markup=False, highlight=False, emoji=False)
 
 
 def _date(value: dt.datetime) -> str:
