@@ -271,3 +271,43 @@ async def test_a_broken_config_edit_keeps_the_running_policy(deployment, start, 
     await wait_for_log(caplog, "config reload refused, the running config stays")
     assert (await hello_status(deployment.client("bob", server.port)))[0] is grpc.StatusCode.PERMISSION_DENIED
     assert (await hello_status(deployment.client("alice", server.port)))[0] is grpc.StatusCode.OK
+
+
+# -- long-running clients ----------------------------------------------------------
+
+
+async def test_chat_client_reconnects_with_a_renewed_certificate(deployment, start, caplog):
+    """`securechat chat` notices alice's renewed certificate, reconnects with it, and keeps chatting."""
+    import sys
+
+    caplog.set_level(logging.INFO, logger="securechat")
+    server = await start()
+    config = deployment.client_yaml("alice", server.port)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "securechat", "chat", "--config", str(config),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "NO_COLOR": "1", "COLUMNS": "200"},
+    )  # fmt: skip
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+
+    async def read_until(stream, text: str) -> None:
+        while text not in (await asyncio.wait_for(stream.readline(), 3 * STEP)).decode():
+            pass
+
+    try:
+        proc.stdin.write(b"first\n")
+        await proc.stdin.drain()
+        await read_until(proc.stdout, "alice: first")
+        renewed = deployment.store.renew(deployment.ca, "alice")
+        serial = f"{renewed.cert.serial_number:x}"
+        await read_until(proc.stderr, f"client certificate changed (serial {serial}): reconnecting")
+        proc.stdin.write(b"second\n")
+        await proc.stdin.drain()
+        await read_until(proc.stdout, "alice: second")
+        await wait_for_log(caplog, f"authenticated as alice (serial {serial})")
+        proc.stdin.close()
+        assert await asyncio.wait_for(proc.wait(), STEP) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
