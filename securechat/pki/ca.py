@@ -126,3 +126,12 @@ def check_ca(ca: CertificateAuthority, *, where: str = "the CA") -> CertificateA
     if not key_matches_certificate(ca.key, ca.cert):
         raise PkiError(f"{where}: the CA key does not match the CA certificate. Restore the matching ca-key.pem.")
     return ca
+
+
+def authority_key_identifier(ca: CertificateAuthority) -> x509.AuthorityKeyIdentifier:
+    """The AKI for what CA signs (leaves and CRLs): its subjectKeyIdentifier, else one from its key."""
+    try:
+        ski = ca.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
+    except x509.ExtensionNotFound:
+        return x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key())

@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, ObjectIdentifier
 
 from securechat.errors import PkiError
-from securechat.pki.ca import CertificateAuthority, subject_name
+from securechat.pki.ca import CertificateAuthority, authority_key_identifier, subject_name
 from securechat.pki.inspect import extended_key_usages, subject_alternative_names
 from securechat.pki.keys import (
     DEFAULT_KEY_TYPE,
@@ -99,11 +99,7 @@ def _issue(
     )
     key = key or generate_private_key(key_type)
     public_key = key.public_key()
-    try:
-        ca_ski = ca.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-        aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski)
-    except x509.ExtensionNotFound:
-        aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key())
+    aki = authority_key_identifier(ca)
     cert = (
         x509.CertificateBuilder()
         .subject_name(subject_name(name))

@@ -27,7 +27,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
 from securechat.errors import PkiError
-from securechat.pki.ca import CertificateAuthority
+from securechat.pki.ca import CertificateAuthority, authority_key_identifier
 from securechat.pki.keys import signature_hash
 from securechat.pki.validity import CLOCK_SKEW_BACKDATE, utc_now
 
@@ -75,11 +75,7 @@ def build_crl(
         raise PkiError(f"--days {days} is too short for a CRL. Use --days 1 or more.")
     this_update = (now or utc_now()) - CLOCK_SKEW_BACKDATE
     next_update = min(this_update + CLOCK_SKEW_BACKDATE + dt.timedelta(days=days), ca.cert.not_valid_after_utc)
-    try:
-        ski = ca.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-        aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
-    except x509.ExtensionNotFound:
-        aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key())
+    aki = authority_key_identifier(ca)
     builder = (
         x509.CertificateRevocationListBuilder()
         .issuer_name(ca.cert.subject)

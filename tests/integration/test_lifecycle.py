@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -65,6 +66,19 @@ async def wait_for_log(caplog, text: str, timeout: float = STEP) -> None:
         await asyncio.sleep(0.05)
 
 
+@contextlib.asynccontextmanager
+async def alice_and_bob_chatting(deployment, port: int):
+    """alice and bob in 'general', each having posted once: yields (alice, alice_events, bob, bob_events)."""
+    async with (
+        open_chat(deployment.client("alice", port)) as alice,
+        open_chat(deployment.client("bob", port)) as bob,
+    ):
+        alice_events, bob_events = aiter(alice), aiter(bob)
+        await say(alice, alice_events, "hi bob")
+        await say(bob, bob_events, "hi alice")
+        yield alice, alice_events, bob, bob_events
+
+
 async def hello_status(config) -> tuple[grpc.StatusCode, str]:
     async with open_channel(config) as channel:
         try:
@@ -81,14 +95,7 @@ async def test_revoking_bob_ends_his_stream_and_his_calls_while_alice_keeps_chat
     """certs revoke bob: his open stream ends UNAUTHENTICATED within 2 s, new calls fail, alice is untouched."""
     server = await start()
     bob_serial = f"{pki.load_certificate(deployment.store.cert_path('bob')).serial_number:x}"
-    async with (
-        open_chat(deployment.client("alice", server.port)) as alice,
-        open_chat(deployment.client("bob", server.port)) as bob,
-    ):
-        alice_events, bob_events = aiter(alice), aiter(bob)
-        await say(alice, alice_events, "hi bob")
-        await say(bob, bob_events, "hi alice")
-
+    async with alice_and_bob_chatting(deployment, server.port) as (alice, alice_events, _, bob_events):
         deployment.store.revoke(deployment.ca, "bob", reason="key-compromise")
         revoked_at = time.monotonic()
         with pytest.raises(ConnectError) as ended:
@@ -249,13 +256,7 @@ async def test_per_method_rules_override_allow_and_match_spiffe_ids(deployment, 
 async def test_changing_authz_ends_only_streams_no_longer_allowed(deployment, start):
     """Rewriting authz.allow to [alice] ends bob's stream with PERMISSION_DENIED; alice's continues."""
     server = await start(authz={"allow": ["alice", "bob"]})
-    async with (
-        open_chat(deployment.client("alice", server.port)) as alice,
-        open_chat(deployment.client("bob", server.port)) as bob,
-    ):
-        alice_events, bob_events = aiter(alice), aiter(bob)
-        await say(alice, alice_events, "one")
-        await say(bob, bob_events, "two")
+    async with alice_and_bob_chatting(deployment, server.port) as (alice, alice_events, _, bob_events):
         deployment.server_yaml(authz={"allow": ["alice"]})
         with pytest.raises(ConnectError, match="identity 'bob' is not allowed to call /securechat.v1.ChatService/Chat"):
             while True:
