@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,6 +82,8 @@ class ServerConfig:
     log_level: str = "info"
     log_format: str = "text"
     grace_seconds: float = 5.0
+    authz_methods: tuple[tuple[str, frozenset[str]], ...] = ()
+    """`authz.methods`: (full method name or '/pkg.Service/*', identities), overriding `allow` there."""
 
 
 @dataclass(frozen=True)
@@ -172,7 +176,9 @@ class _Section:
         if value is None:
             return None
         path = Path(value).expanduser()
-        return path if path.is_absolute() else (self.source.parent / path).resolve()
+        # normpath, not resolve(): symlinks must stay symlinks, so a Kubernetes
+        # `..data` swap or a `current -> v2` link is followed at every read.
+        return path if path.is_absolute() else Path(os.path.normpath(self.source.parent / path))
 
     def address(self, key: str, default: str | None) -> Address | None:
         # `listen:` with no value is YAML null: treat it as absent, like every other key.
@@ -265,7 +271,7 @@ CLIENT_TLS_KEYS = ("ca", "cert", "key", "server_name")
 
 def load_server_config(path: Path | str, *, listen: str | None = None) -> ServerConfig:
     """Read and check a server YAML file; `listen` overrides its listen address."""
-    source = Path(path).resolve()
+    source = Path(os.path.abspath(path))  # not resolve(): see _Section.path
     root = _Section(source, _read_yaml(source), "", SERVER_KEYS)
     default = f"127.0.0.1:{DEFAULT_PORT}"
     address = root.address("listen", default) if listen is None else _flag_address("--listen", listen)
@@ -286,6 +292,7 @@ def load_server_config(path: Path | str, *, listen: str | None = None) -> Server
         insecure=insecure,
         insecure_allow_non_loopback=allow_remote,
         allow=_allow_list(root),
+        authz_methods=_authz_methods(root),
         crl=root.path("crl"),
         health_port=root.integer("health_port", None, minimum=0, maximum=65535),
         limits=_limits(root.section("limits", tuple(Limits.__dataclass_fields__))),
@@ -321,8 +328,41 @@ def _server_tls(root: _Section, insecure: bool) -> ServerTls | None:
     return ServerTls(cert=tls.path("cert"), key=tls.path("key"), client_ca=client_ca, mtls=mtls)  # type: ignore[arg-type]
 
 
+AUTHZ_KEYS = ("allow", "methods")
+CHAT_METHODS = ("SayHello", "Chat", "WhoAmI")
+_METHOD_NAME = re.compile(r"/?[A-Za-z_][\w.]*\.[A-Za-z_]\w*/(\*|[A-Za-z_]\w*)")
+
+
+def _authz_methods(root: _Section) -> tuple[tuple[str, frozenset[str]], ...]:
+    """`authz.methods`: {METHOD: [identity, ...]}; METHOD is a ChatService method name or '/pkg.Service/Method|*'."""
+    authz = root.section("authz", AUTHZ_KEYS)
+    data = authz.data.get("methods")
+    if data is None:
+        return ()
+    if not isinstance(data, Mapping):
+        raise authz.error("methods", f"expected a mapping of method to identities, got {_kind(data)}.", "Write e.g. methods: {Chat: [alice]}.")
+    methods = _Section(root.source, data, "authz.methods", tuple(str(k) for k in data))
+    rules: list[tuple[str, frozenset[str]]] = []
+    for key, names in methods.data.items():
+        key = str(key)
+        if key in CHAT_METHODS:
+            full = f"/securechat.v1.ChatService/{key}"
+        elif _METHOD_NAME.fullmatch(key):
+            full = key if key.startswith("/") else f"/{key}"
+        else:
+            raise methods.error(
+                key,
+                "is not a method.",
+                f"Use one of {', '.join(CHAT_METHODS)}, or a full name such as /grpc.health.v1.Health/Check or /grpc.health.v1.Health/*.",
+            )
+        if not isinstance(names, list) or not all(isinstance(name, str) and name for name in names):
+            raise methods.error(key, f"expected a list of identities, got {_kind(names)}.", "Write e.g. Chat: [alice, 'spiffe://example.org/bob'].")
+        rules.append((full, frozenset(names)))
+    return tuple(rules)
+
+
 def _allow_list(root: _Section) -> frozenset[str] | None:
-    authz = root.section("authz", ("allow",))
+    authz = root.section("authz", AUTHZ_KEYS)
     allow = authz.data.get("allow")
     if allow is None:
         return None
@@ -349,7 +389,7 @@ def _limits(section: _Section) -> Limits:
 
 def load_client_config(path: Path | str, *, target: str | None = None) -> ClientConfig:
     """Read and check a client YAML file; `target` overrides its target address."""
-    source = Path(path).resolve()
+    source = Path(os.path.abspath(path))  # not resolve(): see _Section.path
     root = _Section(source, _read_yaml(source), "", CLIENT_KEYS)
     address = root.address("target", None) if target is None else _flag_address("--target", target)
     if address is None:

@@ -11,8 +11,16 @@ from typing import Annotated
 import typer
 
 from securechat._gen import chat_pb2
-from securechat.cli.output import reports_errors, stdout
-from securechat.client import ChatSession, check_health, open_channel, open_chat, own_identity, say_hello
+from securechat.cli.output import reports_errors, stderr, stdout
+from securechat.client import (
+    ChatSession,
+    certificate_rotations,
+    check_health,
+    open_channel,
+    open_chat,
+    own_identity,
+    say_hello,
+)
 from securechat.config import ClientConfig, load_client_config
 from securechat.errors import ConnectError
 from securechat.material import load_client_material
@@ -80,26 +88,47 @@ def chat(
 
 async def _chat(config: ClientConfig, room: str, me: str | None, *, interactive: bool) -> None:
     lines = _stdin_lines()
-    async with open_chat(config) as session:
-        await session.join(room)
-        echoes: asyncio.Queue[chat_pb2.ChatEvent] = asyncio.Queue()
-        printer = asyncio.create_task(_print_events(session, me, echoes))
-        try:
-            current = room
-            while (line := await lines.get()) is not None:
-                if line.startswith("/join "):
-                    current = line.removeprefix("/join ").strip()
-                    await session.join(current)
-                    continue
-                if not line:
-                    continue
-                await session.send(line, room=current)
-                if not interactive:
-                    await _wait_for_echo(echoes, printer, line, current)
-            await session.done_writing()
-            await printer
-        finally:
-            printer.cancel()
+    # A rotated client certificate arrives as a marker among the stdin lines:
+    # the loop below then reconnects between two lines, never mid-message.
+    watcher = asyncio.create_task(_mark_rotations(config, lines))
+    current = room
+    try:
+        while True:
+            async with open_chat(config) as session:
+                await session.join(current)
+                echoes: asyncio.Queue[chat_pb2.ChatEvent] = asyncio.Queue()
+                printer = asyncio.create_task(_print_events(session, me, echoes))
+                try:
+                    while (line := await lines.get()) is not None:
+                        if line is ROTATED:
+                            break
+                        if line.startswith("/join "):
+                            current = line.removeprefix("/join ").strip()
+                            await session.join(current)
+                            continue
+                        if not line:
+                            continue
+                        await session.send(line, room=current)
+                        if not interactive:
+                            await _wait_for_echo(echoes, printer, line, current)
+                    else:
+                        await session.done_writing()
+                        await printer
+                        return
+                finally:
+                    printer.cancel()
+    finally:
+        watcher.cancel()
+
+
+ROTATED = "\x00rotated"  # compared with `is`: no line read from stdin is this very object
+
+
+async def _mark_rotations(config: ClientConfig, lines: asyncio.Queue[str | None]) -> None:
+    async for material in certificate_rotations(config):
+        serial = f"{material.certificate.serial_number:x}" if material.certificate is not None else "?"
+        stderr.print(f"client certificate changed (serial {serial}): reconnecting", markup=False, highlight=False)
+        lines.put_nowait(ROTATED)
 
 
 async def _print_events(session: ChatSession, me: str | None, echoes: asyncio.Queue[chat_pb2.ChatEvent]) -> None:

@@ -23,9 +23,9 @@ from securechat.config import ServerConfig
 from securechat.errors import SecureChatError
 from securechat.material import load_server_material
 from securechat.server.interceptors import AuthInterceptor
+from securechat.server.lifecycle import ServerLifecycle
 from securechat.server.rooms import RoomHub
 from securechat.server.service import SERVICE_NAME, ChatService, method_handlers
-from securechat.tls import server_credentials
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,7 @@ class RunningServer:
     service: ChatService
     health_server: grpc.aio.Server | None = None
     health_port: int | None = None
+    lifecycle: ServerLifecycle | None = None
 
     @property
     def mode(self) -> str:
@@ -56,6 +57,8 @@ class RunningServer:
     async def stop(self, grace: float | None = None) -> None:
         """Turn health NOT_SERVING, refuse new calls, drain open streams, stop."""
         grace = self.config.grace_seconds if grace is None else grace
+        if self.lifecycle is not None:
+            await self.lifecycle.stop()
         await self.health.enter_graceful_shutdown()
         stopping = asyncio.ensure_future(self.server.stop(grace))
         # Let each stream write what it was already given, then end it with
@@ -69,13 +72,14 @@ class RunningServer:
 
 async def start_server(config: ServerConfig) -> RunningServer:
     material = load_server_material(config)
+    lifecycle = ServerLifecycle(config, material)  # reads and verifies the CRL: fails before the port opens
     options = [
         ("grpc.max_receive_message_length", config.limits.max_message_bytes),
         ("grpc.so_reuseport", 0),
     ]
     require_identity = config.tls is not None and config.tls.mtls
     server = grpc.aio.server(
-        interceptors=[AuthInterceptor(require_identity=require_identity, allow=config.allow)],
+        interceptors=[AuthInterceptor(require_identity=require_identity, allow=config.allow, policy=lifecycle)],
         options=options,
     )
     hub = RoomHub(announce_max_members=config.limits.announce_max_members)
@@ -99,10 +103,12 @@ async def start_server(config: ServerConfig) -> RunningServer:
         port = _bind(lambda: server.add_insecure_port(address), address)
     else:
         assert material is not None
-        credentials = server_credentials(material, mtls=config.tls.mtls)
+        credentials = lifecycle.credentials()  # dynamic: rotated files are served without a restart
         port = _bind(lambda: server.add_secure_port(address, credentials), address)
     await server.start()
     running = RunningServer(config=config, server=server, port=port, health=health_servicer, service=service)
+    lifecycle.start(service)
+    running.lifecycle = lifecycle
     if config.health_port is not None:
         running.health_server, running.health_port = await _start_health_server(config, health_servicer)
     return running
@@ -157,11 +163,9 @@ async def serve_until_signalled(config: ServerConfig, *, on_ready: object = None
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
-    # SIGHUP (systemctl reload) must never stop the server. Until live reload
-    # exists it is acknowledged and ignored.
-    loop.add_signal_handler(
-        signal.SIGHUP, log.warning, "SIGHUP received: live reload is not supported yet; restart to apply changes"
-    )
+    # SIGHUP (systemctl reload, kill -HUP): re-read config, certificates and CRL; never stop.
+    assert running.lifecycle is not None
+    loop.add_signal_handler(signal.SIGHUP, running.lifecycle.request_reload)
     await stop.wait()
     await running.stop()
     return 0

@@ -12,12 +12,13 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 
 from securechat._gen import chat_pb2
 from securechat.config import Limits
+from securechat.identity import PeerIdentity
 from securechat.server.interceptors import current_peer
 from securechat.server.rooms import Member, RoomHub
 
@@ -35,6 +36,7 @@ class ChatService:
         self._hub = hub
         self._limits = limits
         self._members: set[Member] = set()
+        self._peers: dict[Member, PeerIdentity] = {}  # whose certificate opened each stream
 
     @property
     def open_streams(self) -> int:
@@ -44,6 +46,16 @@ class ChatService:
         """Let every open stream write what it was already given, then end it with `code`."""
         for member in self._members:
             member.finish(code, message)
+
+    def end_streams_of(self, refusal: Callable[[PeerIdentity], tuple[grpc.StatusCode, str] | None]) -> int:
+        """End now every open stream whose caller REFUSAL refuses (revoked, no longer allowed); returns how many."""
+        ended = 0
+        for member, peer in list(self._peers.items()):
+            reason = refusal(peer)
+            if reason is not None and member.ended is None:
+                member.abort(*reason)
+                ended += 1
+        return ended
 
     async def say_hello(self, request: chat_pb2.HelloRequest, context: grpc.aio.ServicerContext) -> chat_pb2.HelloReply:
         peer = current_peer.get()
@@ -61,6 +73,8 @@ class ChatService:
         peer = current_peer.get()
         member = Member(peer.name if peer is not None else ANONYMOUS, queue_size=self._limits.queue_size)
         self._members.add(member)
+        if peer is not None:
+            self._peers[member] = peer
         log.info("chat stream opened by %s (peer %s)", member.name, context.peer())
         reader = asyncio.create_task(self._read(requests, member))
         try:
@@ -79,6 +93,7 @@ class ChatService:
                 await reader
             self._hub.leave_all(member)
             self._members.discard(member)
+            self._peers.pop(member, None)
 
     async def _read(self, requests: AsyncIterator[chat_pb2.ChatMessage], member: Member) -> None:
         try:
