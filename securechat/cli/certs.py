@@ -8,6 +8,7 @@ on a usage error.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import os
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+import yaml
 from rich.table import Table
 from rich.text import Text
 
@@ -581,3 +583,42 @@ def export(
     pki.write_private_file(p12, pki.pkcs12_bundle(name, key, cert, ca_cert=ca_cert, password=password), force=force)
     _say(f'Wrote {p12} (mode 0600): "{name}" key, certificate and CA certificate, AES-256 under your password.')
     _say(f"Import it with e.g. 'keytool -importkeystore -srckeystore {p12} -srcstoretype PKCS12'.")
+
+
+@certs_app.command("k8s-secret")
+@reports_errors
+def k8s_secret(
+    name: Annotated[str, typer.Argument(help="The identity whose certificate and key go into the Secret.")],
+    directory: DirOption = DEFAULT_DIR,
+    secret_name: Annotated[
+        str | None, typer.Option("--name", help="The Secret's name (default: securechat-NAME-tls).", show_default=False)
+    ] = None,
+    namespace: Annotated[str | None, typer.Option(help="The Secret's namespace.", show_default=False)] = None,
+) -> None:
+    """Print a kubernetes.io/tls Secret (tls.crt, tls.key, ca.crt) for NAME, for 'kubectl apply -f -'.
+
+    The output holds NAME's private key: pipe it straight to kubectl, never into a file in git.
+    The file names are the ones cert-manager writes, so the same server config works with either.
+
+    Example: securechat certs k8s-secret server --dir certs --namespace securechat | kubectl apply -f -
+    """
+    store = pki.CertStore(directory)
+    pki.validate_name(name)
+    cert_pem = pki.certificate_pem(pki.load_certificate(store.cert_path(name)))
+    key_pem = pki.private_key_pem(pki.load_private_key(store.key_path(name)))
+    ca_pem = pki.certificate_pem(pki.load_certificate(store.ca_cert_path))
+    metadata: dict[str, str] = {"name": secret_name or f"securechat-{name}-tls"}
+    if namespace:
+        metadata["namespace"] = namespace
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": metadata,
+        "type": "kubernetes.io/tls",
+        "data": {
+            "tls.crt": base64.b64encode(cert_pem).decode(),
+            "tls.key": base64.b64encode(key_pem).decode(),
+            "ca.crt": base64.b64encode(ca_pem).decode(),
+        },
+    }
+    sys.stdout.write(yaml.safe_dump(secret, sort_keys=False))
