@@ -11,11 +11,12 @@ from typing import Annotated
 import typer
 
 from securechat._gen import chat_pb2
-from securechat.cli.output import reports_errors, stdout
-from securechat.client import ChatSession, check_health, open_channel, open_chat, own_identity, say_hello
+from securechat.cli.output import reports_errors, stderr, stdout
+from securechat.client import check_health, open_channel, own_identity, say_hello
 from securechat.config import ClientConfig, load_client_config
 from securechat.errors import ConnectError
 from securechat.material import load_client_material
+from securechat.reconnect import ReconnectingChat, ResumeGap, reconnecting_chat
 
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Client YAML file.")]
 TargetOption = Annotated[str | None, typer.Option(help="HOST:PORT of the server, overriding the config's target.")]
@@ -80,7 +81,13 @@ def chat(
 
 async def _chat(config: ClientConfig, room: str, me: str | None, *, interactive: bool) -> None:
     lines = _stdin_lines()
-    async with open_chat(config) as session:
+
+    def on_gap(gap: ResumeGap) -> None:
+        stderr.print(f"warning: {gap} Continuing with new events.", markup=False, highlight=False)
+
+    # The session reconnects by itself (bounded backoff with jitter) and
+    # resumes with last-event-id; unechoed lines are resent.
+    async with reconnecting_chat(config, on_gap=on_gap) as session:
         await session.join(room)
         echoes: asyncio.Queue[chat_pb2.ChatEvent] = asyncio.Queue()
         printer = asyncio.create_task(_print_events(session, me, echoes))
@@ -102,7 +109,7 @@ async def _chat(config: ClientConfig, room: str, me: str | None, *, interactive:
             printer.cancel()
 
 
-async def _print_events(session: ChatSession, me: str | None, echoes: asyncio.Queue[chat_pb2.ChatEvent]) -> None:
+async def _print_events(session: ReconnectingChat, me: str | None, echoes: asyncio.Queue[chat_pb2.ChatEvent]) -> None:
     async for event in session:
         if event.kind == Kind.MESSAGE:
             stdout.print(f"[dim]#{event.id}[/] [bold]\\[{event.room}] {event.sender}:[/] ", end="")
