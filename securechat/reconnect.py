@@ -164,7 +164,6 @@ class ReconnectingChat:
         if room not in self._rooms:
             self._rooms.append(room)
             self.marks.join(room)
-        await self._resent.wait()  # keep our order: earlier unechoed messages go first
         await self._write(chat_pb2.ChatMessage(room=room, text=text), track=bool(text) and self._me is not None)
 
     async def done_writing(self) -> None:
@@ -197,7 +196,12 @@ class ReconnectingChat:
         # A message written to a stream that breaks is resent after the
         # reconnect if its echo never came (see _rejoin), so retrying here
         # would send it twice.
-        await self._ready()
+        while True:
+            if track:
+                await self._resent.wait()  # keep our order: earlier unechoed messages go first
+            await self._ready()
+            if not track or self._resent.is_set():
+                break
         assert self._call is not None
         async with self._write_lock:
             if track:

