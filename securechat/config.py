@@ -58,6 +58,35 @@ class Limits:
     max_message_bytes: int = 64 * 1024
     announce_max_members: int = 100
     queue_size: int = 1024
+    # Delivery and protection (issue 5). A resumed member may be a whole
+    # queue behind, so history_size should be at least queue_size.
+    history_size: int = 1024
+    history_rooms: int = 1000
+    max_messages_per_second: int = 10
+    message_burst: int = 20
+    max_streams_per_identity: int = 16
+    max_connections: int = 10_000
+
+
+@dataclass(frozen=True)
+class Keepalive:
+    """HTTP/2 keepalive and connection age (gRPC channel arguments, in seconds).
+
+    The server pings an idle connection every `time_seconds` and closes it if
+    no answer comes within `timeout_seconds`. A client pinging more often than
+    `min_client_ping_interval_seconds` gets a strike; after `max_ping_strikes`
+    the server sends GOAWAY (ENHANCE_YOUR_CALM) and closes the connection.
+    `max_connection_age_seconds` (0: unlimited) makes clients reconnect now and
+    then, e.g. to rebalance; streams get `max_connection_age_grace_seconds` to
+    finish and then end with UNAVAILABLE (clients resume with last-event-id).
+    """
+
+    time_seconds: float = 60.0
+    timeout_seconds: float = 20.0
+    min_client_ping_interval_seconds: float = 30.0
+    max_ping_strikes: int = 2
+    max_connection_age_seconds: float = 0.0
+    max_connection_age_grace_seconds: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -84,6 +113,8 @@ class ServerConfig:
     grace_seconds: float = 5.0
     authz_methods: tuple[tuple[str, frozenset[str]], ...] = ()
     """`authz.methods`: (full method name or '/pkg.Service/*', identities), overriding `allow` there."""
+    keepalive: Keepalive = field(default_factory=Keepalive)
+    metrics_port: int | None = None
 
 
 @dataclass(frozen=True)
@@ -116,7 +147,9 @@ class _Section:
             if key not in allowed:
                 near = difflib.get_close_matches(str(key), allowed, n=1)
                 hint = f"Did you mean '{self._name(near[0])}'?" if near else f"Valid keys: {', '.join(allowed)}."
-                raise self.error(str(key), "unknown key.", hint)
+                # repr() for odd keys, so the error stays one printable line.
+                shown = key if isinstance(key, str) and key.isprintable() else repr(key)
+                raise self.error(shown, "unknown key.", hint)
         self.data = data
 
     def _name(self, key: str | None) -> str | None:
@@ -263,7 +296,7 @@ def _read_yaml(path: Path) -> Any:
     return data
 
 
-SERVER_KEYS = ("listen", "tls", "insecure", "insecure_allow_non_loopback", "authz", "crl", "health_port", "limits", "log", "grace_seconds")
+SERVER_KEYS = ("listen", "tls", "insecure", "insecure_allow_non_loopback", "authz", "crl", "health_port", "limits", "log", "grace_seconds", "keepalive", "metrics_port")
 SERVER_TLS_KEYS = ("cert", "key", "client_ca", "mtls")
 CLIENT_KEYS = ("target", "tls", "insecure")
 CLIENT_TLS_KEYS = ("ca", "cert", "key", "server_name")
@@ -299,6 +332,8 @@ def load_server_config(path: Path | str, *, listen: str | None = None) -> Server
         log_level=(log := root.section("log", ("level", "format"))).choice("level", LOG_LEVELS, "info"),
         log_format=log.choice("format", LOG_FORMATS, "text"),
         grace_seconds=root.number("grace_seconds", 5.0, minimum=0.0, maximum=3600.0),
+        keepalive=_keepalive(root.section("keepalive", tuple(Keepalive.__dataclass_fields__))),
+        metrics_port=root.integer("metrics_port", None, minimum=0, maximum=65535),
     )
 
 
@@ -379,12 +414,35 @@ def _limits(section: _Section) -> Limits:
         "max_message_bytes": (1024, 64 << 20),
         "announce_max_members": (0, 1_000_000),
         "queue_size": (1, 1_000_000),
+        "history_size": (0, 1_000_000),
+        "history_rooms": (1, 1_000_000),
+        "max_messages_per_second": (1, 1_000_000),
+        "message_burst": (1, 1_000_000),
+        "max_streams_per_identity": (1, 1_000_000),
+        "max_connections": (1, 10_000_000),
     }
     values = {
         name: section.integer(name, getattr(defaults, name), minimum=low, maximum=high)
         for name, (low, high) in bounds.items()
     }
     return Limits(**values)
+
+
+def _keepalive(section: _Section) -> Keepalive:
+    defaults = Keepalive()
+    day = 86_400.0
+    return Keepalive(
+        time_seconds=section.number("time_seconds", defaults.time_seconds, minimum=1.0, maximum=day),
+        timeout_seconds=section.number("timeout_seconds", defaults.timeout_seconds, minimum=1.0, maximum=day),
+        min_client_ping_interval_seconds=section.number(
+            "min_client_ping_interval_seconds", defaults.min_client_ping_interval_seconds, minimum=0.0, maximum=day
+        ),
+        max_ping_strikes=section.integer("max_ping_strikes", defaults.max_ping_strikes, minimum=0, maximum=1000),  # type: ignore[arg-type]
+        max_connection_age_seconds=section.number("max_connection_age_seconds", 0.0, minimum=0.0, maximum=30 * day),
+        max_connection_age_grace_seconds=section.number(
+            "max_connection_age_grace_seconds", defaults.max_connection_age_grace_seconds, minimum=0.0, maximum=day
+        ),
+    )
 
 
 def load_client_config(path: Path | str, *, target: str | None = None) -> ClientConfig:

@@ -292,8 +292,8 @@ async def test_chat_client_reconnects_with_a_renewed_certificate(deployment, sta
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
 
     async def read_until(stream, text: str) -> None:
-        while text not in (await asyncio.wait_for(stream.readline(), 3 * STEP)).decode():
-            pass
+        while text not in (line := (await asyncio.wait_for(stream.readline(), 3 * STEP)).decode()):
+            assert line, f"the chat client ended before printing {text!r}: {(await proc.stderr.read()).decode()}"
 
     try:
         proc.stdin.write(b"first\n")
