@@ -390,8 +390,11 @@ def _authz_methods(root: _Section) -> tuple[tuple[str, frozenset[str]], ...]:
                 "is not a method.",
                 f"Use one of {', '.join(CHAT_METHODS)}, or a full name such as /grpc.health.v1.Health/Check or /grpc.health.v1.Health/*.",
             )
-        if not isinstance(names, list) or not all(isinstance(name, str) and name for name in names):
-            raise methods.error(key, f"expected a list of identities, got {_kind(names)}.", "Write e.g. Chat: [alice, 'spiffe://example.org/bob'].")
+        example = "Write e.g. Chat: [alice, 'spiffe://example.org/bob']."
+        if not isinstance(names, list):
+            raise methods.error(key, f"expected a list of identities, got {_kind(names)}.", example)
+        if not all(isinstance(name, str) and name for name in names):
+            raise methods.error(key, "holds an empty or non-text identity.", example)
         rules.append((full, frozenset(names)))
     return tuple(rules)
 

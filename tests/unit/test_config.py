@@ -634,3 +634,49 @@ def test_client_target_missing(deployment):
         load_client_config(deployment.write_yaml("alice.yaml", {"tls": CLIENT_TLS}))
     expect(error, "target", "alice.yaml: target: missing. Set target to the server's HOST:PORT, e.g. localhost:50051.")
     assert load_client_config(deployment.root / "alice.yaml", target="localhost:1").target == Address("localhost", 1)
+
+
+# --- authz.methods ------------------------------------------------------------
+
+METHOD_FIX = (
+    "Use one of SayHello, Chat, WhoAmI, or a full name such as /grpc.health.v1.Health/Check or /grpc.health.v1.Health/*."
+)
+
+
+@pytest.mark.parametrize(
+    ("methods", "field", "text"),
+    [
+        ("Chat", "authz.methods", "expected a mapping of method to identities, got a string. Write e.g. methods: {Chat: [alice]}."),
+        ({"Shout": ["alice"]}, "authz.methods.Shout", f"is not a method. {METHOD_FIX}"),
+        ({"/nope": ["alice"]}, "authz.methods./nope", f"is not a method. {METHOD_FIX}"),
+        (
+            {"Chat": "alice"},
+            "authz.methods.Chat",
+            "expected a list of identities, got a string. Write e.g. Chat: [alice, 'spiffe://example.org/bob'].",
+        ),
+        (
+            {"Chat": ["alice", ""]},
+            "authz.methods.Chat",
+            "holds an empty or non-text identity. Write e.g. Chat: [alice, 'spiffe://example.org/bob'].",
+        ),
+    ],
+)
+def test_bad_authz_methods_name_the_field(deployment, methods, field, text):
+    """A wrong authz.methods entry names the method's field and shows the right form."""
+    with pytest.raises(ConfigError) as error:
+        load_server_config(deployment.server_yaml(authz={"methods": methods}))
+    expect(error, field, f"server.yaml: {field}: {text}")
+
+
+def test_authz_methods_resolve_to_full_method_names(deployment):
+    """Short ChatService names, full names and service wildcards become full method names."""
+    config = load_server_config(
+        deployment.server_yaml(
+            authz={"methods": {"Chat": ["alice"], "grpc.health.v1.Health/*": ["probe"], "/securechat.v1.ChatService/WhoAmI": ["*"]}}
+        )
+    )
+    assert dict(config.authz_methods) == {
+        "/securechat.v1.ChatService/Chat": frozenset({"alice"}),
+        "/grpc.health.v1.Health/*": frozenset({"probe"}),
+        "/securechat.v1.ChatService/WhoAmI": frozenset({"*"}),
+    }
