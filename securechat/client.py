@@ -14,7 +14,9 @@ does not match its certificate, untrusted server), not a gRPC dump.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
@@ -23,10 +25,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from securechat._gen import chat_pb2, chat_pb2_grpc
 from securechat.config import ClientConfig
-from securechat.errors import ConnectError
+from securechat.errors import ConnectError, SecureChatError
 from securechat.identity import PeerIdentity, PeerRejected
 from securechat.material import TlsMaterial, load_client_material
 from securechat.tls import channel_credentials
+from securechat.watch import FileWatch
+
+log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 10.0
 
@@ -200,3 +205,32 @@ def _last_reason(details: str) -> str:
         if marker in reason:
             reason = reason.split(marker, 1)[1]
     return reason.removesuffix(": OK").strip()
+
+
+ROTATION_POLL_SECONDS = 1.0
+
+
+async def certificate_rotations(
+    config: ClientConfig, *, interval: float = ROTATION_POLL_SECONDS
+) -> AsyncIterator[TlsMaterial]:
+    """Yield the new checked material each time tls.cert / tls.key / tls.ca change on disk.
+
+    gRPC cannot swap the credentials of an open channel, so a long-running
+    client reconnects when this yields (`securechat chat` does). A change
+    that does not load (a key that does not match yet, half-way through a
+    rotation) is skipped until the files change again. Returns at once when
+    the config has no client certificate.
+    """
+    if config.tls is None or config.tls.cert is None:
+        return
+    watch = FileWatch([config.tls.cert, config.tls.key, config.tls.ca])
+    while True:
+        await asyncio.sleep(interval)
+        if not await asyncio.to_thread(watch.changed):
+            continue
+        try:
+            material = await asyncio.to_thread(load_client_material, config)
+        except SecureChatError as exc:
+            log.warning("client certificate changed but cannot be used yet: %s", exc)
+            continue
+        yield material

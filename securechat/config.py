@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +58,35 @@ class Limits:
     max_message_bytes: int = 64 * 1024
     announce_max_members: int = 100
     queue_size: int = 1024
+    # Delivery and protection (issue 5). A resumed member may be a whole
+    # queue behind, so history_size should be at least queue_size.
+    history_size: int = 1024
+    history_rooms: int = 1000
+    max_messages_per_second: int = 10
+    message_burst: int = 20
+    max_streams_per_identity: int = 16
+    max_connections: int = 10_000
+
+
+@dataclass(frozen=True)
+class Keepalive:
+    """HTTP/2 keepalive and connection age (gRPC channel arguments, in seconds).
+
+    The server pings an idle connection every `time_seconds` and closes it if
+    no answer comes within `timeout_seconds`. A client pinging more often than
+    `min_client_ping_interval_seconds` gets a strike; after `max_ping_strikes`
+    the server sends GOAWAY (ENHANCE_YOUR_CALM) and closes the connection.
+    `max_connection_age_seconds` (0: unlimited) makes clients reconnect now and
+    then, e.g. to rebalance; streams get `max_connection_age_grace_seconds` to
+    finish and then end with UNAVAILABLE (clients resume with last-event-id).
+    """
+
+    time_seconds: float = 60.0
+    timeout_seconds: float = 20.0
+    min_client_ping_interval_seconds: float = 30.0
+    max_ping_strikes: int = 2
+    max_connection_age_seconds: float = 0.0
+    max_connection_age_grace_seconds: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -80,6 +111,10 @@ class ServerConfig:
     log_level: str = "info"
     log_format: str = "text"
     grace_seconds: float = 5.0
+    authz_methods: tuple[tuple[str, frozenset[str]], ...] = ()
+    """`authz.methods`: (full method name or '/pkg.Service/*', identities), overriding `allow` there."""
+    keepalive: Keepalive = field(default_factory=Keepalive)
+    metrics_port: int | None = None
 
 
 @dataclass(frozen=True)
@@ -112,7 +147,9 @@ class _Section:
             if key not in allowed:
                 near = difflib.get_close_matches(str(key), allowed, n=1)
                 hint = f"Did you mean '{self._name(near[0])}'?" if near else f"Valid keys: {', '.join(allowed)}."
-                raise self.error(str(key), "unknown key.", hint)
+                # repr() for odd keys, so the error stays one printable line.
+                shown = key if isinstance(key, str) and key.isprintable() else repr(key)
+                raise self.error(shown, "unknown key.", hint)
         self.data = data
 
     def _name(self, key: str | None) -> str | None:
@@ -172,7 +209,9 @@ class _Section:
         if value is None:
             return None
         path = Path(value).expanduser()
-        return path if path.is_absolute() else (self.source.parent / path).resolve()
+        # normpath, not resolve(): symlinks must stay symlinks, so a Kubernetes
+        # `..data` swap or a `current -> v2` link is followed at every read.
+        return path if path.is_absolute() else Path(os.path.normpath(self.source.parent / path))
 
     def address(self, key: str, default: str | None) -> Address | None:
         # `listen:` with no value is YAML null: treat it as absent, like every other key.
@@ -257,7 +296,7 @@ def _read_yaml(path: Path) -> Any:
     return data
 
 
-SERVER_KEYS = ("listen", "tls", "insecure", "insecure_allow_non_loopback", "authz", "crl", "health_port", "limits", "log", "grace_seconds")
+SERVER_KEYS = ("listen", "tls", "insecure", "insecure_allow_non_loopback", "authz", "crl", "health_port", "limits", "log", "grace_seconds", "keepalive", "metrics_port")
 SERVER_TLS_KEYS = ("cert", "key", "client_ca", "mtls")
 CLIENT_KEYS = ("target", "tls", "insecure")
 CLIENT_TLS_KEYS = ("ca", "cert", "key", "server_name")
@@ -265,7 +304,7 @@ CLIENT_TLS_KEYS = ("ca", "cert", "key", "server_name")
 
 def load_server_config(path: Path | str, *, listen: str | None = None) -> ServerConfig:
     """Read and check a server YAML file; `listen` overrides its listen address."""
-    source = Path(path).resolve()
+    source = Path(os.path.abspath(path))  # not resolve(): see _Section.path
     root = _Section(source, _read_yaml(source), "", SERVER_KEYS)
     default = f"127.0.0.1:{DEFAULT_PORT}"
     address = root.address("listen", default) if listen is None else _flag_address("--listen", listen)
@@ -286,12 +325,15 @@ def load_server_config(path: Path | str, *, listen: str | None = None) -> Server
         insecure=insecure,
         insecure_allow_non_loopback=allow_remote,
         allow=_allow_list(root),
+        authz_methods=_authz_methods(root),
         crl=root.path("crl"),
         health_port=root.integer("health_port", None, minimum=0, maximum=65535),
         limits=_limits(root.section("limits", tuple(Limits.__dataclass_fields__))),
         log_level=(log := root.section("log", ("level", "format"))).choice("level", LOG_LEVELS, "info"),
         log_format=log.choice("format", LOG_FORMATS, "text"),
         grace_seconds=root.number("grace_seconds", 5.0, minimum=0.0, maximum=3600.0),
+        keepalive=_keepalive(root.section("keepalive", tuple(Keepalive.__dataclass_fields__))),
+        metrics_port=root.integer("metrics_port", None, minimum=0, maximum=65535),
     )
 
 
@@ -321,8 +363,41 @@ def _server_tls(root: _Section, insecure: bool) -> ServerTls | None:
     return ServerTls(cert=tls.path("cert"), key=tls.path("key"), client_ca=client_ca, mtls=mtls)  # type: ignore[arg-type]
 
 
+AUTHZ_KEYS = ("allow", "methods")
+CHAT_METHODS = ("SayHello", "Chat", "WhoAmI")
+_METHOD_NAME = re.compile(r"/?[A-Za-z_][\w.]*\.[A-Za-z_]\w*/(\*|[A-Za-z_]\w*)")
+
+
+def _authz_methods(root: _Section) -> tuple[tuple[str, frozenset[str]], ...]:
+    """`authz.methods`: {METHOD: [identity, ...]}; METHOD is a ChatService method name or '/pkg.Service/Method|*'."""
+    authz = root.section("authz", AUTHZ_KEYS)
+    data = authz.data.get("methods")
+    if data is None:
+        return ()
+    if not isinstance(data, Mapping):
+        raise authz.error("methods", f"expected a mapping of method to identities, got {_kind(data)}.", "Write e.g. methods: {Chat: [alice]}.")
+    methods = _Section(root.source, data, "authz.methods", tuple(str(k) for k in data))
+    rules: list[tuple[str, frozenset[str]]] = []
+    for key, names in methods.data.items():
+        key = str(key)
+        if key in CHAT_METHODS:
+            full = f"/securechat.v1.ChatService/{key}"
+        elif _METHOD_NAME.fullmatch(key):
+            full = key if key.startswith("/") else f"/{key}"
+        else:
+            raise methods.error(
+                key,
+                "is not a method.",
+                f"Use one of {', '.join(CHAT_METHODS)}, or a full name such as /grpc.health.v1.Health/Check or /grpc.health.v1.Health/*.",
+            )
+        if not isinstance(names, list) or not all(isinstance(name, str) and name for name in names):
+            raise methods.error(key, f"expected a list of identities, got {_kind(names)}.", "Write e.g. Chat: [alice, 'spiffe://example.org/bob'].")
+        rules.append((full, frozenset(names)))
+    return tuple(rules)
+
+
 def _allow_list(root: _Section) -> frozenset[str] | None:
-    authz = root.section("authz", ("allow",))
+    authz = root.section("authz", AUTHZ_KEYS)
     allow = authz.data.get("allow")
     if allow is None:
         return None
@@ -339,6 +414,12 @@ def _limits(section: _Section) -> Limits:
         "max_message_bytes": (1024, 64 << 20),
         "announce_max_members": (0, 1_000_000),
         "queue_size": (1, 1_000_000),
+        "history_size": (0, 1_000_000),
+        "history_rooms": (1, 1_000_000),
+        "max_messages_per_second": (1, 1_000_000),
+        "message_burst": (1, 1_000_000),
+        "max_streams_per_identity": (1, 1_000_000),
+        "max_connections": (1, 10_000_000),
     }
     values = {
         name: section.integer(name, getattr(defaults, name), minimum=low, maximum=high)
@@ -347,9 +428,26 @@ def _limits(section: _Section) -> Limits:
     return Limits(**values)
 
 
+def _keepalive(section: _Section) -> Keepalive:
+    defaults = Keepalive()
+    day = 86_400.0
+    return Keepalive(
+        time_seconds=section.number("time_seconds", defaults.time_seconds, minimum=1.0, maximum=day),
+        timeout_seconds=section.number("timeout_seconds", defaults.timeout_seconds, minimum=1.0, maximum=day),
+        min_client_ping_interval_seconds=section.number(
+            "min_client_ping_interval_seconds", defaults.min_client_ping_interval_seconds, minimum=0.0, maximum=day
+        ),
+        max_ping_strikes=section.integer("max_ping_strikes", defaults.max_ping_strikes, minimum=0, maximum=1000),  # type: ignore[arg-type]
+        max_connection_age_seconds=section.number("max_connection_age_seconds", 0.0, minimum=0.0, maximum=30 * day),
+        max_connection_age_grace_seconds=section.number(
+            "max_connection_age_grace_seconds", defaults.max_connection_age_grace_seconds, minimum=0.0, maximum=day
+        ),
+    )
+
+
 def load_client_config(path: Path | str, *, target: str | None = None) -> ClientConfig:
     """Read and check a client YAML file; `target` overrides its target address."""
-    source = Path(path).resolve()
+    source = Path(os.path.abspath(path))  # not resolve(): see _Section.path
     root = _Section(source, _read_yaml(source), "", CLIENT_KEYS)
     address = root.address("target", None) if target is None else _flag_address("--target", target)
     if address is None:

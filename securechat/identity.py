@@ -7,14 +7,19 @@ The identity is the certificate's DNS subjectAltName that equals its CN
 the clientAuth extended key usage (a server certificate, say) is refused,
 whatever the TLS layer allowed.
 
-Not checked here: revocation and authorization (the server's interceptor
-does both with this result).
+`AuthzPolicy` decides which identities may call which methods (config
+`authz:`); an entry names a client by its identity (`alice`), by its SPIFFE
+ID (`spiffe://example.org/alice`), or `*` for any verified client.
+
+Not checked here: revocation (the server's lifecycle does that with this
+result, against the CRL).
 """
 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -32,6 +37,8 @@ class PeerIdentity:
     spiffe_id: str
     serial: str
     not_after: str
+    issuer: str = ""
+    """RFC 4514 name of the issuing CA: a serial is only unique per issuer."""
 
     @classmethod
     def from_certificate(cls, cert: x509.Certificate) -> PeerIdentity:
@@ -56,6 +63,7 @@ class PeerIdentity:
             spiffe_id=spiffe,
             serial=f"{cert.serial_number:x}",
             not_after=cert.not_valid_after_utc.isoformat(),
+            issuer=cert.issuer.rfc4514_string(),
         )
 
 
@@ -73,3 +81,32 @@ def peer_certificate_pem(auth_context: dict[str, list[bytes]]) -> bytes | None:
     """The verified peer certificate gRPC put in the auth context, if any."""
     values = auth_context.get(PEM_CERT_KEY)
     return values[0] if values else None
+
+
+ANY_IDENTITY = "*"
+
+
+@dataclass(frozen=True)
+class AuthzPolicy:
+    """Who may call what: `allow` for every method, `methods` to override it per method.
+
+    `methods` maps a full method name (`/securechat.v1.ChatService/Chat`) or a
+    whole service (`/grpc.health.v1.Health/*`) to the identities allowed
+    there; a method listed there ignores `allow`. `allow=None` with no
+    matching `methods` entry admits every verified client, as having no
+    `authz:` section does.
+    """
+
+    allow: frozenset[str] | None = None
+    methods: Mapping[str, frozenset[str]] = field(default_factory=dict)
+
+    def allowed(self, identities: frozenset[str] | None, peer: PeerIdentity) -> bool:
+        if identities is None or ANY_IDENTITY in identities:
+            return True
+        return peer.name in identities or (bool(peer.spiffe_id) and peer.spiffe_id in identities)
+
+    def permits(self, peer: PeerIdentity, method: str) -> bool:
+        """True if PEER may call METHOD ('/package.Service/Method')."""
+        service = method.rsplit("/", 1)[0]
+        rule = self.methods.get(method, self.methods.get(f"{service}/*", self.allow))
+        return self.allowed(rule, peer)

@@ -7,6 +7,9 @@ import logging
 import sys
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# Fields a log call may pass with extra={...}; JSON lines carry them as keys.
+# Never message text, keys or passphrases.
+FIELDS = ("identity", "room", "code", "peer")
 
 
 class JsonFormatter(logging.Formatter):
@@ -17,6 +20,10 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        for name in FIELDS:
+            value = getattr(record, name, None)
+            if value is not None:
+                entry[name] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)

@@ -7,6 +7,8 @@ never chosen here: the caller asks for it by name (`insecure: true`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import grpc
 
 from securechat.material import TlsMaterial
@@ -27,3 +29,28 @@ def channel_credentials(material: TlsMaterial) -> grpc.ChannelCredentials:
         private_key=material.private_key,
         certificate_chain=material.cert_chain,
     )
+
+
+def server_certificate_configuration(material: TlsMaterial, *, mtls: bool) -> grpc.ServerCertificateConfiguration:
+    """The checked material as one ready object for `dynamic_server_credentials`' fetcher."""
+    assert material.private_key is not None and material.cert_chain is not None
+    return grpc.ssl_server_certificate_configuration(
+        [(material.private_key, material.cert_chain)],
+        root_certificates=material.ca_bundle if mtls else None,
+    )
+
+
+def dynamic_server_credentials(
+    initial: grpc.ServerCertificateConfiguration,
+    fetch: Callable[[], grpc.ServerCertificateConfiguration | None],
+    *,
+    mtls: bool,
+) -> grpc.ServerCredentials:
+    """Credentials whose certificate, key and client CA can change while serving.
+
+    gRPC calls FETCH on a core thread before each new handshake; it returns a
+    new configuration once after a change and None otherwise (None keeps the
+    current one; returning the same object every time would rebuild the TLS
+    context for every connection).
+    """
+    return grpc.dynamic_ssl_server_credentials(initial, fetch, require_client_authentication=mtls)

@@ -19,6 +19,7 @@ import typer  # noqa: E402
 
 from securechat.cli.certs import certs_app  # noqa: E402
 from securechat.cli.client import chat, health, hello  # noqa: E402
+from securechat.cli.doctor import doctor  # noqa: E402
 from securechat.cli.output import fail  # noqa: E402
 from securechat.cli.quickstart import quickstart  # noqa: E402
 from securechat.cli.serve import serve  # noqa: E402
@@ -39,6 +40,7 @@ app.command()(serve)
 app.command()(hello)
 app.command()(chat)
 app.command()(health)
+app.command()(doctor)
 
 
 def main() -> None:

@@ -8,19 +8,24 @@ on a usage error.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
+import os
+import re
+import sys
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
+import yaml
 from rich.table import Table
 from rich.text import Text
 
 from securechat import pki
-from securechat.cli.output import reports_errors, stdout, warn
-from securechat.errors import PkiError
+from securechat.cli.output import fail, reports_errors, stdout, warn
+from securechat.errors import FileExistsRefused, PkiError
 
 certs_app = typer.Typer(
     help="Issue and inspect certificates: a private CA, server and client certificates.",
@@ -39,6 +44,11 @@ class KeyTypeChoice(str, Enum):
     ed25519 = "ed25519"
 
 
+PASSPHRASE_ENV = "SECURECHAT_CA_PASSPHRASE"  # noqa: S105 - the variable's name, not a secret
+"""Where a signing command finds the CA passphrase when no file is given (cron, systemd)."""
+P12_PASSWORD_ENV = "SECURECHAT_P12_PASSWORD"  # noqa: S105 - the variable's name, not a secret
+DEFAULT_WITHIN = "30d"
+
 DirOption = Annotated[
     Path,
     typer.Option("--dir", help="The certs directory (created 0700 if missing).", show_default=True),
@@ -53,9 +63,14 @@ CaPassphraseOption = Annotated[
     Path | None,
     typer.Option(
         "--ca-passphrase-file",
-        help="File whose first line is the CA key's passphrase.",
+        "--passphrase-file",
+        help=f"File whose first line is the CA key's passphrase (else ${PASSPHRASE_ENV}, else a prompt).",
         show_default=False,
     ),
+]
+WithinOption = Annotated[
+    str,
+    typer.Option("--within", help="Renewal threshold: due when it expires within this long (e.g. 30d, 12h)."),
 ]
 
 DEFAULT_DIR = Path("certs")
@@ -81,6 +96,40 @@ def _read_passphrase(path: Path | None) -> bytes | None:
     if not lines or not lines[0]:
         raise PkiError(f"{path} is empty. Put the CA passphrase on its first line.")
     return lines[0]
+
+
+def _secret(what: str, *, file: Path | None, env: str, confirm: bool) -> bytes | None:
+    """A passphrase or password: from FILE, else $ENV, else asked on the terminal; None if none of them."""
+    if file is not None:
+        return _read_passphrase(file)
+    if os.environ.get(env):
+        return os.environ[env].encode()
+    if not sys.stdin.isatty():
+        return None
+    value = typer.prompt(what, hide_input=True, confirmation_prompt=confirm, err=True)
+    if not value:
+        raise PkiError(f"the {what.lower()} is empty. Give a non-empty one.")
+    return str(value).encode()
+
+
+def _load_ca(store: pki.CertStore, passphrase_file: Path | None) -> pki.CertificateAuthority:
+    """The CA in DIR; an encrypted key's passphrase comes from the file, $SECURECHAT_CA_PASSPHRASE, or a prompt."""
+    passphrase = _read_passphrase(passphrase_file)
+    if passphrase is None and _is_encrypted(store.ca_key_path):
+        passphrase = _secret("CA key passphrase", file=None, env=PASSPHRASE_ENV, confirm=False)
+        if passphrase is None:
+            raise PkiError(
+                f"{store.ca_key_path} is encrypted. Pass --ca-passphrase-file FILE with its passphrase,"
+                f" set {PASSPHRASE_ENV}, or run in a terminal to be asked."
+            )
+    return store.load_ca(passphrase=passphrase)
+
+
+def _is_encrypted(key_path: Path) -> bool:
+    try:
+        return b"ENCRYPTED" in key_path.read_bytes()[:64]
+    except OSError:
+        return False  # load_ca names the problem
 
 
 def _warn_if_directory_open(store: pki.CertStore) -> None:
@@ -113,6 +162,21 @@ def init(
     days: Annotated[int, typer.Option("--days", help="CA validity in days.")] = pki.CA_DEFAULT_DAYS,
     name: Annotated[str, typer.Option("--name", help="The CA's common name.")] = pki.DEFAULT_CA_COMMON_NAME,
     passphrase_file: CaPassphraseOption = None,
+    encrypt: Annotated[
+        bool,
+        typer.Option(
+            "--encrypt",
+            help=f"Encrypt the CA key with a passphrase (from --passphrase-file, ${PASSPHRASE_ENV}, or a prompt).",
+        ),
+    ] = False,
+    permit_dns: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--permit-dns",
+            help="Name constraint: the CA may only issue DNS names under this domain; repeat for more.",
+            show_default=False,
+        ),
+    ] = None,
     force: Annotated[
         bool,
         typer.Option("--force", help="Replace an existing CA; certificates it issued stop being trusted."),
@@ -120,18 +184,29 @@ def init(
 ) -> None:
     """Create a private CA: DIR/ca.pem and DIR/ca-key.pem.
 
-    Example: securechat certs init --dir certs
+    Example: securechat certs init --dir certs --encrypt --permit-dns example.org
     """
     store = pki.CertStore(directory)
     orphaned = _valid_leaves(store) if force else []
+    passphrase = _read_passphrase(passphrase_file)
+    if encrypt and passphrase is None:
+        passphrase = _secret("New CA key passphrase", file=None, env=PASSPHRASE_ENV, confirm=True)
+        if passphrase is None:
+            raise PkiError(
+                f"--encrypt needs a passphrase. Pass --passphrase-file FILE, set {PASSPHRASE_ENV},"
+                " or run in a terminal to be asked."
+            )
     ca = store.init_ca(
         common_name=name,
         key_type=key_type.value,
         days=days,
         force=force,
-        passphrase=_read_passphrase(passphrase_file),
+        passphrase=passphrase,
+        permitted_dns=tuple(permit_dns or ()),
     )
-    _say(f'Created a new CA "{name}" ({key_type.value}).')
+    _say(f'Created a new CA "{name}" ({key_type.value}{", key encrypted" if passphrase else ""}).')
+    if permit_dns:
+        _say(f"  name constraints: DNS names under {', '.join(permit_dns)} only")
     _say(f"  certificate: {store.ca_cert_path}   (servers and clients trust this)")
     _say(f"  key:         {store.ca_key_path}   (keep it secret: it can issue certificates)")
     _say(f"It expires on {_date(ca.cert.not_valid_after_utc)}.")
@@ -171,7 +246,7 @@ def server(
     store = pki.CertStore(directory)
     pki.validate_name(name)
     store.refuse_overwrite([name], force=force)
-    ca = store.load_ca(passphrase=_read_passphrase(ca_passphrase_file))
+    ca = _load_ca(store, ca_passphrase_file)
     issued = pki.issue_server_cert(ca, name, sans=san or None, key_type=key_type.value, days=days)
     cert_path, key_path = store.write_leaf(name, issued, kind="server", force=force)
     _say(f'Created server certificate "{name}" ({key_type.value}), valid for these names:')
@@ -214,7 +289,7 @@ def client(
     for name in names:
         pki.validate_name(name)
     store.refuse_overwrite(names, force=force)
-    ca = store.load_ca(passphrase=_read_passphrase(ca_passphrase_file))
+    ca = _load_ca(store, ca_passphrase_file)
     issued = [
         pki.issue_client_cert(ca, name, key_type=key_type.value, days=days, spiffe_trust_domain=spiffe_trust_domain)
         for name in names
@@ -240,8 +315,10 @@ def client(
 def list_(
     directory: DirOption = DEFAULT_DIR,
     as_json: Annotated[bool, typer.Option("--json", help="Print index.json entries as JSON.")] = False,
+    within: WithinOption = DEFAULT_WITHIN,
 ) -> None:
-    """List what was issued in DIR, with expiry and status."""
+    """List what was issued in DIR, with days left and status; 'renew soon' marks those due within --within."""
+    threshold = parse_within(within)
     store = pki.CertStore(directory)
     if not store.directory.is_dir():
         raise PkiError(f"{store.directory} not found. Run 'securechat certs init --dir {store.directory}' first.")
@@ -258,7 +335,11 @@ def list_(
         table.add_column(column, justify="right" if column == "days left" else "left", no_wrap=True)
     for entry in entries:
         left = pki.days_until(entry.not_after, now=now)
-        status = "expired" if entry.status == "valid" and entry.not_after < now else entry.status
+        status = entry.status
+        if entry.status == "valid" and entry.not_after < now:
+            status = "expired"
+        elif entry.status == "valid" and entry.not_after - now <= threshold:
+            status = "renew soon"
         cells = (entry.name, entry.kind, entry.serial[:16], entry.not_after.strftime("%Y-%m-%d"), str(left), status)
         table.add_row(*(Text(cell) for cell in cells))  # Text: never markup or emoji codes
     stdout.print(table, soft_wrap=True)
@@ -306,3 +387,238 @@ def inspect(
     _say(str(file))
     for label, value in rows:
         _say(f"  {label + ':':<14}{value}")
+
+
+def parse_within(text: str) -> dt.timedelta:
+    """'30d', '12h', '2w' or a bare number of days, as a timedelta; PkiError otherwise."""
+    match = re.fullmatch(r"\s*(\d+)\s*([dhw]?)\s*", text)
+    if not match:
+        raise PkiError(f"--within {text!r} is not a duration. Write e.g. 30d, 12h or 2w.")
+    count, unit = int(match.group(1)), match.group(2) or "d"
+    return {"h": dt.timedelta(hours=count), "d": dt.timedelta(days=count), "w": dt.timedelta(weeks=count)}[unit]
+
+
+class ReasonChoice(str, Enum):
+    """--reason values (the keys of `pki.REASONS`)."""
+
+    unspecified = "unspecified"
+    key_compromise = "key-compromise"
+    affiliation_changed = "affiliation-changed"
+    superseded = "superseded"
+    cessation_of_operation = "cessation-of-operation"
+    privilege_withdrawn = "privilege-withdrawn"
+
+
+@certs_app.command()
+@reports_errors
+def revoke(
+    name: Annotated[str, typer.Argument(help="The certificate name to revoke.")],
+    reason: Annotated[
+        ReasonChoice, typer.Option("--reason", help="Why; written as the CRL entry's reason code.")
+    ] = ReasonChoice.unspecified,
+    serial: Annotated[
+        str | None,
+        typer.Option("--serial", help="Revoke only this serial (from 'certs list'), e.g. an old superseded one."),
+    ] = None,
+    directory: DirOption = DEFAULT_DIR,
+    crl_days: Annotated[int, typer.Option("--crl-days", help="Days until the CRL's nextUpdate.")] = pki.CRL_DEFAULT_DAYS,
+    ca_passphrase_file: CaPassphraseOption = None,
+) -> None:
+    """Revoke NAME's certificates and write a new signed DIR/crl.pem.
+
+    Every unexpired certificate of NAME is revoked (with --serial, only that one).
+    A server whose config names the CRL (by default crl.pem next to its client CA)
+    picks it up within a second and ends the streams of revoked certificates.
+
+    Example: securechat certs revoke bob --reason key-compromise
+    """
+    store = pki.CertStore(directory)
+    pki.validate_name(name)
+    ca = _load_ca(store, ca_passphrase_file)
+    revoked = store.revoke(ca, name, reason=reason.value, serial=serial, crl_days=crl_days)
+    for entry in revoked:
+        _say(f"Revoked {entry.kind} certificate \"{name}\" serial {entry.serial} (reason: {reason.value}).")
+    crl = pki.parse_crl(store.crl_path.read_bytes(), where=str(store.crl_path))
+    _say(
+        f"Wrote {store.crl_path} (CRL number {pki.crl_number(crl)}, {len(crl)} revoked,"
+        f" next update {_date(crl.next_update_utc)})."  # type: ignore[arg-type]
+    )
+    _say(f"Servers: set crl: {store.crl_path} (the default when it sits next to tls.client_ca).")
+
+
+@certs_app.command("crl")
+@reports_errors
+def crl_(
+    directory: DirOption = DEFAULT_DIR,
+    days: Annotated[int, typer.Option("--days", help="Days until the CRL's nextUpdate.")] = pki.CRL_DEFAULT_DAYS,
+    ca_passphrase_file: CaPassphraseOption = None,
+) -> None:
+    """Sign DIR/crl.pem again (new CRL number and nextUpdate) before it goes stale.
+
+    Example: securechat certs crl --dir certs --days 30
+    """
+    store = pki.CertStore(directory)
+    crl = store.write_crl(_load_ca(store, ca_passphrase_file), days=days)
+    _say(
+        f"Wrote {store.crl_path} (CRL number {pki.crl_number(crl)}, {len(crl)} revoked,"
+        f" next update {_date(crl.next_update_utc)})."  # type: ignore[arg-type]
+    )
+
+
+@certs_app.command()
+@reports_errors
+def renew(
+    name: Annotated[str, typer.Argument(help="The certificate to renew (NAME.pem in DIR).")],
+    keep_key: Annotated[bool, typer.Option("--keep-key", help="Keep the existing key instead of making a new one.")] = False,
+    directory: DirOption = DEFAULT_DIR,
+    days: LeafDaysOption = pki.LEAF_DEFAULT_DAYS,
+    ca_passphrase_file: CaPassphraseOption = None,
+) -> None:
+    """Re-issue NAME with the same identity, SANs and EKU: a new serial and, by default, a new key.
+
+    The old certificate is marked superseded. Running servers and `securechat chat`
+    pick the new files up without a restart.
+
+    Example: securechat certs renew server --dir certs
+    """
+    store = pki.CertStore(directory)
+    pki.validate_name(name)
+    ca = _load_ca(store, ca_passphrase_file)
+    issued = store.renew(ca, name, keep_key=keep_key, days=days)
+    sans = ", ".join(pki.san_to_text(n) for n in pki.subject_alternative_names(issued.cert))
+    _say(
+        f'Renewed {issued.kind} certificate "{name}" ({sans}): serial {issued.cert.serial_number:x},'
+        f" {'same' if keep_key else 'new'} key."
+    )
+    _say(f"  certificate: {store.cert_path(name)}")
+    _say(f"  key:         {store.key_path(name)}")
+    _say(f"It expires on {_date(issued.cert.not_valid_after_utc)}.")
+    _warn_if_capped([issued], ca)
+
+
+@certs_app.command("needs-renewal")
+def needs_renewal(
+    name: Annotated[str | None, typer.Argument(help="Check only this certificate; default: every valid one.")] = None,
+    directory: DirOption = DEFAULT_DIR,
+    within: WithinOption = DEFAULT_WITHIN,
+) -> None:
+    """Say what expires within --within (default 30d), for cron jobs and systemd timers.
+
+    Exit codes: 0 nothing is due; 1 something must be renewed (printed, one line each,
+    with the command that renews it); 2 the check itself failed (one line on stderr).
+
+    Example: securechat certs needs-renewal server --within 30d || securechat certs renew server
+    """
+    try:
+        due, fine = _renewal_due(pki.CertStore(directory), name, parse_within(within))
+    except PkiError as exc:
+        fail(str(exc), code=2)
+    for line in due:
+        _say(line)
+    if due:
+        raise typer.Exit(code=1)
+    _say(f"Nothing to renew within {within}: {', '.join(fine) or 'no certificates'}.")
+
+
+def _renewal_due(store: pki.CertStore, name: str | None, threshold: dt.timedelta) -> tuple[list[str], list[str]]:
+    """(one line per certificate due, 'NAME (N days left)' per one that is not)."""
+    if not store.directory.is_dir():
+        raise PkiError(f"{store.directory} not found. Run 'securechat certs init --dir {store.directory}' first.")
+    if name is not None:
+        pki.validate_name(name)
+        checks = [(name, store.cert_path(name))]
+    else:
+        checks = [("ca", store.ca_cert_path)]
+        checks += [(e.name, store.cert_path(e.name)) for e in store.entries() if e.kind != "ca" and e.status == "valid"]
+    now = pki.utc_now()
+    due, fine = [], []
+    for label, path in checks:
+        cert = pki.load_certificate(path)
+        left = pki.days_left(cert, now=now)
+        if cert.not_valid_after_utc - now > threshold:
+            fine.append(f"{label} ({left} days left)")
+            continue
+        when = "expired" if left <= 0 else "expires"
+        fix = (
+            f"Create a new CA with 'securechat certs init --force --dir {store.directory}' and reissue."
+            if label == "ca"
+            else f"Run 'securechat certs renew {label} --dir {store.directory}'."
+        )
+        due.append(f"{label}: {when} {_date(cert.not_valid_after_utc)} ({left} days left). {fix}")
+    return due, fine
+
+
+@certs_app.command()
+@reports_errors
+def export(
+    name: Annotated[str, typer.Argument(help="The certificate to export (NAME.pem and NAME-key.pem in DIR).")],
+    p12: Annotated[Path, typer.Option("--p12", help="The PKCS#12 file to write (mode 0600).")],
+    password_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--password-file",
+            help=f"File whose first line is the bundle's password (else ${P12_PASSWORD_ENV}, else a prompt).",
+            show_default=False,
+        ),
+    ] = None,
+    directory: DirOption = DEFAULT_DIR,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing bundle file.")] = False,
+) -> None:
+    """Export NAME's key, certificate and the CA certificate as a password-protected PKCS#12 bundle.
+
+    Example: securechat certs export alice --p12 alice.p12
+    """
+    store = pki.CertStore(directory)
+    pki.validate_name(name)
+    if not force and p12.exists():
+        raise FileExistsRefused(p12)
+    cert = pki.load_certificate(store.cert_path(name))
+    key = pki.load_private_key(store.key_path(name))
+    ca_cert = pki.load_certificate(store.ca_cert_path) if store.ca_cert_path.is_file() else None
+    password = _secret("Export password", file=password_file, env=P12_PASSWORD_ENV, confirm=True)
+    if password is None:
+        raise PkiError(
+            f"the bundle needs a password. Pass --password-file FILE, set {P12_PASSWORD_ENV}, or run in a terminal."
+        )
+    pki.write_private_file(p12, pki.pkcs12_bundle(name, key, cert, ca_cert=ca_cert, password=password), force=force)
+    _say(f'Wrote {p12} (mode 0600): "{name}" key, certificate and CA certificate, AES-256 under your password.')
+    _say(f"Import it with e.g. 'keytool -importkeystore -srckeystore {p12} -srcstoretype PKCS12'.")
+
+
+@certs_app.command("k8s-secret")
+@reports_errors
+def k8s_secret(
+    name: Annotated[str, typer.Argument(help="The identity whose certificate and key go into the Secret.")],
+    directory: DirOption = DEFAULT_DIR,
+    secret_name: Annotated[
+        str | None, typer.Option("--name", help="The Secret's name (default: securechat-NAME-tls).", show_default=False)
+    ] = None,
+    namespace: Annotated[str | None, typer.Option(help="The Secret's namespace.", show_default=False)] = None,
+) -> None:
+    """Print a kubernetes.io/tls Secret (tls.crt, tls.key, ca.crt) for NAME, for 'kubectl apply -f -'.
+
+    The output holds NAME's private key: pipe it straight to kubectl, never into a file in git.
+    The file names are the ones cert-manager writes, so the same server config works with either.
+
+    Example: securechat certs k8s-secret server --dir certs --namespace securechat | kubectl apply -f -
+    """
+    store = pki.CertStore(directory)
+    pki.validate_name(name)
+    cert_pem = pki.certificate_pem(pki.load_certificate(store.cert_path(name)))
+    key_pem = pki.private_key_pem(pki.load_private_key(store.key_path(name)))
+    ca_pem = pki.certificate_pem(pki.load_certificate(store.ca_cert_path))
+    metadata: dict[str, str] = {"name": secret_name or f"securechat-{name}-tls"}
+    if namespace:
+        metadata["namespace"] = namespace
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": metadata,
+        "type": "kubernetes.io/tls",
+        "data": {
+            "tls.crt": base64.b64encode(cert_pem).decode(),
+            "tls.key": base64.b64encode(key_pem).decode(),
+            "ca.crt": base64.b64encode(ca_pem).decode(),
+        },
+    }
+    sys.stdout.write(yaml.safe_dump(secret, sort_keys=False))

@@ -11,11 +11,12 @@ from typing import Annotated
 import typer
 
 from securechat._gen import chat_pb2
-from securechat.cli.output import reports_errors, stdout
-from securechat.client import ChatSession, check_health, open_channel, open_chat, own_identity, say_hello
+from securechat.cli.output import reports_errors, stderr, stdout
+from securechat.client import certificate_rotations, check_health, open_channel, own_identity, say_hello
 from securechat.config import ClientConfig, load_client_config
 from securechat.errors import ConnectError
 from securechat.material import load_client_material
+from securechat.reconnect import ReconnectingChat, ResumeGap, reconnecting_chat
 
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Client YAML file.")]
 TargetOption = Annotated[str | None, typer.Option(help="HOST:PORT of the server, overriding the config's target.")]
@@ -80,7 +81,15 @@ def chat(
 
 async def _chat(config: ClientConfig, room: str, me: str | None, *, interactive: bool) -> None:
     lines = _stdin_lines()
-    async with open_chat(config) as session:
+
+    def on_gap(gap: ResumeGap) -> None:
+        stderr.print(f"warning: {gap} Continuing with new events.", markup=False, highlight=False, soft_wrap=True)
+
+    # The session reconnects by itself (bounded backoff with jitter) and
+    # resumes with last-event-id; unechoed lines are resent. A renewed client
+    # certificate moves it onto a new channel the same way.
+    async with reconnecting_chat(config, on_gap=on_gap) as session:
+        watcher = asyncio.create_task(_follow_rotations(config, session))
         await session.join(room)
         echoes: asyncio.Queue[chat_pb2.ChatEvent] = asyncio.Queue()
         printer = asyncio.create_task(_print_events(session, me, echoes))
@@ -100,9 +109,18 @@ async def _chat(config: ClientConfig, room: str, me: str | None, *, interactive:
             await printer
         finally:
             printer.cancel()
+            watcher.cancel()
 
 
-async def _print_events(session: ChatSession, me: str | None, echoes: asyncio.Queue[chat_pb2.ChatEvent]) -> None:
+async def _follow_rotations(config: ClientConfig, session: ReconnectingChat) -> None:
+    """gRPC cannot swap an open channel's credentials: reconnect when our certificate is renewed."""
+    async for material in certificate_rotations(config):
+        serial = f"{material.certificate.serial_number:x}" if material.certificate is not None else "?"
+        stderr.print(f"client certificate changed (serial {serial}): reconnecting", markup=False, highlight=False, soft_wrap=True)
+        await session.reopen_channel()
+
+
+async def _print_events(session: ReconnectingChat, me: str | None, echoes: asyncio.Queue[chat_pb2.ChatEvent]) -> None:
     async for event in session:
         if event.kind == Kind.MESSAGE:
             stdout.print(f"[dim]#{event.id}[/] [bold]\\[{event.room}] {event.sender}:[/] ", end="")

@@ -7,7 +7,10 @@
     keys.py      key types, key generation, key_matches_certificate
     pem.py       load_certificate(s), load_private_key — errors name the file
     inspect.py   summarize -> CertSummary, EKUs, is_signed_by — data, not text
-    store.py     CertStore: the certs directory, atomic writes, index.json
+    store.py     CertStore: the certs directory, atomic writes, index.json,
+                 renewal and revocation
+    revoke.py    reason codes, build_crl / load_crl — the signed CRL
+    export.py    pkcs12_bundle — PKCS#12 for browsers and Java
 
 Library code here never prints or exits; `securechat.cli.certs` does.
 """
@@ -15,6 +18,7 @@ Library code here never prints or exits; `securechat.cli.certs` does.
 from __future__ import annotations
 
 from securechat.pki.ca import DEFAULT_CA_COMMON_NAME, CertificateAuthority, create_ca
+from securechat.pki.export import pkcs12_bundle
 from securechat.pki.inspect import (
     CertSummary,
     days_left,
@@ -33,6 +37,7 @@ from securechat.pki.issue import (
     LeafKind,
     issue_client_cert,
     issue_server_cert,
+    reissue,
 )
 from securechat.pki.keys import (
     DEFAULT_KEY_TYPE,
@@ -43,13 +48,25 @@ from securechat.pki.keys import (
     key_matches_certificate,
     key_type_name,
 )
-from securechat.pki.names import parse_san, san_to_text, spiffe_id, validate_name
+from securechat.pki.names import check_name_constraints, parse_san, san_to_text, spiffe_id, validate_name
 from securechat.pki.pem import (
     certificate_pem,
     load_certificate,
     load_certificates,
     load_private_key,
     private_key_pem,
+)
+from securechat.pki.revoke import (
+    CRL_DEFAULT_DAYS,
+    REASONS,
+    Revocation,
+    RevokedSet,
+    build_crl,
+    crl_number,
+    crl_pem,
+    load_crl,
+    parse_crl,
+    reason_of,
 )
 from securechat.pki.store import (
     CA_KEY_MODE,
@@ -59,6 +76,7 @@ from securechat.pki.store import (
     KEY_MODE,
     CertStore,
     IndexEntry,
+    write_private_file,
 )
 from securechat.pki.validity import (
     CA_DEFAULT_DAYS,
@@ -70,6 +88,20 @@ from securechat.pki.validity import (
 )
 
 __all__ = [
+    "CRL_DEFAULT_DAYS",
+    "REASONS",
+    "Revocation",
+    "RevokedSet",
+    "build_crl",
+    "check_name_constraints",
+    "crl_number",
+    "crl_pem",
+    "load_crl",
+    "parse_crl",
+    "pkcs12_bundle",
+    "reason_of",
+    "reissue",
+    "write_private_file",
     "CA_DEFAULT_DAYS",
     "CA_KEY_MODE",
     "CA_MAX_DAYS",

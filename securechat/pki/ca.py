@@ -27,7 +27,7 @@ from securechat.pki.keys import (
     key_matches_certificate,
     signature_hash,
 )
-from securechat.pki.names import MAX_NAME_LENGTH
+from securechat.pki.names import MAX_NAME_LENGTH, permitted_subtree
 from securechat.pki.validity import CA_DEFAULT_DAYS, CA_MAX_DAYS, validity_window
 
 DEFAULT_CA_COMMON_NAME = "securechat CA"
@@ -64,18 +64,22 @@ def create_ca(
     days: int = CA_DEFAULT_DAYS,
     not_before: dt.datetime | None = None,
     not_after: dt.datetime | None = None,
+    permitted_dns: tuple[str, ...] = (),
 ) -> CertificateAuthority:
     """Make a new self-signed CA with a fresh KEY_TYPE key, valid for DAYS.
 
     NOT_BEFORE / NOT_AFTER override the validity window (for tests that
-    need an expired or not-yet-valid CA).
+    need an expired or not-yet-valid CA). PERMITTED_DNS adds a critical
+    nameConstraints extension (RFC 5280 4.2.1.10 requires critical) that lets
+    it issue DNS names only under those domains.
     """
+    subtrees = [permitted_subtree(text) for text in permitted_dns]
     name = subject_name(common_name)
     validity = validity_window(days=days, max_days=CA_MAX_DAYS, not_before=not_before, not_after=not_after)
     key = generate_private_key(key_type)
     public_key = key.public_key()
     ski = x509.SubjectKeyIdentifier.from_public_key(public_key)
-    cert = (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
@@ -102,8 +106,12 @@ def create_ca(
         # Key id only: an issuer name + serial in the AKI would pin the CA
         # cert itself and break a re-signed CA (RFC 5280 4.2.1.1).
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
-        .sign(private_key=key, algorithm=signature_hash(key))
     )
+    if subtrees:
+        builder = builder.add_extension(
+            x509.NameConstraints(permitted_subtrees=subtrees, excluded_subtrees=None), critical=True
+        )
+    cert = builder.sign(private_key=key, algorithm=signature_hash(key))
     return CertificateAuthority(cert=cert, key=key)
 
 
@@ -118,3 +126,12 @@ def check_ca(ca: CertificateAuthority, *, where: str = "the CA") -> CertificateA
     if not key_matches_certificate(ca.key, ca.cert):
         raise PkiError(f"{where}: the CA key does not match the CA certificate. Restore the matching ca-key.pem.")
     return ca
+
+
+def authority_key_identifier(ca: CertificateAuthority) -> x509.AuthorityKeyIdentifier:
+    """The AKI for what CA signs (leaves and CRLs): its subjectKeyIdentifier, else one from its key."""
+    try:
+        ski = ca.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
+    except x509.ExtensionNotFound:
+        return x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key())

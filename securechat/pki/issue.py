@@ -31,9 +31,17 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, ObjectIdentifier
 
 from securechat.errors import PkiError
-from securechat.pki.ca import CertificateAuthority, subject_name
-from securechat.pki.keys import DEFAULT_KEY_TYPE, PrivateKey, generate_private_key, signature_hash
-from securechat.pki.names import parse_san, spiffe_id, validate_name
+from securechat.pki.ca import CertificateAuthority, authority_key_identifier, subject_name
+from securechat.pki.inspect import extended_key_usages, subject_alternative_names
+from securechat.pki.keys import (
+    DEFAULT_KEY_TYPE,
+    PrivateKey,
+    generate_private_key,
+    key_matches_certificate,
+    key_type_name,
+    signature_hash,
+)
+from securechat.pki.names import check_name_constraints, parse_san, spiffe_id, validate_name
 from securechat.pki.validity import LEAF_DEFAULT_DAYS, LEAF_MAX_DAYS, validity_window
 
 LeafKind: TypeAlias = Literal["server", "client"]
@@ -79,7 +87,9 @@ def _issue(
     days: int,
     not_before: dt.datetime | None,
     not_after: dt.datetime | None,
+    key: PrivateKey | None = None,
 ) -> IssuedCert:
+    check_name_constraints(ca.cert, sans)
     validity = validity_window(
         days=days,
         max_days=LEAF_MAX_DAYS,
@@ -87,13 +97,9 @@ def _issue(
         not_after=not_after,
         ca_not_after=ca.cert.not_valid_after_utc,
     )
-    key = generate_private_key(key_type)
+    key = key or generate_private_key(key_type)
     public_key = key.public_key()
-    try:
-        ca_ski = ca.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-        aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski)
-    except x509.ExtensionNotFound:
-        aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key())
+    aki = authority_key_identifier(ca)
     cert = (
         x509.CertificateBuilder()
         .subject_name(subject_name(name))
@@ -179,4 +185,46 @@ def issue_client_cert(
         days=days,
         not_before=not_before,
         not_after=not_after,
+    )
+
+
+def reissue(
+    ca: CertificateAuthority,
+    name: str,
+    old: x509.Certificate,
+    *,
+    key: PrivateKey | None = None,
+    days: int = LEAF_DEFAULT_DAYS,
+) -> IssuedCert:
+    """Renew OLD: the same identity, SANs and EKU, a new serial and validity.
+
+    The new key is KEY when given (`--keep-key`), else a fresh key of OLD's
+    key type. Raises PkiError if OLD is neither a server nor a client
+    certificate, or KEY does not belong to OLD.
+    """
+    validate_name(name)
+    ekus = extended_key_usages(old)
+    if ExtendedKeyUsageOID.SERVER_AUTH in ekus:
+        kind: LeafKind = "server"
+        eku = ExtendedKeyUsageOID.SERVER_AUTH
+    elif ExtendedKeyUsageOID.CLIENT_AUTH in ekus:
+        kind, eku = "client", ExtendedKeyUsageOID.CLIENT_AUTH
+    else:
+        raise PkiError(
+            f"{name}: its certificate is neither a server nor a client certificate, so it cannot be renewed."
+            f" Issue it anew with 'securechat certs server|client {name} --force'."
+        )
+    if key is not None and not key_matches_certificate(key, old):
+        raise PkiError(f"{name}: the key on disk does not match its certificate. Renew without --keep-key.")
+    return _issue(
+        ca,
+        name,
+        kind=kind,
+        eku=eku,
+        sans=subject_alternative_names(old),
+        key_type=key_type_name(old.public_key()),
+        days=days,
+        not_before=None,
+        not_after=None,
+        key=key,
     )

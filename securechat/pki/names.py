@@ -123,3 +123,43 @@ def san_to_text(name: x509.GeneralName) -> str:
     if isinstance(name, x509.RFC822Name):
         return f"email:{name.value}"
     return f"{type(name).__name__}:{name.value}"
+
+
+def permitted_subtree(text: str) -> x509.GeneralName:
+    """One `--permit-dns` value as a name-constraints subtree (a DNS name, no wildcard)."""
+    base = parse_san(text.strip().lstrip("."))
+    if not isinstance(base, x509.DNSName):
+        raise PkiError(f"--permit-dns {text!r} is an IP address. Give a DNS domain such as 'example.org'.")
+    return base
+
+
+def _within(name: x509.GeneralName, subtree: x509.GeneralName) -> bool:
+    # RFC 5280 4.2.1.10: a DNS constraint is satisfied by the name itself and by
+    # any name formed by adding labels to its left. Other name types are only
+    # constrained by subtrees of their own type.
+    if isinstance(name, x509.DNSName) and isinstance(subtree, x509.DNSName):
+        return name.value == subtree.value or name.value.endswith("." + subtree.value)
+    return False
+
+
+def check_name_constraints(ca_cert: x509.Certificate, sans: list[x509.GeneralName]) -> None:
+    """Raise PkiError if a SAN falls outside the CA's permitted DNS subtrees.
+
+    Only DNS subtrees are enforced: those are what `certs init --permit-dns`
+    writes, and names of a type the CA does not constrain (IPs, URIs) are
+    allowed, as RFC 5280 says. Excluded subtrees are not written by securechat.
+    """
+    try:
+        constraints = ca_cert.extensions.get_extension_for_class(x509.NameConstraints).value
+    except x509.ExtensionNotFound:
+        return
+    permitted = [s for s in constraints.permitted_subtrees or () if isinstance(s, x509.DNSName)]
+    if not permitted:
+        return
+    for name in sans:
+        if isinstance(name, x509.DNSName) and not any(_within(name, subtree) for subtree in permitted):
+            allowed = ", ".join(s.value for s in permitted)
+            raise PkiError(
+                f"{name.value!r} is outside the CA's name constraints (it may only issue names under: {allowed})."
+                f" Use a name such as '{name.value.split('.')[0]}.{permitted[0].value}'."
+            )

@@ -29,11 +29,13 @@ index.json, format version 1:
 
 `kind` is "ca", "server" or "client"; `serial` lowercase hex; times are UTC
 ISO 8601 with a trailing Z; `sans` are OpenSSL-style `DNS:`/`IP:`/`URI:`
-strings. `status` is "valid" or "superseded" (the name was reissued with
---force; the old certificate still verifies until it expires — revoke it if
-its key leaked). Entries are appended, never deleted; a new CA (init
---force) starts a new index. A reader must reject a higher `version`;
-later work may add statuses ("revoked") and fields.
+strings. `status` is "valid", "superseded" (the name was reissued with
+--force or renewed; the old certificate still verifies until it expires —
+revoke it if its key leaked) or "revoked" (listed in crl.pem; such an entry
+also has "revoked_at", a time like the others, and "reason", a `certs revoke
+--reason` value). Entries are appended, never deleted; a new CA (init
+--force) starts a new index. A reader must reject a higher `version` and
+ignore fields it does not know.
 
 What is *not* done: locking. Two commands issuing into one DIR at the same
 moment may lose one index update (never a key or certificate).
@@ -57,11 +59,12 @@ from cryptography import x509
 from securechat.errors import FileExistsRefused, PkiError
 from securechat.pki.ca import DEFAULT_CA_COMMON_NAME, CertificateAuthority, check_ca, create_ca
 from securechat.pki.inspect import is_ca_certificate, subject_alternative_names
-from securechat.pki.issue import IssuedCert
+from securechat.pki.issue import IssuedCert, reissue
 from securechat.pki.keys import DEFAULT_KEY_TYPE
 from securechat.pki.names import san_to_text, validate_name
 from securechat.pki.pem import certificate_pem, load_certificate, load_private_key, private_key_pem
-from securechat.pki.validity import CA_DEFAULT_DAYS
+from securechat.pki.revoke import CRL_DEFAULT_DAYS, Revocation, build_crl, crl_number, crl_pem, parse_crl, parse_reason
+from securechat.pki.validity import CA_DEFAULT_DAYS, LEAF_DEFAULT_DAYS, utc_now
 
 INDEX_VERSION = 1
 DIR_MODE = 0o700
@@ -82,6 +85,8 @@ class IndexEntry:
     not_after: dt.datetime
     sans: tuple[str, ...]
     status: str = "valid"
+    revoked_at: dt.datetime | None = None
+    reason: str | None = None
 
     @classmethod
     def for_certificate(cls, name: str, kind: str, cert: x509.Certificate) -> IndexEntry:
@@ -103,7 +108,11 @@ class IndexEntry:
             "not_after": _iso(self.not_after),
             "sans": list(self.sans),
             "status": self.status,
-        }
+        } | (
+            {"revoked_at": _iso(self.revoked_at), "reason": self.reason or "unspecified"}
+            if self.revoked_at is not None
+            else {}
+        )
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> IndexEntry:
@@ -115,6 +124,8 @@ class IndexEntry:
             not_after=_parse_iso(data["not_after"]),
             sans=tuple(str(s) for s in data.get("sans", [])),
             status=str(data.get("status", "valid")),
+            revoked_at=_parse_iso(data["revoked_at"]) if data.get("revoked_at") else None,
+            reason=str(data["reason"]) if data.get("reason") else None,
         )
 
 
@@ -184,13 +195,14 @@ class CertStore:
         days: int = CA_DEFAULT_DAYS,
         force: bool = False,
         passphrase: bytes | None = None,
+        permitted_dns: tuple[str, ...] = (),
     ) -> CertificateAuthority:
         """Create a CA (as `create_ca` does) and write it here; see `write_ca`.
 
         Existing CA files are checked first, so a refusal costs no key generation.
         """
         self._refuse_existing([self.ca_cert_path, self.ca_key_path], force=force)
-        ca = create_ca(common_name=common_name, key_type=key_type, days=days)
+        ca = create_ca(common_name=common_name, key_type=key_type, days=days, permitted_dns=permitted_dns)
         self.write_ca(ca, force=force, passphrase=passphrase)
         return ca
 
@@ -271,6 +283,88 @@ class CertStore:
         self._write_index(entries)
         return paths
 
+    # -- renewal and revocation --------------------------------------------
+
+    def renew(
+        self, ca: CertificateAuthority, name: str, *, keep_key: bool = False, days: int = LEAF_DEFAULT_DAYS
+    ) -> IssuedCert:
+        """Re-issue NAME.pem with its identity, SANs and EKU; a new key unless KEEP_KEY.
+
+        The old certificate is recorded as superseded. A name whose latest
+        certificate was revoked is refused: re-admitting it is a decision
+        for `certs server|client NAME --force`, not for a renewal timer.
+        """
+        latest = [e for e in self.entries() if e.name == name and e.kind != "ca"]
+        if latest and latest[-1].status == "revoked":
+            raise PkiError(
+                f"{name} was revoked on {_iso(latest[-1].revoked_at or latest[-1].not_before)}; refusing to renew it."
+                f" Issue a new certificate deliberately with 'securechat certs server|client {name} --force'."
+            )
+        old = load_certificate(self.cert_path(name))
+        key = load_private_key(self.key_path(name)) if keep_key else None
+        issued = reissue(ca, name, old, key=key, days=days)
+        self.write_leaves([issued], force=True)
+        return issued
+
+    def revoke(
+        self,
+        ca: CertificateAuthority,
+        name: str,
+        *,
+        reason: str = "unspecified",
+        serial: str | None = None,
+        crl_days: int = CRL_DEFAULT_DAYS,
+    ) -> list[IndexEntry]:
+        """Revoke NAME's unexpired certificates (or only SERIAL) and write a new crl.pem.
+
+        Every unexpired certificate of the name is revoked, the current one
+        and any superseded one, because each still verifies: revoking a name
+        is meant to shut it out. Returns the entries revoked.
+        """
+        parse_reason(reason)
+        wanted = _normalize_serial(serial) if serial is not None else None
+        now = utc_now()
+        entries = self.entries()
+        targets = [
+            i
+            for i, e in enumerate(entries)
+            if e.name == name
+            and e.kind != "ca"
+            and e.status != "revoked"
+            and (e.serial == wanted if wanted is not None else e.not_after > now)
+        ]
+        if not targets:
+            known = [e for e in entries if e.name == name and e.kind != "ca"]
+            if not known:
+                raise PkiError(f"{name} is not in {self.index_path}. Run 'securechat certs list --dir {self.directory}'.")
+            what = f"serial {wanted}" if wanted is not None else "unexpired certificate"
+            raise PkiError(f"{name} has no {what} left to revoke (already revoked or expired). Nothing to do.")
+        for i in targets:
+            entries[i] = replace(entries[i], status="revoked", revoked_at=now, reason=reason)
+        self._publish_crl(ca, entries, days=crl_days)
+        self._write_index(entries)
+        return [entries[i] for i in targets]
+
+    def write_crl(self, ca: CertificateAuthority, *, days: int = CRL_DEFAULT_DAYS) -> x509.CertificateRevocationList:
+        """Sign crl.pem again from the index (a new cRLNumber and nextUpdate)."""
+        return self._publish_crl(ca, self.entries(), days=days)
+
+    def _publish_crl(
+        self, ca: CertificateAuthority, entries: Sequence[IndexEntry], *, days: int
+    ) -> x509.CertificateRevocationList:
+        number = 1
+        if self.crl_path.exists():
+            previous = parse_crl(self.crl_path.read_bytes(), where=str(self.crl_path))
+            number = crl_number(previous) + 1
+        revoked = [
+            Revocation(serial=int(e.serial, 16), revoked_at=e.revoked_at, reason=e.reason or "unspecified")
+            for e in entries
+            if e.status == "revoked" and e.revoked_at is not None
+        ]
+        crl = build_crl(ca, revoked, number=number, days=days)
+        self._write_all([_Write(self.crl_path, crl_pem(crl), CERT_MODE)], force=True)
+        return crl
+
     # -- the index ---------------------------------------------------------
 
     def entries(self) -> list[IndexEntry]:
@@ -325,6 +419,23 @@ class CertStore:
         for write in writes:
             _write_atomic(write.path, write.data, write.mode, replace_existing=force)
         _fsync_directory(self.directory)
+
+
+def _normalize_serial(text: str) -> str:
+    """'5F:3A:..' or '0x5f3a..' as index.json writes serials: lowercase hex, no leading zeros."""
+    cleaned = text.strip().lower().removeprefix("0x").replace(":", "")
+    try:
+        return f"{int(cleaned, 16):x}"
+    except ValueError:
+        raise PkiError(f"serial {text!r} is not hexadecimal. Copy it from 'securechat certs list'.") from None
+
+
+def write_private_file(path: Path, data: bytes, *, force: bool = False) -> Path:
+    """Write DATA to PATH atomically with mode 0600 (an export bundle, say); refuse to overwrite unless FORCE."""
+    if not force and os.path.lexists(path):
+        raise FileExistsRefused(path)
+    _write_atomic(path, data, KEY_MODE, replace_existing=force)
+    return path
 
 
 def _write_atomic(path: Path, data: bytes, mode: int, *, replace_existing: bool) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import resource
 import signal
 from dataclasses import dataclass
 
@@ -19,13 +20,15 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from securechat._gen import chat_pb2
-from securechat.config import ServerConfig
+from securechat.config import Keepalive, ServerConfig
 from securechat.errors import SecureChatError
 from securechat.material import load_server_material
+from securechat.server.broker import InMemoryBroker
 from securechat.server.interceptors import AuthInterceptor
+from securechat.server.lifecycle import ServerLifecycle
+from securechat.server.metrics import ServerMetrics
 from securechat.server.rooms import RoomHub
 from securechat.server.service import SERVICE_NAME, ChatService, method_handlers
-from securechat.tls import server_credentials
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +48,9 @@ class RunningServer:
     service: ChatService
     health_server: grpc.aio.Server | None = None
     health_port: int | None = None
+    lifecycle: ServerLifecycle | None = None
+    metrics: ServerMetrics | None = None
+    metrics_port: int | None = None
 
     @property
     def mode(self) -> str:
@@ -56,6 +62,8 @@ class RunningServer:
     async def stop(self, grace: float | None = None) -> None:
         """Turn health NOT_SERVING, refuse new calls, drain open streams, stop."""
         grace = self.config.grace_seconds if grace is None else grace
+        if self.lifecycle is not None:
+            await self.lifecycle.stop()
         await self.health.enter_graceful_shutdown()
         stopping = asyncio.ensure_future(self.server.stop(grace))
         # Let each stream write what it was already given, then end it with
@@ -64,22 +72,39 @@ class RunningServer:
         await stopping
         if self.health_server is not None:
             await self.health_server.stop(0)
+        if self.metrics is not None:
+            self.metrics.close()
         log.info("server stopped")
 
 
 async def start_server(config: ServerConfig) -> RunningServer:
     material = load_server_material(config)
+    lifecycle = ServerLifecycle(config, material)  # reads and verifies the CRL: fails before the port opens
     options = [
         ("grpc.max_receive_message_length", config.limits.max_message_bytes),
         ("grpc.so_reuseport", 0),
+        ("grpc.max_allowed_incoming_connections", config.limits.max_connections),
+        *keepalive_options(config.keepalive),
     ]
     require_identity = config.tls is not None and config.tls.mtls
+    metrics = ServerMetrics()
     server = grpc.aio.server(
-        interceptors=[AuthInterceptor(require_identity=require_identity, allow=config.allow)],
+        interceptors=[
+            AuthInterceptor(
+                require_identity=require_identity, allow=config.allow, policy=lifecycle, on_refusal=metrics.refused
+            )
+        ],
         options=options,
     )
-    hub = RoomHub(announce_max_members=config.limits.announce_max_members)
-    service = ChatService(hub, config.limits)
+    limits = config.limits
+    broker = InMemoryBroker(history_size=limits.history_size, history_rooms=limits.history_rooms)
+    hub = RoomHub(broker, announce_max_members=limits.announce_max_members, on_fan_out=metrics.observe_fan_out)
+    service = ChatService(hub, limits, metrics=metrics)
+    metrics.watch(
+        streams=lambda: service.open_streams,
+        connections=lambda: service.admission.connections,
+        queue_depth=lambda: service.queued_events,
+    )
     server.add_generic_rpc_handlers((method_handlers(service),))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -99,13 +124,51 @@ async def start_server(config: ServerConfig) -> RunningServer:
         port = _bind(lambda: server.add_insecure_port(address), address)
     else:
         assert material is not None
-        credentials = server_credentials(material, mtls=config.tls.mtls)
+        credentials = lifecycle.credentials()  # dynamic: rotated files are served without a restart
         port = _bind(lambda: server.add_secure_port(address, credentials), address)
     await server.start()
-    running = RunningServer(config=config, server=server, port=port, health=health_servicer, service=service)
+    running = RunningServer(
+        config=config, server=server, port=port, health=health_servicer, service=service, metrics=metrics
+    )
+    lifecycle.start(service)
+    running.lifecycle = lifecycle
     if config.health_port is not None:
         running.health_server, running.health_port = await _start_health_server(config, health_servicer)
+    if config.metrics_port is not None:
+        running.metrics_port = metrics.serve(config.listen.host, config.metrics_port)
+        log.info("Prometheus metrics on http://%s:%d/metrics", config.listen.host, running.metrics_port)
     return running
+
+
+def keepalive_options(keepalive: Keepalive) -> list[tuple[str, int]]:
+    """gRPC core channel arguments for the server's keepalive and connection-age policy."""
+    ms = 1000
+    options = [
+        ("grpc.keepalive_time_ms", int(keepalive.time_seconds * ms)),
+        ("grpc.keepalive_timeout_ms", int(keepalive.timeout_seconds * ms)),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", int(keepalive.min_client_ping_interval_seconds * ms)),
+        ("grpc.http2.max_ping_strikes", keepalive.max_ping_strikes),
+    ]
+    if keepalive.max_connection_age_seconds > 0:
+        options += [
+            ("grpc.max_connection_age_ms", int(keepalive.max_connection_age_seconds * ms)),
+            ("grpc.max_connection_age_grace_ms", int(keepalive.max_connection_age_grace_seconds * ms)),
+        ]
+    return options
+
+
+def raise_open_file_limit() -> tuple[int, int]:
+    """Raise RLIMIT_NOFILE's soft limit to the hard limit (each connection is a file); return (soft, hard)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the open-file limit from %d to %d: %s", soft, target, exc)
+    return soft, hard
 
 
 async def _start_health_server(config: ServerConfig, servicer: health.aio.HealthServicer) -> tuple[grpc.aio.Server, int]:
@@ -131,7 +194,12 @@ def _bind(add_port: object, address: str) -> int:
 
 async def serve_until_signalled(config: ServerConfig, *, on_ready: object = None) -> int:
     """Run until SIGTERM or SIGINT, then shut down gracefully; a second signal exits at once."""
+    soft, hard = raise_open_file_limit()
     running = await start_server(config)
+    log.info(
+        "open-file limit raised to %d (hard %s): about that many connections fit; limits.max_connections is %d",
+        soft, "unlimited" if hard == resource.RLIM_INFINITY else hard, config.limits.max_connections,
+    )
     log.info(
         "securechat listening on %s:%d (%s%s)",
         config.listen.host,
@@ -157,11 +225,9 @@ async def serve_until_signalled(config: ServerConfig, *, on_ready: object = None
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
-    # SIGHUP (systemctl reload) must never stop the server. Until live reload
-    # exists it is acknowledged and ignored.
-    loop.add_signal_handler(
-        signal.SIGHUP, log.warning, "SIGHUP received: live reload is not supported yet; restart to apply changes"
-    )
+    # SIGHUP (systemctl reload, kill -HUP): re-read config, certificates and CRL; never stop.
+    assert running.lifecycle is not None
+    loop.add_signal_handler(signal.SIGHUP, running.lifecycle.request_reload)
     await stop.wait()
     await running.stop()
     return 0

@@ -15,7 +15,7 @@ import inspect
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol
 
 import grpc
 
@@ -28,14 +28,30 @@ KNOWN_CONNECTIONS = 10_000
 current_peer: contextvars.ContextVar[PeerIdentity | None] = contextvars.ContextVar("current_peer", default=None)
 
 Authenticate = Callable[[grpc.aio.ServicerContext], Awaitable[PeerIdentity | None]]
+OnRefusal = Callable[[grpc.StatusCode, str], None]
+
+
+class CallPolicy(Protocol):
+    """What may change while serving (CRL, authz): asked for every authenticated call."""
+
+    def refusal(self, peer: PeerIdentity, method: str) -> tuple[grpc.StatusCode, str] | None: ...
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):
     """Names the caller from its certificate and enforces the allow-list."""
 
-    def __init__(self, *, require_identity: bool, allow: frozenset[str] | None) -> None:
+    def __init__(
+        self,
+        *,
+        require_identity: bool,
+        allow: frozenset[str] | None,
+        policy: CallPolicy | None = None,
+        on_refusal: OnRefusal | None = None,
+    ) -> None:
         self._require_identity = require_identity
         self._allow = allow
+        self._policy = policy  # when set, it replaces the static allow-list
+        self._on_refusal = on_refusal
         # gRPC Python has no connection hook: the first call on a connection
         # (peer address and port) is where we learn who connected.
         self._known_connections: OrderedDict[str, None] = OrderedDict()
@@ -65,7 +81,11 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             peer = identity_from_pem(pem)
         except PeerRejected as exc:
             await self._refuse(context, grpc.StatusCode.UNAUTHENTICATED, str(exc), method)
-        if self._allow is not None and peer.name not in self._allow:
+        if self._policy is not None:
+            refusal = self._policy.refusal(peer, method)
+            if refusal is not None:
+                await self._refuse(context, *refusal, method)
+        elif self._allow is not None and peer.name not in self._allow:
             await self._refuse(
                 context, grpc.StatusCode.PERMISSION_DENIED, f"identity '{peer.name}' is not allowed to call {method}", method
             )
@@ -82,9 +102,10 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             self._known_connections.popitem(last=False)
         log.info("connection from %s authenticated as %s (serial %s)", address, peer.name, peer.serial)
 
-    @staticmethod
-    async def _refuse(context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str, method: str) -> NoReturn:
-        log.warning("refused %s from %s: %s: %s", method, context.peer(), code.name, message)
+    async def _refuse(self, context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str, method: str) -> NoReturn:
+        log.warning("refused %s from %s: %s: %s", method, context.peer(), code.name, message, extra={"peer": context.peer(), "code": code.name})
+        if self._on_refusal is not None:
+            self._on_refusal(code, message)
         await context.abort(code, message)
         raise AssertionError("context.abort returned")  # it always raises
 

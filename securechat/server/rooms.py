@@ -1,26 +1,34 @@
 """Rooms, their members, and fan-out.
 
-A `Member` is one open Chat stream. The `RoomHub` assigns each accepted
-message an id, serializes the ChatEvent once, and appends the same bytes to
-the bounded queue of every member of the room. Everything runs on the one
-event loop, so appending to every queue in turn keeps one order per room.
+A `Member` is one open Chat stream. The `RoomHub` has the broker (see
+`securechat.server.broker`) accept each message, which gives it an id and
+serializes the ChatEvent once; the hub appends those same bytes to the
+bounded queue of every member of the room. Everything runs on the one event
+loop, so appending to every queue in turn keeps one order per room, and the
+per-member cost of an event is one deque append.
 
 A member whose queue is full is a slow consumer: its stream is ended with
 RESOURCE_EXHAUSTED instead of slowing the room or blocking the sender. A
 member is never dropped silently: it is either delivered to, or told.
+
+A member that opened its stream with `last-event-id` first gets, for each
+room it joins, that room's events after the id (from the broker's history),
+then the live ones; if they are no longer held its stream ends with
+OUT_OF_RANGE naming the oldest id still held.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 
 import grpc
 
 from securechat._gen import chat_pb2
+from securechat.server.broker import Broker, HistoryGap
 
 log = logging.getLogger(__name__)
 
@@ -30,29 +38,46 @@ Kind = chat_pb2.ChatEvent.Kind
 class Member:
     """One Chat stream: its identity, its rooms, and its queue of serialized events."""
 
-    __slots__ = ("name", "rooms", "_events", "_limit", "_waiter", "_end", "_draining")
+    __slots__ = ("name", "rooms", "resume_after", "_events", "_limit", "_replayed", "_waiter", "_end", "_draining", "on_abort")
 
-    def __init__(self, name: str, *, queue_size: int) -> None:
+    def __init__(self, name: str, *, queue_size: int, resume_after: int | None = None) -> None:
         self.name = name
         self.rooms: set[str] = set()
+        self.resume_after = resume_after
         self._events: deque[bytes] = deque()
         self._limit = queue_size
+        self._replayed = 0  # history queued on join; it does not count against the limit
         self._waiter: asyncio.Future[None] | None = None
         self._end: tuple[grpc.StatusCode, str] | None = None
         self._draining = False
+        # Called on abort: the stream's writer may be blocked in a write that
+        # HTTP/2 flow control holds back, and must be interrupted to end it.
+        self.on_abort: Callable[[], object] | None = None
 
     def offer(self, event: bytes) -> None:
         """Queue one serialized event; end the stream if the member cannot keep up."""
         if self._end is not None:
             return
-        if len(self._events) >= self._limit:
+        if len(self._events) >= self._limit + self._replayed:
             self.abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"slow consumer: {len(self._events)} events behind; reconnect and resume with last-event-id",
+                f"slow consumer: {len(self._events)} events behind; resume with last-event-id",
             )
             return
         self._events.append(event)
-        self._wake()
+        if self._waiter is not None:
+            self._wake()
+
+    def replay(self, events: list[bytes]) -> None:
+        """Queue history on join, ahead of live events, whatever the queue's size."""
+        if self._end is None and events:
+            self._events.extend(events)
+            self._replayed += len(events)
+            self._wake()
+
+    @property
+    def backlog(self) -> int:
+        return len(self._events)
 
     def finish(self, code: grpc.StatusCode = grpc.StatusCode.OK, message: str = "") -> None:
         """End the stream with `code` once everything already queued is written."""
@@ -68,6 +93,8 @@ class Member:
             self._draining = False
             self._events.clear()
             self._wake()
+            if self.on_abort is not None:
+                self.on_abort()
 
     @property
     def ended(self) -> tuple[grpc.StatusCode, str] | None:
@@ -85,6 +112,7 @@ class Member:
                 self._waiter = None
         batch = list(self._events)
         self._events.clear()
+        self._replayed = 0
         return batch
 
     def _wake(self) -> None:
@@ -92,13 +120,18 @@ class Member:
             self._waiter.set_result(None)
 
 
+FanOutObserver = Callable[[int, float], None]
+
+
 class RoomHub:
     """Membership and fan-out for every room of one server."""
 
-    def __init__(self, *, announce_max_members: int) -> None:
+    def __init__(self, broker: Broker, *, announce_max_members: int, on_fan_out: FanOutObserver | None = None) -> None:
         self._rooms: dict[str, dict[Member, None]] = {}
         self._announce_max = announce_max_members
-        self._ids = itertools.count(1)
+        self._broker = broker
+        self._on_fan_out = on_fan_out
+        broker.attach(self._deliver)
 
     def room_size(self, room: str) -> int:
         return len(self._rooms.get(room, ()))
@@ -108,19 +141,33 @@ class RoomHub:
         return len(self._rooms)
 
     def join(self, member: Member, room: str) -> None:
+        """Add `member` to `room`: first its history after member.resume_after, then live events.
+
+        A broker with remote history (issue 7) makes replay async; the member
+        must then be added first with its live events held back, and those
+        with ids above the last replayed one released after the replay.
+        """
         if room in member.rooms:
             return
+        if member.resume_after is not None:
+            try:
+                member.replay(self._broker.replay(room, member.resume_after))
+            except HistoryGap as gap:
+                log.info("resume refused for %s in room %s: OUT_OF_RANGE (oldest held %s)", member.name, room, gap.oldest)
+                member.abort(grpc.StatusCode.OUT_OF_RANGE, str(gap))
+                return
         members = self._rooms.setdefault(room, {})
         members[member] = None
         member.rooms.add(room)
-        log.debug("%s joined room %s (%d members)", member.name, room, len(members))
+        log.info("%s joined room %s (%d members)", member.name, room, len(members), extra={"identity": member.name, "room": room})
         if len(members) <= self._announce_max:
-            self._publish(room, member.name, "", Kind.JOIN)
+            self._broker.publish(room, member.name, "", Kind.JOIN)
 
     def post(self, member: Member, room: str, text: str) -> None:
         """Accept a message: give it an id and hand it to every member of the room."""
         self.join(member, room)
-        self._publish(room, member.name, text, Kind.MESSAGE)
+        if member.ended is None:
+            self._broker.publish(room, member.name, text, Kind.MESSAGE)
 
     def leave_all(self, member: Member) -> None:
         for room in sorted(member.rooms):
@@ -131,22 +178,21 @@ class RoomHub:
             if not members:
                 del self._rooms[room]
             elif len(members) < self._announce_max:
-                self._publish(room, member.name, "", Kind.LEAVE)
+                self._broker.publish(room, member.name, "", Kind.LEAVE)
         member.rooms.clear()
 
     def members(self) -> set[Member]:
         return {member for members in self._rooms.values() for member in members}
 
-    def _publish(self, room: str, sender: str, text: str, kind: int) -> None:
-        event = chat_pb2.ChatEvent(
-            id=str(next(self._ids)),
-            room=room,
-            sender=sender,
-            text=text,
-            sent_at_unix_ms=time.time_ns() // 1_000_000,
-            kind=kind,  # type: ignore[arg-type]
-        ).SerializeToString()
+    def _deliver(self, room: str, event_id: int, event: bytes) -> None:
+        """Hand one serialized event to every member of `room`: one deque append each."""
+        members = self._rooms.get(room)
+        if not members:
+            return
+        started = time.perf_counter()
         # Aborting a slow member only marks it; it leaves the room later, from
         # its own stream, so this dict does not change while we walk it.
-        for member in self._rooms.get(room, ()):
+        for member in members:
             member.offer(event)
+        if self._on_fan_out is not None:
+            self._on_fan_out(len(members), time.perf_counter() - started)

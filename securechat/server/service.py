@@ -12,13 +12,16 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 
 from securechat._gen import chat_pb2
 from securechat.config import Limits
+from securechat.identity import PeerIdentity
+from securechat.server.admission import Admission
 from securechat.server.interceptors import current_peer
+from securechat.server.metrics import ServerMetrics
 from securechat.server.rooms import Member, RoomHub
 
 log = logging.getLogger(__name__)
@@ -28,22 +31,40 @@ DEFAULT_ROOM = "general"
 ANONYMOUS = "anonymous"
 ROOM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 ROOM_RULE = "1-64 characters: letters, digits, '.', '_' or '-', starting with a letter or digit"
+LAST_EVENT_ID = "last-event-id"
 
 
 class ChatService:
-    def __init__(self, hub: RoomHub, limits: Limits) -> None:
+    def __init__(self, hub: RoomHub, limits: Limits, *, metrics: ServerMetrics | None = None) -> None:
         self._hub = hub
         self._limits = limits
         self._members: set[Member] = set()
+        self._peers: dict[Member, PeerIdentity] = {}  # whose certificate opened each stream
+        self.admission = Admission(limits)
+        self._metrics = metrics
 
     @property
     def open_streams(self) -> int:
         return len(self._members)
 
+    @property
+    def queued_events(self) -> int:
+        return sum(member.backlog for member in self._members)
+
     def end_all_streams(self, code: grpc.StatusCode, message: str) -> None:
         """Let every open stream write what it was already given, then end it with `code`."""
         for member in self._members:
             member.finish(code, message)
+
+    def end_streams_of(self, refusal: Callable[[PeerIdentity], tuple[grpc.StatusCode, str] | None]) -> int:
+        """End now every open stream whose caller REFUSAL refuses (revoked, no longer allowed); returns how many."""
+        ended = 0
+        for member, peer in list(self._peers.items()):
+            reason = refusal(peer)
+            if reason is not None and member.ended is None:
+                member.abort(*reason)
+                ended += 1
+        return ended
 
     async def say_hello(self, request: chat_pb2.HelloRequest, context: grpc.aio.ServicerContext) -> chat_pb2.HelloReply:
         peer = current_peer.get()
@@ -59,26 +80,53 @@ class ChatService:
     async def chat(self, requests: AsyncIterator[chat_pb2.ChatMessage], context: grpc.aio.ServicerContext) -> None:
         """Read messages and write events concurrently until either side ends."""
         peer = current_peer.get()
-        member = Member(peer.name if peer is not None else ANONYMOUS, queue_size=self._limits.queue_size)
+        name = peer.name if peer is not None else ANONYMOUS
+        address = context.peer()
+        resume_after = _resume_point(context)
+        if isinstance(resume_after, str):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, resume_after)
+        refusal = self.admission.open_stream(name, address)
+        if refusal is not None:
+            self._count_end(refusal[0])
+            await context.abort(*refusal)
+        member = Member(name, queue_size=self._limits.queue_size, resume_after=resume_after)
         self._members.add(member)
-        log.info("chat stream opened by %s (peer %s)", member.name, context.peer())
+        if peer is not None:
+            self._peers[member] = peer
+        log.info(
+            "chat stream opened by %s (peer %s%s)", name, address, f", resuming after {resume_after}" if resume_after is not None else "",
+            extra={"identity": name, "peer": address},
+        )
         reader = asyncio.create_task(self._read(requests, member))
+        writer = asyncio.create_task(_write(member, context))
+        member.on_abort = writer.cancel
         try:
-            # Events arrive as bytes serialized once by the hub; the method's
-            # response serializer is the identity, so they go out as they are.
-            while batch := await member.next_events():
-                for event in batch:
-                    await context.write(event)
+            await asyncio.wait((writer,))
+            if not writer.cancelled():
+                writer.result()
             code, message = member.ended or (grpc.StatusCode.OK, "")
-            log.info("chat stream of %s ended: %s %s", member.name, code.name, message)
+            self._count_end(code, message)
+            log.info(
+                "chat stream of %s ended: %s %s", name, code.name, message, extra={"identity": name, "peer": address, "code": code.name}
+            )
             if code is not grpc.StatusCode.OK:
                 await context.abort(code, message)
         finally:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
+            member.on_abort = None
+            for task in (writer, reader):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             self._hub.leave_all(member)
             self._members.discard(member)
+            self._peers.pop(member, None)
+            self.admission.close_stream(name, address)
+
+    def _count_end(self, code: grpc.StatusCode, message: str = "") -> None:
+        if self._metrics is not None:
+            self._metrics.stream_ended(code)
+            if message.startswith("slow consumer"):
+                self._metrics.slow_consumers.inc()
 
     async def _read(self, requests: AsyncIterator[chat_pb2.ChatMessage], member: Member) -> None:
         try:
@@ -89,7 +137,13 @@ class ChatService:
                     member.abort(*refusal)
                     return
                 if message.text:
+                    refusal = self.admission.allow_message(member.name)
+                    if refusal is not None:
+                        member.abort(*refusal)
+                        return
                     self._hub.post(member, room, message.text)
+                    if self._metrics is not None:
+                        self._metrics.messages_accepted.inc()
                 else:
                     self._hub.join(member, room)
         except asyncio.CancelledError:
@@ -115,6 +169,26 @@ class ChatService:
                 f"this stream is in {len(member.rooms)} rooms; the limit max_rooms_per_stream is {limits.max_rooms_per_stream}",
             )
         return None
+
+
+async def _write(member: Member, context: grpc.aio.ServicerContext) -> None:
+    """Write the member's events until its stream ends."""
+    # Events arrive as bytes serialized once by the hub; the method's
+    # response serializer is the identity, so they go out as they are.
+    while batch := await member.next_events():
+        for event in batch:
+            await context.write(event)
+
+
+def _resume_point(context: grpc.aio.ServicerContext) -> int | str | None:
+    """The `last-event-id` metadata as an int, None when absent, or the refusal text."""
+    for key, value in context.invocation_metadata() or ():
+        if key == LAST_EVENT_ID:
+            text = value if isinstance(value, str) else value.decode("ascii", "replace")
+            if text.isascii() and text.isdigit() and len(text) <= 19:
+                return int(text)
+            return f"last-event-id {text[:40]!r} is not an event id: send the decimal id of the last event received"
+    return None
 
 
 def method_handlers(service: ChatService) -> grpc.GenericRpcHandler:

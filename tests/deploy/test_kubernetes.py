@@ -345,7 +345,6 @@ def test_exec_probe_component_checks_health_over_mtls(tmp_path, ca, env, start_s
 
 
 @pytest.mark.slow
-@pytest.mark.skip(reason="needs live rotation from issue 4")
 def test_secret_update_is_served_without_a_restart(pod, ca, start_server, tmp_path) -> None:
     """The kubelet swaps ..data to a renewed certificate; new handshakes get it, same process."""
     server = start_server(pod_argv(pod["root"]))

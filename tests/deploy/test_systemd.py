@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from deploy_support import DEPLOY, ETC, INSTALLED, free_port, run
 
+from securechat import pki
+
 SYSTEMD = DEPLOY / "systemd"
 
 
@@ -35,7 +37,8 @@ def unit_value(path: Path, key: str) -> str:
 
 def localize(command: str, etc: Path, shim: Path) -> list[str]:
     """A unit's command line with /etc/securechat and the install prefix pointed at the test's stand-ins."""
-    command = command.replace(INSTALLED, str(shim)).replace(ETC, str(etc))
+    # systemd unescapes "$$" to "$" before running the line.
+    command = command.replace(INSTALLED, str(shim)).replace(ETC, str(etc)).replace("$$", "$")
     return shlex.split(command)
 
 
@@ -107,15 +110,42 @@ def test_unit_hides_the_ca_key_and_reads_certs_read_only(etc) -> None:
     assert unit_value(unit, "ExecReload") == "/bin/kill -HUP $MAINPID"
 
 
-@pytest.mark.skip(reason="certs needs-renewal / certs renew come with the lifecycle issue (4)")
-def test_renew_unit_commands_exist(etc, shim, env) -> None:
-    """securechat-renew.service's ExecCondition and ExecStart name real commands that run on the layout."""
+def test_renew_unit_skips_a_fresh_certificate(etc, shim, env) -> None:
+    """securechat-renew.service's ExecCondition skips (exit 1..254) a fresh certificate; ExecStart is a real command."""
     root, _ = etc
     unit = SYSTEMD / "securechat-renew.service"
     condition = run(localize(unit_value(unit, "ExecCondition"), root, shim), env)
-    # A fresh certificate is not due: ExecCondition must skip (exit 1..254), not fail.
-    assert 1 <= condition.returncode <= 254, condition.stderr
-    assert "No such command" not in condition.stderr
+    assert condition.returncode == 1, condition.stdout + condition.stderr
+    assert "Nothing to renew within 30d: server" in condition.stdout
     renew = run([*localize(unit_value(unit, "ExecStart"), root, shim), "--help"], env)
     assert renew.returncode == 0, renew.stderr
     assert shutil.which("systemctl") is None or unit_value(unit, "ExecStartPost").startswith("+")
+
+
+def test_renew_unit_renews_a_certificate_that_is_due(etc, shim, env) -> None:
+    """The twin: a server certificate 10 days from expiry makes ExecCondition pass (0); ExecStart renews it."""
+    root, _ = etc
+    certs = root / "certs"
+    reissued = run(["securechat", "certs", "server", "server", "--days", "10", "--force", "--dir", str(certs)], env)
+    assert reissued.returncode == 0, reissued.stderr
+    before = pki.load_certificate(certs / "server.pem")
+    unit = SYSTEMD / "securechat-renew.service"
+
+    condition = run(localize(unit_value(unit, "ExecCondition"), root, shim), env)
+    assert condition.returncode == 0, condition.stdout + condition.stderr
+    assert "server: expires" in condition.stdout and "(10 days left)" in condition.stdout
+    renewed = run(localize(unit_value(unit, "ExecStart"), root, shim), env)
+    assert renewed.returncode == 0, renewed.stderr
+
+    after = pki.load_certificate(certs / "server.pem")
+    assert after.serial_number != before.serial_number
+    assert pki.subject_alternative_names(after) == pki.subject_alternative_names(before)
+    assert run(localize(unit_value(unit, "ExecCondition"), root, shim), env).returncode == 1
+
+
+def test_renew_unit_fails_loudly_when_it_cannot_check(tmp_path, shim, env) -> None:
+    """A missing certs directory is neither due nor fine: ExecCondition exits 255, which fails the unit."""
+    unit = SYSTEMD / "securechat-renew.service"
+    condition = run(localize(unit_value(unit, "ExecCondition"), tmp_path / "missing", shim), env)
+    assert condition.returncode == 255, condition.stdout + condition.stderr
+    assert "not found" in condition.stderr

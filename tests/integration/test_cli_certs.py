@@ -295,7 +295,7 @@ def test_list_shows_a_table(tmp_path: Path) -> None:
     rows = {line.split()[0]: line.split() for line in lines[1:]}
     assert rows["ca"][1] == "ca" and rows["ca"][4] == "3650"
     assert rows["server"][1:2] == ["server"] and rows["server"][4:] == ["365", "valid"]
-    assert rows["alice"][4:] == ["30", "valid"]
+    assert rows["alice"][4:] == ["30", "renew", "soon"]  # due within the default --within 30d
     serial = f"{pki.load_certificate(directory / 'alice.pem').serial_number:x}"
     assert rows["alice"][2] == serial[:16]
 

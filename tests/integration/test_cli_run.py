@@ -171,10 +171,10 @@ def test_serve_logs_each_stream_with_identity_and_exits_0_on_sigterm(quickstarte
 
 
 def test_sighup_does_not_stop_the_server(quickstarted: Path):
-    """SIGHUP (systemctl reload) is logged and the server keeps serving."""
+    """SIGHUP (systemctl reload) reloads config and certificates and the server keeps serving."""
     running = Server(quickstarted)
     running.proc.send_signal(signal.SIGHUP)
-    running.wait_for(r"SIGHUP received")
+    running.wait_for(r"SIGHUP received: reloading server.yaml, certificates and CRL")
     done = securechat("hello", "--config", "alice.yaml", "--target", f"localhost:{running.port}", cwd=quickstarted)
     assert (done.returncode, done.stdout.strip()) == (0, "Hello, alice!")
     assert running.stop() == 0

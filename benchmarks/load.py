@@ -1,0 +1,466 @@
+"""securechat load report: fan-out vs a baseline, unary, handshakes, mTLS vs plaintext, issuance.
+
+A report, never a test: it prints one JSON document with its parameters and
+results, and a Markdown table on stderr. Everything runs on loopback and is
+bounded in time and size.
+
+    python -m benchmarks.load --quick    # N=100 and 1,000; a couple of minutes
+    python -m benchmarks.load --full     # adds N=10,000 streams; longer phases
+
+Fan-out: one server process (securechat, or benchmarks/baseline_server.py),
+one room, N streams with distinct client certificates over N/10 connections
+(10 streams per connection and certificate), S of them posting. Each message
+carries its sender's sequence number and send time. Reported: deliveries/s
+while senders keep a small window of messages in flight; p50/p99 delivery
+latency at a light fixed rate; messages lost (every stream must get every
+accepted message); stream connect time; server RSS per stream and server CPU
+seconds per delivery, both read from /proc for the server's pid. Runs
+alternate securechat and baseline (A/B/A/B) and report medians and ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from securechat import pki
+from securechat._gen import chat_pb2, chat_pb2_grpc
+
+ROOT = Path(__file__).resolve().parent.parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+STREAMS_PER_CONNECTION = 10
+Kind = chat_pb2.ChatEvent.Kind
+
+
+# --------------------------------------------------------------------------- the machine under test
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+
+
+def proc_rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+@dataclass
+class Pki:
+    root: Path
+    ca: Path
+    cert: Path
+    key: Path
+    clients: list[tuple[bytes, bytes]]  # (key, cert) PEM per client identity
+    ca_pem: bytes
+
+
+def make_pki(root: Path, clients: int) -> Pki:
+    ca = pki.create_ca()
+    store = pki.CertStore(root / "certs")
+    store.write_ca(ca)
+    store.write_leaves([pki.issue_server_cert(ca, "server")])
+    issued = [pki.issue_client_cert(ca, f"c{i}") for i in range(clients)]
+    pems = [(pki.private_key_pem(leaf.key), pki.certificate_pem(leaf.cert)) for leaf in issued]
+    certs = root / "certs"
+    return Pki(root, certs / "ca.pem", certs / "server.pem", certs / "server-key.pem", pems, store.ca_cert_path.read_bytes())
+
+
+class ServerProcess:
+    """securechat or the baseline, in its own process on a free loopback port."""
+
+    def __init__(self, kind: str, material: Pki, *, tls: bool = True) -> None:
+        self.kind = kind
+        self.port = free_port()
+        listen = f"127.0.0.1:{self.port}"
+        if kind == "securechat":
+            config = material.root / f"bench-{self.port}.yaml"
+            tls_part = (
+                f"tls: {{cert: {material.cert}, key: {material.key}, client_ca: {material.ca}}}\n" if tls else "insecure: true\n"
+            )
+            config.write_text(
+                f"listen: {listen}\n{tls_part}log: {{level: warning}}\n"
+                "limits: {max_messages_per_second: 1000000, message_burst: 1000000, queue_size: 4096, "
+                "history_size: 4096, max_streams_per_identity: 100}\n"
+            )
+            command = [sys.executable, "-m", "securechat", "serve", "--config", str(config)]
+        else:
+            command = [sys.executable, str(ROOT / "benchmarks" / "baseline_server.py"), "--listen", listen]
+            if tls:
+                command += ["--cert", str(material.cert), "--key", str(material.key), "--ca", str(material.ca)]
+        # BENCH_SERVER_LOG=FILE keeps the server's own log (warnings only) for a post-mortem.
+        log = open(os.environ["BENCH_SERVER_LOG"], "ab") if os.environ.get("BENCH_SERVER_LOG") else subprocess.DEVNULL  # noqa: SIM115
+        self.proc = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=log)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                break
+            time.sleep(0.05)
+        else:
+            raise RuntimeError(f"{kind} server did not start")
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def channel(material: Pki, port: int, client: int, *, tls: bool = True) -> grpc.aio.Channel:
+    target = f"localhost:{port}"
+    # Each benchmark connection is its own TCP connection: no subchannel sharing.
+    options = [("grpc.use_local_subchannel_pool", 1)]
+    if not tls:
+        return grpc.aio.insecure_channel(target, options=options)
+    key, cert = material.clients[client]
+    credentials = grpc.ssl_channel_credentials(root_certificates=material.ca_pem, private_key=key, certificate_chain=cert)
+    return grpc.aio.secure_channel(target, credentials, options=options)
+
+
+# --------------------------------------------------------------------------- fan-out
+
+
+class Stream:
+    __slots__ = ("call", "received", "latencies", "record", "joined")
+
+    def __init__(self, call: grpc.aio.StreamStreamCall) -> None:
+        self.call = call
+        self.received = 0
+        self.latencies: list[float] = []
+        self.record = False
+        self.joined = asyncio.Event()
+
+    async def pump(self) -> None:
+        with contextlib.suppress(grpc.aio.AioRpcError, asyncio.CancelledError):
+            async for event in self.call:
+                if event.kind != Kind.MESSAGE:
+                    continue
+                self.received += 1
+                if self.received == 1:
+                    self.joined.set()
+                if self.record:
+                    sent_ns = int(event.text.split(" ", 2)[1])
+                    self.latencies.append((time.time_ns() - sent_ns) / 1e6)
+
+
+async def fan_out(kind: str, material: Pki, n: int, senders: int, seconds: float, rate: float, *, tls: bool = True) -> dict:
+    server = ServerProcess(kind, material, tls=tls)
+    try:
+        return await _fan_out(server, material, n, senders, seconds, rate, tls=tls)
+    finally:
+        server.stop()
+
+
+async def _fan_out(server: ServerProcess, material: Pki, n: int, senders: int, seconds: float, rate: float, *, tls: bool) -> dict:
+    connections = max(1, n // STREAMS_PER_CONNECTION)
+    rss_idle = proc_rss_bytes(server.pid)
+    started = time.perf_counter()
+    channels = [channel(material, server.port, i, tls=tls) for i in range(connections)]
+    streams: list[Stream] = []
+    for i in range(n):
+        call = chat_pb2_grpc.ChatServiceStub(channels[i % connections]).Chat()
+        streams.append(Stream(call))
+    for batch_start in range(0, n, 500):
+        await asyncio.gather(*(s.call.write(chat_pb2.ChatMessage(room="bench")) for s in streams[batch_start : batch_start + 500]))
+    pumps = [asyncio.create_task(s.pump()) for s in streams]
+    # A stream has joined when a probe message comes back to it; probe until all have.
+    give_up = time.perf_counter() + 300
+    while not all(s.joined.is_set() for s in streams):
+        if time.perf_counter() > give_up:
+            raise RuntimeError(f"only {sum(s.joined.is_set() for s in streams)} of {n} streams joined")
+        await streams[0].call.write(chat_pb2.ChatMessage(room="bench", text=f"-1 {time.time_ns()} probe"))
+        await asyncio.sleep(0.2)
+    connect_seconds = time.perf_counter() - started
+    await asyncio.sleep(0.5)  # let the last probes arrive
+    rss_streams = proc_rss_bytes(server.pid)
+    for s in streams:
+        s.received = 0
+    posted = 0
+
+    async def send_window(sender: Stream, deadline: float, window: int) -> int:
+        sent = 0
+        base = sender.received
+        while time.perf_counter() < deadline:
+            while sent - (sender.received - base) >= window:
+                await asyncio.sleep(0.0005)
+                if time.perf_counter() >= deadline:
+                    return sent
+            await sender.call.write(chat_pb2.ChatMessage(room="bench", text=f"{sent} {time.time_ns()} x"))
+            sent += 1
+        return sent
+
+    # Throughput: each sender keeps up to `window` messages in flight. A
+    # sender's own copy counts all messages of the room, so with S senders
+    # the window is shared; it is small enough that queues never overflow.
+    before = sum(s.received for s in streams)
+    cpu0, t0 = proc_cpu_seconds(server.pid), time.perf_counter()
+    sent = await asyncio.gather(*(send_window(streams[i], t0 + seconds, 8 * senders) for i in range(senders)))
+    posted += sum(sent)
+    await _drain(streams, posted, 30)
+    elapsed = time.perf_counter() - t0
+    cpu = proc_cpu_seconds(server.pid) - cpu0
+    deliveries = sum(s.received for s in streams) - before
+
+    # Latency at a light fixed offered rate.
+    for s in streams:
+        s.record = True
+    interval = senders / rate
+    light = 0
+    t1 = time.perf_counter()
+    while time.perf_counter() - t1 < seconds:
+        for i in range(senders):
+            await streams[i].call.write(chat_pb2.ChatMessage(room="bench", text=f"{light} {time.time_ns()} light"))
+            light += 1
+        await asyncio.sleep(interval)
+    posted += light
+    await _drain(streams, posted, 30)
+    latencies = sorted(x for s in streams for x in s.latencies)
+    lost = sum(posted - s.received for s in streams)
+    for s in streams:
+        s.call.cancel()
+    for task in pumps:
+        task.cancel()
+    await asyncio.gather(*pumps, return_exceptions=True)
+    await asyncio.gather(*(c.close() for c in channels))
+    return {
+        "server": server.kind,
+        "streams": n,
+        "connections": connections,
+        "senders": senders,
+        "tls": tls,
+        "deliveries_per_second": round(deliveries / elapsed),
+        "server_cpu_us_per_delivery": round(cpu / max(deliveries, 1) * 1e6, 3),
+        "latency_ms_p50": round(_pct(latencies, 50), 2),
+        "latency_ms_p99": round(_pct(latencies, 99), 2),
+        "light_rate_msgs_per_second": rate,
+        "lost": lost,
+        "connect_seconds": round(connect_seconds, 2),
+        "server_rss_kb_per_stream": round((rss_streams - rss_idle) / n / 1024, 1),
+    }
+
+
+async def _drain(streams: list[Stream], posted: int, timeout: float) -> None:
+    deadline = time.perf_counter() + timeout
+    while time.perf_counter() < deadline and any(s.received < posted for s in streams):
+        await asyncio.sleep(0.05)
+
+
+def _pct(values: list[float], pct: float) -> float:
+    if not values:
+        return float("nan")
+    return values[min(len(values) - 1, int(len(values) * pct / 100))]
+
+
+# --------------------------------------------------------------------------- unary and handshakes
+
+
+async def unary(material: Pki, seconds: float, concurrency: int) -> dict:
+    server = ServerProcess("securechat", material)
+    try:
+        async with channel(material, server.port, 0) as ch:
+            stub = chat_pb2_grpc.ChatServiceStub(ch)
+            await stub.SayHello(chat_pb2.HelloRequest())
+            done = 0
+            deadline = time.perf_counter() + seconds
+
+            async def worker() -> None:
+                nonlocal done
+                while time.perf_counter() < deadline:
+                    await stub.SayHello(chat_pb2.HelloRequest())
+                    done += 1
+
+            t0 = time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            return {"say_hello_per_second": round(done / (time.perf_counter() - t0)), "concurrency": concurrency}
+    finally:
+        server.stop()
+
+
+async def handshakes(material: Pki, seconds: float, concurrency: int) -> dict:
+    server = ServerProcess("securechat", material)
+    try:
+        results = {}
+        for label, parallel in (("sequential", 1), ("concurrent", concurrency)):
+            done = 0
+            deadline = time.perf_counter() + seconds
+
+            async def worker(index: int, deadline: float = deadline) -> None:
+                nonlocal done
+                while time.perf_counter() < deadline:
+                    # A new channel is a new TCP connection and a full mTLS handshake.
+                    async with channel(material, server.port, (index + done) % len(material.clients)) as ch:
+                        await chat_pb2_grpc.ChatServiceStub(ch).SayHello(chat_pb2.HelloRequest())
+                    done += 1
+
+            t0 = time.perf_counter()
+            await asyncio.gather(*(worker(i) for i in range(parallel)))
+            results[f"mtls_handshakes_per_second_{label}"] = round(done / (time.perf_counter() - t0), 1)
+        results["handshake_concurrency"] = concurrency
+        return results
+    finally:
+        server.stop()
+
+
+# --------------------------------------------------------------------------- issuance
+
+
+def issuance(root: Path, clients: int) -> dict:
+    """`securechat certs` (1 CA + 1 server + `clients` clients in one call) vs an openssl CLI loop."""
+    ours = root / "issue-securechat"
+    cli = [sys.executable, "-m", "securechat", "certs"]
+    names = [f"client{i}" for i in range(clients)]
+    t0 = time.perf_counter()
+    for args in (["init"], ["server", "server"], ["client", *names]):
+        subprocess.run([*cli, *args, "--dir", str(ours)], check=True, capture_output=True)
+    securechat_seconds = time.perf_counter() - t0
+
+    theirs = root / "issue-openssl"
+    theirs.mkdir()
+    script = f"""
+set -e
+cd {theirs}
+openssl ecparam -name prime256v1 -genkey -noout -out ca-key.pem
+openssl req -x509 -new -key ca-key.pem -sha256 -days 3650 -subj /CN=bench-ca -out ca.pem 2>/dev/null
+printf 'extendedKeyUsage=serverAuth\\nsubjectAltName=DNS:localhost,IP:127.0.0.1\\n' > server.ext
+printf 'extendedKeyUsage=clientAuth\\n' > client.ext
+issue() {{
+  openssl ecparam -name prime256v1 -genkey -noout -out "$1-key.pem"
+  openssl req -new -key "$1-key.pem" -subj "/CN=$1" -out "$1.csr" 2>/dev/null
+  openssl x509 -req -in "$1.csr" -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 397 -sha256 -extfile "$2" -out "$1.pem" 2>/dev/null
+}}
+issue server server.ext
+for i in $(seq 0 {clients - 1}); do issue client$i client.ext; done
+"""
+    t0 = time.perf_counter()
+    subprocess.run([shutil.which("bash") or "/bin/bash", "-c", script], check=True)
+    openssl_seconds = time.perf_counter() - t0
+    return {
+        "issuance_clients": clients,
+        "securechat_certs_seconds": round(securechat_seconds, 2),
+        "openssl_loop_seconds": round(openssl_seconds, 2),
+        "issuance_speedup": round(openssl_seconds / securechat_seconds, 1),
+    }
+
+
+# --------------------------------------------------------------------------- the report
+
+
+async def report(args: argparse.Namespace) -> dict:
+    sizes = [int(x) for x in args.streams.split(",")]
+    with tempfile.TemporaryDirectory(prefix="securechat-bench-") as tmp:
+        root = Path(tmp)
+        material = make_pki(root, max(max(sizes) // STREAMS_PER_CONNECTION, args.handshake_concurrency, 1))
+        results: dict = {"fan_out": [], "ab": []}
+        for n in sizes:
+            runs: dict[str, list[dict]] = {"securechat": [], "baseline": []}
+            rounds = args.rounds if n <= args.ab_max_streams else 1
+            order = ["securechat", "baseline"] * rounds if n <= args.ab_max_streams else ["securechat"]
+            for kind in order:
+                run = await fan_out(kind, material, n, args.senders, args.seconds, args.light_rate)
+                runs[kind].append(run)
+                results["fan_out"].append(run)
+                print(json.dumps(run), file=sys.stderr, flush=True)
+            if runs["baseline"]:
+                results["ab"].append(_compare(n, runs))
+        if args.fan_out_only:
+            return results
+        plain = await fan_out("securechat", material, sizes[0], args.senders, args.seconds, args.light_rate, tls=False)
+        secure = await fan_out("securechat", material, sizes[0], args.senders, args.seconds, args.light_rate, tls=True)
+        results["mtls_vs_plaintext"] = {
+            "streams": sizes[0],
+            "plaintext_deliveries_per_second": plain["deliveries_per_second"],
+            "mtls_deliveries_per_second": secure["deliveries_per_second"],
+            "ratio": round(secure["deliveries_per_second"] / plain["deliveries_per_second"], 2),
+            "plaintext_cpu_us_per_delivery": plain["server_cpu_us_per_delivery"],
+            "mtls_cpu_us_per_delivery": secure["server_cpu_us_per_delivery"],
+        }
+        results["unary"] = await unary(material, args.seconds, 32)
+        results["handshakes"] = await handshakes(material, args.seconds, args.handshake_concurrency)
+        if shutil.which("openssl"):
+            results["issuance"] = issuance(root, args.issue)
+    return results
+
+
+def _compare(n: int, runs: dict[str, list[dict]]) -> dict:
+    def median(kind: str, key: str) -> float:
+        return statistics.median(run[key] for run in runs[kind])
+
+    ours_dps, base_dps = median("securechat", "deliveries_per_second"), median("baseline", "deliveries_per_second")
+    ours_cpu, base_cpu = median("securechat", "server_cpu_us_per_delivery"), median("baseline", "server_cpu_us_per_delivery")
+    return {
+        "streams": n,
+        "rounds": len(runs["securechat"]),
+        "securechat_deliveries_per_second": ours_dps,
+        "baseline_deliveries_per_second": base_dps,
+        "deliveries_ratio": round(ours_dps / base_dps, 2),
+        "securechat_cpu_us_per_delivery": ours_cpu,
+        "baseline_cpu_us_per_delivery": base_cpu,
+        "cpu_per_delivery_ratio": round(ours_cpu / base_cpu, 2),
+        "efficiency": round(base_cpu / ours_cpu, 2),
+        "securechat_p99_ms": median("securechat", "latency_ms_p99"),
+        "baseline_p99_ms": median("baseline", "latency_ms_p99"),
+        "securechat_lost": sum(run["lost"] for run in runs["securechat"]),
+        "baseline_lost": sum(run["lost"] for run in runs["baseline"]),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="securechat load report (JSON on stdout).")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="N=100,1000; 3 s phases; 2 A/B rounds (the default)")
+    mode.add_argument("--full", action="store_true", help="N=100,1000,10000; 8 s phases; 3 A/B rounds")
+    parser.add_argument("--streams", help="comma-separated stream counts")
+    parser.add_argument("--senders", type=int, default=2)
+    parser.add_argument("--seconds", type=float)
+    parser.add_argument("--rounds", type=int)
+    parser.add_argument("--light-rate", type=float, default=20.0, help="messages/s offered in the latency phase")
+    parser.add_argument("--ab-max-streams", type=int, default=1000, help="largest N also run against the baseline")
+    parser.add_argument("--handshake-concurrency", type=int, default=16)
+    parser.add_argument("--issue", type=int, default=1000, help="client certificates in the issuance comparison")
+    parser.add_argument("--fan-out-only", action="store_true", help="skip unary, handshakes, mTLS vs plaintext and issuance")
+    args = parser.parse_args()
+    args.streams = args.streams or ("100,1000,10000" if args.full else "100,1000")
+    args.seconds = args.seconds or (8.0 if args.full else 3.0)
+    args.rounds = args.rounds or (3 if args.full else 2)
+    started = time.perf_counter()
+    results = asyncio.run(report(args))
+    document = {
+        "parameters": {k: v for k, v in vars(args).items()},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "grpcio": grpc.__version__, "platform": platform.platform()},
+        "results": results,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    print(json.dumps(document, indent=2))
+
+
+if __name__ == "__main__":
+    main()

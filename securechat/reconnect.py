@@ -1,0 +1,372 @@
+"""A chat session that reconnects by itself and resumes with `last-event-id`.
+
+`reconnecting_chat(config)` opens a Chat stream and keeps it going: when the
+stream breaks (UNAVAILABLE, a slow-consumer cut, a reset), it waits a
+bounded, jittered, exponentially growing delay, opens a new stream with
+metadata `last-event-id`, rejoins every room, and resends messages whose
+echo (the server's acknowledgement) had not arrived. The server replays what
+was missed; events already seen are dropped, so the caller sees every event
+once.
+
+Choosing the resume point: ids increase across the whole server, and a
+stream delivers events in id order, except right after a resume, while each
+rejoined room's history is replayed. So `ResumeMarks` keeps, per room, the
+id up to which that room is complete; the resume point is the smallest of
+them. While replays are in flight only the room of each event advances; a
+room is settled when our own JOIN in it comes back, since the server sends
+that after the room's history. Rooms larger than `announce_max_members` get
+no JOIN: they then only advance by their own events, which is safe but may
+make a later resume ask for older history than needed.
+
+Not handled here: a resume point older than the server's history ends the
+call with OUT_OF_RANGE; that is raised as `ResumeGap` (or, with
+`on_gap`, reported and the session continues from live events).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from securechat._gen import chat_pb2
+from securechat.client import Channel, open_channel, own_identity
+from securechat.config import ClientConfig
+from securechat.errors import ConnectError
+
+log = logging.getLogger(__name__)
+
+Kind = chat_pb2.ChatEvent.Kind
+LAST_EVENT_ID = "last-event-id"
+SETTLE_SECONDS = 2.0  # resend unechoed messages this long after a resume when no JOIN marks the replay's end
+
+
+# A write to a stream that ended or was half-closed under us: the message is
+# resent on the next stream if its echo never came, so it is not lost.
+WRITE_FAILURES = (grpc.aio.UsageError, grpc.aio.AioRpcError, asyncio.InvalidStateError)
+
+
+class ResumeGap(ConnectError):
+    """The server no longer holds the events after our resume point (OUT_OF_RANGE)."""
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Delay before reconnect attempt n: min(maximum, initial * multiplier**n), minus up to `jitter` of it."""
+
+    initial: float = 0.2
+    maximum: float = 10.0
+    multiplier: float = 2.0
+    jitter: float = 0.5
+    max_attempts: int = 10  # consecutive failures before giving up; a delivered event resets the count
+
+    def delay(self, attempt: int) -> float:
+        base = min(self.maximum, self.initial * self.multiplier**attempt)
+        return base * (1.0 - self.jitter * random.random())  # noqa: S311 - jitter, not security
+
+
+class ResumeMarks:
+    """Per room, the id up to which we have every event; see the module docstring."""
+
+    def __init__(self) -> None:
+        self.complete: dict[str, int | None] = {}  # room -> all its events up to this id were seen
+        self.seen: dict[str, int] = {}  # room -> newest id delivered (to drop repeats)
+        self.unsettled: set[str] = set()  # rooms whose history replay may still be arriving
+        self.resume_point: int | None = None
+
+    def join(self, room: str) -> None:
+        if room not in self.complete:
+            known = [mark for mark in self.complete.values() if mark is not None]
+            self.complete[room] = (max(known) if not self.unsettled and known else self.resume_point)
+
+    def reconnecting(self) -> int | None:
+        """The resume point for the next stream; every room is unsettled until its JOIN returns."""
+        marks = [mark for mark in self.complete.values() if mark is not None]
+        if marks and len(marks) == len(self.complete):
+            self.resume_point = min(marks)
+        elif marks:
+            self.resume_point = min(marks) if self.resume_point is None else min(self.resume_point, *marks)
+        self.unsettled = set(self.complete) if self.resume_point is not None else set()
+        return self.resume_point
+
+    def forget(self) -> None:
+        """After OUT_OF_RANGE: continue from live events only."""
+        self.resume_point = None
+        self.unsettled.clear()
+        for room in self.complete:
+            self.complete[room] = None
+
+    def accept(self, event: chat_pb2.ChatEvent, me: str | None) -> bool:
+        """Record `event`; False if it was already delivered."""
+        event_id = int(event.id)
+        room = event.room
+        if event_id <= self.seen.get(room, 0):
+            return False
+        self.seen[room] = event_id
+        if event.kind == Kind.JOIN and event.sender == me:
+            self.unsettled.discard(room)
+        if room in self.complete:
+            current = self.complete[room]
+            self.complete[room] = event_id if current is None else max(current, event_id)
+        if not self.unsettled:
+            for other, mark in self.complete.items():
+                if mark is None or mark < event_id:
+                    self.complete[other] = event_id
+        return True
+
+
+def retryable(error: grpc.aio.AioRpcError) -> bool:
+    code = error.code()
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL):
+        return True
+    return code is grpc.StatusCode.RESOURCE_EXHAUSTED and (error.details() or "").startswith("slow consumer")
+
+
+class ReconnectingChat:
+    """Use through `reconnecting_chat()`: `join()`, `send()`, and iterate for events."""
+
+    def __init__(
+        self,
+        channel: Channel,
+        *,
+        backoff: Backoff,
+        on_gap: Callable[[ResumeGap], None] | None,
+        open_new_channel: Callable[[], contextlib.AbstractAsyncContextManager[Channel]] | None = None,
+    ) -> None:
+        self._channel = channel
+        self._open_new_channel = open_new_channel
+        self._channel_scopes: list[contextlib.AsyncExitStack] = []  # channels opened by reopen_channel()
+        self._backoff = backoff
+        self._on_gap = on_gap
+        self._me = own_identity(channel.material)
+        self.marks = ResumeMarks()
+        self._rooms: list[str] = []
+        # [room, text, stream number it was last written on]: echo not yet seen
+        self._unacknowledged: list[list[Any]] = []
+        self._stream_number = 0
+        self._resent = asyncio.Event()  # set unless unechoed messages wait to be resent
+        self._resent.set()
+        self._call: grpc.aio.StreamStreamCall | None = None
+        self._connected = asyncio.Event()
+        self._events: asyncio.Queue[chat_pb2.ChatEvent | BaseException | None] = asyncio.Queue()
+        self._closing = False
+        self._write_lock = asyncio.Lock()
+        self._resend_after_settle: set[str] = set()
+        self._settle_timer: asyncio.TimerHandle | None = None
+        self._resends: set[asyncio.Task[None]] = set()
+        self.reconnects = 0
+        self._runner = asyncio.create_task(self._run())
+
+    @property
+    def unacknowledged(self) -> list[tuple[str, str]]:
+        return [(room, text) for room, text, _ in self._unacknowledged]
+
+    async def join(self, room: str) -> None:
+        if room not in self._rooms:
+            self._rooms.append(room)
+            self.marks.join(room)
+        await self._write(chat_pb2.ChatMessage(room=room))
+
+    async def send(self, text: str, *, room: str = "general") -> None:
+        """Post `text` to `room` (joining it); it is resent after a reconnect until its echo arrives."""
+        if room not in self._rooms:
+            self._rooms.append(room)
+            self.marks.join(room)
+        await self._write(chat_pb2.ChatMessage(room=room, text=text), track=bool(text) and self._me is not None)
+
+    async def done_writing(self) -> None:
+        """Half-close: the server delivers what is accepted, then ends the stream OK."""
+        self._closing = True
+        await self._ready()
+        if self._call is not None:
+            with contextlib.suppress(*WRITE_FAILURES):
+                await self._call.done_writing()
+
+    async def reopen_channel(self) -> None:
+        """Move the session onto a new channel, which re-reads the TLS files (a renewed certificate).
+
+        The current stream is half-closed, so the server delivers what it
+        accepted and ends it with OK; the session then reconnects at once on
+        the new channel and resumes like after any break.
+        """
+        if self._open_new_channel is None:
+            raise ConnectError("this chat session cannot open a new channel")
+        scope = contextlib.AsyncExitStack()
+        self._channel = await scope.enter_async_context(self._open_new_channel())
+        self._channel_scopes.append(scope)
+        self._connected.clear()  # new writes wait for the stream on the new channel
+        if self._call is not None:
+            with contextlib.suppress(*WRITE_FAILURES):
+                await self._call.done_writing()
+
+    async def _close_replaced_channels(self) -> None:
+        """Close channels that reopen_channel() replaced, now that their stream has ended."""
+        while len(self._channel_scopes) > 1:
+            await self._channel_scopes.pop(0).aclose()
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._settle_timer is not None:
+            self._settle_timer.cancel()
+        for task in list(self._resends):
+            task.cancel()
+        self._runner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._runner
+        if self._call is not None:
+            self._call.cancel()
+        for scope in reversed(self._channel_scopes):
+            await scope.aclose()
+
+    async def __aiter__(self) -> AsyncIterator[chat_pb2.ChatEvent]:
+        while (item := await self._events.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    async def _write(self, message: chat_pb2.ChatMessage, *, track: bool = False) -> None:
+        # A message written to a stream that breaks is resent after the
+        # reconnect if its echo never came (see _rejoin), so retrying here
+        # would send it twice.
+        while True:
+            if track:
+                await self._resent.wait()  # keep our order: earlier unechoed messages go first
+            await self._ready()
+            if not track or self._resent.is_set():
+                break
+        assert self._call is not None
+        async with self._write_lock:
+            if track:
+                self._unacknowledged.append([message.room, message.text, self._stream_number])
+            with contextlib.suppress(*WRITE_FAILURES):
+                await self._call.write(message)
+
+    async def _ready(self) -> None:
+        """Wait until a stream is open; raise if the session has ended for good."""
+        if not self._connected.is_set():
+            waiter = asyncio.ensure_future(self._connected.wait())
+            await asyncio.wait((waiter, self._runner), return_when=asyncio.FIRST_COMPLETED)
+            if not waiter.done():
+                waiter.cancel()
+        if self._runner.done():
+            raise ConnectError("the chat session has ended; iterate over it to see why")
+
+    async def _run(self) -> None:
+        attempt = 0
+        try:
+            while True:
+                resume = self.marks.reconnecting()
+                metadata = ((LAST_EVENT_ID, str(resume)),) if resume is not None else None
+                call = self._channel.stub.Chat(metadata=metadata)
+                self._call = call
+                try:
+                    await self._rejoin(call)
+                    self._connected.set()
+                    async for event in call:
+                        attempt = 0
+                        self._deliver(event)
+                    if self._closing:
+                        self._events.put_nowait(None)
+                        return
+                    log.info("chat stream ended; reconnecting")
+                    await self._close_replaced_channels()
+                except grpc.aio.AioRpcError as exc:
+                    self._connected.clear()
+                    if exc.code() is grpc.StatusCode.OUT_OF_RANGE:
+                        gap = ResumeGap(f"could not resume: {exc.details()}")
+                        if self._on_gap is None:
+                            raise gap from exc
+                        self._on_gap(gap)
+                        self.marks.forget()
+                        continue
+                    if not retryable(exc) or attempt >= self._backoff.max_attempts:
+                        raise self._channel.explain(exc) from exc
+                    delay = self._backoff.delay(attempt)
+                    attempt += 1
+                    self.reconnects += 1
+                    log.info("chat stream broke (%s: %s); reconnecting in %.2fs (attempt %d)", exc.code().name, exc.details(), delay, attempt)
+                    await asyncio.sleep(delay)
+                finally:
+                    self._connected.clear()
+        except asyncio.CancelledError:
+            self._events.put_nowait(None)
+            raise
+        except BaseException as exc:  # handed to the reader, who raises it
+            self._events.put_nowait(exc)
+
+    async def _rejoin(self, call: grpc.aio.StreamStreamCall) -> None:
+        self._stream_number += 1
+        async with self._write_lock:
+            for room in self._rooms:
+                await call.write(chat_pb2.ChatMessage(room=room))
+        if not self._unacknowledged:
+            return
+        if self.marks.resume_point is None:
+            # Nothing will be replayed: whatever was not echoed is sent again.
+            self._resend_after_settle = {entry[0] for entry in self._unacknowledged}
+            self._resent.clear()
+            await self._resend_now()
+            return
+        # Accepted ones come back in the room's replay, which ends with our
+        # JOIN; what is still unechoed then is resent. Rooms too large for
+        # JOIN announcements are resent after SETTLE_SECONDS instead.
+        self._resend_after_settle = {entry[0] for entry in self._unacknowledged}
+        self._resent.clear()
+        task = asyncio.get_running_loop().call_later(SETTLE_SECONDS, self._schedule_resend, None)
+        self._settle_timer = task
+
+    def _schedule_resend(self, room: str | None) -> None:
+        if room is not None:
+            self._resend_after_settle.discard(room)
+        if room is None or not self._resend_after_settle:
+            self._resend_after_settle.clear()
+            if self._settle_timer is not None:
+                self._settle_timer.cancel()
+                self._settle_timer = None
+            task = asyncio.create_task(self._resend_now())
+            self._resends.add(task)
+            task.add_done_callback(self._resends.discard)
+
+    async def _resend_now(self) -> None:
+        try:
+            async with self._write_lock:
+                for entry in self._unacknowledged:
+                    if entry[2] < self._stream_number and self._call is not None:
+                        entry[2] = self._stream_number
+                        with contextlib.suppress(*WRITE_FAILURES):
+                            await self._call.write(chat_pb2.ChatMessage(room=entry[0], text=entry[1]))
+        finally:
+            self._resent.set()
+
+    def _deliver(self, event: chat_pb2.ChatEvent) -> None:
+        if not self.marks.accept(event, self._me):
+            return
+        if event.kind == Kind.MESSAGE and event.sender == self._me:
+            for index, (room, text, _) in enumerate(self._unacknowledged):
+                if room == event.room and text == event.text:
+                    del self._unacknowledged[index]
+                    break
+        if event.kind == Kind.JOIN and event.sender == self._me and event.room in self._resend_after_settle:
+            self._schedule_resend(event.room)
+        self._events.put_nowait(event)
+
+
+@contextlib.asynccontextmanager
+async def reconnecting_chat(
+    config: ClientConfig, *, backoff: Backoff | None = None, on_gap: Callable[[ResumeGap], None] | None = None
+) -> AsyncIterator[ReconnectingChat]:
+    """A Chat session that survives broken streams and server restarts; closed when the block exits."""
+    async with open_channel(config) as channel:
+        session = ReconnectingChat(
+            channel, backoff=backoff or Backoff(), on_gap=on_gap, open_new_channel=lambda: open_channel(config)
+        )
+        try:
+            yield session
+        finally:
+            await session.close()

@@ -1,0 +1,140 @@
+"""Where accepted events get their ids and are kept for resume: the broker boundary.
+
+`RoomHub` (membership and local fan-out) talks to a `Broker` through three
+calls, so that a shared broker (NATS JetStream, issue 7) can replace the
+in-memory one without touching the hub or the service:
+
+    broker.attach(deliver)                    once: deliver(room, id, event_bytes)
+    broker.publish(room, sender, text, kind)  accept: assign an id, keep, deliver
+    broker.replay(room, after)                history of `room` after id `after`
+
+`InMemoryBroker` (the default, one server) delivers synchronously from
+`publish`, so the order in which the hub hands events to members is the id
+order. A remote broker delivers from its subscription instead; its ids are
+its stream sequence. `replay` is synchronous here; a broker whose history is
+remote needs an async replay, and the hub then buffers live events for the
+joining member while it waits (see `RoomHub.join`).
+
+Ids are integers that increase for the whole server run. They start at the
+run's start time in microseconds, so a later run's ids are above an earlier
+run's and an id from a previous run is recognised as "older than the history
+held" (OUT_OF_RANGE) instead of being mistaken for a recent one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from typing import Protocol
+
+from securechat._gen import chat_pb2
+
+Deliver = Callable[[str, int, bytes], None]
+
+
+class HistoryGap(Exception):
+    """Events after the requested id are no longer held: resuming would leave a gap."""
+
+    def __init__(self, room: str, after: int, oldest: int | None, reason: str) -> None:
+        self.room = room
+        self.after = after
+        self.oldest = oldest
+        held = f"the oldest id still held for room '{room}' is {oldest}" if oldest is not None else f"no events of room '{room}' are held"
+        super().__init__(
+            f"last-event-id {after} {reason}: {held}. Rejoin without last-event-id; events in between are lost."
+        )
+
+
+class Broker(Protocol):
+    def attach(self, deliver: Deliver) -> None: ...
+
+    def publish(self, room: str, sender: str, text: str, kind: int) -> None: ...
+
+    def replay(self, room: str, after: int) -> list[bytes]: ...
+
+
+class _RoomHistory:
+    __slots__ = ("ids", "events", "dropped_through")
+
+    def __init__(self, size: int) -> None:
+        self.ids: deque[int] = deque(maxlen=size)
+        self.events: deque[bytes] = deque(maxlen=size)
+        self.dropped_through = 0  # the newest id that fell out of this history
+
+
+class InMemoryBroker:
+    """Ids from one counter; the last `history_size` events of up to `history_rooms` rooms."""
+
+    def __init__(self, *, history_size: int, history_rooms: int, first_id: int | None = None) -> None:
+        self._history_size = history_size
+        self._history_rooms = history_rooms
+        self.first_id = time.time_ns() // 1000 if first_id is None else first_id
+        self._next_id = self.first_id
+        self._rooms: OrderedDict[str, _RoomHistory] = OrderedDict()
+        self._forgotten_through = 0  # the newest id of any room whose history was dropped whole
+        self._deliver: Deliver = _nowhere
+
+    @property
+    def last_id(self) -> int:
+        return self._next_id - 1
+
+    def attach(self, deliver: Deliver) -> None:
+        self._deliver = deliver
+
+    def publish(self, room: str, sender: str, text: str, kind: int) -> None:
+        event_id = self._next_id
+        self._next_id += 1
+        event = chat_pb2.ChatEvent(
+            id=str(event_id),
+            room=room,
+            sender=sender,
+            text=text,
+            sent_at_unix_ms=time.time_ns() // 1_000_000,
+            kind=kind,  # type: ignore[arg-type]
+        ).SerializeToString()
+        self._keep(room, event_id, event)
+        self._deliver(room, event_id, event)
+
+    def replay(self, room: str, after: int) -> list[bytes]:
+        """The events of `room` with ids above `after`, oldest first; HistoryGap if some are gone."""
+        history = self._rooms.get(room)
+        oldest = history.ids[0] if history and history.ids else None
+        if after > self.last_id:
+            raise HistoryGap(room, after, oldest, f"is newer than every event of this server run (the latest is {self.last_id})")
+        if after < self.first_id - 1:
+            raise HistoryGap(room, after, oldest, "is from before this server started")
+        if history is None:
+            if after < self._forgotten_through:
+                raise HistoryGap(room, after, None, "is older than the history kept")
+            return []
+        if after < history.dropped_through:
+            raise HistoryGap(room, after, oldest, "is older than the history kept")
+        ids = history.ids
+        # Ids are increasing: walk back from the newest, since a resuming
+        # client is usually only a few events behind.
+        start = len(ids)
+        while start > 0 and ids[start - 1] > after:
+            start -= 1
+        return [history.events[i] for i in range(start, len(ids))]
+
+    def _keep(self, room: str, event_id: int, event: bytes) -> None:
+        history = self._rooms.get(room)
+        if history is None:
+            history = self._rooms[room] = _RoomHistory(self._history_size)
+            if len(self._rooms) > self._history_rooms:
+                _, dropped = self._rooms.popitem(last=False)
+                self._forgotten_through = max(self._forgotten_through, dropped.ids[-1] if dropped.ids else dropped.dropped_through)
+        else:
+            self._rooms.move_to_end(room)
+        if self._history_size == 0:
+            history.dropped_through = event_id
+            return
+        if len(history.ids) == self._history_size:
+            history.dropped_through = history.ids[0]
+        history.ids.append(event_id)
+        history.events.append(event)
+
+
+def _nowhere(room: str, event_id: int, event: bytes) -> None:
+    raise RuntimeError("InMemoryBroker.publish before attach(): a RoomHub attaches itself when it is made")
