@@ -476,7 +476,8 @@ class JetStreamBroker:
                 if sub._sub is not None and exc.sub is not None and sub._sub._id == exc.sub._id:
                     sub._lose(BrokerError(f"room {sub.room}: this replica fell behind NATS and dropped events."))
             return
-        log.warning("broker: NATS error: %s", _describe(exc))
+        # While start() is still connecting, its one error says it all.
+        log.log(logging.DEBUG if self._tls_refused is not None else logging.WARNING, "broker: NATS error: %s", _describe(exc))
 
     async def _on_disconnected(self) -> None:
         if self._connected.is_set():
