@@ -222,6 +222,7 @@ class JetStreamBroker:
         self._subs.clear()
         for task in list(self._checks):
             task.cancel()
+        self._connected.clear()  # a close we asked for is not an outage to warn about
         await self._close_quietly()
 
     async def _close_quietly(self) -> None:
