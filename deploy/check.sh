@@ -106,7 +106,7 @@ echo "ok"
 
 # --- Compose -----------------------------------------------------------------
 step "Compose Specification schema (check-jsonschema --builtin-schema vendor.compose-spec)"
-for compose in "$deploy/compose/compose.yaml" "$deploy/nats/compose.yaml"; do
+for compose in "$deploy/compose/compose.yaml" "$deploy/nats/compose.yaml" "$deploy/cluster/compose.yaml"; do
     "$bin/check-jsonschema" --builtin-schema vendor.compose-spec "$compose" \
         || fail "$compose does not match the Compose Specification (above)."
 done
@@ -168,6 +168,17 @@ if ((${#kustomize[@]})); then
     "${kustomize[@]}" "$deploy/nats" >"$tmp/nats.yaml"
     k8s_validate "$tmp/nats.yaml" || fail "the kustomize build of deploy/nats does not validate (above)."
     echo "  deploy/nats: builds ($(grep -c '^kind:' "$tmp/nats.yaml") objects)"
+fi
+echo "ok"
+
+step "kustomize build + kubernetes-validate --strict: deploy/cluster/kubernetes (3 replicas + NATS cluster)"
+# Its files are patches over deploy/kubernetes and deploy/nats, so only the build is validated.
+if ((${#kustomize[@]})); then
+    "${kustomize[@]}" "$deploy/cluster/kubernetes" >"$tmp/cluster.yaml"
+    k8s_validate "$tmp/cluster.yaml" || fail "the kustomize build of deploy/cluster/kubernetes does not validate (above)."
+    echo "  deploy/cluster/kubernetes: builds ($(grep -c '^kind:' "$tmp/cluster.yaml") objects)"
+else
+    echo "SKIP: no kustomize and no kubectl on PATH; deploy/cluster/kubernetes is only a set of patches."
 fi
 # The nats-server configs themselves are checked with `nats-server -t` and real
 # certificates by tests/deploy/test_nats_config.py (the binary is in the test extra).
