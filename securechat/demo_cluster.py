@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import shutil
 import signal
 import subprocess
@@ -108,20 +109,23 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         writer.close()
 
 
-def start_nats(work: Path) -> tuple[subprocess.Popen[bytes], int]:
+def start_nats(work: Path, *, echo: bool = True) -> tuple[subprocess.Popen[bytes], int]:
+    """nats-server with JetStream and TLS verify, certificates from WORK/certs (ca, nats); returns (process, client port)."""
     config = work / "nats-server.conf"
     config.write_text(NATS_CONFIG.format(root=work), encoding="utf-8")
-    print(f"$ nats-server --config {config.name}", flush=True)
+    for stale in work.glob("*.ports"):
+        stale.unlink()
+    if echo:
+        print(f"$ nats-server --config {config.name}", flush=True)
     log = (work / "nats-server.log").open("wb")
     process = subprocess.Popen([nats_server_binary(), "--config", str(config)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + STEP_TIMEOUT
     while time.monotonic() < deadline:
         ports = list(work.glob("*.ports"))
         if ports and b"Server is ready" in (work / "nats-server.log").read_bytes():
-            import json
-
             port = int(json.loads(ports[0].read_text(encoding="utf-8"))["nats"][0].rsplit(":", 1)[1])
-            print(f"  {'nats':>6} | JetStream with TLS verify: true on 127.0.0.1:{port}", flush=True)
+            if echo:
+                print(f"  {'nats':>6} | JetStream with TLS verify: true on 127.0.0.1:{port}", flush=True)
             return process, port
         if process.poll() is not None:
             break
