@@ -1,4 +1,4 @@
-# securechat: `make demo` runs the main job, `make test` the test suite.
+# securechat: `make demo` runs the main job, `make demo-cluster` two replicas over NATS, `make test` the test suite.
 # A machine with Python 3 (>= 3.10) and make is enough: everything else goes
 # into a project-local virtualenv, .venv, created on first use.
 
@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test proto install deploy-check clean
+.PHONY: demo demo-cluster test proto install deploy-check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,9 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python -m securechat.demo
+
+demo-cluster: $(STAMP)
+	$(BIN)/python -m securechat.demo_cluster
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

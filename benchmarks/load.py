@@ -6,6 +6,7 @@ bounded in time and size.
 
     python -m benchmarks.load --quick    # N=100 and 1,000; a couple of minutes
     python -m benchmarks.load --full     # adds N=10,000 streams; longer phases
+    python -m benchmarks.load --cluster --streams 100,1000   # 1 replica in memory vs 2 replicas + NATS
 
 Fan-out: one server process (securechat, or benchmarks/baseline_server.py),
 one room, N streams with distinct client certificates over N/10 connections
@@ -16,6 +17,12 @@ latency at a light fixed rate; messages lost (every stream must get every
 accepted message); stream connect time; server RSS per stream and server CPU
 seconds per delivery, both read from /proc for the server's pid. Runs
 alternate securechat and baseline (A/B/A/B) and report medians and ratios.
+
+--cluster: the same fan-out against one securechat replica in memory and
+against two replicas sharing the room through a local nats-server (JetStream,
+mTLS), N streams and the senders split over both replicas, alternating, in
+the same run; reports the ratio, p99, lost, and the CPU cores each process
+used (servers, nats-server, the load client): where the time goes.
 """
 
 from __future__ import annotations
@@ -82,7 +89,14 @@ def make_pki(root: Path, clients: int) -> Pki:
     ca = pki.create_ca()
     store = pki.CertStore(root / "certs")
     store.write_ca(ca)
-    store.write_leaves([pki.issue_server_cert(ca, "server")])
+    store.write_leaves(
+        [
+            pki.issue_server_cert(ca, "server"),
+            # For --cluster: the NATS server and one NATS client certificate per replica.
+            pki.issue_server_cert(ca, "nats", sans=["localhost", "127.0.0.1"]),
+            *(pki.issue_client_cert(ca, f"replica-{r}") for r in "ab"),
+        ]
+    )
     issued = [pki.issue_client_cert(ca, f"c{i}") for i in range(clients)]
     pems = [(pki.private_key_pem(leaf.key), pki.certificate_pem(leaf.cert)) for leaf in issued]
     certs = root / "certs"
@@ -92,11 +106,11 @@ def make_pki(root: Path, clients: int) -> Pki:
 class ServerProcess:
     """securechat or the baseline, in its own process on a free loopback port."""
 
-    def __init__(self, kind: str, material: Pki, *, tls: bool = True) -> None:
+    def __init__(self, kind: str, material: Pki, *, tls: bool = True, broker: str = "") -> None:
         self.kind = kind
         self.port = free_port()
         listen = f"127.0.0.1:{self.port}"
-        if kind == "securechat":
+        if kind.startswith("securechat"):
             config = material.root / f"bench-{self.port}.yaml"
             tls_part = (
                 f"tls: {{cert: {material.cert}, key: {material.key}, client_ca: {material.ca}}}\n" if tls else "insecure: true\n"
@@ -104,7 +118,7 @@ class ServerProcess:
             config.write_text(
                 f"listen: {listen}\n{tls_part}log: {{level: warning}}\n"
                 "limits: {max_messages_per_second: 1000000, message_burst: 1000000, queue_size: 4096, "
-                "history_size: 4096, max_streams_per_identity: 100}\n"
+                "history_size: 4096, max_streams_per_identity: 100}\n" + broker
             )
             command = [sys.executable, "-m", "securechat", "serve", "--config", str(config)]
         else:
@@ -175,16 +189,23 @@ class Stream:
 async def fan_out(kind: str, material: Pki, n: int, senders: int, seconds: float, rate: float, *, tls: bool = True) -> dict:
     server = ServerProcess(kind, material, tls=tls)
     try:
-        return await _fan_out(server, material, n, senders, seconds, rate, tls=tls)
+        return await _fan_out([server], material, n, senders, seconds, rate, tls=tls)
     finally:
         server.stop()
 
 
-async def _fan_out(server: ServerProcess, material: Pki, n: int, senders: int, seconds: float, rate: float, *, tls: bool) -> dict:
+async def _fan_out(
+    servers: list[ServerProcess], material: Pki, n: int, senders: int, seconds: float, rate: float, *, tls: bool, extra_pids: dict[str, int] | None = None
+) -> dict:
+    """N streams over N/10 connections; connection c goes to servers[c % len(servers)], so streams and senders alternate replicas."""
+    server = servers[0]
+    pids = [s.pid for s in servers]
     connections = max(1, n // STREAMS_PER_CONNECTION)
-    rss_idle = proc_rss_bytes(server.pid)
+    if len(servers) > 1:
+        connections = max(connections, 2 * senders)
+    rss_idle = sum(proc_rss_bytes(pid) for pid in pids)
     started = time.perf_counter()
-    channels = [channel(material, server.port, i, tls=tls) for i in range(connections)]
+    channels = [channel(material, servers[i % len(servers)].port, i % len(material.clients), tls=tls) for i in range(connections)]
     streams: list[Stream] = []
     for i in range(n):
         call = chat_pb2_grpc.ChatServiceStub(channels[i % connections]).Chat()
@@ -201,7 +222,7 @@ async def _fan_out(server: ServerProcess, material: Pki, n: int, senders: int, s
         await asyncio.sleep(0.2)
     connect_seconds = time.perf_counter() - started
     await asyncio.sleep(0.5)  # let the last probes arrive
-    rss_streams = proc_rss_bytes(server.pid)
+    rss_streams = sum(proc_rss_bytes(pid) for pid in pids)
     for s in streams:
         s.received = 0
     posted = 0
@@ -222,12 +243,16 @@ async def _fan_out(server: ServerProcess, material: Pki, n: int, senders: int, s
     # sender's own copy counts all messages of the room, so with S senders
     # the window is shared; it is small enough that queues never overflow.
     before = sum(s.received for s in streams)
-    cpu0, t0 = proc_cpu_seconds(server.pid), time.perf_counter()
+    extra = extra_pids or {}
+    cpu0 = {pid: proc_cpu_seconds(pid) for pid in [*pids, *extra.values()]}
+    client0, t0 = time.process_time(), time.perf_counter()
     sent = await asyncio.gather(*(send_window(streams[i], t0 + seconds, 8 * senders) for i in range(senders)))
     posted += sum(sent)
     await _drain(streams, posted, 30)
     elapsed = time.perf_counter() - t0
-    cpu = proc_cpu_seconds(server.pid) - cpu0
+    client_cpu = time.process_time() - client0
+    spent = {pid: proc_cpu_seconds(pid) - cpu0[pid] for pid in cpu0}
+    cpu = sum(spent[pid] for pid in pids)
     deliveries = sum(s.received for s in streams) - before
 
     # Latency at a light fixed offered rate.
@@ -251,8 +276,15 @@ async def _fan_out(server: ServerProcess, material: Pki, n: int, senders: int, s
         task.cancel()
     await asyncio.gather(*pumps, return_exceptions=True)
     await asyncio.gather(*(c.close() for c in channels))
+    # Where the time goes in the throughput phase: CPU seconds per wall second of each process.
+    cpu_share = {f"server-{i}": round(spent[pid] / elapsed, 2) for i, pid in enumerate(pids)}
+    cpu_share |= {name: round(spent[pid] / elapsed, 2) for name, pid in extra.items()}
+    cpu_share["load-client"] = round(client_cpu / elapsed, 2)
     return {
         "server": server.kind,
+        "replicas": len(servers),
+        "cpu_cores_used": cpu_share,
+        "messages_per_second": round(sum(sent) / elapsed),
         "streams": n,
         "connections": connections,
         "senders": senders,
@@ -380,6 +412,8 @@ async def report(args: argparse.Namespace) -> dict:
         root = Path(tmp)
         material = make_pki(root, max(max(sizes) // STREAMS_PER_CONNECTION, args.handshake_concurrency, 1))
         results: dict = {"fan_out": [], "ab": []}
+        if args.cluster:
+            return {"cluster": await cluster_report(args, material, sizes)}
         for n in sizes:
             runs: dict[str, list[dict]] = {"securechat": [], "baseline": []}
             rounds = args.rounds if n <= args.ab_max_streams else 1
@@ -408,6 +442,67 @@ async def report(args: argparse.Namespace) -> dict:
         if shutil.which("openssl"):
             results["issuance"] = issuance(root, args.issue)
     return results
+
+
+CLUSTER_BROKER = """broker:
+  type: nats
+  servers: [tls://localhost:{port}]
+  tls: {{ca: {certs}/ca.pem, cert: {certs}/replica-{replica}.pem, key: {certs}/replica-{replica}-key.pem}}
+  stream: BENCH{run}
+  retention: {{max_age: 10m, max_bytes: 67108864}}
+"""
+
+
+async def cluster_fan_out(material: Pki, n: int, senders: int, seconds: float, rate: float, run: int) -> dict:
+    """NATS JetStream + 2 replicas; N streams and the senders split over both replicas."""
+    from securechat.demo_cluster import start_nats
+
+    shutil.rmtree(material.root / "jetstream", ignore_errors=True)  # each run starts from an empty store
+    nats, port = start_nats(material.root, echo=False)
+    servers: list[ServerProcess] = []
+    try:
+        for replica in "ab":
+            broker = CLUSTER_BROKER.format(port=port, certs=material.root / "certs", replica=replica, run=run)
+            servers.append(ServerProcess("securechat+nats", material, broker=broker))
+        return await _fan_out(servers, material, n, senders, seconds, rate, tls=True, extra_pids={"nats-server": nats.pid})
+    finally:
+        for server in servers:
+            server.stop()
+        nats.terminate()
+        nats.wait(10)
+
+
+async def cluster_report(args: argparse.Namespace, material: Pki, sizes: list[int]) -> list[dict]:
+    """For each N: one replica in memory vs two replicas + NATS, alternating, medians and the ratio."""
+    comparisons = []
+    run = 0
+    for n in sizes:
+        single, cluster = [], []
+        for _ in range(args.rounds):
+            single.append(await fan_out("securechat", material, n, args.senders, args.seconds, args.light_rate))
+            print(json.dumps(single[-1]), file=sys.stderr, flush=True)
+            run += 1
+            cluster.append(await cluster_fan_out(material, n, args.senders, args.seconds, args.light_rate, run))
+            print(json.dumps(cluster[-1]), file=sys.stderr, flush=True)
+        one = statistics.median(r["deliveries_per_second"] for r in single)
+        two = statistics.median(r["deliveries_per_second"] for r in cluster)
+        comparisons.append(
+            {
+                "streams": n,
+                "rounds": args.rounds,
+                "single_in_memory_deliveries_per_second": one,
+                "two_replicas_nats_deliveries_per_second": two,
+                "ratio": round(two / one, 2),
+                "single_p99_ms": statistics.median(r["latency_ms_p99"] for r in single),
+                "cluster_p99_ms": statistics.median(r["latency_ms_p99"] for r in cluster),
+                "single_lost": sum(r["lost"] for r in single),
+                "cluster_lost": sum(r["lost"] for r in cluster),
+                "single_cpu_cores_used": single[len(single) // 2]["cpu_cores_used"],
+                "cluster_cpu_cores_used": cluster[len(cluster) // 2]["cpu_cores_used"],
+                "runs": {"single": single, "cluster": cluster},
+            }
+        )
+    return comparisons
 
 
 def _compare(n: int, runs: dict[str, list[dict]]) -> dict:
@@ -447,6 +542,9 @@ def main() -> None:
     parser.add_argument("--handshake-concurrency", type=int, default=16)
     parser.add_argument("--issue", type=int, default=1000, help="client certificates in the issuance comparison")
     parser.add_argument("--fan-out-only", action="store_true", help="skip unary, handshakes, mTLS vs plaintext and issuance")
+    parser.add_argument(
+        "--cluster", action="store_true", help="only: one replica in memory vs 2 replicas + NATS JetStream, same N, alternating"
+    )
     args = parser.parse_args()
     args.streams = args.streams or ("100,1000,10000" if args.full else "100,1000")
     args.seconds = args.seconds or (8.0 if args.full else 3.0)

@@ -106,8 +106,10 @@ echo "ok"
 
 # --- Compose -----------------------------------------------------------------
 step "Compose Specification schema (check-jsonschema --builtin-schema vendor.compose-spec)"
-"$bin/check-jsonschema" --builtin-schema vendor.compose-spec "$deploy/compose/compose.yaml" \
-    || fail "deploy/compose/compose.yaml does not match the Compose Specification (above)."
+for compose in "$deploy/compose/compose.yaml" "$deploy/nats/compose.yaml" "$deploy/cluster/compose.yaml"; do
+    "$bin/check-jsonschema" --builtin-schema vendor.compose-spec "$compose" \
+        || fail "$compose does not match the Compose Specification (above)."
+done
 
 # --- Kubernetes --------------------------------------------------------------
 # kubernetes-validate exits 0 on warnings such as "couldn't find schema", so
@@ -155,6 +157,32 @@ if ((${#kustomize[@]})); then
 else
     echo "SKIP kustomize builds: no kustomize and no kubectl on PATH (the manifests above were still validated one by one)."
 fi
+
+step "kubernetes-validate --strict: deploy/nats/kubernetes (3-node NATS JetStream cluster)"
+nats_manifests=()
+while IFS= read -r f; do nats_manifests+=("$f"); done < <(
+    find "$deploy/nats/kubernetes" -name '*.yaml' ! -name kustomization.yaml | sort)
+printf '  %s\n' "${nats_manifests[@]}"
+k8s_validate "${nats_manifests[@]}" || fail "kubernetes-validate found problems in deploy/nats/kubernetes (above)."
+if ((${#kustomize[@]})); then
+    "${kustomize[@]}" "$deploy/nats" >"$tmp/nats.yaml"
+    k8s_validate "$tmp/nats.yaml" || fail "the kustomize build of deploy/nats does not validate (above)."
+    echo "  deploy/nats: builds ($(grep -c '^kind:' "$tmp/nats.yaml") objects)"
+fi
+echo "ok"
+
+step "kustomize build + kubernetes-validate --strict: deploy/cluster/kubernetes (3 replicas + NATS cluster)"
+# Its files are patches over deploy/kubernetes and deploy/nats, so only the build is validated.
+if ((${#kustomize[@]})); then
+    "${kustomize[@]}" "$deploy/cluster/kubernetes" >"$tmp/cluster.yaml"
+    k8s_validate "$tmp/cluster.yaml" || fail "the kustomize build of deploy/cluster/kubernetes does not validate (above)."
+    echo "  deploy/cluster/kubernetes: builds ($(grep -c '^kind:' "$tmp/cluster.yaml") objects)"
+else
+    echo "SKIP: no kustomize and no kubectl on PATH; deploy/cluster/kubernetes is only a set of patches."
+fi
+# The nats-server configs themselves are checked with `nats-server -t` and real
+# certificates by tests/deploy/test_nats_config.py (the binary is in the test extra).
+echo "ok"
 
 step "cert-manager resources"
 ALLOW_CRD=1 k8s_validate "$deploy"/cert-manager/{issuer,certificate-*}.yaml \

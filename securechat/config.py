@@ -17,11 +17,14 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from securechat.errors import ConfigError
+
+if TYPE_CHECKING:
+    from securechat.broker.config import BrokerConfig
 
 DEFAULT_PORT = 50051
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -115,6 +118,8 @@ class ServerConfig:
     """`authz.methods`: (full method name or '/pkg.Service/*', identities), overriding `allow` there."""
     keepalive: Keepalive = field(default_factory=Keepalive)
     metrics_port: int | None = None
+    broker: BrokerConfig | None = None
+    """`broker:` with type nats: replicas share rooms through NATS JetStream. None: the in-memory broker."""
 
 
 @dataclass(frozen=True)
@@ -296,7 +301,7 @@ def _read_yaml(path: Path) -> Any:
     return data
 
 
-SERVER_KEYS = ("listen", "tls", "insecure", "insecure_allow_non_loopback", "authz", "crl", "health_port", "limits", "log", "grace_seconds", "keepalive", "metrics_port")
+SERVER_KEYS = ("listen", "tls", "insecure", "insecure_allow_non_loopback", "authz", "crl", "health_port", "limits", "log", "grace_seconds", "keepalive", "metrics_port", "broker")
 SERVER_TLS_KEYS = ("cert", "key", "client_ca", "mtls")
 CLIENT_KEYS = ("target", "tls", "insecure")
 CLIENT_TLS_KEYS = ("ca", "cert", "key", "server_name")
@@ -334,7 +339,17 @@ def load_server_config(path: Path | str, *, listen: str | None = None) -> Server
         grace_seconds=root.number("grace_seconds", 5.0, minimum=0.0, maximum=3600.0),
         keepalive=_keepalive(root.section("keepalive", tuple(Keepalive.__dataclass_fields__))),
         metrics_port=root.integer("metrics_port", None, minimum=0, maximum=65535),
+        broker=_broker(root),
     )
+
+
+def _broker(root: _Section) -> BrokerConfig | None:
+    from securechat.broker.config import BROKER_KEYS, parse_broker  # it builds on this module
+
+    if root.data.get("broker") is None:
+        return None
+    broker = parse_broker(root.section("broker", BROKER_KEYS))
+    return broker if broker.type == "nats" else None
 
 
 def _server_tls(root: _Section, insecure: bool) -> ServerTls | None:

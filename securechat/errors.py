@@ -4,7 +4,10 @@
     ├── PkiError               issuing, loading or inspecting certificates
     │   └── FileExistsRefused  a key or certificate would be overwritten
     ├── ConfigError            a YAML config is wrong (names file and field)
-    └── ConnectError           a client could not reach or trust the server
+    ├── ConnectError           a client could not reach or trust the server
+    └── BrokerError            the message broker (NATS JetStream) failed
+        ├── BrokerUnavailable  not connected / no answer: the message was not accepted
+        └── OutOfRange         a resume id is older than the history still held
 
 The CLI prints `str(error)` as one line and exits non-zero; library code
 never prints. Lower-layer exceptions are chained with `raise ... from exc`.
@@ -48,3 +51,45 @@ class ConfigError(SecureChatError):
 
 class ConnectError(SecureChatError):
     """The client could not talk to the server; the text says why."""
+
+
+class BrokerError(SecureChatError):
+    """The message broker shared by replicas (NATS JetStream) failed; the text says how."""
+
+
+class BrokerUnavailable(BrokerError):
+    """The broker could not be reached or did not answer in time.
+
+    For a publish: `maybe_accepted` is False when nothing was sent (the
+    message is certainly not stored); True when a request went out but no
+    acknowledgement came back, so it may still appear -- a retry with the
+    same msg_id would not store it twice.
+    """
+
+    def __init__(self, message: str, *, maybe_accepted: bool = False) -> None:
+        self.maybe_accepted = maybe_accepted
+        super().__init__(message)
+
+
+class OutOfRange(BrokerError):
+    """A resume id is older than the history a room still holds (gRPC OUT_OF_RANGE).
+
+    `oldest` is the oldest id still held for the room: resuming with
+    last-event-id `oldest - 1` or later is complete.
+    """
+
+    def __init__(self, room: str, after_id: int, oldest: int, *, newest: int | None = None) -> None:
+        self.room = room
+        self.after_id = after_id
+        self.oldest = oldest
+        self.newest = newest
+        if newest is not None and after_id > newest:
+            # Ids above the newest were never issued here: the broker's stream
+            # was recreated, or the id came from another deployment.
+            text = f"room {room}: event id {after_id} was never issued here (the newest is {newest}). Rejoin without last-event-id."
+        else:
+            text = (
+                f"room {room}: events after id {after_id} are no longer held; the oldest id still held is {oldest}. "
+                f"Resume with last-event-id {oldest - 1} (accepting the gap) or rejoin without it."
+            )
+        super().__init__(text)

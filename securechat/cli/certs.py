@@ -262,6 +262,45 @@ def server(
 
 @certs_app.command()
 @reports_errors
+def peer(
+    name: Annotated[str, typer.Argument(help="Certificate name: the CN and the file name NAME.pem.")],
+    san: Annotated[
+        list[str],
+        typer.Option("--san", help="A DNS name or IP the peer is reached at; repeat for more. At least one.", show_default=False),
+    ],
+    directory: DirOption = DEFAULT_DIR,
+    key_type: KeyTypeOption = KeyTypeChoice.ecdsa_p256,
+    days: LeafDaysOption = pki.LEAF_DEFAULT_DAYS,
+    ca_passphrase_file: CaPassphraseOption = None,
+    force: ForceOption = False,
+) -> None:
+    """Issue a cluster peer certificate (serverAuth AND clientAuth) signed by the CA in DIR.
+
+    For members of a cluster that dial each other with the certificate they
+    serve with, such as the routes of a 3-node NATS cluster (deploy/nats).
+    Use 'certs server' and 'certs client' for chat servers and clients.
+
+    Example: securechat certs peer nats-0 --san nats-0.nats --san nats-0.nats.securechat.svc
+    """
+    store = pki.CertStore(directory)
+    pki.validate_name(name)
+    store.refuse_overwrite([name], force=force)
+    ca = _load_ca(store, ca_passphrase_file)
+    issued = pki.issue_peer_cert(ca, name, sans=san, key_type=key_type.value, days=days)
+    cert_path, key_path = store.write_leaf(name, issued, kind="peer", force=force)
+    _say(f'Created peer certificate "{name}" ({key_type.value}, serverAuth + clientAuth), valid for these names:')
+    for general_name in pki.subject_alternative_names(issued.cert):
+        _say(f"  - {pki.san_to_text(general_name)}")
+    _say(f"  certificate: {cert_path}")
+    _say(f"  key:         {key_path}")
+    _say(f"It expires on {_date(issued.cert.not_valid_after_utc)}.")
+    _say(f"NATS cluster: tls and cluster.tls cert_file {cert_path}, key_file {key_path}, ca_file {store.ca_cert_path}")
+    _warn_if_capped([issued], ca)
+    _warn_if_directory_open(store)
+
+
+@certs_app.command()
+@reports_errors
 def client(
     names: Annotated[
         list[str],

@@ -1,7 +1,7 @@
 """Certificates: the CA, server and client profiles, the certs directory.
 
     ca.py        create_ca, CertificateAuthority — the CA profile
-    issue.py     issue_server_cert, issue_client_cert, IssuedCert — leaf profiles
+    issue.py     issue_server_cert, issue_client_cert, issue_peer_cert, IssuedCert — leaf profiles
     names.py     validate_name, parse_san — the one place names become x509 names
     validity.py  how long certificates live (named limits, capping at the CA)
     keys.py      key types, key generation, key_matches_certificate
@@ -36,6 +36,7 @@ from securechat.pki.issue import (
     IssuedCert,
     LeafKind,
     issue_client_cert,
+    issue_peer_cert,
     issue_server_cert,
     reissue,
 )
@@ -135,6 +136,7 @@ __all__ = [
     "is_ca_certificate",
     "is_signed_by",
     "issue_client_cert",
+    "issue_peer_cert",
     "issue_server_cert",
     "key_matches_certificate",
     "key_type_name",

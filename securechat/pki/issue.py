@@ -44,7 +44,7 @@ from securechat.pki.keys import (
 from securechat.pki.names import check_name_constraints, parse_san, spiffe_id, validate_name
 from securechat.pki.validity import LEAF_DEFAULT_DAYS, LEAF_MAX_DAYS, validity_window
 
-LeafKind: TypeAlias = Literal["server", "client"]
+LeafKind: TypeAlias = Literal["server", "client", "peer"]
 
 DEFAULT_SERVER_SANS: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
 """What a server certificate covers when no --san is given: this machine."""
@@ -81,7 +81,7 @@ def _issue(
     name: str,
     *,
     kind: LeafKind,
-    eku: ObjectIdentifier,
+    eku: ObjectIdentifier | list[ObjectIdentifier],
     sans: list[x509.GeneralName],
     key_type: str,
     days: int,
@@ -110,13 +110,57 @@ def _issue(
         .not_valid_after(validity.not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(_leaf_key_usage(key), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([eku]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage(eku if isinstance(eku, list) else [eku]), critical=False)
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
         .add_extension(aki, critical=False)
         .sign(private_key=ca.key, algorithm=signature_hash(ca.key))
     )
     return IssuedCert(name=name, kind=kind, cert=cert, key=key, capped_at_ca_expiry=validity.capped_at_ca_expiry)
+
+
+def _server_sans(name: str, sans: Iterable[str] | None) -> list[x509.GeneralName]:
+    texts = list(DEFAULT_SERVER_SANS if sans is None else sans)
+    if not texts:
+        raise PkiError(f"certificate {name!r} needs at least one SAN. Pass --san HOST, e.g. --san localhost.")
+    general_names: list[x509.GeneralName] = []
+    for text in texts:
+        general_name = parse_san(text)
+        if general_name not in general_names:  # a repeated --san is harmless; don't encode it twice
+            general_names.append(general_name)
+    return general_names
+
+
+def issue_peer_cert(
+    ca: CertificateAuthority,
+    name: str,
+    *,
+    sans: Iterable[str],
+    key_type: str = DEFAULT_KEY_TYPE,
+    days: int = LEAF_DEFAULT_DAYS,
+    not_before: dt.datetime | None = None,
+    not_after: dt.datetime | None = None,
+) -> IssuedCert:
+    """Issue a certificate with BOTH serverAuth and clientAuth for NAME covering SANS.
+
+    For cluster members that dial each other with the same certificate they
+    serve with, e.g. NATS cluster routes (each node is the TLS server of the
+    routes it accepts and the client of those it opens, and nats-server uses
+    one cert for both). Chat servers and chat clients keep their one-purpose
+    profiles: a peer certificate would let a server pose as a client.
+    """
+    validate_name(name)
+    return _issue(
+        ca,
+        name,
+        kind="peer",
+        eku=[ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
+        sans=_server_sans(name, sans),
+        key_type=key_type,
+        days=days,
+        not_before=not_before,
+        not_after=not_after,
+    )
 
 
 def issue_server_cert(
@@ -135,14 +179,7 @@ def issue_server_cert(
     validity window, e.g. to make an expired certificate for a test.
     """
     validate_name(name)
-    texts = list(DEFAULT_SERVER_SANS if sans is None else sans)
-    if not texts:
-        raise PkiError(f"server certificate {name!r} needs at least one SAN. Pass --san HOST, e.g. --san localhost.")
-    general_names: list[x509.GeneralName] = []
-    for text in texts:
-        general_name = parse_san(text)
-        if general_name not in general_names:  # a repeated --san is harmless; don't encode it twice
-            general_names.append(general_name)
+    general_names = _server_sans(name, sans)
     return _issue(
         ca,
         name,
@@ -204,8 +241,12 @@ def reissue(
     """
     validate_name(name)
     ekus = extended_key_usages(old)
-    if ExtendedKeyUsageOID.SERVER_AUTH in ekus:
-        kind: LeafKind = "server"
+    eku: ObjectIdentifier | list[ObjectIdentifier]
+    if ExtendedKeyUsageOID.SERVER_AUTH in ekus and ExtendedKeyUsageOID.CLIENT_AUTH in ekus:
+        kind: LeafKind = "peer"
+        eku = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+    elif ExtendedKeyUsageOID.SERVER_AUTH in ekus:
+        kind = "server"
         eku = ExtendedKeyUsageOID.SERVER_AUTH
     elif ExtendedKeyUsageOID.CLIENT_AUTH in ekus:
         kind, eku = "client", ExtendedKeyUsageOID.CLIENT_AUTH

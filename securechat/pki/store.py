@@ -27,7 +27,7 @@ index.json, format version 1:
       ]
     }
 
-`kind` is "ca", "server" or "client"; `serial` lowercase hex; times are UTC
+`kind` is "ca", "server", "client" or "peer"; `serial` lowercase hex; times are UTC
 ISO 8601 with a trailing Z; `sans` are OpenSSL-style `DNS:`/`IP:`/`URI:`
 strings. `status` is "valid", "superseded" (the name was reissued with
 --force or renewed; the old certificate still verifies until it expires —

@@ -13,6 +13,8 @@ import logging
 import os
 import resource
 import signal
+import socket
+import uuid
 from dataclasses import dataclass
 
 import grpc
@@ -51,6 +53,7 @@ class RunningServer:
     lifecycle: ServerLifecycle | None = None
     metrics: ServerMetrics | None = None
     metrics_port: int | None = None
+    hub: RoomHub | None = None
 
     @property
     def mode(self) -> str:
@@ -70,6 +73,8 @@ class RunningServer:
         # UNAVAILABLE so its client knows to reconnect.
         self.service.end_all_streams(grpc.StatusCode.UNAVAILABLE, SHUTDOWN_NOTICE)
         await stopping
+        if self.hub is not None:
+            await self.hub.close()
         if self.health_server is not None:
             await self.health_server.stop(0)
         if self.metrics is not None:
@@ -97,8 +102,7 @@ async def start_server(config: ServerConfig) -> RunningServer:
         options=options,
     )
     limits = config.limits
-    broker = InMemoryBroker(history_size=limits.history_size, history_rooms=limits.history_rooms)
-    hub = RoomHub(broker, announce_max_members=limits.announce_max_members, on_fan_out=metrics.observe_fan_out)
+    hub = await _room_hub(config, metrics)
     service = ChatService(hub, limits, metrics=metrics)
     metrics.watch(
         streams=lambda: service.open_streams,
@@ -113,6 +117,25 @@ async def start_server(config: ServerConfig) -> RunningServer:
         (chat_pb2.DESCRIPTOR.services_by_name["ChatService"].full_name, health.SERVICE_NAME, reflection.SERVICE_NAME),
         server,
     )
+    try:
+        port = await _open_port(config, server, lifecycle, material)
+    except BaseException:
+        await hub.close()
+        raise
+    running = RunningServer(
+        config=config, server=server, port=port, health=health_servicer, service=service, metrics=metrics, hub=hub
+    )
+    lifecycle.start(service)
+    running.lifecycle = lifecycle
+    if config.health_port is not None:
+        running.health_server, running.health_port = await _start_health_server(config, health_servicer)
+    if config.metrics_port is not None:
+        running.metrics_port = metrics.serve(config.listen.host, config.metrics_port)
+        log.info("Prometheus metrics on http://%s:%d/metrics", config.listen.host, running.metrics_port)
+    return running
+
+
+async def _open_port(config: ServerConfig, server: grpc.aio.Server, lifecycle: ServerLifecycle, material: object) -> int:
     address = str(config.listen)
     if config.tls is None:
         log.warning(
@@ -127,17 +150,23 @@ async def start_server(config: ServerConfig) -> RunningServer:
         credentials = lifecycle.credentials()  # dynamic: rotated files are served without a restart
         port = _bind(lambda: server.add_secure_port(address, credentials), address)
     await server.start()
-    running = RunningServer(
-        config=config, server=server, port=port, health=health_servicer, service=service, metrics=metrics
-    )
-    lifecycle.start(service)
-    running.lifecycle = lifecycle
-    if config.health_port is not None:
-        running.health_server, running.health_port = await _start_health_server(config, health_servicer)
-    if config.metrics_port is not None:
-        running.metrics_port = metrics.serve(config.listen.host, config.metrics_port)
-        log.info("Prometheus metrics on http://%s:%d/metrics", config.listen.host, running.metrics_port)
-    return running
+    return port
+
+
+async def _room_hub(config: ServerConfig, metrics: ServerMetrics) -> RoomHub:
+    """The in-memory hub (one server), or a SharedRoomHub over NATS JetStream when the config has broker.type nats."""
+    limits = config.limits
+    if config.broker is None:
+        broker = InMemoryBroker(history_size=limits.history_size, history_rooms=limits.history_rooms)
+        return RoomHub(broker, announce_max_members=limits.announce_max_members, on_fan_out=metrics.observe_fan_out)
+    # Imported here: a single server never loads nats-py.
+    from securechat.broker.jetstream import JetStreamBroker
+    from securechat.server.shared import SharedRoomHub
+
+    replica = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    shared = JetStreamBroker(config.broker, name=f"securechat {replica}")
+    await shared.start()  # BrokerUnavailable / ConfigError before the port opens
+    return SharedRoomHub(shared, announce_max_members=limits.announce_max_members, on_fan_out=metrics.observe_fan_out, replica=replica)
 
 
 def keepalive_options(keepalive: Keepalive) -> list[tuple[str, int]]:
@@ -186,8 +215,10 @@ def _bind(add_port: object, address: str) -> int:
     try:
         port = add_port()  # type: ignore[operator]
     except RuntimeError as exc:
+
         raise BindError(f"cannot listen on {address}: {exc}. Is another server using the port? Pick another with --listen.") from exc
     if port == 0:
+
         raise BindError(f"cannot listen on {address}: the address is in use or not available here. Pick another with --listen.")
     return port
 

@@ -169,6 +169,19 @@ class RoomHub:
         if member.ended is None:
             self._broker.publish(room, member.name, text, Kind.MESSAGE)
 
+    # ChatService awaits these two, so that a hub whose broker is remote
+    # (securechat.server.shared.SharedRoomHub) can wait for it. Here they
+    # only wrap the synchronous calls: one coroutine per message, no
+    # per-member cost.
+    async def enter(self, member: Member, room: str) -> None:
+        self.join(member, room)
+
+    async def accept(self, member: Member, room: str, text: str) -> None:
+        self.post(member, room, text)
+
+    async def close(self) -> None:
+        """Nothing to release for an in-memory broker."""
+
     def leave_all(self, member: Member) -> None:
         for room in sorted(member.rooms):
             members = self._rooms.get(room)

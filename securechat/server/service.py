@@ -141,11 +141,11 @@ class ChatService:
                     if refusal is not None:
                         member.abort(*refusal)
                         return
-                    self._hub.post(member, room, message.text)
+                    await self._hub.accept(member, room, message.text)
                     if self._metrics is not None:
                         self._metrics.messages_accepted.inc()
                 else:
-                    self._hub.join(member, room)
+                    await self._hub.enter(member, room)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the call was cancelled or broke under us

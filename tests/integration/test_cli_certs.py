@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from typer.testing import CliRunner
 
@@ -389,3 +390,16 @@ def test_inspect_prints_fingerprint_verbatim(tmp_path: Path, pki_ca: pki.Certifi
     store.write_leaf("alice", issued)
     result = _certs("inspect", str(store.cert_path("alice")), directory=store.directory)
     assert f"SHA-256:      {pki.fingerprint_sha256(issued.cert)}\n" in result.stdout
+
+
+def test_certs_peer_issues_both_ekus_and_says_where_it_goes(tmp_path: Path) -> None:
+    """`certs peer NAME --san ...` writes NAME.pem with serverAuth + clientAuth and names the files; without --san it is a usage error."""
+    assert _certs("init", directory=tmp_path).exit_code == 0
+    result = _certs("peer", "nats-0", "--san", "nats-0.nats", "--san", "127.0.0.1", directory=tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "serverAuth + clientAuth" in result.output and "DNS:nats-0.nats" in result.output and "IP:127.0.0.1" in result.output
+    cert = x509.load_pem_x509_certificate((tmp_path / "nats-0.pem").read_bytes())
+    assert set(pki.extended_key_usages(cert)) == {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH}
+    assert _mode(tmp_path / "nats-0-key.pem") == 0o600
+    missing = _certs("peer", "nats-1", directory=tmp_path)
+    assert missing.exit_code == 2 and "--san" in missing.output

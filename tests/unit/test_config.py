@@ -27,7 +27,7 @@ from securechat.errors import ConfigError
 
 SERVER_TLS = {"cert": "certs/server.pem", "key": "certs/server-key.pem", "client_ca": "certs/ca.pem"}
 CLIENT_TLS = {"ca": "certs/ca.pem", "cert": "certs/alice.pem", "key": "certs/alice-key.pem"}
-SERVER_KEYS = "listen, tls, insecure, insecure_allow_non_loopback, authz, crl, health_port, limits, log, grace_seconds, keepalive, metrics_port"
+SERVER_KEYS = "listen, tls, insecure, insecure_allow_non_loopback, authz, crl, health_port, limits, log, grace_seconds, keepalive, metrics_port, broker"
 
 
 def write(directory: Path, text: str, name: str = "server.yaml") -> Path:

@@ -259,3 +259,36 @@ def test_issue_validates_name(pki_ca: pki.CertificateAuthority) -> None:
     """Issuing checks NAME, so a library caller cannot write '../x.pem' later."""
     with pytest.raises(PkiError, match="looks like a path"):
         pki.issue_client_cert(pki_ca, "../evil")
+
+
+def test_peer_cert_has_both_ekus_and_the_given_sans(pki_ca: pki.CertificateAuthority) -> None:
+    """The peer profile (cluster routes): serverAuth AND clientAuth, SANs as given, still a leaf."""
+    issued = pki.issue_peer_cert(pki_ca, "nats-0", sans=["nats-0.nats", "127.0.0.1"])
+    ekus = issued.cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(ekus) == [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+    assert _sans(issued.cert) == [x509.DNSName("nats-0.nats"), _ip("127.0.0.1")]
+    assert issued.cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is False
+    assert issued.kind == "peer"
+
+
+def test_peer_cert_needs_a_san(pki_ca: pki.CertificateAuthority) -> None:
+    """The failing twin: a peer certificate without names is refused."""
+    with pytest.raises(PkiError, match="'nats-0' needs at least one SAN"):
+        pki.issue_peer_cert(pki_ca, "nats-0", sans=[])
+
+
+@pytest.mark.parametrize(("issue", "kind"), [("server", "server"), ("client", "client"), ("peer", "peer")])
+def test_server_and_client_profiles_stay_single_purpose_and_reissue_keeps_the_profile(
+    pki_ca: pki.CertificateAuthority, issue: str, kind: str
+) -> None:
+    """Only the peer profile carries both EKUs; renewing any of them keeps its EKUs."""
+    issued = {
+        "server": lambda: pki.issue_server_cert(pki_ca, "n"),
+        "client": lambda: pki.issue_client_cert(pki_ca, "n"),
+        "peer": lambda: pki.issue_peer_cert(pki_ca, "n", sans=["n.example"]),
+    }[issue]()
+    renewed = pki.reissue(pki_ca, "n", issued.cert)
+    assert renewed.kind == kind
+    before = list(issued.cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+    assert list(renewed.cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value) == before
+    assert len(before) == (2 if kind == "peer" else 1)

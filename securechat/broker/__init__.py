@@ -1,0 +1,67 @@
+"""The broker: where a room's events get their ids, order and history.
+
+    config.py     broker: section -> BrokerConfig (memory | nats), checked like the rest of the config
+    subjects.py   room name <-> one NATS subject token ('.' and '_' escaped)
+    tls.py        ssl.SSLContext for the mTLS link to NATS (our CA, a client cert per replica)
+    jetstream.py  JetStreamBroker: publish (idempotent per msg_id), history, live subscriptions
+
+`Broker` below is the boundary the chat server programs against; the
+in-memory broker (a single server, no extra process) and JetStreamBroker
+(replicas sharing rooms through NATS JetStream) both fit it. Library code:
+never prints; errors are BrokerError / BrokerUnavailable / OutOfRange from
+`securechat.errors`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from securechat.broker.config import BrokerConfig, BrokerTls, Retention, load_broker_config, parse_broker
+from securechat.broker.subjects import room_subject, room_token, token_room, validate_room
+from securechat.errors import BrokerError, BrokerUnavailable, OutOfRange
+
+
+class Subscription(Protocol):
+    last_id: int
+
+    async def unsubscribe(self) -> None: ...
+
+
+class Broker(Protocol):
+    """What the chat server needs from a broker. Ids are increasing ints; events are serialized ChatEvents."""
+
+    async def start(self) -> None: ...
+
+    async def publish(self, room: str, event: bytes, *, msg_id: str) -> int: ...
+
+    async def history(self, room: str, after_id: int) -> list[tuple[int, bytes]]: ...
+
+    async def subscribe(
+        self,
+        room: str,
+        deliver: Callable[[int, bytes], None],
+        *,
+        after_id: int | None = None,
+        on_lost: Callable[[BrokerError], None] | None = None,
+    ) -> Subscription: ...
+
+    async def close(self) -> None: ...
+
+
+__all__ = [
+    "Broker",
+    "BrokerConfig",
+    "BrokerError",
+    "BrokerTls",
+    "BrokerUnavailable",
+    "OutOfRange",
+    "Retention",
+    "Subscription",
+    "load_broker_config",
+    "parse_broker",
+    "room_subject",
+    "room_token",
+    "token_room",
+    "validate_room",
+]

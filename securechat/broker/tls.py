@@ -1,0 +1,49 @@
+"""The TLS client context for the link to NATS: our CA, this replica's certificate.
+
+TLS 1.2 or later, the server certificate verified against our CA only (not
+the system store), and its name checked against the URL's host (or
+`broker.tls.server_name`) by the `ssl` module -- never by hand. The
+NATS server asks for our client certificate (`verify: true` in its
+config), so a replica with a certificate from another CA is refused there.
+"""
+
+from __future__ import annotations
+
+import ssl
+
+from securechat.broker.config import BrokerConfig
+from securechat.errors import ConfigError
+
+
+def client_context(config: BrokerConfig) -> ssl.SSLContext:
+    """An SSLContext for nats-py's `tls=` option; ConfigError names the field of a bad file."""
+    tls = config.tls
+    if tls is None:
+        raise config.error("tls", "missing: the link to NATS is mutual TLS.", "Add tls: {ca, cert, key}.")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verify_mode CERT_REQUIRED, check_hostname on
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_verify_locations(cafile=str(tls.ca))
+    except FileNotFoundError as exc:
+        raise _missing(config, "tls.ca", tls.ca) from exc
+    except ssl.SSLError as exc:
+        raise config.error("tls.ca", f"{tls.ca} holds no usable PEM certificate ({exc.reason or exc}).", "Point it at our CA (certs/ca.pem).") from exc
+    try:
+        context.load_cert_chain(certfile=str(tls.cert), keyfile=str(tls.key))
+    except FileNotFoundError as exc:
+        field, path = ("tls.cert", tls.cert) if not tls.cert.exists() else ("tls.key", tls.key)
+        raise _missing(config, field, path) from exc
+    except ssl.SSLError as exc:
+        raise config.error(
+            "tls.cert",
+            f"{tls.cert} and {tls.key} are not a matching PEM certificate and unencrypted key ({exc.reason or exc}).",
+            "Issue a pair with 'securechat certs client NAME' and point tls.cert and tls.key at it.",
+        ) from exc
+    except OSError as exc:
+        raise config.error("tls.key", f"cannot read {tls.key} ({exc.__class__.__name__}).", "Check its permissions.") from exc
+    assert context.check_hostname and context.verify_mode == ssl.CERT_REQUIRED
+    return context
+
+
+def _missing(config: BrokerConfig, field: str, path: object) -> ConfigError:
+    return config.error(field, f"{path} not found.", "Issue it with 'securechat certs' or fix the path.")
