@@ -393,19 +393,24 @@ async def report(args: argparse.Namespace) -> dict:
     sizes = [int(x) for x in args.streams.split(",")]
     with tempfile.TemporaryDirectory(prefix="securechat-bench-") as tmp:
         root = Path(tmp)
-        material = make_pki(root, max(max(sizes) // STREAMS_PER_CONNECTION, args.handshake_concurrency, 1))
+        clients = 1 if args.issuance_only else max(max(sizes) // STREAMS_PER_CONNECTION, args.handshake_concurrency, 1)
+        material = make_pki(root, clients)
         results: dict = {"fan_out": [], "ab": []}
-        for n in sizes:
+        for n in [] if args.issuance_only else sizes:
             runs: dict[str, list[dict]] = {"securechat": [], "baseline": []}
             rounds = args.rounds if n <= args.ab_max_streams else 1
             order = ["securechat", "baseline"] * rounds if n <= args.ab_max_streams else ["securechat"]
+            # "Light" load stays light at large N: at most LIGHT_DELIVERIES deliveries/s offered.
+            light_rate = min(args.light_rate, LIGHT_DELIVERIES / n)
             for kind in order:
-                run = await fan_out(kind, material, n, args.senders, args.seconds, args.light_rate)
+                run = await fan_out(kind, material, n, args.senders, args.seconds, light_rate)
                 runs[kind].append(run)
                 results["fan_out"].append(run)
                 print(json.dumps(run), file=sys.stderr, flush=True)
             if runs["baseline"]:
                 results["ab"].append(_compare(n, runs))
+        if args.issuance_only:
+            return {"issuance": issuance(root, args.issue)}
         if args.fan_out_only:
             return results
         plain = await fan_out("securechat", material, sizes[0], args.senders, args.seconds, args.light_rate, tls=False)
@@ -461,6 +466,7 @@ def main() -> None:
     parser.add_argument("--ab-max-streams", type=int, default=1000, help="largest N also run against the baseline")
     parser.add_argument("--handshake-concurrency", type=int, default=16)
     parser.add_argument("--issue", type=int, default=1000, help="client certificates in the issuance comparison")
+    parser.add_argument("--issuance-only", action="store_true", help="only the issuance comparison (securechat certs vs openssl)")
     parser.add_argument("--fan-out-only", action="store_true", help="skip unary, handshakes, mTLS vs plaintext and issuance")
     args = parser.parse_args()
     args.streams = args.streams or ("100,1000,10000" if args.full else "100,1000")
