@@ -6,21 +6,24 @@ import asyncio
 import sys
 import threading
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from securechat._gen import chat_pb2
 from securechat.cli.output import reports_errors, stderr, stdout
-from securechat.client import certificate_rotations, check_health, open_channel, own_identity, say_hello
-from securechat.config import ClientConfig, load_client_config
+from securechat.config import load_client_config
 from securechat.errors import ConnectError
-from securechat.material import load_client_material
-from securechat.reconnect import ReconnectingChat, ResumeGap, reconnecting_chat
+
+if TYPE_CHECKING:
+    from securechat._gen import chat_pb2
+    from securechat.config import ClientConfig
+    from securechat.reconnect import ReconnectingChat, ResumeGap
+
+# grpc, the client and the generated stubs are imported by the commands that
+# use them: `securechat certs ...` should not pay for them at start-up.
 
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Client YAML file.")]
 TargetOption = Annotated[str | None, typer.Option(help="HOST:PORT of the server, overriding the config's target.")]
-Kind = chat_pb2.ChatEvent.Kind
 
 
 @reports_errors
@@ -33,6 +36,8 @@ def hello(
 
     Example: securechat hello --config alice.yaml   ->   Hello, alice!
     """
+
+    from securechat.client import open_channel, say_hello
 
     async def run() -> str:
         async with open_channel(load_client_config(config, target=target)) as channel:
@@ -51,6 +56,8 @@ def health(
 
     Exit codes: 0 when SERVING; 1 otherwise, with a one-line reason.
     """
+
+    from securechat.client import check_health, open_channel
 
     async def run() -> str:
         async with open_channel(load_client_config(config, target=target)) as channel:
@@ -74,12 +81,17 @@ def chat(
     With piped stdin each line is sent and its echo awaited; at EOF it exits 0.
     Interactively, '/join ROOM' switches rooms and Ctrl-D leaves.
     """
+    from securechat.client import own_identity
+    from securechat.material import load_client_material
+
     settings = load_client_config(config, target=target)
     me = own_identity(load_client_material(settings))
     asyncio.run(_chat(settings, room, me, interactive=sys.stdin.isatty()))
 
 
 async def _chat(config: ClientConfig, room: str, me: str | None, *, interactive: bool) -> None:
+    from securechat.reconnect import reconnecting_chat
+
     lines = _stdin_lines()
 
     def on_gap(gap: ResumeGap) -> None:
@@ -114,6 +126,8 @@ async def _chat(config: ClientConfig, room: str, me: str | None, *, interactive:
 
 async def _follow_rotations(config: ClientConfig, session: ReconnectingChat) -> None:
     """gRPC cannot swap an open channel's credentials: reconnect when our certificate is renewed."""
+    from securechat.client import certificate_rotations
+
     async for material in certificate_rotations(config):
         serial = f"{material.certificate.serial_number:x}" if material.certificate is not None else "?"
         stderr.print(f"client certificate changed (serial {serial}): reconnecting", markup=False, highlight=False, soft_wrap=True)
@@ -121,6 +135,9 @@ async def _follow_rotations(config: ClientConfig, session: ReconnectingChat) -> 
 
 
 async def _print_events(session: ReconnectingChat, me: str | None, echoes: asyncio.Queue[chat_pb2.ChatEvent]) -> None:
+    from securechat._gen.chat_pb2 import ChatEvent
+
+    Kind = ChatEvent.Kind  # noqa: N806 - the proto's enum, named as in the proto
     async for event in session:
         if event.kind == Kind.MESSAGE:
             stdout.print(f"[dim]#{event.id}[/] [bold]\\[{event.room}] {event.sender}:[/] ", end="")

@@ -12,7 +12,6 @@ import typer
 from securechat.cli.output import reports_errors
 from securechat.config import load_server_config
 from securechat.logs import configure_logging
-from securechat.server.app import serve_until_signalled
 
 log = logging.getLogger("securechat.serve")
 
@@ -27,6 +26,8 @@ def serve(
     Example: securechat serve --config server.yaml --listen 127.0.0.1:0
     Exit codes: 0 after a clean shutdown; 1 for a config or bind error.
     """
+    from securechat.server.app import serve_until_signalled  # grpc and the server: only when serving
+
     settings = load_server_config(config, listen=listen)
     configure_logging(settings.log_level, settings.log_format)
     raise typer.Exit(asyncio.run(serve_until_signalled(settings)))

@@ -175,6 +175,53 @@ def test_many_client_names_in_one_call(pki_store: pki.CertStore, pki_ca: pki.Cer
     assert [e.name for e in pki_store.entries()][1:] == names
 
 
+def test_a_large_batch_is_synced_once_with_safe_modes_and_no_temp_files(
+    pki_store: pki.CertStore, pki_ca: pki.CertificateAuthority, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past BATCH_SYNC_MIN_FILES the data is made durable by one syncfs before any link; modes stay exact."""
+    from securechat.pki import store as store_module
+
+    if store_module._syncfs is None:
+        pytest.skip("syncfs(2) is Linux-only")
+    synced: list[set[str]] = []
+    real_syncfs = store_module._syncfs
+
+    def recording_syncfs(directory: Path) -> None:
+        synced.append(_files(directory))  # what exists when the data is flushed
+        real_syncfs(directory)
+
+    monkeypatch.setattr(store_module, "_syncfs", recording_syncfs)
+    names = [f"user{i}" for i in range(store_module.BATCH_SYNC_MIN_FILES)]
+    paths = pki_store.write_leaves([pki.issue_client_cert(pki_ca, n) for n in names])
+    assert len(synced) == 1
+    assert not {f"{n}.pem" for n in names} & synced[0], "a final name existed before its data was durable"
+    assert all(_mode(c) == 0o644 and _mode(k) == 0o600 for c, k in paths)
+    assert not [n for n in _files(pki_store.directory) if n.endswith(".tmp")]
+
+
+def test_a_large_batch_refuses_a_name_that_appears_meanwhile(
+    pki_store: pki.CertStore, pki_ca: pki.CertificateAuthority, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A target created after the up-front check is never replaced, and no temp files are left."""
+    from securechat.pki import store as store_module
+
+    if store_module._syncfs is None:
+        pytest.skip("syncfs(2) is Linux-only")
+    names = [f"user{i}" for i in range(store_module.BATCH_SYNC_MIN_FILES)]
+    issued = [pki.issue_client_cert(pki_ca, n) for n in names]
+    real_syncfs = store_module._syncfs
+
+    def intruding_syncfs(directory: Path) -> None:
+        real_syncfs(directory)
+        pki_store.cert_path("user3").write_text("someone else's")
+
+    monkeypatch.setattr(store_module, "_syncfs", intruding_syncfs)
+    with pytest.raises(FileExistsRefused, match="user3.pem"):
+        pki_store.write_leaves(issued)
+    assert pki_store.cert_path("user3").read_text() == "someone else's"
+    assert not [n for n in _files(pki_store.directory) if n.endswith(".tmp")]
+
+
 def test_duplicate_names_in_one_call_are_refused(pki_store: pki.CertStore, pki_ca: pki.CertificateAuthority) -> None:
     """The same name twice in one batch is an error, before anything is written."""
     with pytest.raises(PkiError, match="alice given more than once"):
