@@ -126,6 +126,8 @@ FanOutObserver = Callable[[int, float], None]
 class RoomHub:
     """Membership and fan-out for every room of one server."""
 
+    remote = False  # True: join/post wait for a remote broker, so the service awaits enter/accept
+
     def __init__(self, broker: Broker, *, announce_max_members: int, on_fan_out: FanOutObserver | None = None) -> None:
         self._rooms: dict[str, dict[Member, None]] = {}
         self._announce_max = announce_max_members
@@ -169,10 +171,9 @@ class RoomHub:
         if member.ended is None:
             self._broker.publish(room, member.name, text, Kind.MESSAGE)
 
-    # ChatService awaits these two, so that a hub whose broker is remote
-    # (securechat.server.shared.SharedRoomHub) can wait for it. Here they
-    # only wrap the synchronous calls: one coroutine per message, no
-    # per-member cost.
+    # A hub whose broker is remote (securechat.server.shared.SharedRoomHub)
+    # must wait for it: ChatService awaits these two when `remote` is True.
+    # Here they only wrap the synchronous calls.
     async def enter(self, member: Member, room: str) -> None:
         self.join(member, room)
 

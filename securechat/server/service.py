@@ -37,6 +37,7 @@ LAST_EVENT_ID = "last-event-id"
 class ChatService:
     def __init__(self, hub: RoomHub, limits: Limits, *, metrics: ServerMetrics | None = None) -> None:
         self._hub = hub
+        self._remote = hub.remote
         self._limits = limits
         self._members: set[Member] = set()
         self._peers: dict[Member, PeerIdentity] = {}  # whose certificate opened each stream
@@ -141,11 +142,17 @@ class ChatService:
                     if refusal is not None:
                         member.abort(*refusal)
                         return
-                    await self._hub.accept(member, room, message.text)
-                    if self._metrics is not None:
+                    if self._remote:
+                        await self._hub.accept(member, room, message.text)
+                    else:  # the in-memory hub: no coroutine per message
+                        self._hub.post(member, room, message.text)
+                    if self._metrics is not None and member.ended is None:
                         self._metrics.messages_accepted.inc()
                 else:
-                    await self._hub.enter(member, room)
+                    if self._remote:
+                        await self._hub.enter(member, room)
+                    else:
+                        self._hub.join(member, room)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the call was cancelled or broke under us

@@ -60,6 +60,8 @@ class _RoomLink:
 class SharedRoomHub(RoomHub):
     """Membership and local fan-out; ids, order and history from a shared broker."""
 
+    remote = True
+
     def __init__(
         self, broker: Broker, *, announce_max_members: int, on_fan_out: FanOutObserver | None = None, replica: str | None = None
     ) -> None:
