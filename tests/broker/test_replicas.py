@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -17,6 +15,7 @@ from typing import Any
 import grpc
 import pytest
 from nats_support import NatsServer
+from serve_process import ServeProcess
 
 from securechat._gen import chat_pb2
 from securechat.client import ChatSession, open_chat
@@ -90,45 +89,12 @@ async def chatting(deployment: Any, identity: str, port: int, *, last_event_id: 
             await inbox.done.wait()
 
 
-class ServeProcess:
-    """`securechat serve` in a subprocess (a replica that can be SIGKILLed)."""
-
-    def __init__(self, cwd: Path, config: str) -> None:
-        self.proc = subprocess.Popen(
-            [*SECURECHAT, "serve", "--config", config], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
-
-    def wait_for(self, pattern: str) -> re.Match[str]:
-        deadline = time.monotonic() + TIMEOUT
-        while time.monotonic() < deadline:
-            for line in list(self.lines):
-                if match := re.search(pattern, line):
-                    return match
-            if self.proc.poll() is not None and not self._reader.is_alive():
-                break
-            time.sleep(0.05)
-        raise AssertionError(f"server never logged {pattern!r}; log:\n" + "\n".join(self.lines))
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=TIMEOUT)
-
-
 @pytest.fixture
 def serve_processes() -> Iterator[Callable[[Path, str], ServeProcess]]:
     started: list[ServeProcess] = []
 
     def run(cwd: Path, config: str) -> ServeProcess:
-        process = ServeProcess(cwd, config)
+        process = ServeProcess(cwd, config, listen=None)
         started.append(process)
         return process
 

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from serve_process import ServeProcess
 
 SECURECHAT = [sys.executable, "-m", "securechat"]
 TIMEOUT = 30
@@ -23,42 +22,7 @@ def securechat(*args: str, cwd: Path, stdin: str | None = None) -> subprocess.Co
     )
 
 
-class Server:
-    """`securechat serve` in a subprocess; its log lines are collected as they come."""
-
-    def __init__(self, cwd: Path, config: str = "server.yaml") -> None:
-        self.proc = subprocess.Popen(
-            [*SECURECHAT, "serve", "--config", config, "--listen", "127.0.0.1:0"],
-            cwd=cwd,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        self.port = int(self.wait_for(r"listening on 127\.0\.0\.1:(\d+)").group(1))
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
-
-    def wait_for(self, pattern: str) -> re.Match[str]:
-        deadline = time.monotonic() + TIMEOUT
-        while time.monotonic() < deadline:
-            for line in list(self.lines):
-                if match := re.search(pattern, line):
-                    return match
-            if self.proc.poll() is not None and not self._reader.is_alive():
-                break
-            time.sleep(0.05)
-        raise AssertionError(f"server never logged {pattern!r}; log:\n" + "\n".join(self.lines))
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=TIMEOUT)
+Server = ServeProcess
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import grpc
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_cli_run import Server  # the `securechat serve` subprocess helper
+from serve_process import ServeProcess as Server
 
 from securechat._gen import chat_pb2, chat_pb2_grpc
 from securechat.client import open_channel, open_chat, say_hello

@@ -7,7 +7,7 @@ import signal
 
 import grpc
 import pytest
-from test_cli_run import Server  # the `securechat serve` subprocess helper
+from serve_process import ServeProcess as Server
 
 from securechat._gen import chat_pb2
 from securechat.client import open_channel
