@@ -164,6 +164,11 @@ class ReconnectingChat:
         self._runner = asyncio.create_task(self._run())
 
     @property
+    def me(self) -> str | None:
+        """Our identity, read from our own client certificate (None without one)."""
+        return self._me
+
+    @property
     def unacknowledged(self) -> list[tuple[str, str]]:
         return [(room, text) for room, text, _ in self._unacknowledged]
 

@@ -249,15 +249,26 @@ def server(
     ca = _load_ca(store, ca_passphrase_file)
     issued = pki.issue_server_cert(ca, name, sans=san or None, key_type=key_type.value, days=days)
     cert_path, key_path = store.write_leaf(name, issued, kind="server", force=force)
-    _say(f'Created server certificate "{name}" ({key_type.value}), valid for these names:')
+    _report_named_leaf(
+        f'Created server certificate "{name}" ({key_type.value})',
+        issued,
+        cert_path,
+        key_path,
+        f"Server config: tls.cert {cert_path}, tls.key {key_path}, tls.client_ca {store.ca_cert_path}",
+    )
+    _warn_if_capped([issued], ca)
+    _warn_if_directory_open(store)
+
+
+def _report_named_leaf(title: str, issued: pki.IssuedCert, cert_path: Path, key_path: Path, usage: str) -> None:
+    """What a server or peer certificate covers, where it went, when it expires, and how to use it."""
+    _say(f"{title}, valid for these names:")
     for general_name in pki.subject_alternative_names(issued.cert):
         _say(f"  - {pki.san_to_text(general_name)}")
     _say(f"  certificate: {cert_path}")
     _say(f"  key:         {key_path}")
     _say(f"It expires on {_date(issued.cert.not_valid_after_utc)}.")
-    _say(f"Server config: tls.cert {cert_path}, tls.key {key_path}, tls.client_ca {store.ca_cert_path}")
-    _warn_if_capped([issued], ca)
-    _warn_if_directory_open(store)
+    _say(usage)
 
 
 @certs_app.command()
@@ -288,13 +299,13 @@ def peer(
     ca = _load_ca(store, ca_passphrase_file)
     issued = pki.issue_peer_cert(ca, name, sans=san, key_type=key_type.value, days=days)
     cert_path, key_path = store.write_leaf(name, issued, kind="peer", force=force)
-    _say(f'Created peer certificate "{name}" ({key_type.value}, serverAuth + clientAuth), valid for these names:')
-    for general_name in pki.subject_alternative_names(issued.cert):
-        _say(f"  - {pki.san_to_text(general_name)}")
-    _say(f"  certificate: {cert_path}")
-    _say(f"  key:         {key_path}")
-    _say(f"It expires on {_date(issued.cert.not_valid_after_utc)}.")
-    _say(f"NATS cluster: tls and cluster.tls cert_file {cert_path}, key_file {key_path}, ca_file {store.ca_cert_path}")
+    _report_named_leaf(
+        f'Created peer certificate "{name}" ({key_type.value}, serverAuth + clientAuth)',
+        issued,
+        cert_path,
+        key_path,
+        f"NATS cluster: tls and cluster.tls cert_file {cert_path}, key_file {key_path}, ca_file {store.ca_cert_path}",
+    )
     _warn_if_capped([issued], ca)
     _warn_if_directory_open(store)
 

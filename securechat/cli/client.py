@@ -81,15 +81,11 @@ def chat(
     With piped stdin each line is sent and its echo awaited; at EOF it exits 0.
     Interactively, '/join ROOM' switches rooms and Ctrl-D leaves.
     """
-    from securechat.client import own_identity
-    from securechat.material import load_client_material
-
     settings = load_client_config(config, target=target)
-    me = own_identity(load_client_material(settings))
-    asyncio.run(_chat(settings, room, me, interactive=sys.stdin.isatty()))
+    asyncio.run(_chat(settings, room, interactive=sys.stdin.isatty()))
 
 
-async def _chat(config: ClientConfig, room: str, me: str | None, *, interactive: bool) -> None:
+async def _chat(config: ClientConfig, room: str, *, interactive: bool) -> None:
     from securechat.reconnect import reconnecting_chat
 
     lines = _stdin_lines()
@@ -104,7 +100,7 @@ async def _chat(config: ClientConfig, room: str, me: str | None, *, interactive:
         watcher = asyncio.create_task(_follow_rotations(config, session))
         await session.join(room)
         echoes: asyncio.Queue[chat_pb2.ChatEvent] = asyncio.Queue()
-        printer = asyncio.create_task(_print_events(session, me, echoes))
+        printer = asyncio.create_task(_print_events(session, session.me, echoes))
         try:
             current = room
             while (line := await lines.get()) is not None:
