@@ -34,7 +34,7 @@ class Baseline(chat_pb2_grpc.ChatServiceServicer):
 
     async def Chat(self, request_iterator, context):  # noqa: N802 - gRPC method name
         name = self._name(context)
-        queue: asyncio.Queue = asyncio.Queue(maxsize=1024)
+        queue: asyncio.Queue = asyncio.Queue(maxsize=4096)
         joined: set[str] = set()
 
         async def read() -> None:

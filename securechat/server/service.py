@@ -23,6 +23,7 @@ from securechat.server.admission import Admission
 from securechat.server.interceptors import current_peer
 from securechat.server.metrics import ServerMetrics
 from securechat.server.rooms import Member, RoomHub
+from securechat.server.writes import BatchWriter
 
 log = logging.getLogger(__name__)
 
@@ -182,9 +183,9 @@ async def _write(member: Member, context: grpc.aio.ServicerContext) -> None:
     """Write the member's events until its stream ends."""
     # Events arrive as bytes serialized once by the hub; the method's
     # response serializer is the identity, so they go out as they are.
+    writer = BatchWriter(context)
     while batch := await member.next_events():
-        for event in batch:
-            await context.write(event)
+        await writer.write(batch)
 
 
 def _resume_point(context: grpc.aio.ServicerContext) -> int | str | None:
