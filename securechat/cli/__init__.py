@@ -17,34 +17,54 @@ if sys.argv[1:2] != ["serve"]:
 
 import typer  # noqa: E402
 
-from securechat.cli.certs import certs_app  # noqa: E402
-from securechat.cli.client import chat, health, hello  # noqa: E402
-from securechat.cli.doctor import doctor  # noqa: E402
 from securechat.cli.output import fail  # noqa: E402
-from securechat.cli.quickstart import quickstart  # noqa: E402
-from securechat.cli.serve import serve  # noqa: E402
 from securechat.errors import SecureChatError  # noqa: E402
 
-# show_locals=False: Typer's pretty tracebacks would otherwise print local
-# variables, and here those can be private keys.
-app = typer.Typer(
-    name="securechat",
-    help="Issue certificates, run an mTLS gRPC chat server, connect authenticated clients.",
-    no_args_is_help=True,
-    pretty_exceptions_show_locals=False,
-    add_completion=False,
-)
-app.add_typer(certs_app, name="certs")
-app.command()(quickstart)
-app.command()(serve)
-app.command()(hello)
-app.command()(chat)
-app.command()(health)
-app.command()(doctor)
+
+def build_app(*, certs_only: bool = False) -> typer.Typer:
+    """The `securechat` app; `certs_only` leaves out the commands that load gRPC.
+
+    A `securechat certs ...` run can reach nothing but the certs group, so
+    `main` builds only that: issuing certificates does not pay for importing
+    grpc, asyncio and the server at every start.
+    """
+    from securechat.cli.certs import certs_app
+
+    # show_locals=False: Typer's pretty tracebacks would otherwise print local
+    # variables, and here those can be private keys.
+    app = typer.Typer(
+        name="securechat",
+        help="Issue certificates, run an mTLS gRPC chat server, connect authenticated clients.",
+        no_args_is_help=True,
+        pretty_exceptions_show_locals=False,
+        add_completion=False,
+    )
+    app.add_typer(certs_app, name="certs")
+    if certs_only:
+        return app
+    from securechat.cli.client import chat, health, hello
+    from securechat.cli.doctor import doctor
+    from securechat.cli.quickstart import quickstart
+    from securechat.cli.serve import serve
+
+    app.command()(quickstart)
+    app.command()(serve)
+    app.command()(hello)
+    app.command()(chat)
+    app.command()(health)
+    app.command()(doctor)
+    return app
+
+
+def __getattr__(name: str) -> typer.Typer:
+    if name == "app":  # the whole CLI, for tests and tools that import it
+        return build_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main() -> None:
     """Console-script entry point."""
+    app = build_app(certs_only=sys.argv[1:2] == ["certs"])
     try:
         app(standalone_mode=True)
     except SecureChatError as exc:

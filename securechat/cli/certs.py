@@ -19,12 +19,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-import yaml
-from rich.table import Table
-from rich.text import Text
 
 from securechat import pki
-from securechat.cli.output import fail, reports_errors, stdout, warn
+from securechat.cli.output import console, fail, reports_errors, warn
 from securechat.errors import FileExistsRefused, PkiError
 
 certs_app = typer.Typer(
@@ -77,9 +74,9 @@ DEFAULT_DIR = Path("certs")
 
 
 def _say(text: str = "") -> None:
-    # Printed as they are: never as Rich markup, and no emoji codes — a
-    # fingerprint like "...:CD:..." would otherwise turn into a CD emoji.
-    stdout.print(text, soft_wrap=True, markup=False, emoji=False, highlight=False)
+    # Printed as they are, not through Rich: never markup, no emoji codes (a
+    # fingerprint like "...:CD:..." would otherwise turn into a CD emoji).
+    typer.echo(text)
 
 
 def _date(value: dt.datetime) -> str:
@@ -380,6 +377,9 @@ def list_(
         _say(f"Nothing issued in {store.directory} yet. Run 'securechat certs init --dir {store.directory}'.")
         return
     now = pki.utc_now()
+    from rich.table import Table  # only `list` draws a table: not imported by every certs command
+    from rich.text import Text
+
     table = Table(box=None, pad_edge=False)
     for column in ("name", "kind", "serial", "expires", "days left", "status"):
         table.add_column(column, justify="right" if column == "days left" else "left", no_wrap=True)
@@ -392,7 +392,7 @@ def list_(
             status = "renew soon"
         cells = (entry.name, entry.kind, entry.serial[:16], entry.not_after.strftime("%Y-%m-%d"), str(left), status)
         table.add_row(*(Text(cell) for cell in cells))  # Text: never markup or emoji codes
-    stdout.print(table, soft_wrap=True)
+    console().print(table, soft_wrap=True)
 
 
 @certs_app.command()
@@ -671,4 +671,6 @@ def k8s_secret(
             "ca.crt": base64.b64encode(ca_pem).decode(),
         },
     }
+    import yaml  # only this command writes YAML
+
     sys.stdout.write(yaml.safe_dump(secret, sort_keys=False))

@@ -5,31 +5,49 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable
-from typing import NoReturn, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, NoReturn, ParamSpec, TypeVar
 
 import typer
-from rich.console import Console
-from rich.text import Text
 
 from securechat.errors import SecureChatError
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-stdout = Console(highlight=False)
-stderr = Console(stderr=True, highlight=False)
+
+@functools.cache
+def console(*, stderr: bool = False) -> Console:
+    """The Rich console for stdout (or stderr), made on first use."""
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+def __getattr__(name: str) -> Console:
+    # `stdout` and `stderr` are made when first imported or used, so a command
+    # that only prints plain lines (`certs ...`) does not load Rich at start.
+    if name in ("stdout", "stderr"):
+        return console(stderr=name == "stderr")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def fail(message: str, *, code: int = 1) -> NoReturn:
     """Print `error: message` on stderr as one line and exit with code."""
     # Text, not markup: a message may hold '[...]' or ':cd:' (fingerprints,
     # paths, YAML) that Rich would otherwise read as markup or emoji codes.
-    stderr.print(Text.assemble(("error:", "bold red"), " ", message), soft_wrap=True, emoji=False)
+    from rich.text import Text
+
+    console(stderr=True).print(Text.assemble(("error:", "bold red"), " ", message), soft_wrap=True, emoji=False)
     sys.exit(code)
 
 
 def warn(message: str) -> None:
-    stderr.print(Text.assemble(("warning:", "bold yellow"), " ", message), soft_wrap=True, emoji=False)
+    from rich.text import Text
+
+    console(stderr=True).print(Text.assemble(("warning:", "bold yellow"), " ", message), soft_wrap=True, emoji=False)
 
 
 def exit_with(code: int) -> NoReturn:

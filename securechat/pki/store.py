@@ -47,6 +47,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import datetime as dt
+import errno
 import json
 import os
 import secrets
@@ -465,8 +466,10 @@ def _write_atomic_many(files: Sequence[tuple[Path, bytes, int]], *, replace_exis
     fsyncs one by one were most of the time `certs client` took.
     """
     temps: list[Path] = []
+    placed = 0  # temps[:placed] have been moved into place
     current = files[0][0] if files else Path()
     batch = len(files) >= BATCH_SYNC_MIN_FILES and _syncfs is not None
+    umask = _current_umask()
     try:
         for path, data, mode in files:
             current = path
@@ -479,7 +482,8 @@ def _write_atomic_many(files: Sequence[tuple[Path, bytes, int]], *, replace_exis
                 ) from exc
             temps.append(temp)
             try:
-                os.fchmod(fd, mode)  # os.open's mode is filtered by the umask; set it exactly
+                if umask is None or umask & mode:
+                    os.fchmod(fd, mode)  # os.open's mode was filtered by the umask; set it exactly
                 os.write(fd, data)
                 if not batch:
                     os.fsync(fd)
@@ -495,15 +499,28 @@ def _write_atomic_many(files: Sequence[tuple[Path, bytes, int]], *, replace_exis
                 if replace_existing:
                     os.replace(temp, path)
                 else:
-                    _link_no_clobber(temp, path)
+                    _move_no_clobber(temp, path)
             except FileExistsError:
                 raise FileExistsRefused(path) from None
+            placed += 1
     except OSError as exc:
         raise PkiError(f"{current} could not be written ({exc.strerror}). Check free space and permissions.") from exc
     finally:
-        for temp in temps:
+        for temp in temps[placed:]:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temp)
+
+
+def _current_umask() -> int | None:
+    """The process's umask, read without changing it (Linux); None where it cannot be read."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 def _load_syncfs() -> Callable[[Path], None] | None:
@@ -533,8 +550,39 @@ def _load_syncfs() -> Callable[[Path], None] | None:
 _syncfs = _load_syncfs()
 
 
-def _link_no_clobber(temp: Path, path: Path) -> None:
-    """Move TEMP to PATH, failing with FileExistsError if PATH appeared meanwhile."""
+def _load_rename_no_replace() -> Callable[[Path, Path], bool] | None:
+    """renameat2(2) with RENAME_NOREPLACE from the C library (Linux): an atomic rename that never replaces."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    renameat2.restype = ctypes.c_int
+    at_fdcwd, rename_noreplace = -100, 1
+
+    def rename_no_replace(source: Path, target: Path) -> bool:
+        """True once moved; False if this file system cannot (the caller falls back); FileExistsError if TARGET exists."""
+        if renameat2(at_fdcwd, os.fsencode(source), at_fdcwd, os.fsencode(target), rename_noreplace) == 0:
+            return True
+        err = ctypes.get_errno()
+        if err == errno.EEXIST:
+            raise FileExistsError(err, os.strerror(err), str(target))
+        if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+            return False
+        raise OSError(err, os.strerror(err), str(target))
+
+    return rename_no_replace
+
+
+_rename_no_replace = _load_rename_no_replace()
+
+
+def _move_no_clobber(temp: Path, path: Path) -> None:
+    """Move TEMP to PATH, failing with FileExistsError if PATH appeared meanwhile; TEMP is gone either way on success."""
+    if _rename_no_replace is not None and _rename_no_replace(temp, path):
+        return
     try:
         os.link(temp, path)  # unlike rename, link never replaces an existing file
     except FileExistsError:
@@ -544,6 +592,8 @@ def _link_no_clobber(temp: Path, path: Path) -> None:
         if os.path.lexists(path):
             raise FileExistsError(path) from None
         os.replace(temp, path)
+        return
+    os.unlink(temp)
 
 
 def _fsync_directory(directory: Path) -> None:
