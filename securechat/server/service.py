@@ -184,8 +184,12 @@ async def _write(member: Member, context: grpc.aio.ServicerContext) -> None:
     # Events arrive as bytes serialized once by the hub; the method's
     # response serializer is the identity, so they go out as they are.
     writer = BatchWriter(context)
-    while batch := await member.next_events():
-        await writer.write(batch)
+    while True:
+        idle = member.backlog == 0
+        batch = await member.next_events()
+        if not batch:
+            return
+        await writer.write(batch, after_idle=idle)
 
 
 def _resume_point(context: grpc.aio.ServicerContext) -> int | str | None:
