@@ -184,12 +184,8 @@ async def _write(member: Member, context: grpc.aio.ServicerContext) -> None:
     # Events arrive as bytes serialized once by the hub; the method's
     # response serializer is the identity, so they go out as they are.
     writer = BatchWriter(context)
-    while True:
-        idle = member.backlog == 0
-        batch = await member.next_events()
-        if not batch:
-            return
-        await writer.write(batch, after_idle=idle)
+    while batch := await member.next_events():
+        await writer.write(batch)
 
 
 def _resume_point(context: grpc.aio.ServicerContext) -> int | str | None:

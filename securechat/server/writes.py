@@ -77,19 +77,14 @@ class BatchWriter:
     def batching(self) -> bool:
         return self._state is not None
 
-    async def write(self, events: list[bytes], *, after_idle: bool = False) -> None:
-        """Write `events` in order; all but the last are held back until the last is written.
-
-        `after_idle`: the stream had nothing to write before these arrived
-        (a quiet room), so the first goes out at once rather than waiting
-        behind the rest; a busy stream's backlog is held back whole.
-        """
+    async def write(self, events: list[bytes]) -> None:
+        """Write `events` in order; all but the last are held back until the last is written."""
         if self._state is None:
             for event in events:
                 await self._context.write(event)
             return
         index = 0
-        if not self._started or after_idle:
+        if not self._started:
             await self._context.write(events[0])
             self._started = True
             index = 1

@@ -14,7 +14,6 @@ import struct
 from pathlib import Path
 
 import grpc
-import pytest
 
 from securechat._gen import chat_pb2, chat_pb2_grpc
 from securechat.server.writes import MAX_BUFFERED, BatchWriter, batching_supported
@@ -46,7 +45,7 @@ def segments_sent(port: int) -> int:
     raise AssertionError(f"no established socket on port {port}")
 
 
-async def write_a_batch(*, buffered: bool, after_idle: bool = False) -> tuple[list[str], int, bool]:
+async def write_a_batch(*, buffered: bool) -> tuple[list[str], int, bool]:
     """Serve one Chat that writes EVENTS events as one batch; return the ids read, the segments it took, and whether it batched."""
     events = [chat_pb2.ChatEvent(id=str(i), room="r", text="x" * 40).SerializeToString() for i in range(EVENTS)]
     seen: dict[str, object] = {}
@@ -58,7 +57,7 @@ async def write_a_batch(*, buffered: bool, after_idle: bool = False) -> tuple[li
         writer = BatchWriter(context, buffered=buffered)
         seen["batching"] = writer.batching
         await writer.write(events[:1])  # the headers and a first event, as a stream's first batch
-        await writer.write(events[1:], after_idle=after_idle)
+        await writer.write(events[1:])
         await anext(requests)  # the client's second message: it has read every event
         seen["segments"] = segments_sent(port) - before
 
@@ -88,13 +87,9 @@ def test_the_pinned_grpcio_supports_buffered_writes():
     assert batching_supported()
 
 
-@pytest.mark.parametrize("after_idle", [False, True], ids=["busy", "after-idle"])
-async def test_a_batch_arrives_whole_and_in_order_in_few_segments(after_idle):
-    """200 events written as one batch: all arrive in order, in about one segment per MAX_BUFFERED events.
-
-    After an idle wait the first event goes out on its own (one more segment), not behind the rest.
-    """
-    ids, segments, batching = await write_a_batch(buffered=True, after_idle=after_idle)
+async def test_a_batch_arrives_whole_and_in_order_in_few_segments():
+    """200 events written as one batch: all arrive in order, in about one segment per MAX_BUFFERED events."""
+    ids, segments, batching = await write_a_batch(buffered=True)
     assert batching
     assert ids == [str(i) for i in range(EVENTS)]
     assert segments <= 4 * (EVENTS // MAX_BUFFERED + 2), f"{segments} segments for {EVENTS} events"
