@@ -526,24 +526,31 @@ def _current_umask() -> int | None:
     return None
 
 
-def _load_syncfs() -> Callable[[Path], None] | None:
-    """syncfs(2) from the C library (Linux): flush one file system's data and wait for it."""
+def _libc_function(name: str, *argtypes: Any) -> Any | None:
+    """NAME from the C library (Linux), taking ARGTYPES and returning an int; None where it is missing."""
     if not sys.platform.startswith("linux"):
         return None
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        syncfs = libc.syncfs
+        function = getattr(ctypes.CDLL(None, use_errno=True), name)
     except (OSError, AttributeError):
         return None
-    syncfs.argtypes = [ctypes.c_int]
-    syncfs.restype = ctypes.c_int
+    function.argtypes = list(argtypes)
+    function.restype = ctypes.c_int
+    return function
+
+
+def _load_syncfs() -> Callable[[Path], None] | None:
+    """syncfs(2): flush one file system's data and wait for it."""
+    syncfs = _libc_function("syncfs", ctypes.c_int)
+    if syncfs is None:
+        return None
 
     def sync_directory_fs(directory: Path) -> None:
         fd = os.open(directory, os.O_RDONLY)
         try:
             if syncfs(fd) != 0:
-                errno = ctypes.get_errno()
-                raise OSError(errno, os.strerror(errno))
+                err = ctypes.get_errno()
+                raise OSError(err, os.strerror(err))
         finally:
             os.close(fd)
 
@@ -554,15 +561,10 @@ _syncfs = _load_syncfs()
 
 
 def _load_rename_no_replace() -> Callable[[Path, Path], bool] | None:
-    """renameat2(2) with RENAME_NOREPLACE from the C library (Linux): an atomic rename that never replaces."""
-    if not sys.platform.startswith("linux"):
+    """renameat2(2) with RENAME_NOREPLACE: an atomic rename that never replaces."""
+    renameat2 = _libc_function("renameat2", ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint)
+    if renameat2 is None:
         return None
-    try:
-        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
-    except (OSError, AttributeError):
-        return None
-    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    renameat2.restype = ctypes.c_int
     at_fdcwd, rename_noreplace = -100, 1
 
     def rename_no_replace(source: Path, target: Path) -> bool:
