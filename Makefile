@@ -13,6 +13,9 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[test]"
+	# Bytecode up front: an editable install is not compiled, and with
+	# PYTHONDONTWRITEBYTECODE set every CLI start would compile it again.
+	$(BIN)/python -m compileall -q securechat
 	touch $(STAMP)
 
 install: $(STAMP)
