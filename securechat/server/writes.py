@@ -83,18 +83,17 @@ class BatchWriter:
             for event in events:
                 await self._context.write(event)
             return
-        index = 0
+        first = 0
         if not self._started:
             await self._context.write(events[0])
             self._started = True
-            index = 1
+            first = 1
         last = len(events) - 1
         held = 0
-        while index <= last:
+        for index in range(first, last + 1):
             if index == last or held == MAX_BUFFERED:
                 await self._context.write(events[index])
                 held = 0
             else:
                 await _send_message(self._state, events[index], None, _BUFFER_HINT, self._loop)
                 held += 1
-            index += 1
