@@ -141,8 +141,8 @@ def _valid_leaves(store: pki.CertStore) -> list[pki.IndexEntry]:
         return []  # a damaged index must not block replacing the CA with --force
 
 
-def _warn_if_capped(issued: list[pki.IssuedCert], ca: pki.CertificateAuthority) -> None:
-    capped = [item.name for item in issued if item.capped_at_ca_expiry]
+def _warn_if_capped(capped: list[str], ca: pki.CertificateAuthority) -> None:
+    """Warn that the leaves named CAPPED end with the CA, sooner than --days asked."""
     if capped:
         warn(
             f"the CA expires on {_date(ca.cert.not_valid_after_utc)}, so {', '.join(capped[:5])}"
@@ -253,7 +253,7 @@ def server(
         key_path,
         f"Server config: tls.cert {cert_path}, tls.key {key_path}, tls.client_ca {store.ca_cert_path}",
     )
-    _warn_if_capped([issued], ca)
+    _warn_if_capped([issued.name] if issued.capped_at_ca_expiry else [], ca)
     _warn_if_directory_open(store)
 
 
@@ -303,7 +303,7 @@ def peer(
         key_path,
         f"NATS cluster: tls and cluster.tls cert_file {cert_path}, key_file {key_path}, ca_file {store.ca_cert_path}",
     )
-    _warn_if_capped([issued], ca)
+    _warn_if_capped([issued.name] if issued.capped_at_ca_expiry else [], ca)
     _warn_if_directory_open(store)
 
 
@@ -337,23 +337,23 @@ def client(
         pki.validate_name(name)
     store.refuse_overwrite(names, force=force)
     ca = _load_ca(store, ca_passphrase_file)
-    issued = [
-        pki.issue_client_cert(ca, name, key_type=key_type.value, days=days, spiffe_trust_domain=spiffe_trust_domain)
-        for name in names
-    ]
-    paths = store.write_leaves(issued, force=force)
-    if len(issued) <= 10:
-        for item, (cert_path, key_path) in zip(issued, paths, strict=True):
-            sans = ", ".join(pki.san_to_text(n) for n in pki.subject_alternative_names(item.cert))
-            _say(f'Created client certificate "{item.name}" ({sans}): {cert_path} and {key_path}')
+    written = store.issue_clients(
+        ca, names, key_type=key_type.value, days=days, spiffe_trust_domain=spiffe_trust_domain, force=force
+    )
+    if len(written) <= 10:
+        for leaf in written:
+            _say(
+                f'Created client certificate "{leaf.entry.name}" ({", ".join(leaf.entry.sans)}):'
+                f" {leaf.cert_path} and {leaf.key_path}"
+            )
     else:
         _say(
-            f"Created {len(issued)} client certificates ({issued[0].name} ... {issued[-1].name})"
+            f"Created {len(written)} client certificates ({written[0].entry.name} ... {written[-1].entry.name})"
             f" in {store.directory}: NAME.pem and NAME-key.pem each."
         )
-    _say(f"They expire on {_date(min(i.cert.not_valid_after_utc for i in issued))}.")
-    _say(f"Client config: tls.ca {store.ca_cert_path}, tls.cert {paths[0][0]}, tls.key {paths[0][1]}")
-    _warn_if_capped(issued, ca)
+    _say(f"They expire on {_date(min(leaf.entry.not_after for leaf in written))}.")
+    _say(f"Client config: tls.ca {store.ca_cert_path}, tls.cert {written[0].cert_path}, tls.key {written[0].key_path}")
+    _warn_if_capped([leaf.entry.name for leaf in written if leaf.capped_at_ca_expiry], ca)
     _warn_if_directory_open(store)
 
 
@@ -543,7 +543,7 @@ def renew(
     _say(f"  certificate: {store.cert_path(name)}")
     _say(f"  key:         {store.key_path(name)}")
     _say(f"It expires on {_date(issued.cert.not_valid_after_utc)}.")
-    _warn_if_capped([issued], ca)
+    _warn_if_capped([issued.name] if issued.capped_at_ca_expiry else [], ca)
 
 
 @certs_app.command("needs-renewal")

@@ -1,14 +1,15 @@
 """Certificates: the CA, server and client profiles, the certs directory.
 
     ca.py        create_ca, CertificateAuthority — the CA profile
-    issue.py     issue_server_cert, issue_client_cert, issue_peer_cert, IssuedCert — leaf profiles
+    issue.py     issue_server_cert, issue_client_cert(s), issue_peer_cert, IssuedCert — leaf profiles
     names.py     validate_name, parse_san — the one place names become x509 names
     validity.py  how long certificates live (named limits, capping at the CA)
     keys.py      key types, key generation, key_matches_certificate
     pem.py       load_certificate(s), load_private_key — errors name the file
     inspect.py   summarize -> CertSummary, EKUs, is_signed_by — data, not text
     store.py     CertStore: the certs directory, atomic writes, index.json,
-                 renewal and revocation
+                 bulk issuance (issue_clients), renewal and revocation
+    workers.py   run_in_forks — bulk issuance on every CPU
     revoke.py    reason codes, build_crl / load_crl — the signed CRL
     export.py    pkcs12_bundle — PKCS#12 for browsers and Java
 
@@ -36,6 +37,7 @@ from securechat.pki.issue import (
     IssuedCert,
     LeafKind,
     issue_client_cert,
+    issue_client_certs,
     issue_peer_cert,
     issue_server_cert,
     reissue,
@@ -77,6 +79,7 @@ from securechat.pki.store import (
     KEY_MODE,
     CertStore,
     IndexEntry,
+    WrittenLeaf,
     write_private_file,
 )
 from securechat.pki.validity import (
@@ -125,6 +128,7 @@ __all__ = [
     "KeyType",
     "LeafKind",
     "PrivateKey",
+    "WrittenLeaf",
     "certificate_pem",
     "create_ca",
     "days_left",
@@ -136,6 +140,7 @@ __all__ = [
     "is_ca_certificate",
     "is_signed_by",
     "issue_client_cert",
+    "issue_client_certs",
     "issue_peer_cert",
     "issue_server_cert",
     "key_matches_certificate",

@@ -22,12 +22,11 @@ SPIFFE trust domain the cert also carries `spiffe://TD/NAME` as a URI SAN.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, ObjectIdentifier
 
 from securechat.errors import PkiError
@@ -58,15 +57,17 @@ class IssuedCert:
     kind: LeafKind
     cert: x509.Certificate
     key: PrivateKey
+    sans: tuple[x509.GeneralName, ...] = ()
+    """The subjectAltName entries, as issued (the index records them without parsing CERT again)."""
     capped_at_ca_expiry: bool = False
     """True if the requested validity ran past the CA's expiry and was cut there."""
 
 
-def _leaf_key_usage(key: PrivateKey) -> x509.KeyUsage:
+def _leaf_key_usage(key_type: str) -> x509.KeyUsage:
     return x509.KeyUsage(
         digital_signature=True,  # sign the TLS handshake (ECDHE, TLS 1.3 CertificateVerify)
         content_commitment=False,  # non-repudiation: not for TLS
-        key_encipherment=isinstance(key, rsa.RSAPrivateKey),  # RSA key transport, TLS 1.2 only
+        key_encipherment=key_type.startswith("rsa-"),  # RSA key transport, TLS 1.2 only
         data_encipherment=False,  # never encrypt data directly with the cert key
         key_agreement=False,  # no static (EC)DH
         key_cert_sign=False,  # a leaf signs no certificates
@@ -76,47 +77,81 @@ def _leaf_key_usage(key: PrivateKey) -> x509.KeyUsage:
     )
 
 
-def _issue(
-    ca: CertificateAuthority,
-    name: str,
-    *,
-    kind: LeafKind,
-    eku: ObjectIdentifier | list[ObjectIdentifier],
-    sans: list[x509.GeneralName],
-    key_type: str,
-    days: int,
-    not_before: dt.datetime | None,
-    not_after: dt.datetime | None,
-    key: PrivateKey | None = None,
-) -> IssuedCert:
-    check_name_constraints(ca.cert, sans)
-    validity = validity_window(
-        days=days,
-        max_days=LEAF_MAX_DAYS,
-        not_before=not_before,
-        not_after=not_after,
-        ca_not_after=ca.cert.not_valid_after_utc,
-    )
-    key = key or generate_private_key(key_type)
-    public_key = key.public_key()
-    aki = authority_key_identifier(ca)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject_name(name))
-        .issuer_name(ca.cert.subject)
-        .public_key(public_key)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(validity.not_before)
-        .not_valid_after(validity.not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_leaf_key_usage(key), critical=True)
-        .add_extension(x509.ExtendedKeyUsage(eku if isinstance(eku, list) else [eku]), critical=False)
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-        .add_extension(aki, critical=False)
-        .sign(private_key=ca.key, algorithm=signature_hash(ca.key))
-    )
-    return IssuedCert(name=name, kind=kind, cert=cert, key=key, capped_at_ca_expiry=validity.capped_at_ca_expiry)
+@dataclass(frozen=True)
+class _LeafProfile:
+    """What every leaf of one profile and validity shares, built once for a whole batch.
+
+    `template` already holds the issuer, the validity and the extensions that
+    come before the SAN (basicConstraints, keyUsage, extendedKeyUsage); each
+    leaf adds its subject, key, serial, SAN, SKI and the CA's AKI, in that
+    extension order.
+    """
+
+    ca: CertificateAuthority
+    kind: LeafKind
+    key_type: str
+    template: x509.CertificateBuilder
+    authority_key_id: x509.AuthorityKeyIdentifier
+    capped_at_ca_expiry: bool
+
+    @classmethod
+    def build(
+        cls,
+        ca: CertificateAuthority,
+        *,
+        kind: LeafKind,
+        eku: ObjectIdentifier | list[ObjectIdentifier],
+        key_type: str,
+        days: int,
+        not_before: dt.datetime | None,
+        not_after: dt.datetime | None,
+    ) -> _LeafProfile:
+        validity = validity_window(
+            days=days,
+            max_days=LEAF_MAX_DAYS,
+            not_before=not_before,
+            not_after=not_after,
+            ca_not_after=ca.cert.not_valid_after_utc,
+        )
+        template = (
+            x509.CertificateBuilder()
+            .issuer_name(ca.cert.subject)
+            .not_valid_before(validity.not_before)
+            .not_valid_after(validity.not_after)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(_leaf_key_usage(key_type), critical=True)
+            .add_extension(x509.ExtendedKeyUsage(eku if isinstance(eku, list) else [eku]), critical=False)
+        )
+        return cls(
+            ca=ca,
+            kind=kind,
+            key_type=key_type,
+            template=template,
+            authority_key_id=authority_key_identifier(ca),
+            capped_at_ca_expiry=validity.capped_at_ca_expiry,
+        )
+
+    def issue(self, name: str, sans: list[x509.GeneralName], key: PrivateKey | None = None) -> IssuedCert:
+        check_name_constraints(self.ca.cert, sans)
+        key = key or generate_private_key(self.key_type)
+        public_key = key.public_key()
+        cert = (
+            self.template.subject_name(subject_name(name))
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+            .add_extension(self.authority_key_id, critical=False)
+            .sign(private_key=self.ca.key, algorithm=signature_hash(self.ca.key))
+        )
+        return IssuedCert(
+            name=name,
+            kind=self.kind,
+            cert=cert,
+            key=key,
+            sans=tuple(sans),
+            capped_at_ca_expiry=self.capped_at_ca_expiry,
+        )
 
 
 def _server_sans(name: str, sans: Iterable[str] | None) -> list[x509.GeneralName]:
@@ -150,17 +185,17 @@ def issue_peer_cert(
     profiles: a peer certificate would let a server pose as a client.
     """
     validate_name(name)
-    return _issue(
+    general_names = _server_sans(name, sans)
+    profile = _LeafProfile.build(
         ca,
-        name,
         kind="peer",
         eku=[ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
-        sans=_server_sans(name, sans),
         key_type=key_type,
         days=days,
         not_before=not_before,
         not_after=not_after,
     )
+    return profile.issue(name, general_names)
 
 
 def issue_server_cert(
@@ -180,17 +215,16 @@ def issue_server_cert(
     """
     validate_name(name)
     general_names = _server_sans(name, sans)
-    return _issue(
+    profile = _LeafProfile.build(
         ca,
-        name,
         kind="server",
         eku=ExtendedKeyUsageOID.SERVER_AUTH,
-        sans=general_names,
         key_type=key_type,
         days=days,
         not_before=not_before,
         not_after=not_after,
     )
+    return profile.issue(name, general_names)
 
 
 def issue_client_cert(
@@ -208,21 +242,50 @@ def issue_client_cert(
     With SPIFFE_TRUST_DOMAIN, it also carries the URI SAN `spiffe://TD/NAME`.
     NOT_BEFORE / NOT_AFTER override the validity window.
     """
-    validate_name(name)
-    sans: list[x509.GeneralName] = [x509.DNSName(name)]
-    if spiffe_trust_domain is not None:
-        sans.append(x509.UniformResourceIdentifier(spiffe_id(spiffe_trust_domain, name)))
-    return _issue(
+    return issue_client_certs(
         ca,
-        name,
+        [name],
+        key_type=key_type,
+        days=days,
+        spiffe_trust_domain=spiffe_trust_domain,
+        not_before=not_before,
+        not_after=not_after,
+    )[0]
+
+
+def issue_client_certs(
+    ca: CertificateAuthority,
+    names: Sequence[str],
+    *,
+    key_type: str = DEFAULT_KEY_TYPE,
+    days: int = LEAF_DEFAULT_DAYS,
+    spiffe_trust_domain: str | None = None,
+    not_before: dt.datetime | None = None,
+    not_after: dt.datetime | None = None,
+) -> list[IssuedCert]:
+    """`issue_client_cert` for each of NAMES, in order, sharing one validity window.
+
+    Every name is checked before any key is generated.
+    """
+    for name in names:
+        validate_name(name)
+    profile = _LeafProfile.build(
+        ca,
         kind="client",
         eku=ExtendedKeyUsageOID.CLIENT_AUTH,
-        sans=sans,
         key_type=key_type,
         days=days,
         not_before=not_before,
         not_after=not_after,
     )
+    return [profile.issue(name, _client_sans(name, spiffe_trust_domain)) for name in names]
+
+
+def _client_sans(name: str, spiffe_trust_domain: str | None) -> list[x509.GeneralName]:
+    sans: list[x509.GeneralName] = [x509.DNSName(name)]
+    if spiffe_trust_domain is not None:
+        sans.append(x509.UniformResourceIdentifier(spiffe_id(spiffe_trust_domain, name)))
+    return sans
 
 
 def reissue(
@@ -257,15 +320,13 @@ def reissue(
         )
     if key is not None and not key_matches_certificate(key, old):
         raise PkiError(f"{name}: the key on disk does not match its certificate. Renew without --keep-key.")
-    return _issue(
+    profile = _LeafProfile.build(
         ca,
-        name,
         kind=kind,
         eku=eku,
-        sans=subject_alternative_names(old),
         key_type=key_type_name(old.public_key()),
         days=days,
         not_before=None,
         not_after=None,
-        key=key,
     )
+    return profile.issue(name, subject_alternative_names(old), key=key)

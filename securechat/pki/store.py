@@ -63,12 +63,13 @@ from cryptography import x509
 from securechat.errors import FileExistsRefused, PkiError
 from securechat.pki.ca import DEFAULT_CA_COMMON_NAME, CertificateAuthority, check_ca, create_ca
 from securechat.pki.inspect import is_ca_certificate, subject_alternative_names
-from securechat.pki.issue import IssuedCert, reissue
+from securechat.pki.issue import IssuedCert, issue_client_certs, reissue
 from securechat.pki.keys import DEFAULT_KEY_TYPE
 from securechat.pki.names import san_to_text, validate_name
 from securechat.pki.pem import certificate_pem, load_certificate, load_private_key, private_key_pem
 from securechat.pki.revoke import CRL_DEFAULT_DAYS, Revocation, build_crl, crl_number, crl_pem, parse_crl, parse_reason
 from securechat.pki.validity import CA_DEFAULT_DAYS, LEAF_DEFAULT_DAYS, utc_now
+from securechat.pki.workers import default_workers, run_in_forks, split
 
 INDEX_VERSION = 1
 DIR_MODE = 0o700
@@ -101,6 +102,19 @@ class IndexEntry:
             not_before=cert.not_valid_before_utc,
             not_after=cert.not_valid_after_utc,
             sans=tuple(san_to_text(n) for n in subject_alternative_names(cert)),
+        )
+
+    @classmethod
+    def for_issued(cls, issued: IssuedCert) -> IndexEntry:
+        if not issued.sans:
+            return cls.for_certificate(issued.name, issued.kind, issued.cert)
+        return cls(
+            name=issued.name,
+            kind=issued.kind,
+            serial=f"{issued.cert.serial_number:x}",
+            not_before=issued.cert.not_valid_before_utc,
+            not_after=issued.cert.not_valid_after_utc,
+            sans=tuple(san_to_text(n) for n in issued.sans),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -141,11 +155,39 @@ def _parse_iso(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(dt.timezone.utc)
 
 
+_LIST_DIRECTORY_FROM = 16
+"""Checking more names than this for existing files lists DIR once instead."""
+
+
 @dataclass(frozen=True)
 class _Write:
     path: Path
     data: bytes
     mode: int
+
+
+@dataclass(frozen=True)
+class WrittenLeaf:
+    """A leaf certificate and its key, now on disk in DIRECTORY and in the index."""
+
+    entry: IndexEntry
+    directory: Path
+    capped_at_ca_expiry: bool
+    """True if the requested validity ran past the CA's expiry and was cut there."""
+
+    @property
+    def cert_path(self) -> Path:
+        return self.directory / _leaf_file_names(self.entry.name)[0]
+
+    @property
+    def key_path(self) -> Path:
+        return self.directory / _leaf_file_names(self.entry.name)[1]
+
+
+def _leaf_file_names(name: str) -> tuple[str, str]:
+    """NAME's certificate and key file names in DIR: NAME.pem and NAME-key.pem."""
+    validate_name(name)
+    return f"{name}.pem", f"{name}-key.pem"
 
 
 @dataclass(frozen=True)
@@ -176,10 +218,10 @@ class CertStore:
         return self.directory / "crl.pem"
 
     def cert_path(self, name: str) -> Path:
-        return self.directory / f"{validate_name(name)}.pem"
+        return self.directory / _leaf_file_names(name)[0]
 
     def key_path(self, name: str) -> Path:
-        return self.directory / f"{validate_name(name)}-key.pem"
+        return self.directory / _leaf_file_names(name)[1]
 
     def directory_is_private(self) -> bool:
         """False if DIR exists and group or others may enter or read it."""
@@ -263,29 +305,89 @@ class CertStore:
         Lets a caller refuse before spending time generating keys;
         `write_leaves` checks again anyway.
         """
-        self._refuse_existing((p for n in names for p in (self.cert_path(n), self.key_path(n))), force=force)
+        if force:
+            return
+        names = list(names)
+        present = self._entry_names() if len(names) > _LIST_DIRECTORY_FROM else None
+        for name in names:
+            for file_name in _leaf_file_names(name):
+                if present is not None:
+                    exists = file_name in present
+                else:
+                    exists = os.path.lexists(self.directory / file_name)
+                if exists:
+                    raise FileExistsRefused(self.directory / file_name)
 
     def write_leaves(self, issued: Sequence[IssuedCert], *, force: bool = False) -> list[tuple[Path, Path]]:
         """Write many leaves at once: every target checked first, the index written once."""
-        names = [item.name for item in issued]
-        duplicates = sorted({n for n in names if names.count(n) > 1}) if len(set(names)) != len(names) else []
-        if duplicates:
-            raise PkiError(f"{', '.join(duplicates)} given more than once. Give each name once.")
-        writes: list[_Write] = []
-        paths: list[tuple[Path, Path]] = []
+        _refuse_repeats([item.name for item in issued])
+        self.refuse_overwrite([item.name for item in issued], force=force)
+        self._ensure_directory()
+        batch = _sync_as_batch(2 * len(issued))
+        written = self._commit_leaves(self._stage_leaves(issued, fsync_each=not batch), force=force, syncfs_first=batch)
+        return [(leaf.cert_path, leaf.key_path) for leaf in written]
+
+    def issue_clients(
+        self,
+        ca: CertificateAuthority,
+        names: Sequence[str],
+        *,
+        key_type: str = DEFAULT_KEY_TYPE,
+        days: int = LEAF_DEFAULT_DAYS,
+        spiffe_trust_domain: str | None = None,
+        force: bool = False,
+        workers: int | None = None,
+    ) -> list[WrittenLeaf]:
+        """Issue a client certificate for each of NAMES and write them all, as `write_leaves` does.
+
+        Issuing and writing run in WORKERS processes at once (default: one per
+        CPU for a batch big enough to gain from it; see `workers`). The
+        result is in the order of NAMES.
+        """
+        _refuse_repeats(names)
+        for name in names:
+            validate_name(name)
+        self.refuse_overwrite(names, force=force)
+        self._ensure_directory()
+        batch = _sync_as_batch(2 * len(names))
+
+        def issue_and_stage(part: Sequence[str]) -> list[_StagedLeaf]:
+            issued = issue_client_certs(ca, part, key_type=key_type, days=days, spiffe_trust_domain=spiffe_trust_domain)
+            return self._stage_leaves(issued, fsync_each=not batch)
+
+        parts = run_in_forks(
+            issue_and_stage,
+            split(names, default_workers(len(names)) if workers is None else workers),
+            abandon=lambda staged: _discard(f for leaf in staged for f in (leaf.key, leaf.cert)),
+        )
+        return self._commit_leaves([leaf for part in parts for leaf in part], force=force, syncfs_first=batch)
+
+    def _stage_leaves(self, issued: Sequence[IssuedCert], *, fsync_each: bool) -> list[_StagedLeaf]:
+        """Each leaf's key and certificate in temp files in DIR; nothing in place yet."""
+        directory = os.fspath(self.directory)
+        files: list[tuple[str, bytes, int]] = []
         for item in issued:
-            cert_path, key_path = self.cert_path(item.name), self.key_path(item.name)
-            writes.append(_Write(key_path, private_key_pem(item.key), KEY_MODE))
-            writes.append(_Write(cert_path, certificate_pem(item.cert), CERT_MODE))
-            paths.append((cert_path, key_path))
-        self._write_all(writes, force=force)
-        reissued = set(names)
+            cert_name, key_name = _leaf_file_names(item.name)
+            files.append((os.path.join(directory, key_name), private_key_pem(item.key), KEY_MODE))
+            files.append((os.path.join(directory, cert_name), certificate_pem(item.cert), CERT_MODE))
+        staged = _stage(files, fsync_each=fsync_each)
+        return [
+            _StagedLeaf(IndexEntry.for_issued(item), item.capped_at_ca_expiry, staged[2 * i], staged[2 * i + 1])
+            for i, item in enumerate(issued)
+        ]
+
+    def _commit_leaves(self, staged: Sequence[_StagedLeaf], *, force: bool, syncfs_first: bool) -> list[WrittenLeaf]:
+        """Move staged leaves into place, make the names durable, and record them in the index."""
+        files = [f for leaf in staged for f in (leaf.key, leaf.cert)]
+        _place_staged(files, replace_existing=force, syncfs_first=syncfs_first)
+        _fsync_directory(self.directory)
+        reissued = {leaf.entry.name for leaf in staged}
         entries = [
             replace(e, status="superseded") if e.name in reissued and e.status == "valid" else e for e in self.entries()
         ]
-        entries.extend(IndexEntry.for_certificate(item.name, item.kind, item.cert) for item in issued)
+        entries.extend(leaf.entry for leaf in staged)
         self._write_index(entries)
-        return paths
+        return [WrittenLeaf(leaf.entry, self.directory, leaf.capped_at_ca_expiry) for leaf in staged]
 
     # -- renewal and revocation --------------------------------------------
 
@@ -412,6 +514,15 @@ class CertStore:
             if os.path.lexists(path):
                 raise FileExistsRefused(path)
 
+    def _entry_names(self) -> set[str] | None:
+        """Every name in DIR (one listing instead of a lookup per file); None if DIR cannot be listed."""
+        try:
+            return set(os.listdir(self.directory))
+        except FileNotFoundError:
+            return set()
+        except OSError:
+            return None
+
     def _ensure_directory(self) -> None:
         if not self.directory.exists():
             self.directory.mkdir(parents=True, mode=DIR_MODE)
@@ -425,6 +536,12 @@ class CertStore:
         self._ensure_directory()
         _write_atomic_many([(w.path, w.data, w.mode) for w in writes], replace_existing=force)
         _fsync_directory(self.directory)
+
+
+def _refuse_repeats(names: Sequence[str]) -> None:
+    if len(set(names)) != len(names):
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        raise PkiError(f"{', '.join(repeated)} given more than once. Give each name once.")
 
 
 def _normalize_serial(text: str) -> str:
@@ -468,50 +585,98 @@ def _write_atomic_many(files: Sequence[tuple[Path, bytes, int]], *, replace_exis
     file system holding them, which writes all their data at once — the
     fsyncs one by one were most of the time `certs client` took.
     """
-    temps: list[Path] = []
-    placed = 0  # temps[:placed] have been moved into place
-    current = files[0][0] if files else Path()
-    batch = len(files) >= BATCH_SYNC_MIN_FILES and _syncfs is not None
+    batch = _sync_as_batch(len(files))
+    _place_staged(_stage(files, fsync_each=not batch), replace_existing=replace_existing, syncfs_first=batch)
+
+
+def _sync_as_batch(files: int) -> bool:
+    return files >= BATCH_SYNC_MIN_FILES and _syncfs is not None
+
+
+@dataclass(frozen=True)
+class _Staged:
+    """A file's complete content in a temp file beside PATH, not yet in place.
+
+    Paths are plain strings: staged files of a bulk issue cross a pipe from
+    a worker process, and `Path` objects cost more to unpickle than the
+    rest of the batch.
+    """
+
+    path: str
+    temp: str
+
+
+@dataclass(frozen=True)
+class _StagedLeaf:
+    entry: IndexEntry
+    capped_at_ca_expiry: bool
+    key: _Staged
+    cert: _Staged
+
+
+def _stage(files: Sequence[tuple[str | Path, bytes, int]], *, fsync_each: bool) -> list[_Staged]:
+    """Write each (PATH, DATA, MODE) to a fresh temp file beside PATH; all removed again on failure."""
+    staged: list[_Staged] = []
+    current = ""
     umask = _current_umask()
     try:
-        for path, data, mode in files:
-            current = path
-            temp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        for target, data, mode in files:
+            path = current = os.fspath(target)
+            directory, name = os.path.split(path)
+            temp = os.path.join(directory, f".{name}.{secrets.token_hex(6)}.tmp")
             try:
                 fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), mode)
             except OSError as exc:
                 raise PkiError(
-                    f"{path.parent} is not writable ({exc.strerror}). Check its permissions or pass another --dir."
+                    f"{directory or '.'} is not writable ({exc.strerror}). Check its permissions or pass another --dir."
                 ) from exc
-            temps.append(temp)
+            staged.append(_Staged(path, temp))
             try:
                 if umask is None or umask & mode:
                     os.fchmod(fd, mode)  # os.open's mode was filtered by the umask; set it exactly
                 os.write(fd, data)
-                if not batch:
+                if fsync_each:
                     os.fsync(fd)
             finally:
                 os.close(fd)
-        if batch:
+    except OSError as exc:
+        _discard(staged)
+        raise PkiError(f"{current} could not be written ({exc.strerror}). Check free space and permissions.") from exc
+    except BaseException:
+        _discard(staged)
+        raise
+    return staged
+
+
+def _place_staged(staged: Sequence[_Staged], *, replace_existing: bool, syncfs_first: bool) -> None:
+    """Move every staged temp file to its PATH (after one syncfs if SYNCFS_FIRST); leftovers removed on failure."""
+    placed = 0
+    current = staged[0].path if staged else ""
+    try:
+        if syncfs_first:
             assert _syncfs is not None
-            for directory in {temp.parent for temp in temps}:
-                _syncfs(directory)
-        for (path, _, _), temp in zip(files, temps, strict=True):
-            current = path
+            for directory in {os.path.dirname(item.temp) for item in staged}:
+                _syncfs(directory or ".")
+        for item in staged:
+            current = item.path
             try:
                 if replace_existing:
-                    os.replace(temp, path)
+                    os.replace(item.temp, item.path)
                 else:
-                    _move_no_clobber(temp, path)
+                    _move_no_clobber(item.temp, item.path)
             except FileExistsError:
-                raise FileExistsRefused(path) from None
+                raise FileExistsRefused(Path(item.path)) from None
             placed += 1
     except OSError as exc:
         raise PkiError(f"{current} could not be written ({exc.strerror}). Check free space and permissions.") from exc
     finally:
-        for temp in temps[placed:]:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temp)
+        _discard(staged[placed:])
+
+
+def _discard(staged: Iterable[_Staged]) -> None:
+    for item in staged:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(item.temp)
 
 
 def _current_umask() -> int | None:
@@ -539,13 +704,13 @@ def _libc_function(name: str, *argtypes: Any) -> Any | None:
     return function
 
 
-def _load_syncfs() -> Callable[[Path], None] | None:
+def _load_syncfs() -> Callable[[str], None] | None:
     """syncfs(2): flush one file system's data and wait for it."""
     syncfs = _libc_function("syncfs", ctypes.c_int)
     if syncfs is None:
         return None
 
-    def sync_directory_fs(directory: Path) -> None:
+    def sync_directory_fs(directory: str) -> None:
         fd = os.open(directory, os.O_RDONLY)
         try:
             if syncfs(fd) != 0:
@@ -560,14 +725,14 @@ def _load_syncfs() -> Callable[[Path], None] | None:
 _syncfs = _load_syncfs()
 
 
-def _load_rename_no_replace() -> Callable[[Path, Path], bool] | None:
+def _load_rename_no_replace() -> Callable[[str, str], bool] | None:
     """renameat2(2) with RENAME_NOREPLACE: an atomic rename that never replaces."""
     renameat2 = _libc_function("renameat2", ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint)
     if renameat2 is None:
         return None
     at_fdcwd, rename_noreplace = -100, 1
 
-    def rename_no_replace(source: Path, target: Path) -> bool:
+    def rename_no_replace(source: str, target: str) -> bool:
         """True once moved; False if this file system cannot (the caller falls back); FileExistsError if TARGET exists."""
         if renameat2(at_fdcwd, os.fsencode(source), at_fdcwd, os.fsencode(target), rename_noreplace) == 0:
             return True
@@ -584,7 +749,7 @@ def _load_rename_no_replace() -> Callable[[Path, Path], bool] | None:
 _rename_no_replace = _load_rename_no_replace()
 
 
-def _move_no_clobber(temp: Path, path: Path) -> None:
+def _move_no_clobber(temp: str, path: str) -> None:
     """Move TEMP to PATH, failing with FileExistsError if PATH appeared meanwhile; TEMP is gone either way on success."""
     if _rename_no_replace is not None and _rename_no_replace(temp, path):
         return

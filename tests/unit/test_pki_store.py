@@ -17,8 +17,8 @@ def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-def _files(directory: Path) -> set[str]:
-    return {p.name for p in directory.iterdir()}
+def _files(directory: str | Path) -> set[str]:
+    return {p.name for p in Path(directory).iterdir()}
 
 
 def test_init_ca_writes_files_with_safe_modes(tmp_path: Path) -> None:
@@ -186,7 +186,7 @@ def test_a_large_batch_is_synced_once_with_safe_modes_and_no_temp_files(
     synced: list[set[str]] = []
     real_syncfs = store_module._syncfs
 
-    def recording_syncfs(directory: Path) -> None:
+    def recording_syncfs(directory: str) -> None:
         synced.append(_files(directory))  # what exists when the data is flushed
         real_syncfs(directory)
 
@@ -211,7 +211,7 @@ def test_a_large_batch_refuses_a_name_that_appears_meanwhile(
     issued = [pki.issue_client_cert(pki_ca, n) for n in names]
     real_syncfs = store_module._syncfs
 
-    def intruding_syncfs(directory: Path) -> None:
+    def intruding_syncfs(directory: str) -> None:
         real_syncfs(directory)
         pki_store.cert_path("user3").write_text("someone else's")
 
