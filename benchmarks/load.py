@@ -386,10 +386,17 @@ def issuance(root: Path, clients: int, rounds: int = 3) -> dict:
     """`securechat certs` (1 CA + 1 server + `clients` clients in one call) vs an openssl CLI loop.
 
     securechat runs ROUNDS times (median reported, every round listed), each
-    into a new directory kept until the end: ext4 allocates inodes slowly for
-    a while after many files were deleted, and one unlucky sub-second run
-    would otherwise decide the ratio. The openssl loop runs once; at ~35 s
-    it averages that out by itself.
+    into a new directory kept until the end, so one unlucky sub-second run
+    does not decide the ratio. The openssl loop runs once; at ~35 s it
+    averages out such noise by itself.
+
+    Where ROOT is matters on ext4: allocating an inode skips, one by one,
+    those freed recently in the same block group (`recently_deleted` in
+    fs/ext4/ialloc.c; on the development VM "recently" lasted minutes).
+    Under a /tmp where a test or benchmark run just deleted thousands of
+    files, 2,000 creates take 1-1.5 s instead of 0.05 s. Set TMPDIR to a
+    quiet directory to measure the tools rather than that; the directory
+    used is reported.
     """
     cli = [sys.executable, "-m", "securechat", "certs"]
     names = [f"client{i}" for i in range(clients)]
@@ -430,6 +437,7 @@ for i in $(seq 0 {clients - 1}); do issue client$i client.ext; done
         "securechat_certs_seconds_rounds": rounds_seconds,
         "openssl_loop_seconds": round(openssl_seconds, 2),
         "issuance_speedup": round(openssl_seconds / securechat_seconds, 1),
+        "issuance_directory": str(root),
     }
 
 
