@@ -14,7 +14,12 @@ Safety rules, all enforced here:
   linked (or, with force, renamed) into place, then DIR fsynced, so a
   crash never leaves a half-written key;
 - an existing key or certificate is never replaced unless `force=True`;
-  all targets are checked before anything is written.
+  all targets are checked before anything is written;
+- nothing of a batch is moved into place until all of it is written:
+  `issue_clients` issues and writes temp files in several processes, and
+  only once every one succeeded are they made durable and moved. (A name
+  that appears between the check and the move still stops a batch part-way;
+  files already moved stay, and the index is not updated.)
 
 index.json, format version 1:
 
