@@ -244,6 +244,22 @@ def test_client_many_names_in_one_call(tmp_path: Path) -> None:
     assert [e["name"] for e in index["certificates"]][1:] == names
 
 
+def test_client_bulk_through_the_real_entry_point(tmp_path: Path) -> None:
+    """200 names from a fresh process (forked workers where there are 2+ CPUs): all written, in order, no temp files."""
+    directory = tmp_path / "certs"
+    assert _run("init", "--dir", str(directory), cwd=tmp_path).returncode == 0
+    names = [f"user{i}" for i in range(200)]
+    result = _run("client", *names, "--dir", str(directory), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Created 200 client certificates (user0 ... user199)" in result.stdout
+    ca = pki.load_certificate(directory / "ca.pem")
+    assert all(pki.is_signed_by(pki.load_certificate(directory / f"{n}.pem"), ca) for n in names)
+    assert all(_mode(directory / f"{n}-key.pem") == 0o600 for n in names)
+    index = json.loads((directory / "index.json").read_text())
+    assert [e["name"] for e in index["certificates"]][1:] == names
+    assert not [p.name for p in directory.iterdir() if p.name.endswith(".tmp")]
+
+
 def test_client_refuses_overwrite_and_writes_nothing(tmp_path: Path) -> None:
     """If one name exists, the error names its file and no other name is written."""
     directory = tmp_path / "certs"

@@ -64,28 +64,6 @@ def test_a_failing_slice_writes_nothing_and_leaves_no_temp_files(tmp_path: Path,
     assert [e.kind for e in store.entries()] == ["ca"]
 
 
-@needs_fork
-def test_a_name_that_appears_meanwhile_is_never_replaced(
-    pki_store: pki.CertStore, pki_ca: pki.CertificateAuthority, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A target created after the up-front check (here: just before the renames) is refused, and no temp file is left."""
-    from securechat.pki import store as store_module
-
-    if store_module._syncfs is None:
-        pytest.skip("syncfs(2) is Linux-only")
-    real_syncfs = store_module._syncfs
-
-    def intruding_syncfs(directory: str) -> None:
-        real_syncfs(directory)
-        pki_store.cert_path("user100").write_text("someone else's")
-
-    monkeypatch.setattr(store_module, "_syncfs", intruding_syncfs)
-    with pytest.raises(FileExistsRefused, match="user100.pem"):
-        pki_store.issue_clients(pki_ca, [f"user{i}" for i in range(128)], workers=2)
-    assert pki_store.cert_path("user100").read_text() == "someone else's"
-    assert _leftovers(pki_store.directory) == []
-
-
 def test_an_existing_name_is_refused_before_any_key_is_made(
     pki_store: pki.CertStore, pki_ca: pki.CertificateAuthority
 ) -> None:

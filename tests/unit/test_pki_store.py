@@ -199,26 +199,32 @@ def test_a_large_batch_is_synced_once_with_safe_modes_and_no_temp_files(
     assert not [n for n in _files(pki_store.directory) if n.endswith(".tmp")]
 
 
+@pytest.mark.parametrize("how", ["write_leaves", "issue_clients"])
 def test_a_large_batch_refuses_a_name_that_appears_meanwhile(
-    pki_store: pki.CertStore, pki_ca: pki.CertificateAuthority, monkeypatch: pytest.MonkeyPatch
+    pki_store: pki.CertStore, pki_ca: pki.CertificateAuthority, monkeypatch: pytest.MonkeyPatch, how: str
 ) -> None:
-    """A target created after the up-front check is never replaced, and no temp files are left."""
+    """A target created after the up-front check (just before the moves) is never replaced; no temp files are left.
+
+    `issue_clients` runs in two processes when the platform can fork.
+    """
     from securechat.pki import store as store_module
 
     if store_module._syncfs is None:
         pytest.skip("syncfs(2) is Linux-only")
-    names = [f"user{i}" for i in range(store_module.BATCH_SYNC_MIN_FILES)]
-    issued = [pki.issue_client_cert(pki_ca, n) for n in names]
+    names = [f"user{i}" for i in range(128)]
     real_syncfs = store_module._syncfs
 
     def intruding_syncfs(directory: str) -> None:
         real_syncfs(directory)
-        pki_store.cert_path("user3").write_text("someone else's")
+        pki_store.cert_path("user100").write_text("someone else's")
 
     monkeypatch.setattr(store_module, "_syncfs", intruding_syncfs)
-    with pytest.raises(FileExistsRefused, match="user3.pem"):
-        pki_store.write_leaves(issued)
-    assert pki_store.cert_path("user3").read_text() == "someone else's"
+    with pytest.raises(FileExistsRefused, match="user100.pem"):
+        if how == "write_leaves":
+            pki_store.write_leaves(pki.issue_client_certs(pki_ca, names))
+        else:
+            pki_store.issue_clients(pki_ca, names, workers=2 if hasattr(os, "fork") else 1)
+    assert pki_store.cert_path("user100").read_text() == "someone else's"
     assert not [n for n in _files(pki_store.directory) if n.endswith(".tmp")]
 
 
