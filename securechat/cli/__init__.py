@@ -9,10 +9,18 @@ from __future__ import annotations
 import os
 import sys
 
-# gRPC core logs handshake details to stderr as it imports. A client command
-# explains failures itself in one line, so it silences core unless the user
-# asked for its logs; the server keeps them (they name failed handshakes).
-if sys.argv[1:2] != ["serve"]:
+# gRPC core logs handshake details to stderr. A client command explains
+# failures itself in one line, so it silences core unless the user asked for
+# its logs. The server needs core's handshake lines, which its default
+# verbosity prints, whatever GRPC_VERBOSITY the environment has: refused
+# handshakes are reported nowhere else (server/core_log.py reads them; the
+# rest go to the grpc.core logger, whose level `log.level` sets). An
+# explicit INFO would also make core warn at start that INFO is "not
+# suitable for production", so a quieter setting is dropped, not raised.
+if sys.argv[1:2] == ["serve"]:
+    if os.environ.get("GRPC_VERBOSITY", "").upper() not in ("DEBUG", "INFO"):
+        os.environ.pop("GRPC_VERBOSITY", None)
+else:
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 import typer  # noqa: E402

@@ -12,6 +12,7 @@ import typer
 from securechat.cli.output import reports_errors
 from securechat.config import load_server_config
 from securechat.logs import configure_logging
+from securechat.server.core_log import CoreLogBridge
 
 log = logging.getLogger("securechat.serve")
 
@@ -26,8 +27,21 @@ def serve(
     Example: securechat serve --config server.yaml --listen 127.0.0.1:0
     Exit codes: 0 after a clean shutdown; 1 for a config or bind error.
     """
-    from securechat.server.app import serve_until_signalled  # grpc and the server: only when serving
+    from securechat.server.app import RunningServer, serve_until_signalled  # grpc and the server: only when serving
 
     settings = load_server_config(config, listen=listen)
-    configure_logging(settings.log_level, settings.log_format)
-    raise typer.Exit(asyncio.run(serve_until_signalled(settings)))
+    # gRPC core writes to fd 2 in its own format and reports refused TLS
+    # handshakes nowhere else: read them into our logs and metrics.
+    bridge = CoreLogBridge()
+    bridge.start()
+    try:
+        configure_logging(settings.log_level, settings.log_format)
+
+        def on_ready(running: RunningServer) -> None:
+            if running.metrics is not None:
+                bridge.on_handshake_failure = running.metrics.handshake_failed
+
+        code = asyncio.run(serve_until_signalled(settings, on_ready=on_ready))
+    finally:
+        bridge.stop()
+    raise typer.Exit(code)

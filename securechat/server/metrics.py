@@ -3,9 +3,10 @@
 Counting is per accepted message, never per delivery: a fan-out to N members
 adds N to `securechat_deliveries_total` in one call. Gauges that would cost
 work on the hot path (streams, connections, queue depth) are computed when
-Prometheus scrapes. TLS handshake failures happen inside gRPC core, which
-does not report them to Python; refusals after the handshake (no, rejected
-or not-allowed identity) are counted by reason.
+Prometheus scrapes. TLS handshakes that gRPC core refuses are counted by
+reason when `securechat serve` reads them from core's log
+(`server.core_log`); refusals after the handshake (no, rejected or
+not-allowed identity) are counted by reason too.
 
 The endpoint is plain HTTP (it carries no message text or identities);
 bind it to a private address. Enable it with `metrics_port:` in server.yaml.
@@ -32,6 +33,9 @@ class ServerMetrics:
         self.deliveries = Counter("securechat_deliveries", "Events handed to a member's queue.", registry=registry)
         self.slow_consumers = Counter("securechat_slow_consumer_disconnects", "Streams ended because the member fell a whole queue behind.", registry=registry)
         self.refusals = Counter("securechat_auth_failures", "Calls refused after the TLS handshake, by reason.", ["reason"], registry=registry)
+        self.handshake_failures = Counter(
+            "securechat_tls_handshake_failures", "TLS handshakes gRPC core refused, by reason (read from its log).", ["reason"], registry=registry
+        )
         self.stream_ends = Counter("securechat_streams_ended", "Chat streams ended, by status code.", ["code"], registry=registry)
         self.fan_out = Histogram(
             "securechat_fan_out_seconds", "Time to hand one event to every member of its room.", buckets=FAN_OUT_BUCKETS, registry=registry
@@ -55,6 +59,9 @@ class ServerMetrics:
         else:
             reason = "rejected_certificate"
         self.refusals.labels(reason=reason).inc()
+
+    def handshake_failed(self, reason: str) -> None:
+        self.handshake_failures.labels(reason=reason).inc()
 
     def stream_ended(self, code: grpc.StatusCode) -> None:
         self.stream_ends.labels(code=code.name).inc()

@@ -1,0 +1,174 @@
+"""gRPC core's log lines, read back from this process's stderr.
+
+gRPC core (C++) writes its own lines straight to file descriptor 2, in its
+own format, e.g.
+
+    I1125 07:18:00.517476   22954 ssl_transport_security.cc:2563] Handshake
+    failed with error SSL_ERROR_SSL: error:100000c0:SSL routines:
+    OPENSSL_internal:PEER_DID_NOT_RETURN_A_CERTIFICATE: ...
+
+(one line). That breaks a JSON log stream, and a refused TLS handshake is
+never reported to Python at all: the server's code does not run for it.
+`CoreLogBridge` puts a pipe on fd 2 and reads it in a thread. Core lines
+become records of the `grpc.core` logger, in the server's log format; a
+failed handshake is logged as one line saying why and what to do, and
+counted by reason (`handshake_reason`); anything else written to fd 2
+passes through unchanged. Python's own `sys.stderr` is moved to a copy of
+the original fd first, so the server's log lines never go through the pipe
+(a thread that logs into the pipe it drains could block on itself).
+
+Only `securechat serve` installs it: it owns the process's stderr. A server
+started in-process (tests, embedding) leaves core's lines as they are. What
+is *not* known: the peer's address (core's line does not carry it).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+import threading
+from collections.abc import Callable
+from typing import TextIO
+
+log = logging.getLogger("securechat.server.tls")
+core_log = logging.getLogger("grpc.core")
+
+# Severity, date, time, thread id, source file:line, message (absl / gRPC core format).
+_CORE_LINE = re.compile(r"([IWEF])\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+ ([\w.-]+:\d+)\] (.*)")
+_LEVELS = {"I": logging.DEBUG, "W": logging.WARNING, "E": logging.ERROR, "F": logging.CRITICAL}
+
+# (reason label, what is in core's message, what it means for the operator)
+HANDSHAKE_REASONS: tuple[tuple[str, tuple[str, ...], str], ...] = (
+    (
+        "no_certificate",
+        ("PEER_DID_NOT_RETURN_A_CERTIFICATE",),
+        "the client sent no certificate; mTLS needs one (tls.cert and tls.key in the client's config)",
+    ),
+    (
+        "expired",
+        ("certificate has expired",),
+        "the client's certificate has expired; renew it with 'securechat certs renew NAME'",
+    ),
+    (
+        "not_yet_valid",
+        ("certificate is not yet valid",),
+        "the client's certificate is not valid yet; check the clocks of the issuing machine and this one",
+    ),
+    (
+        "unknown_ca",
+        ("unable to get local issuer certificate", "self-signed certificate", "self signed certificate"),
+        "the client's certificate is not signed by this server's tls.client_ca; issue it from that CA",
+    ),
+    (
+        "wrong_eku",
+        ("unsupported certificate purpose",),
+        "the client's certificate is not for client authentication (extended key usage); issue it with"
+        " 'securechat certs client NAME'",
+    ),
+    (
+        # A client that refuses our certificate aborts with an alert, which
+        # BoringSSL reports as BAD_PACKET_LENGTH (seen with OpenSSL and
+        # Python clients), or as the alert itself.
+        "client_rejected_server",
+        ("BAD_PACKET_LENGTH", "ALERT_UNKNOWN_CA", "ALERT_BAD_CERTIFICATE", "ALERT_CERTIFICATE_UNKNOWN"),
+        "the client broke off the handshake, most likely refusing this server's certificate: it must trust the"
+        " CA that issued tls.cert, and the name it dials must be one of that certificate's SANs",
+    ),
+    (
+        "not_tls",
+        ("HTTP_REQUEST", "WRONG_VERSION_NUMBER", "UNKNOWN_PROTOCOL", "HTTPS_PROXY_REQUEST"),
+        "the peer did not speak TLS (a plaintext gRPC or HTTP client on the TLS port?)",
+    ),
+)
+
+
+def handshake_reason(message: str) -> tuple[str, str] | None:
+    """(reason label, explanation) if MESSAGE is core's report of a failed handshake, else None."""
+    if not message.startswith("Handshake failed"):
+        return None
+    for reason, needles, explanation in HANDSHAKE_REASONS:
+        if any(needle in message for needle in needles):
+            return reason, explanation
+    return "other", f"gRPC said: {message}"
+
+
+class CoreLogBridge:
+    """fd 2 through a pipe: gRPC core's lines into our logs, failed handshakes counted."""
+
+    def __init__(self) -> None:
+        self.on_handshake_failure: Callable[[str], None] | None = None
+        self._original_fd: int | None = None
+        self._passthrough_fd = 2
+        self._read_fd: int | None = None
+        self._previous_stderr: TextIO | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> bool:
+        """Install the pipe on fd 2; False (and nothing changed) if fd 2 cannot be duplicated."""
+        try:
+            original = os.dup(2)
+        except OSError:
+            return False
+        sys.stderr.flush()
+        self._previous_stderr = sys.stderr
+        sys.stderr = open(  # noqa: SIM115 - lives as long as the bridge; closed in stop()
+            original, "w", encoding="utf-8", errors="backslashreplace", buffering=1, closefd=False
+        )
+        read_fd, write_fd = os.pipe()
+        os.dup2(write_fd, 2)
+        os.close(write_fd)
+        self._original_fd, self._read_fd = original, read_fd
+        self._passthrough_fd = original
+        self._thread = threading.Thread(target=self._drain, name="grpc-core-log", daemon=True)
+        self._thread.start()
+        return True
+
+    def stop(self) -> None:
+        """Put the original stderr back; the reader finishes what is in the pipe and ends."""
+        if self._original_fd is None:
+            return
+        os.dup2(self._original_fd, 2)  # the pipe's last write end closes: the reader sees EOF
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+        stderr, sys.stderr = sys.stderr, self._previous_stderr or sys.__stderr__
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, logging.StreamHandler) and handler.stream is stderr:
+                handler.setStream(sys.stderr)
+        stderr.close()
+        if self._thread is None or not self._thread.is_alive():  # else it may still pass a line through
+            os.close(self._original_fd)
+        self._original_fd = None
+
+    def _drain(self) -> None:
+        assert self._read_fd is not None
+        pending = b""
+        try:
+            while chunk := os.read(self._read_fd, 65536):
+                *lines, pending = (pending + chunk).split(b"\n")
+                for line in lines:
+                    self._handle(line)
+            if pending:
+                self._handle(pending)
+        finally:
+            os.close(self._read_fd)
+
+    def _handle(self, raw: bytes) -> None:
+        try:
+            text = raw.decode("utf-8", errors="backslashreplace")
+            match = _CORE_LINE.fullmatch(text.rstrip("\r"))
+            if match is None:
+                os.write(self._passthrough_fd, raw + b"\n")  # not gRPC core's: pass it through as it was
+                return
+            severity, source, message = match.groups()
+            failed = handshake_reason(message)
+            if failed is None:
+                core_log.log(_LEVELS[severity], "%s (%s)", message, source)
+                return
+            reason, explanation = failed
+            log.info("TLS handshake refused: %s", explanation, extra={"code": reason})
+            if self.on_handshake_failure is not None:
+                self.on_handshake_failure(reason)
+        except Exception:  # noqa: BLE001 - the reader must outlive any one bad line, or fd 2 blocks
+            log.exception("could not handle a line of gRPC core's log")
