@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
@@ -195,7 +196,17 @@ def explain_error(error: grpc.aio.AioRpcError, config: ClientConfig, material: T
         return ConnectError(f"server refused our identity: {details}")
     if code is grpc.StatusCode.PERMISSION_DENIED:
         return ConnectError(f"server refused the call: {details}. Ask its operator to add us to authz.allow.")
+    if code is grpc.StatusCode.RESOURCE_EXHAUSTED and (too_big := _SERVER_SIZE_LIMIT.search(details)):
+        size, limit = too_big.groups()
+        return ConnectError(
+            f"server refused a {size}-byte message: its limit is {limit} bytes (limits.max_message_bytes in its config)."
+            " Send a shorter message, or ask its operator to raise the limit."
+        )
     return ConnectError(f"server ended the call: {code.name}: {details}")
+
+
+# gRPC core's own refusal of an oversized request; the server's code never sees it.
+_SERVER_SIZE_LIMIT = re.compile(r"SERVER: Received message larger than max \((\d+) vs\. (\d+)\)")
 
 
 def _last_reason(details: str) -> str:

@@ -10,6 +10,7 @@ import pytest
 
 from securechat._gen import chat_pb2, chat_pb2_grpc
 from securechat.client import open_channel, open_chat
+from securechat.errors import ConnectError
 from securechat.material import load_client_material
 from securechat.tls import channel_credentials
 
@@ -149,6 +150,26 @@ async def test_message_larger_than_max_message_bytes_is_resource_exhausted(deplo
         error = await final_status(call)
     assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "vs. 1024" in error.details()
+
+
+async def test_client_names_max_message_bytes_when_the_server_refuses_a_big_message(deployment, start):
+    """The Python client (and so the CLI) turns gRPC's size refusal into one line naming the server's limit."""
+    server = await start(limits={"max_message_bytes": 1024, "max_text_length": 100_000})
+    async with open_chat(deployment.client("alice", server.port)) as alice:
+        events = aiter(alice)
+        await alice.send("x" * 2000, room="r")
+        with pytest.raises(ConnectError, match=r"^server refused a \d+-byte message: its limit is 1024 bytes \(limits\.max_message_bytes"):
+            while True:
+                await next_event(events)
+
+
+async def test_a_message_within_max_message_bytes_is_delivered(deployment, start):
+    """The failing twin: just under the limit, the message comes back as the sender's echo."""
+    server = await start(limits={"max_message_bytes": 1024, "max_text_length": 100_000})
+    async with open_chat(deployment.client("alice", server.port)) as alice:
+        events = aiter(alice)
+        await alice.send("x" * 900, room="r")
+        assert (await next_event(events)).text == "x" * 900
 
 
 async def test_member_that_stops_reading_is_cut_off_and_the_room_goes_on(deployment, start):
