@@ -224,6 +224,22 @@ def _bind(add_port: object, address: str) -> int:
     return port
 
 
+GC_THRESHOLDS = (50_000, 10, 10)
+"""The cyclic GC's thresholds while serving (Python's default: 700, 10, 10).
+
+At 700 a busy server collects its young generation hundreds of times a
+second, and every collection promotes whatever is alive at that instant
+(in-flight futures and call state) to the older generations, which soon
+triggers full collections. Those walk every open stream's objects: 17 to
+57 ms each with 1,000 streams, measured, which set the light-load p99 at
+N=1,000 (130 ms against the baseline's 114). At 50,000, a run of the
+benchmark collects twice instead of about 550 times, and the pooled p99 fell
+to 108 ms (baseline 121). Most objects are freed by reference counting and
+never wait for the collector; cycles still are collected, in bigger batches
+(a young collection of up to 50,000 objects takes a few ms).
+"""
+
+
 async def serve_until_signalled(config: ServerConfig, *, on_ready: object = None) -> int:
     """Run until SIGTERM or SIGINT, then shut down gracefully; a second signal exits at once."""
     soft, hard = raise_open_file_limit()
@@ -245,6 +261,7 @@ async def serve_until_signalled(config: ServerConfig, *, on_ready: object = None
     # as the process: keep it out of the cyclic GC's full collections, whose
     # pauses otherwise show in the delivery latency of a busy room.
     gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     signals = 0
