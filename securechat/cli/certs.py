@@ -14,6 +14,7 @@ import json
 import os
 import re
 import sys
+from collections.abc import Sequence
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -141,8 +142,8 @@ def _valid_leaves(store: pki.CertStore) -> list[pki.IndexEntry]:
         return []  # a damaged index must not block replacing the CA with --force
 
 
-def _warn_if_capped(capped: list[str], ca: pki.CertificateAuthority) -> None:
-    """Warn that the leaves named CAPPED end with the CA, sooner than --days asked."""
+def _warn_if_capped(issued: Sequence[pki.IssuedCert | pki.WrittenLeaf], ca: pki.CertificateAuthority) -> None:
+    capped = [item.name for item in issued if item.capped_at_ca_expiry]
     if capped:
         warn(
             f"the CA expires on {_date(ca.cert.not_valid_after_utc)}, so {', '.join(capped[:5])}"
@@ -253,7 +254,7 @@ def server(
         key_path,
         f"Server config: tls.cert {cert_path}, tls.key {key_path}, tls.client_ca {store.ca_cert_path}",
     )
-    _warn_if_capped([issued.name] if issued.capped_at_ca_expiry else [], ca)
+    _warn_if_capped([issued], ca)
     _warn_if_directory_open(store)
 
 
@@ -303,7 +304,7 @@ def peer(
         key_path,
         f"NATS cluster: tls and cluster.tls cert_file {cert_path}, key_file {key_path}, ca_file {store.ca_cert_path}",
     )
-    _warn_if_capped([issued.name] if issued.capped_at_ca_expiry else [], ca)
+    _warn_if_capped([issued], ca)
     _warn_if_directory_open(store)
 
 
@@ -343,17 +344,17 @@ def client(
     if len(written) <= 10:
         for leaf in written:
             _say(
-                f'Created client certificate "{leaf.entry.name}" ({", ".join(leaf.entry.sans)}):'
+                f'Created client certificate "{leaf.name}" ({", ".join(leaf.entry.sans)}):'
                 f" {leaf.cert_path} and {leaf.key_path}"
             )
     else:
         _say(
-            f"Created {len(written)} client certificates ({written[0].entry.name} ... {written[-1].entry.name})"
+            f"Created {len(written)} client certificates ({written[0].name} ... {written[-1].name})"
             f" in {store.directory}: NAME.pem and NAME-key.pem each."
         )
     _say(f"They expire on {_date(min(leaf.entry.not_after for leaf in written))}.")
     _say(f"Client config: tls.ca {store.ca_cert_path}, tls.cert {written[0].cert_path}, tls.key {written[0].key_path}")
-    _warn_if_capped([leaf.entry.name for leaf in written if leaf.capped_at_ca_expiry], ca)
+    _warn_if_capped(written, ca)
     _warn_if_directory_open(store)
 
 
@@ -543,7 +544,7 @@ def renew(
     _say(f"  certificate: {store.cert_path(name)}")
     _say(f"  key:         {store.key_path(name)}")
     _say(f"It expires on {_date(issued.cert.not_valid_after_utc)}.")
-    _warn_if_capped([issued.name] if issued.capped_at_ca_expiry else [], ca)
+    _warn_if_capped([issued], ca)
 
 
 @certs_app.command("needs-renewal")

@@ -181,6 +181,10 @@ class WrittenLeaf:
     """True if the requested validity ran past the CA's expiry and was cut there."""
 
     @property
+    def name(self) -> str:
+        return self.entry.name
+
+    @property
     def cert_path(self) -> Path:
         return self.directory / _leaf_file_names(self.entry.name)[0]
 
