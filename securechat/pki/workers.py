@@ -36,7 +36,25 @@ def default_workers(items: int) -> int:
     if not hasattr(os, "fork") or not _single_threaded():
         return 1
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    quota = cgroup_cpu_quota()
+    if quota is not None:
+        cpus = min(cpus, quota)  # a container limited to 1 CPU may still see all of the host's
     return max(1, min(cpus, MAX_WORKERS, items // MIN_ITEMS_PER_WORKER))
+
+
+def cgroup_cpu_quota(path: str = "/sys/fs/cgroup/cpu.max") -> int | None:
+    """The CPUs a cgroup v2 quota allows this process, rounded up; None without a quota."""
+    try:
+        with open(path, encoding="ascii") as cpu_max:
+            limit, period = cpu_max.read().split()[:2]
+    except (OSError, ValueError):
+        return None
+    if limit == "max":
+        return None
+    try:
+        return max(1, -(-int(limit) // int(period)))
+    except (ValueError, ZeroDivisionError):
+        return None
 
 
 def _single_threaded() -> bool:

@@ -121,3 +121,15 @@ def test_small_batches_are_not_forked() -> None:
     """Below MIN_ITEMS_PER_WORKER per extra process, the batch runs here alone."""
     assert workers.default_workers(workers.MIN_ITEMS_PER_WORKER * 2 - 1) == 1
     assert workers.default_workers(10_000) <= workers.MAX_WORKERS
+
+
+@pytest.mark.parametrize(
+    ("cpu_max", "cpus"),
+    [("max 100000\n", None), ("100000 100000\n", 1), ("150000 100000\n", 2), ("50000 100000\n", 1), ("garbage\n", None)],
+)
+def test_a_cgroup_cpu_quota_caps_the_workers(tmp_path: Path, cpu_max: str, cpus: int | None) -> None:
+    """cgroup v2 cpu.max: a quota of 1.5 CPUs allows 2 workers; no quota ('max') or no file allows what the CPUs allow."""
+    path = tmp_path / "cpu.max"
+    path.write_text(cpu_max)
+    assert workers.cgroup_cpu_quota(str(path)) == cpus
+    assert workers.cgroup_cpu_quota(str(tmp_path / "absent")) is None
