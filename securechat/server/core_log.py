@@ -100,8 +100,6 @@ class CoreLogBridge:
     def __init__(self) -> None:
         self.on_handshake_failure: Callable[[str], None] | None = None
         self._original_fd: int | None = None
-        self._passthrough_fd = 2
-        self._read_fd: int | None = None
         self._previous_stderr: TextIO | None = None
         self._thread: threading.Thread | None = None
 
@@ -119,9 +117,8 @@ class CoreLogBridge:
         read_fd, write_fd = os.pipe()
         os.dup2(write_fd, 2)
         os.close(write_fd)
-        self._original_fd, self._read_fd = original, read_fd
-        self._passthrough_fd = original
-        self._thread = threading.Thread(target=self._drain, name="grpc-core-log", daemon=True)
+        self._original_fd = original
+        self._thread = threading.Thread(target=self._drain, args=(read_fd, original), name="grpc-core-log", daemon=True)
         self._thread.start()
         return True
 
@@ -141,25 +138,24 @@ class CoreLogBridge:
             os.close(self._original_fd)
         self._original_fd = None
 
-    def _drain(self) -> None:
-        assert self._read_fd is not None
+    def _drain(self, read_fd: int, passthrough_fd: int) -> None:
         pending = b""
         try:
-            while chunk := os.read(self._read_fd, 65536):
+            while chunk := os.read(read_fd, 65536):
                 *lines, pending = (pending + chunk).split(b"\n")
                 for line in lines:
-                    self._handle(line)
+                    self._handle(line, passthrough_fd)
             if pending:
-                self._handle(pending)
+                self._handle(pending, passthrough_fd)
         finally:
-            os.close(self._read_fd)
+            os.close(read_fd)
 
-    def _handle(self, raw: bytes) -> None:
+    def _handle(self, raw: bytes, passthrough_fd: int) -> None:
         try:
             text = raw.decode("utf-8", errors="backslashreplace")
             match = _CORE_LINE.fullmatch(text.rstrip("\r"))
             if match is None:
-                os.write(self._passthrough_fd, raw + b"\n")  # not gRPC core's: pass it through as it was
+                os.write(passthrough_fd, raw + b"\n")  # not gRPC core's: pass it through as it was
                 return
             severity, source, message = match.groups()
             failed = handshake_reason(message)
