@@ -21,16 +21,16 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m securechat.demo
+	$(BIN)/python tools/demo.py
 
 demo-cluster: $(STAMP)
-	$(BIN)/python -m securechat.demo_cluster
+	$(BIN)/python tools/demo_cluster.py
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
 proto: $(STAMP)
-	$(BIN)/python -m securechat.protogen
+	$(BIN)/python tools/protogen.py
 
 deploy-check: $(STAMP)
 	bash deploy/check.sh

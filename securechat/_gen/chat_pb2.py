@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18securechat/v1/chat.proto\x12\rsecurechat.v1\"\x1c\n\x0cHelloRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x1d\n\nHelloReply\x12\x0f\n\x07message\x18\x01 \x01(\t\")\n\x0b\x43hatMessage\x12\x0c\n\x04room\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\"\xc9\x01\n\tChatEvent\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04room\x18\x02 \x01(\t\x12\x0e\n\x06sender\x18\x03 \x01(\t\x12\x0c\n\x04text\x18\x04 \x01(\t\x12\x17\n\x0fsent_at_unix_ms\x18\x05 \x01(\x03\x12+\n\x04kind\x18\x06 \x01(\x0e\x32\x1d.securechat.v1.ChatEvent.Kind\">\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x0b\n\x07MESSAGE\x10\x01\x12\x08\n\x04JOIN\x10\x02\x12\t\n\x05LEAVE\x10\x03\"\x0f\n\rWhoAmIRequest\"N\n\x08Identity\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tspiffe_id\x18\x02 \x01(\t\x12\x0e\n\x06serial\x18\x03 \x01(\t\x12\x11\n\tnot_after\x18\x04 \x01(\t2\xd4\x01\n\x0b\x43hatService\x12\x42\n\x08SayHello\x12\x1b.securechat.v1.HelloRequest\x1a\x19.securechat.v1.HelloReply\x12@\n\x04\x43hat\x12\x1a.securechat.v1.ChatMessage\x1a\x18.securechat.v1.ChatEvent(\x01\x30\x01\x12?\n\x06WhoAmI\x12\x1c.securechat.v1.WhoAmIRequest\x1a\x17.securechat.v1.Identityb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18securechat/v1/chat.proto\x12\rsecurechat.v1\"\x1c\n\x0cHelloRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x1d\n\nHelloReply\x12\x0f\n\x07message\x18\x01 \x01(\t\"@\n\x0b\x43hatMessage\x12\x0c\n\x04room\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x15\n\rclient_msg_id\x18\x03 \x01(\t\"\xc9\x01\n\tChatEvent\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04room\x18\x02 \x01(\t\x12\x0e\n\x06sender\x18\x03 \x01(\t\x12\x0c\n\x04text\x18\x04 \x01(\t\x12\x17\n\x0fsent_at_unix_ms\x18\x05 \x01(\x03\x12+\n\x04kind\x18\x06 \x01(\x0e\x32\x1d.securechat.v1.ChatEvent.Kind\">\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x0b\n\x07MESSAGE\x10\x01\x12\x08\n\x04JOIN\x10\x02\x12\t\n\x05LEAVE\x10\x03\":\n\x0e\x43hatEventBatch\x12(\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x18.securechat.v1.ChatEvent\"\x0f\n\rWhoAmIRequest\"N\n\x08Identity\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tspiffe_id\x18\x02 \x01(\t\x12\x0e\n\x06serial\x18\x03 \x01(\t\x12\x11\n\tnot_after\x18\x04 \x01(\t2\xa2\x02\n\x0b\x43hatService\x12\x42\n\x08SayHello\x12\x1b.securechat.v1.HelloRequest\x1a\x19.securechat.v1.HelloReply\x12@\n\x04\x43hat\x12\x1a.securechat.v1.ChatMessage\x1a\x18.securechat.v1.ChatEvent(\x01\x30\x01\x12?\n\x06WhoAmI\x12\x1c.securechat.v1.WhoAmIRequest\x1a\x17.securechat.v1.Identity\x12L\n\x0b\x43hatBatched\x12\x1a.securechat.v1.ChatMessage\x1a\x1d.securechat.v1.ChatEventBatch(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,15 +36,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HELLOREPLY']._serialized_start=73
   _globals['_HELLOREPLY']._serialized_end=102
   _globals['_CHATMESSAGE']._serialized_start=104
-  _globals['_CHATMESSAGE']._serialized_end=145
-  _globals['_CHATEVENT']._serialized_start=148
-  _globals['_CHATEVENT']._serialized_end=349
-  _globals['_CHATEVENT_KIND']._serialized_start=287
-  _globals['_CHATEVENT_KIND']._serialized_end=349
-  _globals['_WHOAMIREQUEST']._serialized_start=351
-  _globals['_WHOAMIREQUEST']._serialized_end=366
-  _globals['_IDENTITY']._serialized_start=368
-  _globals['_IDENTITY']._serialized_end=446
-  _globals['_CHATSERVICE']._serialized_start=449
-  _globals['_CHATSERVICE']._serialized_end=661
+  _globals['_CHATMESSAGE']._serialized_end=168
+  _globals['_CHATEVENT']._serialized_start=171
+  _globals['_CHATEVENT']._serialized_end=372
+  _globals['_CHATEVENT_KIND']._serialized_start=310
+  _globals['_CHATEVENT_KIND']._serialized_end=372
+  _globals['_CHATEVENTBATCH']._serialized_start=374
+  _globals['_CHATEVENTBATCH']._serialized_end=432
+  _globals['_WHOAMIREQUEST']._serialized_start=434
+  _globals['_WHOAMIREQUEST']._serialized_end=449
+  _globals['_IDENTITY']._serialized_start=451
+  _globals['_IDENTITY']._serialized_end=529
+  _globals['_CHATSERVICE']._serialized_start=532
+  _globals['_CHATSERVICE']._serialized_end=822
 # @@protoc_insertion_point(module_scope)

@@ -1,6 +1,8 @@
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -18,12 +20,14 @@ class HelloReply(_message.Message):
     def __init__(self, message: _Optional[str] = ...) -> None: ...
 
 class ChatMessage(_message.Message):
-    __slots__ = ("room", "text")
+    __slots__ = ("room", "text", "client_msg_id")
     ROOM_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_MSG_ID_FIELD_NUMBER: _ClassVar[int]
     room: str
     text: str
-    def __init__(self, room: _Optional[str] = ..., text: _Optional[str] = ...) -> None: ...
+    client_msg_id: str
+    def __init__(self, room: _Optional[str] = ..., text: _Optional[str] = ..., client_msg_id: _Optional[str] = ...) -> None: ...
 
 class ChatEvent(_message.Message):
     __slots__ = ("id", "room", "sender", "text", "sent_at_unix_ms", "kind")
@@ -50,6 +54,12 @@ class ChatEvent(_message.Message):
     sent_at_unix_ms: int
     kind: ChatEvent.Kind
     def __init__(self, id: _Optional[str] = ..., room: _Optional[str] = ..., sender: _Optional[str] = ..., text: _Optional[str] = ..., sent_at_unix_ms: _Optional[int] = ..., kind: _Optional[_Union[ChatEvent.Kind, str]] = ...) -> None: ...
+
+class ChatEventBatch(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[ChatEvent]
+    def __init__(self, events: _Optional[_Iterable[_Union[ChatEvent, _Mapping]]] = ...) -> None: ...
 
 class WhoAmIRequest(_message.Message):
     __slots__ = ()

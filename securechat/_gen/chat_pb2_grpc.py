@@ -49,6 +49,11 @@ class ChatServiceStub:
                 request_serializer=securechat_dot_v1_dot_chat__pb2.WhoAmIRequest.SerializeToString,
                 response_deserializer=securechat_dot_v1_dot_chat__pb2.Identity.FromString,
                 _registered_method=True)
+        self.ChatBatched = channel.stream_stream(
+                '/securechat.v1.ChatService/ChatBatched',
+                request_serializer=securechat_dot_v1_dot_chat__pb2.ChatMessage.SerializeToString,
+                response_deserializer=securechat_dot_v1_dot_chat__pb2.ChatEventBatch.FromString,
+                _registered_method=True)
 
 
 class ChatServiceServicer:
@@ -75,6 +80,13 @@ class ChatServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ChatBatched(self, request_iterator, context):
+        """Chat's semantics; each response carries every event ready for this member, in order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ChatServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -92,6 +104,11 @@ def add_ChatServiceServicer_to_server(servicer, server):
                     servicer.WhoAmI,
                     request_deserializer=securechat_dot_v1_dot_chat__pb2.WhoAmIRequest.FromString,
                     response_serializer=securechat_dot_v1_dot_chat__pb2.Identity.SerializeToString,
+            ),
+            'ChatBatched': grpc.stream_stream_rpc_method_handler(
+                    servicer.ChatBatched,
+                    request_deserializer=securechat_dot_v1_dot_chat__pb2.ChatMessage.FromString,
+                    response_serializer=securechat_dot_v1_dot_chat__pb2.ChatEventBatch.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -175,6 +192,33 @@ class ChatService:
             '/securechat.v1.ChatService/WhoAmI',
             securechat_dot_v1_dot_chat__pb2.WhoAmIRequest.SerializeToString,
             securechat_dot_v1_dot_chat__pb2.Identity.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ChatBatched(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/securechat.v1.ChatService/ChatBatched',
+            securechat_dot_v1_dot_chat__pb2.ChatMessage.SerializeToString,
+            securechat_dot_v1_dot_chat__pb2.ChatEventBatch.FromString,
             options,
             channel_credentials,
             insecure,

@@ -30,7 +30,7 @@ import threading
 import time
 from pathlib import Path
 
-from securechat.demo import LISTENING, STEP_TIMEOUT, Process, run, say
+from demo import LISTENING, STEP_TIMEOUT, Process, run, say
 
 NATS_CONFIG = """# deploy/nats/nats-server.conf, on loopback with the demo's paths
 server_name: demo
