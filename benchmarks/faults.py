@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "faults"))
 
-from run import CLUSTER_FAULTS, SINGLE_FAULTS, RunOptions, run  # noqa: E402
+from fault_run import CLUSTER_FAULTS, SINGLE_FAULTS, RunOptions, run  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

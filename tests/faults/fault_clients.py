@@ -39,7 +39,7 @@ except ImportError:  # pragma: no cover - before that move
 from securechat.material import load_client_material
 from securechat.tls import channel_credentials
 
-from deployment import Certificates
+from fault_procs import Certificates
 
 # gRPC's BDP probing grows a client's HTTP/2 receive window to megabytes on
 # loopback, so a stalled reader would hold thousands of events in flight

@@ -27,9 +27,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from checker import ClientRecord, Report, check
-from deployment import Cluster, Proxy, ServerProcess, issue_certificates
-from workload import Client
+from fault_checker import ClientRecord, Report, check
+from fault_procs import Cluster, Proxy, ServerProcess, issue_certificates
+from fault_clients import Client
 
 CLUSTER_FAULTS = ("replica-kill", "replica-stop", "replica-term", "nats-restart", "nats-quorum", "drop", "stall", "slow-consumer")
 FLOOD = tuple(int(x) for x in __import__("os").environ.get("FAULTS_FLOOD", "1500,2500").split(","))

@@ -1,6 +1,6 @@
 """The checker: what every client logged, held against securechat's delivery promise.
 
-Input: one `ClientRecord` per client (see workload.py for the log format).
+Input: one `ClientRecord` per client (see fault_clients.py for the log format).
 Each message text is unique in a run, so a text names one send everywhere.
 
 What is asserted (each breach is a line in `Report.violations`):
