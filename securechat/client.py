@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
@@ -102,18 +103,27 @@ class ChatSession:
         self._channel = channel
         self._call = call
 
-    async def send(self, text: str, *, room: str = "") -> None:
-        """Post `text` to `room` (joining it); empty text only joins."""
+    async def send(self, text: str, *, room: str = "", client_msg_id: str | None = None) -> str:
+        """Post `text` to `room` (joining it); empty text only joins. Returns the message's client_msg_id.
+
+        Every message carries a client_msg_id (a new random one unless given):
+        sending the same id again, on this stream or a later one, is answered
+        with the original event and delivered to nobody twice (see README,
+        "Wire API"). Pass the returned id to resend a message safely.
+        """
+        if client_msg_id is None:
+            client_msg_id = new_client_msg_id() if text else ""
         try:
-            await self._call.write(chat_pb2.ChatMessage(room=room, text=text))
+            await self._call.write(chat_pb2.ChatMessage(room=room, text=text, client_msg_id=client_msg_id))
         except grpc.aio.AioRpcError as exc:
             raise self._channel.explain(exc) from exc
         except grpc.aio.UsageError:
             # The call already ended; reading it will say why.
             await self._raise_final_status()
+        return client_msg_id
 
     async def join(self, room: str) -> None:
-        await self.send("", room=room)
+        await self.send("", room=room, client_msg_id="")
 
     async def done_writing(self) -> None:
         with contextlib.suppress(grpc.aio.UsageError):
@@ -145,6 +155,11 @@ async def open_chat(config: ClientConfig, *, metadata: Sequence[tuple[str, str]]
             yield session
         finally:
             call.cancel()
+
+
+def new_client_msg_id() -> str:
+    """A fresh client_msg_id: 128 random bits, so no two sends of one identity share one."""
+    return uuid.uuid4().hex
 
 
 def own_identity(material: TlsMaterial | None) -> str | None:

@@ -69,6 +69,11 @@ class Limits:
     message_burst: int = 20
     max_streams_per_identity: int = 16
     max_connections: int = 10_000
+    # Idempotent sends (issue 16): a repeated client_msg_id is answered with
+    # the original event for this long, for at most this many ids (in memory;
+    # replicas use broker.duplicate_window instead).
+    idempotency_window_seconds: int = 600
+    idempotency_ids: int = 100_000
 
 
 @dataclass(frozen=True)
@@ -438,6 +443,8 @@ def _limits(section: _Section) -> Limits:
         "message_burst": (1, 1_000_000),
         "max_streams_per_identity": (1, 1_000_000),
         "max_connections": (1, 10_000_000),
+        "idempotency_window_seconds": (0, 30 * 86_400),
+        "idempotency_ids": (0, 10_000_000),
     }
     values = {
         name: section.integer(name, getattr(defaults, name), minimum=low, maximum=high)

@@ -33,6 +33,8 @@ REFUSAL_KEY = "securechat-refusal"
 DEFAULT_ROOM = "general"
 ROOM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 ROOM_RULE = "1-64 characters: letters, digits, '.', '_' or '-', starting with a letter or digit"
+MAX_CLIENT_MSG_ID = 128
+"""ChatMessage.client_msg_id: at most this many characters (a UUID is 36)."""
 
 
 def valid_room(room: str) -> bool:
@@ -64,6 +66,8 @@ class Reason(str, enum.Enum):
     """INVALID_ARGUMENT: longer than limits.max_text_length."""
     BAD_RESUME_ID = "bad-resume-id"
     """INVALID_ARGUMENT: `last-event-id` is not a decimal event id."""
+    BAD_CLIENT_MSG_ID = "bad-client-msg-id"
+    """INVALID_ARGUMENT: ChatMessage.client_msg_id is longer than MAX_CLIENT_MSG_ID."""
     # Limits.
     RATE_LIMITED = "rate-limited"
     """RESOURCE_EXHAUSTED: the identity sends faster than limits.max_messages_per_second."""

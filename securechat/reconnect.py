@@ -4,7 +4,9 @@
 stream breaks (UNAVAILABLE, a slow-consumer cut, a reset), it waits a
 bounded, jittered, exponentially growing delay, opens a new stream with
 metadata `last-event-id`, rejoins every room, and resends messages whose
-echo (the server's acknowledgement) had not arrived. The server replays what
+echo (the server's acknowledgement) had not arrived, each with the
+`client_msg_id` it was first sent with: a message the server had accepted
+after all is answered with its original event, not posted twice. The server replays what
 was missed; events already seen are dropped, so the caller sees every event
 once.
 
@@ -36,7 +38,7 @@ from typing import Any
 import grpc
 
 from securechat._gen import chat_pb2
-from securechat.client import Channel, open_channel, own_identity
+from securechat.client import Channel, new_client_msg_id, open_channel, own_identity
 from securechat.config import ClientConfig
 from securechat.errors import ConnectError
 from securechat.protocol import LAST_EVENT_ID, Reason, reason_of
@@ -147,7 +149,7 @@ class ReconnectingChat:
         self._me = own_identity(channel.material)
         self.marks = ResumeMarks()
         self._rooms: list[str] = []
-        # [room, text, stream number it was last written on]: echo not yet seen
+        # [room, text, stream number it was last written on, client_msg_id]: echo not yet seen
         self._unacknowledged: list[list[Any]] = []
         self._stream_number = 0
         self._resent = asyncio.Event()  # set unless unechoed messages wait to be resent
@@ -170,7 +172,7 @@ class ReconnectingChat:
 
     @property
     def unacknowledged(self) -> list[tuple[str, str]]:
-        return [(room, text) for room, text, _ in self._unacknowledged]
+        return [(entry[0], entry[1]) for entry in self._unacknowledged]
 
     async def join(self, room: str) -> None:
         if room not in self._rooms:
@@ -183,7 +185,8 @@ class ReconnectingChat:
         if room not in self._rooms:
             self._rooms.append(room)
             self.marks.join(room)
-        await self._write(chat_pb2.ChatMessage(room=room, text=text), track=bool(text) and self._me is not None)
+        message = chat_pb2.ChatMessage(room=room, text=text, client_msg_id=new_client_msg_id() if text else "")
+        await self._write(message, track=bool(text) and self._me is not None)
 
     async def done_writing(self) -> None:
         """Half-close: the server delivers what is accepted, then ends the stream OK."""
@@ -248,7 +251,7 @@ class ReconnectingChat:
         assert self._call is not None
         async with self._write_lock:
             if track:
-                self._unacknowledged.append([message.room, message.text, self._stream_number])
+                self._unacknowledged.append([message.room, message.text, self._stream_number, message.client_msg_id])
             with contextlib.suppress(*WRITE_FAILURES):
                 await self._call.write(message)
 
@@ -345,7 +348,7 @@ class ReconnectingChat:
                     if entry[2] < self._stream_number and self._call is not None:
                         entry[2] = self._stream_number
                         with contextlib.suppress(*WRITE_FAILURES):
-                            await self._call.write(chat_pb2.ChatMessage(room=entry[0], text=entry[1]))
+                            await self._call.write(chat_pb2.ChatMessage(room=entry[0], text=entry[1], client_msg_id=entry[3]))
         finally:
             self._resent.set()
 
@@ -353,8 +356,8 @@ class ReconnectingChat:
         if not self.marks.accept(event, self._me):
             return
         if event.kind == Kind.MESSAGE and event.sender == self._me:
-            for index, (room, text, _) in enumerate(self._unacknowledged):
-                if room == event.room and text == event.text:
+            for index, entry in enumerate(self._unacknowledged):
+                if entry[0] == event.room and entry[1] == event.text:
                     del self._unacknowledged[index]
                     break
         if event.kind == Kind.JOIN and event.sender == self._me and event.room in self._resend_after_settle:

@@ -22,6 +22,16 @@ from securechat.broker.subjects import room_subject, room_token, token_room, val
 from securechat.errors import BrokerError, BrokerUnavailable, OutOfRange
 
 
+class Stored(Protocol):
+    """What `store` returns: the event's id, and whether its msg_id had been stored before."""
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def duplicate(self) -> bool: ...
+
+
 class Subscription(Protocol):
     last_id: int
 
@@ -34,6 +44,10 @@ class Broker(Protocol):
     async def start(self) -> None: ...
 
     async def publish(self, room: str, event: bytes, *, msg_id: str) -> int: ...
+
+    async def store(self, room: str, event: bytes, *, msg_id: str) -> Stored: ...
+
+    async def event(self, event_id: int) -> bytes: ...
 
     async def history(self, room: str, after_id: int) -> list[tuple[int, bytes]]: ...
 
@@ -57,6 +71,7 @@ __all__ = [
     "BrokerUnavailable",
     "OutOfRange",
     "Retention",
+    "Stored",
     "Subscription",
     "load_broker_config",
     "parse_broker",

@@ -84,6 +84,14 @@ def stamp_id(event: bytes, event_id: int) -> bytes:
     return event + chat_pb2.ChatEvent(id=str(event_id)).SerializeToString()
 
 
+@dataclass(frozen=True)
+class Stored:
+    """An event JetStream holds: its id, and whether this publish repeated an earlier one's msg_id."""
+
+    id: int
+    duplicate: bool = False
+
+
 @dataclass(eq=False)
 class RoomSubscription:
     """Live events of one room for one replica, in stream order; `unsubscribe()` ends it.
@@ -273,6 +281,10 @@ class JetStreamBroker:
         Raises BrokerUnavailable (maybe_accepted False when nothing was sent)
         and BrokerError when NATS refuses the message.
         """
+        return (await self.store(room, event, msg_id=msg_id)).id
+
+    async def store(self, room: str, event: bytes | chat_pb2.ChatEvent, *, msg_id: str) -> Stored:
+        """`publish`, also telling whether JetStream had already stored `msg_id` (within its duplicate window)."""
         validate_room(room)
         if not msg_id:
             raise ValueError("msg_id must not be empty: it is what makes a retried publish safe")
@@ -308,7 +320,7 @@ class JetStreamBroker:
             else:
                 if ack.duplicate:
                     log.debug("room %s: publish %s was a duplicate of event %d", room, msg_id, ack.seq)
-                return ack.seq
+                return Stored(ack.seq, bool(ack.duplicate))
             if loop.time() >= deadline:
                 raise self._unconfirmed(room) if sent else self._not_accepted(room)
             await asyncio.sleep(min(0.05, max(deadline - loop.time(), 0)))
@@ -332,6 +344,16 @@ class JetStreamBroker:
         except asyncio.TimeoutError:
             return False
         return True
+
+    async def event(self, event_id: int) -> bytes:
+        """The stored ChatEvent with id `event_id`, id stamped (a repeated send's original, for its echo)."""
+        try:
+            msg = await self._js.get_msg(self.config.stream, seq=event_id, direct=True)
+        except nats.js.errors.NotFoundError as exc:
+            raise BrokerError(f"event {event_id} is no longer held by stream {self.config.stream}.") from exc
+        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+            raise self._unavailable(f"reading event {event_id}", exc) from exc
+        return stamp_id(msg.data or b"", event_id)
 
     # -- history and range -------------------------------------------------------
 

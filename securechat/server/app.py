@@ -159,7 +159,12 @@ async def _room_hub(config: ServerConfig, metrics: ServerMetrics) -> RoomHub:
     """The in-memory hub (one server), or a SharedRoomHub over NATS JetStream when the config has broker.type nats."""
     limits = config.limits
     if config.broker is None:
-        broker = InMemoryBroker(history_size=limits.history_size, history_rooms=limits.history_rooms)
+        broker = InMemoryBroker(
+            history_size=limits.history_size,
+            history_rooms=limits.history_rooms,
+            idempotency_window=limits.idempotency_window_seconds,
+            idempotency_ids=limits.idempotency_ids,
+        )
         return RoomHub(broker, announce_max_members=limits.announce_max_members, on_fan_out=metrics.observe_fan_out)
     # Imported here: a single server never loads nats-py.
     from securechat.broker.jetstream import JetStreamBroker

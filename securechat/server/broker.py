@@ -5,8 +5,16 @@ calls, so that a shared broker (NATS JetStream, issue 7) can replace the
 in-memory one without touching the hub or the service:
 
     broker.attach(deliver)                    once: deliver(room, id, event_bytes)
-    broker.publish(room, sender, text, kind)  accept: assign an id, keep, deliver
+    broker.publish(room, sender, text, kind, msg_id=...)  accept: assign an id, keep, deliver
     broker.replay(room, after)                history of `room` after id `after`
+    broker.accepted(sender, msg_id)           (room, id, event_bytes) if that client_msg_id was accepted
+
+Idempotent sends: `publish` with a msg_id (the client's `client_msg_id`)
+remembers what it was accepted as, per sender, for `idempotency_window`
+seconds (at most `idempotency_ids` of them, oldest forgotten first), so the
+hub can answer a repeat with the original event instead of accepting it
+again. That memory lives as long as the process: a server that is killed
+and started again accepts a repeat of a message from its previous run anew.
 
 `InMemoryBroker` (the default, one server) delivers synchronously from
 `publish`, so the order in which the hub hands events to members is the id
@@ -47,11 +55,48 @@ class HistoryGap(Exception):
 
 
 class Broker(Protocol):
+    @property
+    def last_id(self) -> int: ...
+
     def attach(self, deliver: Deliver) -> None: ...
 
-    def publish(self, room: str, sender: str, text: str, kind: int) -> None: ...
+    def publish(self, room: str, sender: str, text: str, kind: int, *, msg_id: str = "") -> None: ...
 
     def replay(self, room: str, after: int) -> list[bytes]: ...
+
+    def accepted(self, sender: str, msg_id: str) -> tuple[str, int, bytes] | None: ...
+
+
+class AcceptedIds:
+    """(sender, client_msg_id) -> (room, id, event bytes) it was accepted as, for `window` seconds, at most `capacity`.
+
+    Entries are added in time order with one window, so the oldest is always
+    first: expiry and the capacity bound both pop from the front.
+    """
+
+    def __init__(self, *, window: float, capacity: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self._window = window
+        self._capacity = capacity
+        self._clock = clock
+        self._entries: OrderedDict[tuple[str, str], tuple[float, str, int, bytes]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, sender: str, msg_id: str) -> tuple[str, int, bytes] | None:
+        entry = self._entries.get((sender, msg_id))
+        if entry is None or entry[0] < self._clock():
+            return None
+        return entry[1], entry[2], entry[3]
+
+    def add(self, sender: str, msg_id: str, room: str, event_id: int, event: bytes) -> None:
+        if self._window <= 0 or self._capacity <= 0:
+            return
+        now = self._clock()
+        entries = self._entries
+        while entries and (len(entries) >= self._capacity or next(iter(entries.values()))[0] < now):
+            entries.popitem(last=False)
+        entries[(sender, msg_id)] = (now + self._window, room, event_id, event)
 
 
 class _RoomHistory:
@@ -66,7 +111,15 @@ class _RoomHistory:
 class InMemoryBroker:
     """Ids from one counter; the last `history_size` events of up to `history_rooms` rooms."""
 
-    def __init__(self, *, history_size: int, history_rooms: int, first_id: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        history_size: int,
+        history_rooms: int,
+        first_id: int | None = None,
+        idempotency_window: float = 600.0,
+        idempotency_ids: int = 100_000,
+    ) -> None:
         self._history_size = history_size
         self._history_rooms = history_rooms
         self.first_id = time.time_ns() // 1000 if first_id is None else first_id
@@ -74,6 +127,7 @@ class InMemoryBroker:
         self._rooms: OrderedDict[str, _RoomHistory] = OrderedDict()
         self._forgotten_through = 0  # the newest id of any room whose history was dropped whole
         self._deliver: Deliver = _nowhere
+        self._accepted = AcceptedIds(window=idempotency_window, capacity=idempotency_ids)
 
     @property
     def last_id(self) -> int:
@@ -82,7 +136,8 @@ class InMemoryBroker:
     def attach(self, deliver: Deliver) -> None:
         self._deliver = deliver
 
-    def publish(self, room: str, sender: str, text: str, kind: int) -> None:
+    def publish(self, room: str, sender: str, text: str, kind: int, *, msg_id: str = "") -> None:
+        """Accept one event: the next id, kept in history, delivered; remembered under MSG_ID if given."""
         event_id = self._next_id
         self._next_id += 1
         event = chat_pb2.ChatEvent(
@@ -94,7 +149,13 @@ class InMemoryBroker:
             kind=kind,  # type: ignore[arg-type]
         ).SerializeToString()
         self._keep(room, event_id, event)
+        if msg_id:
+            self._accepted.add(sender, msg_id, room, event_id, event)
         self._deliver(room, event_id, event)
+
+    def accepted(self, sender: str, msg_id: str) -> tuple[str, int, bytes] | None:
+        """What SENDER's MSG_ID was accepted as (room, id, event), if within the window."""
+        return self._accepted.get(sender, msg_id)
 
     def replay(self, room: str, after: int) -> list[bytes]:
         """The events of `room` with ids above `after`, oldest first; HistoryGap if some are gone."""

@@ -39,11 +39,14 @@ Kind = chat_pb2.ChatEvent.Kind
 class Member:
     """One Chat stream: its identity, its rooms, and its queue of serialized events."""
 
-    __slots__ = ("name", "rooms", "resume_after", "_events", "_limit", "_replayed", "_waiter", "_closed", "_end", "_draining", "on_abort")
+    __slots__ = ("name", "rooms", "since", "resume_after", "_events", "_limit", "_replayed", "_waiter", "_closed", "_end", "_draining", "on_abort")
 
     def __init__(self, name: str, *, queue_size: int, resume_after: int | None = None) -> None:
         self.name = name
         self.rooms: set[str] = set()
+        # Per room: this stream gets every event of the room with an id above
+        # this one (its history after resume_after, then live events).
+        self.since: dict[str, int] = {}
         self.resume_after = resume_after
         self._events: deque[bytes] = deque()
         self._limit = queue_size
@@ -164,6 +167,7 @@ class RoomHub:
         """
         if room in member.rooms:
             return
+        member.since[room] = member.resume_after if member.resume_after is not None else self._broker.last_id
         if member.resume_after is not None:
             try:
                 member.replay(self._broker.replay(room, member.resume_after))
@@ -178,11 +182,35 @@ class RoomHub:
         if len(members) <= self._announce_max:
             self._broker.publish(room, member.name, "", Kind.JOIN)
 
-    def post(self, member: Member, room: str, text: str) -> None:
-        """Accept a message: give it an id and hand it to every member of the room."""
+    def post(self, member: Member, room: str, text: str, client_msg_id: str = "") -> bool:
+        """Accept a message: give it an id and hand it to every member of the room; False if not accepted now.
+
+        A repeat of a CLIENT_MSG_ID this sender already had accepted is not
+        accepted again: the sender gets the original event (see `repeat`).
+        """
         self.join(member, room)
-        if not member.ended:
-            self._broker.publish(room, member.name, text, Kind.MESSAGE)
+        if member.ended:
+            return False
+        if client_msg_id:
+            original = self._broker.accepted(member.name, client_msg_id)
+            if original is not None:
+                self.repeat(member, *original)
+                return False
+        self._broker.publish(room, member.name, text, Kind.MESSAGE, msg_id=client_msg_id)
+        return True
+
+    @staticmethod
+    def repeat(member: Member, room: str, event_id: int, event: bytes) -> None:
+        """Answer a repeated send with the original event, unless this stream already carries it.
+
+        The stream carries every event of a room it is in with an id above
+        `member.since[room]`: then the original was (or is about to be)
+        written to it, and a second copy would be the duplicate we avoid.
+        """
+        log.debug("%s repeated an accepted message: echoing event %d again", member.name, event_id)
+        if room in member.rooms and event_id > member.since.get(room, event_id):
+            return
+        member.offer(event)
 
     # A hub whose broker is remote (securechat.server.shared.SharedRoomHub)
     # must wait for it: ChatService awaits these two when `remote` is True.
@@ -190,8 +218,8 @@ class RoomHub:
     async def enter(self, member: Member, room: str) -> None:
         self.join(member, room)
 
-    async def accept(self, member: Member, room: str, text: str) -> None:
-        self.post(member, room, text)
+    async def accept(self, member: Member, room: str, text: str, client_msg_id: str = "") -> bool:
+        return self.post(member, room, text, client_msg_id)
 
     async def close(self) -> None:
         """Nothing to release for an in-memory broker."""

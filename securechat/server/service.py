@@ -18,7 +18,7 @@ import grpc
 from securechat._gen import chat_pb2
 from securechat.config import Limits
 from securechat.identity import PeerIdentity
-from securechat.protocol import DEFAULT_ROOM, LAST_EVENT_ID, ROOM_RULE, Reason, Refusal, valid_room
+from securechat.protocol import DEFAULT_ROOM, LAST_EVENT_ID, MAX_CLIENT_MSG_ID, ROOM_RULE, Reason, Refusal, valid_room
 from securechat.server.admission import Admission
 from securechat.server.interceptors import current_peer
 from securechat.server.metrics import ServerMetrics
@@ -135,7 +135,7 @@ class ChatService:
         try:
             async for message in requests:
                 room = message.room or DEFAULT_ROOM
-                refusal = self._check(member, room, message.text)
+                refusal = self._check(member, room, message.text, message.client_msg_id)
                 if refusal is not None:
                     member.abort(refusal)
                     return
@@ -145,10 +145,10 @@ class ChatService:
                         member.abort(refusal)
                         return
                     if self._remote:
-                        await self._hub.accept(member, room, message.text)
+                        accepted = await self._hub.accept(member, room, message.text, message.client_msg_id)
                     else:  # the in-memory hub: no coroutine per message
-                        self._hub.post(member, room, message.text)
-                    if self._metrics is not None and not member.ended:
+                        accepted = self._hub.post(member, room, message.text, message.client_msg_id)
+                    if self._metrics is not None and accepted:
                         self._metrics.messages_accepted.inc()
                 else:
                     if self._remote:
@@ -163,10 +163,16 @@ class ChatService:
             return
         member.finish()
 
-    def _check(self, member: Member, room: str, text: str) -> Refusal | None:
+    def _check(self, member: Member, room: str, text: str, client_msg_id: str = "") -> Refusal | None:
         limits = self._limits
         if not valid_room(room):
             return Refusal(grpc.StatusCode.INVALID_ARGUMENT, Reason.INVALID_ROOM, f"room name {room[:80]!r} is invalid: use {ROOM_RULE}")
+        if len(client_msg_id) > MAX_CLIENT_MSG_ID:
+            return Refusal(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                Reason.BAD_CLIENT_MSG_ID,
+                f"client_msg_id is {len(client_msg_id)} characters; at most {MAX_CLIENT_MSG_ID} (a UUID is 36)",
+            )
         if len(text) > limits.max_text_length:
             return Refusal(
                 grpc.StatusCode.INVALID_ARGUMENT,

@@ -5,9 +5,14 @@ append per member per event) and replaces the in-memory broker with
 `securechat.broker.Broker` (JetStreamBroker), whose calls are async:
 
 - Accepting a message = JetStream acknowledged it. `accept` publishes the
-  ChatEvent (without id) with a msg_id unique to this accepted message
-  (replica id + counter), so the broker's retries are deduplicated. The
-  id is the stream sequence. If the publish fails, the SENDER's stream ends
+  ChatEvent (without id) with a msg_id: for a message with a
+  `client_msg_id`, one derived from the sender's identity and that id
+  (`client_msg_key`), the same on every replica, so JetStream's duplicate
+  window (`broker.duplicate_window`) stores a resend once, whichever replica
+  it reaches; otherwise one unique to this accepted message (replica id +
+  counter), so the broker's own retries are deduplicated. The id is the
+  stream sequence. A repeat is answered with the original event to its
+  sender only (see `RoomHub.repeat`), fetched from JetStream by id. If the publish fails, the SENDER's stream ends
   with UNAVAILABLE naming the broker: never a silent drop. The sender's
   echo, delivered like everyone's from the subscription, is its ack.
 - Delivery: one live subscription per room per replica, attached while the
@@ -29,6 +34,7 @@ append per member per event) and replaces the in-memory broker with
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import logging
 import time
@@ -38,7 +44,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from securechat._gen import chat_pb2
-from securechat.broker import Broker, OutOfRange, Subscription
+from securechat.broker import Broker, OutOfRange, Stored, Subscription
 from securechat.errors import BrokerError
 from securechat.protocol import Reason, Refusal
 from securechat.server.rooms import FanOutObserver, Kind, Member, RoomHub
@@ -100,6 +106,9 @@ class SharedRoomHub(RoomHub):
                 return
             members = self._rooms.setdefault(room, {})
             members[member] = None
+            # From here on the subscription hands this member every event after
+            # its last one (after resume_after, the replay and held events did).
+            member.since[room] = member.resume_after if member.resume_after is not None else link.ready.result().last_id
         except BrokerError as exc:
             member.abort(_not_accepted(exc))
             return
@@ -110,11 +119,24 @@ class SharedRoomHub(RoomHub):
         if len(members) <= self._announce_max:
             await self._publish(member, room, "", Kind.JOIN)
 
-    async def accept(self, member: Member, room: str, text: str) -> None:
-        """Accepted = stored by JetStream; otherwise the sender's stream ends with UNAVAILABLE."""
+    async def accept(self, member: Member, room: str, text: str, client_msg_id: str = "") -> bool:
+        """Accepted = stored by JetStream; otherwise the sender's stream ends with UNAVAILABLE. False if not accepted now."""
         await self.enter(member, room)
-        if not member.ended:
-            await self._publish(member, room, text, Kind.MESSAGE)
+        if member.ended:
+            return False
+        msg_id = client_msg_key(member.name, client_msg_id) if client_msg_id else None
+        stored = await self._publish(member, room, text, Kind.MESSAGE, msg_id=msg_id)
+        if stored is None or not stored.duplicate:
+            return stored is not None
+        if not (room in member.rooms and stored.id > member.since.get(room, stored.id)):
+            try:
+                event = await self._shared.event(stored.id)
+            except BrokerError as exc:
+                member.abort(_not_accepted(exc))
+                return False
+            # The original's room, as stored: a repeat names the id, not the room.
+            self.repeat(member, chat_pb2.ChatEvent.FromString(event).room, stored.id, event)
+        return False
 
     def leave_all(self, member: Member) -> None:
         for room in sorted(member.rooms):
@@ -195,13 +217,14 @@ class SharedRoomHub(RoomHub):
         member.replay([event for _, event in history] + [event for event_id, event in held if event_id > last])
         return True
 
-    async def _publish(self, member: Member, room: str, text: str, kind: int) -> None:
+    async def _publish(self, member: Member, room: str, text: str, kind: int, *, msg_id: str | None = None) -> Stored | None:
         event = _event(room, member.name, text, kind)
         try:
-            await self._shared.publish(room, event, msg_id=f"{self._replica}-{next(self._counter)}")
+            return await self._shared.store(room, event, msg_id=msg_id or f"{self._replica}-{next(self._counter)}")
         except BrokerError as exc:
             log.warning("room %s: %s from %s not accepted: %s", room, Kind.Name(kind), member.name, exc)  # type: ignore[arg-type]
             member.abort(_not_accepted(exc))
+            return None
 
     async def _announce_leave(self, name: str, room: str) -> None:
         try:
@@ -229,6 +252,16 @@ class SharedRoomHub(RoomHub):
         task = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def client_msg_key(identity: str, client_msg_id: str) -> str:
+    """The Nats-Msg-Id of IDENTITY's message CLIENT_MSG_ID: the same on every replica, one per (identity, id).
+
+    A hash, so neither the certificate's name nor the client's id has to be
+    a valid header value, and one identity's ids cannot collide with another's.
+    """
+    digest = hashlib.sha256(f"{identity}\n{client_msg_id}".encode()).hexdigest()
+    return f"client-{digest[:40]}"
 
 
 def _event(room: str, sender: str, text: str, kind: int) -> bytes:

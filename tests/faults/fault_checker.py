@@ -122,7 +122,7 @@ def check(records: list[ClientRecord], *, told_duplicates: bool = False) -> Repo
         for room in record.rooms:
             received = per_room.get(room, [])
             ids = [event_id for _, event_id in received]
-            for (_, a), (_, b) in zip(received, received[1:]):
+            for (_, a), (_, b) in zip(received, received[1:], strict=False):
                 if b <= a:
                     report.order_breaks += 1
                     report.violations.append(f"{record.name} in room {room}: id {b} after {a}")
@@ -133,7 +133,7 @@ def check(records: list[ClientRecord], *, told_duplicates: bool = False) -> Repo
                     texts[text].append(index)
             for text, positions in texts.items():
                 if len(positions) > 1:
-                    told = all(_gap_between(gaps, a, b) for a, b in zip(positions, positions[1:]))
+                    told = all(_gap_between(gaps, a, b) for a, b in zip(positions, positions[1:], strict=False))
                     duplicate_pairs[(room, text)].append((record.name, told))
             start = next((event_id for index, event_id in received if _is_own_join(content[(room, event_id)], record.name)), None)
             if start is None:

@@ -23,23 +23,23 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 import grpc
+import yaml
 
 from securechat.config import load_client_config
 from securechat.errors import ConnectError
 
 try:  # TODO(merge): the terminal branch moves the client into securechat/client/
-    from securechat.client import Channel
     from securechat.client.reconnect import Backoff, ReconnectingChat, ResumeGap
+
+    from securechat.client import Channel
 except ImportError:  # pragma: no cover - before that move
     from securechat.client import Channel
     from securechat.reconnect import Backoff, ReconnectingChat, ResumeGap  # type: ignore[no-redef]
+from fault_procs import Certificates
+
 from securechat.material import load_client_material
 from securechat.tls import channel_credentials
-
-from fault_procs import Certificates
 
 # gRPC's BDP probing grows a client's HTTP/2 receive window to megabytes on
 # loopback, so a stalled reader would hold thousands of events in flight
@@ -70,6 +70,7 @@ class Client:
         self.joined = asyncio.Event()
         self.reconnects = 0
         self._count = 0
+        self.in_flight = 0  # sends waiting for a stream to write to
         self._chat: ReconnectingChat | None = None
         self._sending = True
         self._burst: list[tuple[str, int]] = []
@@ -85,8 +86,16 @@ class Client:
         self._task = asyncio.ensure_future(self._run())
 
     def stop_sending(self) -> None:
+        """Stop the paced sends; then post one last message per room (`final_text`), which the drain waits for."""
         self._sending = False
         self._wake.set()
+
+    @staticmethod
+    def final_text(name: str, room: str) -> str:
+        return f"{name}#final-{room}"
+
+    def received_texts(self) -> set[str]:
+        return {entry[6] for entry in self.log if entry[0] == "recv" and entry[4] == 1}
 
     def burst(self, room: str, count: int) -> None:
         """Send `count` messages to `room` as fast as the session takes them (the slow-consumer fault's flood)."""
@@ -95,7 +104,8 @@ class Client:
 
     @property
     def pending(self) -> int:
-        return len(self._chat.unacknowledged) if self._chat is not None else 0
+        """Sends not yet echoed, including those still waiting for a stream."""
+        return self.in_flight + (len(self._chat.unacknowledged) if self._chat is not None else 0)
 
     def last_ids(self) -> dict[str, int]:
         """Per room, the newest event id received."""
@@ -162,6 +172,8 @@ class Client:
                 for _ in range(count):
                     await self._post(chat, room)
             if not self._sending:
+                for room in self.rooms:
+                    await self._post(chat, room, self.final_text(self.name, room))
                 await self._closed.wait()
                 return
             self._wake.clear()
@@ -170,10 +182,15 @@ class Client:
             if self._sending and not self._burst:
                 await self._post(chat, self.rng.choice(self.rooms))
 
-    async def _post(self, chat: ReconnectingChat, room: str) -> None:
-        self._count += 1
-        text = f"{self.name}#{self._count}"
+    async def _post(self, chat: ReconnectingChat, room: str, text: str = "") -> None:
+        if not text:
+            self._count += 1
+            text = f"{self.name}#{self._count}"
         now = time.monotonic()
         self.sent_at[text] = now
-        await chat.send(text, room=room)
+        self.in_flight += 1
+        try:
+            await chat.send(text, room=room)
+        finally:
+            self.in_flight -= 1
         self.log.append(("sent", now, room, text))

@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from fault_checker import ClientRecord, Report, check
-from fault_procs import Cluster, Proxy, ServerProcess, issue_certificates
 from fault_clients import Client
+from fault_procs import Cluster, Proxy, ServerProcess, issue_certificates
 
 CLUSTER_FAULTS = ("replica-kill", "replica-stop", "replica-term", "nats-restart", "nats-quorum", "drop", "stall", "slow-consumer")
 FLOOD = tuple(int(x) for x in __import__("os").environ.get("FAULTS_FLOOD", "1500,2500").split(","))
@@ -63,7 +63,7 @@ class Fault:
 
 def schedule(options: RunOptions) -> list[Fault]:
     """The run's faults, from the seed alone."""
-    rng = random.Random(f"faults-{options.seed}-{options.mode}")
+    rng = random.Random(f"faults-{options.seed}-{options.mode}")  # noqa: S311 - a seeded schedule, not security
     kinds = options.kinds or (CLUSTER_FAULTS if options.mode == "cluster" else SINGLE_FAULTS)
     replicas = [f"replica-{i}" for i in range(options.replicas)] if options.mode == "cluster" else ["server"]
     clients = client_names(options)
@@ -98,7 +98,7 @@ def client_names(options: RunOptions) -> list[str]:
 
 def client_rooms(options: RunOptions) -> dict[str, list[str]]:
     """Each client in one or two rooms; every room has at least two members."""
-    rng = random.Random(f"rooms-{options.seed}")
+    rng = random.Random(f"rooms-{options.seed}")  # noqa: S311 - a seeded schedule, not security
     rooms = [f"room-{index}" for index in range(options.rooms)]
     plan: dict[str, list[str]] = {}
     for index, name in enumerate(client_names(options)):
@@ -217,7 +217,8 @@ class Deployment:
         seed = self.options.seed
         for name, mine in rooms.items():
             port = self.proxy.front(name)
-            client = Client(name, mine, port=port, certs=self.certs, root=self.root, rng=random.Random(f"client-{seed}-{name}"), pace=self.options.pace)
+            rng = random.Random(f"client-{seed}-{name}")  # noqa: S311 - a seeded schedule, not security
+            client = Client(name, mine, port=port, certs=self.certs, root=self.root, rng=rng, pace=self.options.pace)
             self.clients[name] = client
             client.start()
 
@@ -302,7 +303,7 @@ async def run(options: RunOptions, *, root: Path, sample: Any = None) -> RunResu
     started = time.monotonic()
     faults = schedule(options)
     rooms = client_rooms(options)
-    rng = random.Random(f"targets-{options.seed}")
+    rng = random.Random(f"targets-{options.seed}")  # noqa: S311 - a seeded schedule, not security
     deployment = Deployment(root, options)
     injected: list[InjectedFault] = []
     samples: list[dict[str, Any]] = []
@@ -352,19 +353,25 @@ async def run(options: RunOptions, *, root: Path, sample: Any = None) -> RunResu
 
 
 async def _drain(deployment: Deployment, timeout: float) -> bool:
-    """Until every send is echoed and every member has the newest event of each of its rooms."""
+    """Until every send is echoed (each client's last ones included), then two quiet seconds for deliveries in flight.
+
+    Every client sends its final messages after the faults are healed, so
+    its own final echo proves it is connected again; what others had
+    accepted before reaches it in order before that echo, or its session
+    reported a gap. Waiting for everyone to receive everything instead
+    would wait forever for events inside a reported gap.
+    """
     deadline = time.monotonic() + timeout
     clients = list(deployment.clients.values())
     while time.monotonic() < deadline:
-        if all(client.pending == 0 for client in clients):
-            newest: dict[str, int] = {}
-            for client in clients:
-                for room, last in client.last_ids().items():
-                    newest[room] = max(newest.get(room, 0), last)
-            if all(client.last_ids().get(room, 0) >= newest.get(room, 0) for client in clients for room in client.rooms):
-                await asyncio.sleep(0.5)  # and nothing more arrives late
-                if all(client.pending == 0 for client in clients):
-                    return True
+        if all(client.pending == 0 and {client.final_text(client.name, room) for room in client.rooms} <= set(client.acked) for client in clients):
+            quiet_since, seen = time.monotonic(), sum(len(client.log) for client in clients)
+            while time.monotonic() - quiet_since < 2.0 and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+                now_seen = sum(len(client.log) for client in clients)
+                if now_seen != seen:
+                    quiet_since, seen = time.monotonic(), now_seen
+            return all(client.pending == 0 for client in clients)
         await asyncio.sleep(0.2)
     return False
 
