@@ -29,6 +29,10 @@ LAST_EVENT_ID = "last-event-id"
 """Request metadata: the decimal id of the last event this client received."""
 REFUSAL_KEY = "securechat-refusal"
 """Trailing metadata: the `Reason` the server refused or ended the call for."""
+ORDER_KEY = "securechat-order"
+GLOBAL_ORDER = "global"
+"""Initial metadata of Chat, `securechat-order: global`: this stream delivers every room's events in one id order
+(a single server). Replicas do not send it: there only each room's own events are in id order."""
 
 DEFAULT_ROOM = "general"
 ROOM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")

@@ -10,15 +10,21 @@ after all is answered with its original event, not posted twice. The server repl
 was missed; events already seen are dropped, so the caller sees every event
 once.
 
-Choosing the resume point: ids increase across the whole server, and a
-stream delivers events in id order, except right after a resume, while each
-rejoined room's history is replayed. So `ResumeMarks` keeps, per room, the
-id up to which that room is complete; the resume point is the smallest of
-them. While replays are in flight only the room of each event advances; a
-room is settled when our own JOIN in it comes back, since the server sends
-that after the room's history. Rooms larger than `announce_max_members` get
-no JOIN: they then only advance by their own events, which is safe but may
-make a later resume ask for older history than needed.
+Choosing the resume point: ids increase across the whole deployment.
+`ResumeMarks` keeps, per room, the id up to which that room is complete;
+the resume point is the smallest of them. A room's own events advance its
+mark. A single server also delivers a stream's events of all rooms in one id
+order (it says so with initial metadata `securechat-order: global`), so
+there an event of one room completes every other room up to its id too --
+except right after a resume, while each rejoined room's history is
+replayed: a room is settled when our own JOIN in it comes back, since the
+server sends that after the room's history. Replicas deliver each room from
+its own JetStream subscription, so rooms interleave out of id order there
+and only a room's own events advance it (advancing the others lost events
+when a stream broke with a room behind: found by the fault checker, seed 10).
+Rooms larger than `announce_max_members` get no JOIN: they then only
+advance by their own events, which is safe but may make a later resume ask
+for older history than needed.
 
 Not handled here: a resume point older than the server's history ends the
 call with OUT_OF_RANGE; that is raised as `ResumeGap` (or, with
@@ -41,7 +47,7 @@ from securechat._gen import chat_pb2
 from securechat.client import Channel, new_client_msg_id, open_channel, own_identity
 from securechat.config import ClientConfig
 from securechat.errors import ConnectError
-from securechat.protocol import LAST_EVENT_ID, Reason, reason_of
+from securechat.protocol import GLOBAL_ORDER, LAST_EVENT_ID, ORDER_KEY, Reason, reason_of
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +83,7 @@ class ResumeMarks:
     """Per room, the id up to which we have every event; see the module docstring."""
 
     def __init__(self) -> None:
+        self.global_order = False  # the server delivers every room of a stream in one id order (see module docstring)
         self.complete: dict[str, int | None] = {}  # room -> all its events up to this id were seen
         self.seen: dict[str, int] = {}  # room -> newest id delivered (to drop repeats)
         self.unsettled: set[str] = set()  # rooms whose history replay may still be arriving
@@ -85,7 +92,7 @@ class ResumeMarks:
     def join(self, room: str) -> None:
         if room not in self.complete:
             known = [mark for mark in self.complete.values() if mark is not None]
-            self.complete[room] = (max(known) if not self.unsettled and known else self.resume_point)
+            self.complete[room] = max(known) if self.global_order and not self.unsettled and known else self.resume_point
 
     def reconnecting(self) -> int | None:
         """The resume point for the next stream; every room is unsettled until its JOIN returns."""
@@ -116,7 +123,7 @@ class ResumeMarks:
         if room in self.complete:
             current = self.complete[room]
             self.complete[room] = event_id if current is None else max(current, event_id)
-        if not self.unsettled:
+        if self.global_order and not self.unsettled:
             for other, mark in self.complete.items():
                 if mark is None or mark < event_id:
                     self.complete[other] = event_id
@@ -276,7 +283,11 @@ class ReconnectingChat:
                 try:
                     await self._rejoin(call)
                     self._connected.set()
+                    first = True
                     async for event in call:
+                        if first:  # its initial metadata came before it
+                            first = False
+                            self.marks.global_order = (ORDER_KEY, GLOBAL_ORDER) in tuple(await call.initial_metadata() or ())
                         attempt = 0
                         self._deliver(event)
                     if self._closing:

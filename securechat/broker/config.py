@@ -47,6 +47,7 @@ BROKER_TLS_KEYS = ("ca", "cert", "key", "server_name")
 RETENTION_KEYS = ("max_age", "max_bytes", "max_msgs", "max_msgs_per_room")
 DEFAULT_STREAM = "SECURECHAT"
 DEFAULT_NATS_PORT = 4222
+DEFAULT_DUPLICATE_WINDOW = 600.0
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -88,7 +89,9 @@ class BrokerConfig:
     stream: str = DEFAULT_STREAM
     replicas: int = 1
     retention: Retention = field(default_factory=Retention)
-    duplicate_window_seconds: float = 120.0
+    # Idempotent sends (issue 16): a resent client_msg_id is stored once if it
+    # arrives within this window; 10 minutes, or retention.max_age if shorter.
+    duplicate_window_seconds: float = DEFAULT_DUPLICATE_WINDOW
     publish_timeout_seconds: float = 5.0
     connect_timeout_seconds: float = 5.0
     reconnect_wait_seconds: float = 1.0
@@ -109,7 +112,10 @@ def parse_broker(section: _Section) -> BrokerConfig:
     insecure = section.boolean("insecure", False)
     servers = _servers(section, insecure)
     retention = _retention(section.section("retention", RETENTION_KEYS))
-    duplicate_window = _duration(section, "duplicate_window", 120.0, minimum=1.0)
+    default_window = DEFAULT_DUPLICATE_WINDOW
+    if retention.max_age_seconds is not None:
+        default_window = max(1.0, min(default_window, retention.max_age_seconds))
+    duplicate_window = _duration(section, "duplicate_window", default_window, minimum=1.0)
     assert duplicate_window is not None
     if retention.max_age_seconds is not None and duplicate_window > retention.max_age_seconds:
         # JetStream refuses a stream whose dedup window outlives its messages.

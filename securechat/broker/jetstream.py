@@ -456,11 +456,7 @@ class JetStreamBroker:
             )
         except (nats.errors.Error, asyncio.TimeoutError) as exc:
             raise self._unavailable(f"subscribing to room {room}", exc) from exc
-        # nats-py restarts an ordered consumer after the last stream sequence
-        # it saw, 0 until a message arrives: start it where we asked instead.
-        jsi = getattr(psub._sub, "_jsi", None)
-        if jsi is not None and jsi._sseq < after_id:
-            jsi._sseq = after_id
+        _restart_ordered_consumer_after(psub, after_id)
         sub._sub = psub
         try:
             await self.check_range(room, after_id)
@@ -527,6 +523,27 @@ class JetStreamBroker:
 
     def _api_error(self, doing: str, exc: nats.js.errors.Error) -> BrokerError:
         return BrokerError(f"{doing}: NATS refused it ({_describe(exc)}). Check the stream {self.config.stream} and the NATS server log.")
+
+
+def _restart_ordered_consumer_after(psub: Any, seq: int) -> bool:
+    """Make nats-py's ordered consumer restart after SEQ, not after the stream's start. The one private access here.
+
+    When an ordered consumer misses heartbeats or sees a gap, nats-py
+    recreates it from the last stream sequence it delivered, which is 0
+    until a message arrives: a room with no new event would restart from
+    sequence 1 and re-read the whole stream (our own sequence check drops
+    what it has seen, so it costs time, not correctness). nats-py has no
+    public option for the restart point, so this seeds the field it keeps
+    it in (`_jsi._sseq`); nats-py is pinned (pyproject.toml) and
+    tests/broker/test_idempotent_replicas.py fails if the field goes away.
+    Returns False, and logs, if this nats-py does not have it.
+    """
+    jsi = getattr(getattr(psub, "_sub", None), "_jsi", None)
+    if jsi is None or not isinstance(getattr(jsi, "_sseq", None), int):
+        log.warning("broker: this nats-py has no ordered-consumer restart point to seed; a restart re-reads the room from the stream's start")
+        return False
+    jsi._sseq = max(jsi._sseq, seq)
+    return True
 
 
 def _describe(exc: BaseException) -> str:

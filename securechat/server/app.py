@@ -106,10 +106,13 @@ async def start_server(config: ServerConfig) -> RunningServer:
     limits = config.limits
     hub = await _room_hub(config, metrics)
     service = ChatService(hub, limits, metrics=metrics)
+    loop = asyncio.get_running_loop()
     metrics.watch(
         streams=lambda: service.open_streams,
         connections=lambda: service.admission.connections,
         queue_depth=lambda: service.queued_events,
+        # Read from the metrics thread: all_tasks() copies the loop's task set, retrying if it changes meanwhile.
+        tasks=lambda: len(asyncio.all_tasks(loop)),
     )
     server.add_generic_rpc_handlers((method_handlers(service),))
     health_servicer = health.aio.HealthServicer()

@@ -50,9 +50,19 @@ class ServerMetrics:
         self.fan_out = Histogram(
             "securechat_fan_out_seconds", "Time to hand one event to every member of its room.", buckets=FAN_OUT_BUCKETS, registry=registry
         )
+        self.tasks = Gauge("securechat_event_loop_tasks", "asyncio tasks alive on the server's event loop (a soak watches it stay flat).", registry=registry)
         self._http: object | None = None
 
-    def watch(self, *, streams: Callable[[], int], connections: Callable[[], int], queue_depth: Callable[[], int]) -> None:
+    def watch(
+        self,
+        *,
+        streams: Callable[[], int],
+        connections: Callable[[], int],
+        queue_depth: Callable[[], int],
+        tasks: Callable[[], int] | None = None,
+    ) -> None:
+        if tasks is not None:
+            self.tasks.set_function(tasks)
         self.streams.set_function(streams)
         self.connections.set_function(connections)
         self.queue_depth.set_function(queue_depth)

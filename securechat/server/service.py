@@ -18,7 +18,7 @@ import grpc
 from securechat._gen import chat_pb2
 from securechat.config import Limits
 from securechat.identity import PeerIdentity
-from securechat.protocol import DEFAULT_ROOM, LAST_EVENT_ID, MAX_CLIENT_MSG_ID, ROOM_RULE, Reason, Refusal, valid_room
+from securechat.protocol import DEFAULT_ROOM, GLOBAL_ORDER, LAST_EVENT_ID, MAX_CLIENT_MSG_ID, ORDER_KEY, ROOM_RULE, Reason, Refusal, valid_room
 from securechat.server.admission import Admission
 from securechat.server.interceptors import current_peer
 from securechat.server.metrics import ServerMetrics
@@ -95,6 +95,8 @@ class ChatService:
             "chat stream opened by %s (peer %s%s)", name, address, f", resuming after {resume_after}" if resume_after is not None else "",
             extra={"identity": name, "peer": address},
         )
+        if not self._remote:  # one broker, one loop: this stream's events of all rooms come in id order
+            await context.send_initial_metadata(((ORDER_KEY, GLOBAL_ORDER),))
         reader = asyncio.create_task(self._read(requests, member))
         writer = asyncio.create_task(_write(member, context))
         member.on_abort = writer.cancel

@@ -298,13 +298,14 @@ class ServerProcess:
 
     def __init__(self, root: Path, certs: Certificates, name: str, *, cluster: Cluster | None, limits: dict[str, Any]) -> None:
         self.name = name
-        self.port = free_ports(1)[0]
+        self.port, self.metrics_port = free_ports(2)
         self.process = Process(name, root / f"{name}.log")
         config: dict[str, Any] = {
             "listen": f"127.0.0.1:{self.port}",
             "tls": {"cert": str(certs.dir / "server.pem"), "key": str(certs.dir / "server-key.pem"), "client_ca": str(certs.ca)},
             "limits": limits,
             "grace_seconds": 2,
+            "metrics_port": self.metrics_port,
             "log": {"level": "info"},
         }
         if cluster is not None:
@@ -337,6 +338,20 @@ class ServerProcess:
                 raise RuntimeError(f"{self.name} exited with {self.process.proc.returncode if self.process.proc else '?'}:\n{self.process.log_since_start()[-3000:]}")
             await asyncio.sleep(0.05)
         raise RuntimeError(f"{self.name} did not listen within {timeout}s:\n{self.process.log_since_start()[-3000:]}")
+
+    def metric(self, name: str) -> float | None:
+        """One sample from the server's Prometheus endpoint (loopback)."""
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2) as response:  # noqa: S310 - loopback http
+                text = response.read().decode()
+        except OSError:
+            return None
+        for line in text.splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+        return None
 
     def rss_kb(self) -> int | None:
         return _proc_status(self.process, "VmRSS")

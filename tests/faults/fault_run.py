@@ -191,10 +191,12 @@ def _quantile(values: list[float], q: float) -> float:
 class Deployment:
     """The processes of one run and the faults that can be done to them."""
 
-    def __init__(self, root: Path, options: RunOptions) -> None:
+    def __init__(self, root: Path, options: RunOptions, *, extra_clients: tuple[str, ...] | list[str] = ()) -> None:
         self.root = root
+        self.clients_dir = root
         self.options = options
-        names = client_names(options)
+        self.extra_clients = list(extra_clients)  # identities outside the checker (the soak's churners)
+        names = client_names(options) + self.extra_clients
         replicas = [f"replica-{i}" for i in range(options.replicas)] if options.mode == "cluster" else []
         self.certs = issue_certificates(root / "certs", clients=names, replicas=replicas)
         self.cluster = Cluster(root, self.certs) if options.mode == "cluster" else None
@@ -215,6 +217,10 @@ class Deployment:
 
     def add_clients(self, rooms: dict[str, list[str]]) -> None:
         seed = self.options.seed
+        for name in self.extra_clients:
+            cert, key = self.certs.pair(name)
+            config = {"target": f"localhost:{self.proxy.front(name)}", "tls": {"ca": str(self.certs.ca), "cert": str(cert), "key": str(key)}}
+            (self.clients_dir / f"{name}.yaml").write_text(json.dumps(config), encoding="utf-8")
         for name, mine in rooms.items():
             port = self.proxy.front(name)
             rng = random.Random(f"client-{seed}-{name}")  # noqa: S311 - a seeded schedule, not security

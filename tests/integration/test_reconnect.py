@@ -104,8 +104,9 @@ async def test_fatal_statuses_are_not_retried(deployment, start):
 
 
 def test_resume_marks_wait_for_every_room_to_settle():
-    """While a resumed room's replay may still arrive, other rooms' events do not move its mark."""
+    """While a resumed room's replay may still arrive, other rooms' events do not move its mark (a single server: one id order)."""
     marks = ResumeMarks()
+    marks.global_order = True
     marks.join("a")
     marks.join("b")
     for event_id, room in ((10, "a"), (11, "b"), (12, "a")):
@@ -119,3 +120,25 @@ def test_resume_marks_wait_for_every_room_to_settle():
     marks.accept(chat_pb2.ChatEvent(id="22", room="b", sender="me", kind=Kind.JOIN), "me")
     marks.accept(chat_pb2.ChatEvent(id="23", room="b", kind=Kind.MESSAGE), "me")
     assert marks.reconnecting() == 23
+
+
+def test_resume_marks_without_one_order_only_move_by_their_own_room():
+    """Replicas (no securechat-order: global): b's later event does not complete a; the resume point waits for a."""
+    marks = ResumeMarks()
+    marks.join("a")
+    marks.join("b")
+    for event_id, room in ((10, "a"), (11, "b"), (30, "b")):
+        assert marks.accept(chat_pb2.ChatEvent(id=str(event_id), room=room, kind=Kind.MESSAGE), "me")
+    assert marks.reconnecting() == 10  # a's 12..29 may still be on their way from a's own subscription
+    marks.accept(chat_pb2.ChatEvent(id="25", room="a", kind=Kind.MESSAGE), "me")
+    assert marks.reconnecting() == 25
+
+
+async def test_a_single_server_says_its_stream_is_in_one_order(deployment, start):
+    """Chat's initial metadata carries securechat-order: global on one server; the reconnecting client reads it."""
+    server = await start()
+    async with reconnecting_chat(deployment.client("alice", server.port), backoff=FAST) as alice:
+        events = aiter(alice)
+        await alice.send("0", room="r")
+        await messages(events, 1)
+        assert alice.marks.global_order is True
