@@ -91,6 +91,7 @@ async def soak(minutes: float, seed: int, every: float, warmup: float, root: Pat
     counts: dict[str, int] = {"sessions": 0, "failed": 0}
     stop = asyncio.Event()
     faults_done = 0
+    drained = False
     started = time.monotonic()
     try:
         await deployment.start()
@@ -133,8 +134,9 @@ async def soak(minutes: float, seed: int, every: float, warmup: float, root: Pat
             client.stop_sending()
         drained = await _drain(deployment, 60)
     finally:
+        cut = {name: len(client.log) for name, client in deployment.clients.items()}  # before the closes' LEAVEs
         await deployment.stop()
-    records = [ClientRecord(c.name, tuple(c.rooms), tuple(c.log), tuple(c.unacknowledged)) for c in deployment.clients.values()]
+    records = [ClientRecord(c.name, tuple(c.rooms), tuple(c.log[: cut[c.name]]), tuple(c.unacknowledged)) for c in deployment.clients.values()]
     report = check(records)
     measured = [s for s in samples if s["t"] >= warmup * duration]
     trends: dict[str, Any] = {}

@@ -355,8 +355,12 @@ class ReconnectingChat:
     async def _resend_now(self) -> None:
         try:
             async with self._write_lock:
-                for entry in self._unacknowledged:
-                    if entry[2] < self._stream_number and self._call is not None:
+                # A copy: echoes arriving while we await a write remove entries
+                # from the list, and walking the list itself would then skip
+                # the entry after each removed one -- never resent, never echoed
+                # (found by the fault checker, seed 10).
+                for entry in list(self._unacknowledged):
+                    if entry[2] < self._stream_number and self._call is not None and any(e is entry for e in self._unacknowledged):
                         entry[2] = self._stream_number
                         with contextlib.suppress(*WRITE_FAILURES):
                             await self._call.write(chat_pb2.ChatMessage(room=entry[0], text=entry[1], client_msg_id=entry[3]))

@@ -52,6 +52,8 @@ from securechat.server.rooms import FanOutObserver, Kind, Member, RoomHub
 log = logging.getLogger(__name__)
 
 BROKER_NAME = "NATS JetStream"
+HISTORY_ATTEMPTS = 5  # reads of a resuming member's history that may come back short (a lagging JetStream replica)
+HISTORY_RETRY_SECONDS = 0.1
 
 
 @dataclass(eq=False)
@@ -62,6 +64,7 @@ class _RoomLink:
     ready: asyncio.Future[Subscription]
     holding: dict[Member, list[tuple[int, bytes]]] = field(default_factory=dict)
     joining: int = 0  # members waiting for `ready` or for their history
+    delivered: int = 0  # the id of the last event of this room the subscription handed to members
 
 
 class SharedRoomHub(RoomHub):
@@ -174,6 +177,7 @@ class SharedRoomHub(RoomHub):
         def deliver(event_id: int, event: bytes) -> None:
             if self._links.get(room) is not link:
                 return  # a subscription being replaced or closed
+            link.delivered = event_id
             for held in link.holding.values():
                 held.append((event_id, event))
             self._deliver(room, event_id, event)
@@ -205,15 +209,29 @@ class SharedRoomHub(RoomHub):
         assert member.resume_after is not None
         held: list[tuple[int, bytes]] = []
         link.holding[member] = held
+        # Everything up to `horizon` went past this member before it was
+        # holding, so the history must reach at least that far. It may not
+        # at first: the read's consumer sits on one JetStream replica of the
+        # stream, which can lag behind the leader right after a node came
+        # back (the fault checker's seed 10 lost two events that way).
+        horizon = link.delivered
         try:
-            history = await self._shared.history(link.room, member.resume_after)
+            for attempt in range(HISTORY_ATTEMPTS):
+                history = await self._shared.history(link.room, member.resume_after)
+                last = history[-1][0] if history else member.resume_after
+                if last >= horizon or horizon <= member.resume_after:
+                    break
+                log.info("room %s: history for %s ends at %d, before %d already delivered; reading it again", link.room, member.name, last, horizon)
+                await asyncio.sleep(HISTORY_RETRY_SECONDS * (attempt + 1))
+            else:
+                member.abort(_feed_lost(link.room, f"its history could not be read up to event {horizon}"))
+                return False
         except OutOfRange as gap:
             log.info("resume refused for %s in room %s: OUT_OF_RANGE (oldest held %s)", member.name, link.room, gap.oldest)
             member.abort(Refusal(grpc.StatusCode.OUT_OF_RANGE, Reason.HISTORY_GONE, str(gap)))
             return False
         finally:
             link.holding.pop(member, None)
-        last = history[-1][0] if history else member.resume_after
         member.replay([event for _, event in history] + [event for event_id, event in held if event_id > last])
         return True
 
