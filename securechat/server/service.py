@@ -18,7 +18,17 @@ import grpc
 from securechat._gen import chat_pb2
 from securechat.config import Limits
 from securechat.identity import PeerIdentity
-from securechat.protocol import DEFAULT_ROOM, GLOBAL_ORDER, LAST_EVENT_ID, MAX_CLIENT_MSG_ID, ORDER_KEY, ROOM_RULE, Reason, Refusal, valid_room
+from securechat.protocol import (
+    DEFAULT_ROOM,
+    GLOBAL_ORDER,
+    LAST_EVENT_ID,
+    MAX_CLIENT_MSG_ID,
+    ORDER_KEY,
+    ROOM_RULE,
+    Reason,
+    Refusal,
+    valid_room,
+)
 from securechat.server.admission import Admission
 from securechat.server.interceptors import current_peer
 from securechat.server.metrics import ServerMetrics

@@ -431,6 +431,11 @@ class Proxy:
         return port
 
     async def _handle(self, label: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # Cancelled at close(): end quietly (asyncio's server callback would log a cancelled handler as an error).
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._forward(label, reader, writer)
+
+    async def _forward(self, label: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         for attempt in range(len(self.backends)):
             name, port = self.backends[(self._next + attempt) % len(self.backends)]
             try:
@@ -499,6 +504,10 @@ class Proxy:
                 for pipe in list(pipes):
                     _reset(pipe.client)
                     _reset(pipe.upstream)
+            others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+            for task in others:
+                task.cancel()
+            await asyncio.gather(*others, return_exceptions=True)
 
         with contextlib.suppress(Exception):
             self._call(close_all())

@@ -137,7 +137,7 @@ class RunResult:
         """The long mode's summary: faults, messages, breaches, p99 time to recover per kind."""
         r = self.report
         lines = [
-            f"seed {self.options.seed}, mode {self.options.mode}, {self.options.duration:g}s of faults ({self.seconds:.0f}s in all), {r.clients} clients",
+            f"seed {self.options.seed}, mode {self.options.mode}, a {self.options.duration:g}-second fault schedule ({self.seconds:.0f} s in all with setup and drain), {r.clients} clients",
             "",
             "| measure | value |",
             "|---|---|",
