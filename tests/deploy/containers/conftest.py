@@ -28,11 +28,18 @@ def image(engine: Engine) -> str:
     env = {**engine.env, "ENGINE": engine.name, "BASE": os.environ.get("SECURECHAT_TEST_BASE", "bootstrap")}
     start = time.monotonic()
     result = subprocess.run(  # noqa: S603
-        ["bash", str(DEPLOY / "docker" / "build.sh")], cwd=ROOT, env=env, capture_output=True, text=True,  # noqa: S607
-        timeout=BUILD_TIMEOUT, check=False,
+        ["bash", str(DEPLOY / "docker" / "build.sh")],  # noqa: S607 - bash from PATH
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,  # noqa: S607
+        timeout=BUILD_TIMEOUT,
+        check=False,
     )
     TIMINGS[f"make image ({'base cached' if base_cached else 'base bootstrapped too'})"] = time.monotonic() - start
-    assert result.returncode == 0, f"deploy/docker/build.sh exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
+    assert result.returncode == 0, (
+        f"deploy/docker/build.sh exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
+    )
     return IMAGE
 
 

@@ -32,10 +32,18 @@ class Engine:
     name: str
     env: dict[str, str]
 
-    def run(self, args: Sequence[str], *, timeout: float = 120, check: bool = True, **kwargs) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, args: Sequence[str], *, timeout: float = 120, check: bool = True, **kwargs
+    ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(  # noqa: S603 - argv built here
-            [self.name, *args], env=self.env, capture_output=True, text=True, timeout=timeout, check=False,
-            stdin=kwargs.pop("stdin", subprocess.DEVNULL), **kwargs,
+            [self.name, *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            stdin=kwargs.pop("stdin", subprocess.DEVNULL),
+            **kwargs,
         )
         if check and result.returncode != 0:
             pytest.fail(f"{self.name} {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")

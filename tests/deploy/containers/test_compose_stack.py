@@ -106,7 +106,15 @@ def test_compose_stack_certs_server_and_two_clients_chatting(
     """certs runs once, the server turns healthy, alice and bob chat through it, `down -v` leaves nothing."""
     port = free_port()
     project = f"securechat-test-{uuid.uuid4().hex[:8]}"
-    compose = [*podman_compose, "--project-name", project, "--profile", "client", "--file", str(host_network_variant(port, tmp_path))]
+    compose = [
+        *podman_compose,
+        "--project-name",
+        project,
+        "--profile",
+        "client",
+        "--file",
+        str(host_network_variant(port, tmp_path)),
+    ]
 
     def run(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -127,7 +135,9 @@ def test_compose_stack_certs_server_and_two_clients_chatting(
         TIMINGS["compose: up to healthy"] = time.monotonic() - started
         certs_log = engine.run(["logs", f"{project}_certs_1"]).stdout
         assert certs_log.count("Created a new CA") == 1, certs_log
-        assert {"server", "alice", "bob", "probe"} <= {line.split()[0] for line in certs_log.splitlines() if line.strip()}
+        assert {"server", "alice", "bob", "probe"} <= {
+            line.split()[0] for line in certs_log.splitlines() if line.strip()
+        }
 
         room = f"compose-{uuid.uuid4().hex[:6]}"
         chat = ["run", "--rm", "-T", "--no-deps", "client", "chat", "--room", room, "--target", f"localhost:{port}"]
@@ -137,7 +147,9 @@ def test_compose_stack_certs_server_and_two_clients_chatting(
         alice.wait_for("alice joined")
 
         alice.say("hello bob, from a container")
-        assert bob.wait_for("alice: hello bob, from a container").endswith(f"[{room}] alice: hello bob, from a container")
+        assert bob.wait_for("alice: hello bob, from a container").endswith(
+            f"[{room}] alice: hello bob, from a container"
+        )
         bob.say("hello alice")
         alice.wait_for("bob: hello alice")
         assert alice.finish() == 0, alice.lines
@@ -145,7 +157,9 @@ def test_compose_stack_certs_server_and_two_clients_chatting(
 
         hello = run("run", "--rm", "-T", "--no-deps", "client", "hello", "--config", "/etc/securechat/alice.yaml",
                     "--target", f"localhost:{port}")  # fmt: skip
-        assert hello.returncode == 0 and hello.stdout.strip().splitlines()[-1] == "Hello, alice!", hello.stdout + hello.stderr
+        assert hello.returncode == 0 and hello.stdout.strip().splitlines()[-1] == "Hello, alice!", (
+            hello.stdout + hello.stderr
+        )
         again = run("run", "--rm", "-T", "--no-deps", "certs")
         assert again.returncode == 0 and "nothing to do" in again.stdout, again.stdout + again.stderr
     finally:

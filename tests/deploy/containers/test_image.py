@@ -35,8 +35,12 @@ def mount_dir(qs: Path, out: Path, port: int) -> Path:
     """deploy/docker/from-quickstart.sh: the quickstart set as the image mounts it, on 127.0.0.1:PORT."""
     env = {**os.environ, "SECURECHAT": " ".join(SECURECHAT)}
     result = subprocess.run(
-        ["bash", str(DEPLOY / "docker" / "from-quickstart.sh"), str(qs), str(out), "--listen", f"127.0.0.1:{port}"],
-        env=env, capture_output=True, text=True, timeout=60, check=False,
+        ["bash", str(DEPLOY / "docker" / "from-quickstart.sh"), str(qs), str(out), "--listen", f"127.0.0.1:{port}"],  # noqa: S607
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     return out
@@ -51,7 +55,9 @@ def run_server(engine: Engine, container, image: str, mount: Path, *extra: str):
     return c
 
 
-def test_image_serves_read_only_as_non_root_and_stops_cleanly(engine: Engine, image: str, container, tmp_path: Path) -> None:
+def test_image_serves_read_only_as_non_root_and_stops_cleanly(
+    engine: Engine, image: str, container, tmp_path: Path
+) -> None:
     """Host client over loopback, HEALTHCHECK healthy, UID 10001, nothing written to /, SIGTERM exits 0."""
     qs = quickstart(tmp_path)
     port = free_port()
@@ -77,7 +83,9 @@ def test_image_serves_read_only_as_non_root_and_stops_cleanly(engine: Engine, im
     touch = engine.run(["exec", server.name, "touch", "/opt/securechat/written"], check=False)
     assert touch.returncode == 1 and "Read-only file system" in touch.stderr
     changed = {line.split(maxsplit=1)[1] for line in engine.run(["diff", server.name]).stdout.splitlines()}
-    assert changed <= RUNTIME_MOUNT_POINTS, f"the container wrote to its root filesystem: {changed - RUNTIME_MOUNT_POINTS}"
+    assert changed <= RUNTIME_MOUNT_POINTS, (
+        f"the container wrote to its root filesystem: {changed - RUNTIME_MOUNT_POINTS}"
+    )
 
     stopping = time.monotonic()
     engine.run(["stop", "--time", "15", server.name])
@@ -120,7 +128,9 @@ def test_image_refuses_a_quickstart_set_mounted_as_is(engine: Engine, image: str
 
 def test_image_is_built_for_running_only(engine: Engine, image: str) -> None:
     """HEALTHCHECK survives (docker format), user 10001, no pip, setuptools or grpc_tools, no CA bundle inside."""
-    config = engine.run(["image", "inspect", "--format", "{{json .Config.Healthcheck.Test}} {{.Config.User}}", image]).stdout
+    config = engine.run(
+        ["image", "inspect", "--format", "{{json .Config.Healthcheck.Test}} {{.Config.User}}", image]
+    ).stdout
     assert config.split() == ['["CMD","securechat","health","--config","/etc/securechat/health.yaml"]', "10001:10001"]
     probe = (
         "import importlib.util as u, os; "
