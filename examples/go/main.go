@@ -150,18 +150,21 @@ func main() {
 	fmt.Println("done")
 }
 
-// actionFor is what a client does about each refusal reason.
+// actionFor is what a client does about each refusal reason (the table in
+// the top-level README's "Wire API"); an unknown one falls back to the code.
 func actionFor(reason string) string {
 	switch reason {
-	case "invalid-room", "text-too-long":
+	case "invalid-room", "text-too-long", "bad-resume-id":
 		return "fix-the-request" // resending the same message fails the same way
-	case "rate-limited":
+	case "rate-limited", "too-many-rooms", "too-many-streams", "too-many-connections":
 		return "back-off-and-retry"
-	case "slow-consumer":
-		return "reconnect-with-last-event-id"
+	case "slow-consumer", "feed-lost", "shutting-down", "stream-broken":
+		return "reconnect-with-last-event-id" // nothing is lost
+	case "broker-unavailable":
+		return "resend-with-the-same-client-msg-id" // the message was not accepted
 	case "history-gone":
-		return "rejoin-without-last-event-id"
-	case "not-allowed", "revoked":
+		return "resume-from-securechat-resume-from"
+	case "no-certificate", "bad-certificate", "revoked", "not-allowed":
 		return "stop" // only a new certificate or permission helps
 	case "":
 		return "none-given"

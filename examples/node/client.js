@@ -68,26 +68,21 @@ function codeName(code) {
   return grpc.status[code] || String(code);
 }
 
-// What a client does about each refusal reason.
+// What a client does about each refusal reason (the table in the top-level
+// README's "Wire API"); an unknown one falls back to the status code.
+const ACTIONS = {
+  "fix-the-request": ["invalid-room", "text-too-long", "bad-resume-id"], // resending fails the same way
+  "back-off-and-retry": ["rate-limited", "too-many-rooms", "too-many-streams", "too-many-connections"],
+  "reconnect-with-last-event-id": ["slow-consumer", "feed-lost", "shutting-down", "stream-broken"], // nothing is lost
+  "resend-with-the-same-client-msg-id": ["broker-unavailable"], // the message was not accepted
+  "resume-from-securechat-resume-from": ["history-gone"],
+  stop: ["no-certificate", "bad-certificate", "revoked", "not-allowed"], // only a new certificate or permission helps
+};
+
 function actionFor(reason) {
-  switch (reason) {
-    case "invalid-room":
-    case "text-too-long":
-      return "fix-the-request"; // resending the same message fails the same way
-    case "rate-limited":
-      return "back-off-and-retry";
-    case "slow-consumer":
-      return "reconnect-with-last-event-id";
-    case "history-gone":
-      return "rejoin-without-last-event-id";
-    case "not-allowed":
-    case "revoked":
-      return "stop"; // only a new certificate or permission helps
-    case "":
-      return "none-given";
-    default:
-      return "unknown-reason";
-  }
+  if (!reason) return "none-given";
+  const found = Object.keys(ACTIONS).find((action) => ACTIONS[action].includes(reason));
+  return found || "unknown-reason";
 }
 
 const deadline = () => new Date(Date.now() + CALL_TIMEOUT_MS);

@@ -47,18 +47,28 @@ def fail(message: str) -> None:
     raise SystemExit(1)
 
 
+# What a client does about each refusal reason (the table in the top-level
+# README's "Wire API"); an unknown one falls back to the status code.
+ACTIONS = {
+    "fix-the-request": ("invalid-room", "text-too-long", "bad-resume-id"),  # resending fails the same way
+    "back-off-and-retry": ("rate-limited", "too-many-rooms", "too-many-streams", "too-many-connections"),
+    "reconnect-with-last-event-id": ("slow-consumer", "feed-lost", "shutting-down", "stream-broken"),  # nothing is lost
+    "resend-with-the-same-client-msg-id": ("broker-unavailable",),  # the message was not accepted
+    "resume-from-securechat-resume-from": ("history-gone",),
+    "stop": (
+        "no-certificate",
+        "bad-certificate",
+        "revoked",
+        "not-allowed",
+    ),  # only a new certificate or permission helps
+}
+
+
 def action_for(reason: str) -> str:
-    """What a client does about each refusal reason."""
-    return {
-        "invalid-room": "fix-the-request",  # resending the same message fails the same way
-        "text-too-long": "fix-the-request",
-        "rate-limited": "back-off-and-retry",
-        "slow-consumer": "reconnect-with-last-event-id",
-        "history-gone": "rejoin-without-last-event-id",
-        "not-allowed": "stop",  # only a new certificate or permission helps
-        "revoked": "stop",
-        "": "none-given",
-    }.get(reason, "unknown-reason")
+    """What to do about REASON."""
+    if not reason:
+        return "none-given"
+    return next((action for action, reasons in ACTIONS.items() if reason in reasons), "unknown-reason")
 
 
 def read(path: Path) -> bytes:

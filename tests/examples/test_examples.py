@@ -17,13 +17,12 @@ STEPS = ["hello", "whoami", "chat", "chat", "chat", "resume", "retry", "refusal"
 RUN_TIMEOUT = 60
 
 
-def _server_sends_refusal_reasons() -> bool:
-    """Whether this checkout's server sets `securechat-refusal` (issue 16's work); see the report on issue 18."""
-    return any("securechat-refusal" in p.read_text(encoding="utf-8") for p in (ROOT / "securechat").rglob("*.py"))
-
-
 def _server_dedupes_client_msg_ids() -> bool:
-    """Whether this checkout's server reads ChatMessage.client_msg_id at all (the idempotency feature)."""
+    """Whether this checkout's server reads ChatMessage.client_msg_id at all.
+
+    Server-side idempotency (issue 16) was not on main when these tests were
+    written; until it lands, the retry line is checked for shape only.
+    """
     return any("client_msg_id" in p.read_text(encoding="utf-8") for p in (ROOT / "securechat" / "server").rglob("*.py"))
 
 
@@ -94,10 +93,7 @@ def test_example_speaks_the_whole_api(request: pytest.FixtureRequest, language: 
         assert retry["same_event"] == "true" and retry["id"] == echo["id"], "a resent client_msg_id was accepted twice"
     assert refusal["code"] == "INVALID_ARGUMENT"
     assert refusal["message"].startswith("room name 'bad room!' is invalid")
-    if _server_sends_refusal_reasons():
-        assert (refusal["reason"], refusal["action"]) == ("invalid-room", "fix-the-request")
-    else:
-        assert (refusal["reason"], refusal["action"]) == ("(none)", "none-given")
+    assert (refusal["reason"], refusal["action"]) == ("invalid-room", "fix-the-request")
     assert no_cert["code"] == "UNAVAILABLE"
 
     log = "\n".join(served.server.lines)
