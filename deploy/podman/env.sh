@@ -2,6 +2,7 @@
 # engine and, for podman, make it work on a plain root machine.
 #
 #   source deploy/podman/env.sh   # sets ENGINE (docker or podman) and exports CONTAINERS_CONF if needed
+#   ENGINE=podman source ...      # podman even where a Docker engine answers (the tests do)
 #
 # Docker is used when a Docker engine answers; otherwise podman (installed
 # with apt-get by scripts/install-deps.sh containers, as root). What a real
@@ -22,13 +23,16 @@ if [[ -z ${ENGINE:-} ]]; then
     if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
         ENGINE=docker
     else
-        bash "$_securechat_root/scripts/install-deps.sh" containers
         ENGINE=podman
     fi
 fi
+if [[ $ENGINE == podman ]]; then
+    bash "$_securechat_root/scripts/install-deps.sh" containers
+fi
 
-if [[ $ENGINE == podman && ${SECURECHAT_CONTAINERS_CONF:-} != system && -z ${CONTAINERS_CONF:-} ]]; then
-    _conf=$_securechat_root/build/containers/containers.conf
+_conf=$_securechat_root/build/containers/containers.conf
+# Ours is (re)written every time, also when an earlier run exported it.
+if [[ $ENGINE == podman && ${SECURECHAT_CONTAINERS_CONF:-} != system && ${CONTAINERS_CONF:-$_conf} == "$_conf" ]]; then
     mkdir -p "$(dirname "$_conf")"
     _nofile=$(ulimit -Hn) _nproc=$(ulimit -Hu)
     [[ $_nofile == unlimited ]] && _nofile=1048576
@@ -50,7 +54,8 @@ network_backend = "netavark"
 CONF
     mv "$_conf.tmp" "$_conf"
     export CONTAINERS_CONF=$_conf
-    unset _conf _nofile _nproc _pid_max _runtime
+    unset _nofile _nproc _pid_max _runtime
 fi
+unset _conf
 export ENGINE
 unset _securechat_root

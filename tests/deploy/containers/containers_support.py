@@ -53,7 +53,9 @@ class Engine:
 def engine_from_env_sh() -> Engine:
     """Source deploy/podman/env.sh (installing podman when root and missing) and take ENGINE and CONTAINERS_CONF."""
     script = f'source "{DEPLOY}/podman/env.sh" && printf "%s\\n%s\\n" "$ENGINE" "${{CONTAINERS_CONF:-}}"'
-    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=900, check=False)  # noqa: S607
+    # podman always: the tests use podman's own verbs (healthcheck run, top huser, --systemd=always).
+    env = {**os.environ, "ENGINE": "podman"}
+    result = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, timeout=900, check=False)  # noqa: S607
     if result.returncode != 0:
         output = result.stdout + result.stderr
         if "install-deps: missing packages" in output:

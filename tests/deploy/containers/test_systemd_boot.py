@@ -119,7 +119,11 @@ def test_unit_runs_hardened_reloads_renews_and_stops_under_systemd(machine: tupl
     m.sh("systemctl start securechat.service")  # returns once ExecStartPost saw SERVING over mTLS
     TIMINGS["systemd: systemctl start (until SERVING)"] = time.monotonic() - started
     assert m.show("securechat.service", "ActiveState", "SubState") == {"ActiveState": "active", "SubState": "running"}
-    assert f"securechat listening on 127.0.0.1:{port} (mTLS)" in m.journal()
+    # journald may record the server's own lines a moment after systemd's "Started".
+    m.wait_until(
+        "the journal has the server's start line",
+        lambda: f"securechat listening on 127.0.0.1:{port} (mTLS)" in m.journal(),
+    )
 
     # The hardening is in force on the running process, not only in the file.
     pid = m.show("securechat.service", "MainPID")["MainPID"]
@@ -188,8 +192,9 @@ def test_unit_runs_hardened_reloads_renews_and_stops_under_systemd(machine: tupl
     assert m.show("securechat.service", "ActiveState", "Result", "ExecMainStatus") == {
         "ActiveState": "inactive", "Result": "success", "ExecMainStatus": "0",
     }  # fmt: skip
+    m.wait_until("the journal has the shutdown", lambda: "securechat.server.app: server stopped" in m.journal())
     journal = m.journal()
-    assert "SIGTERM received: shutting down" in journal and "securechat.server.app: server stopped" in journal
+    assert "SIGTERM received: shutting down" in journal
     assert "Traceback" not in journal
 
 
