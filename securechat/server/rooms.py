@@ -28,7 +28,7 @@ from collections.abc import Callable
 import grpc
 
 from securechat._gen import chat_pb2
-from securechat.protocol import Reason, Refusal
+from securechat.protocol import Reason, Refusal, history_gone
 from securechat.server.broker import Broker, HistoryGap
 
 log = logging.getLogger(__name__)
@@ -137,6 +137,8 @@ class Member:
 
 
 FanOutObserver = Callable[[int, float], None]
+Presence = Callable[[str], bool]
+"""presence(identity): whether a JOIN/LEAVE of identity may be announced now (it spends the identity's budget)."""
 
 
 class RoomHub:
@@ -149,6 +151,7 @@ class RoomHub:
         self._announce_max = announce_max_members
         self._broker = broker
         self._on_fan_out = on_fan_out
+        self.presence: Presence | None = None
         broker.attach(self._deliver)
 
     def room_size(self, room: str) -> int:
@@ -173,13 +176,15 @@ class RoomHub:
                 member.replay(self._broker.replay(room, member.resume_after))
             except HistoryGap as gap:
                 log.info("resume refused for %s in room %s: OUT_OF_RANGE (oldest held %s)", member.name, room, gap.oldest)
-                member.abort(Refusal(grpc.StatusCode.OUT_OF_RANGE, Reason.HISTORY_GONE, str(gap)))
+                member.abort(history_gone(str(gap), gap.resume_from))
                 return
+        created = room not in self._rooms
         members = self._rooms.setdefault(room, {})
         members[member] = None
         member.rooms.add(room)
         log.info("%s joined room %s (%d members)", member.name, room, len(members), extra={"identity": member.name, "room": room})
-        if len(members) <= self._announce_max:
+        # A new room's JOIN was paid for by creating it (ChatService asks Admission).
+        if len(members) <= self._announce_max and (created or self.announces(member.name)):
             self._broker.publish(room, member.name, "", Kind.JOIN)
 
     def post(self, member: Member, room: str, text: str, client_msg_id: str = "") -> bool:
@@ -232,9 +237,13 @@ class RoomHub:
             members.pop(member, None)
             if not members:
                 del self._rooms[room]
-            elif len(members) < self._announce_max:
+            elif len(members) < self._announce_max and self.announces(member.name):
                 self._broker.publish(room, member.name, "", Kind.LEAVE)
         member.rooms.clear()
+
+    def announces(self, identity: str) -> bool:
+        """Whether a JOIN/LEAVE of IDENTITY is announced now (`presence`: its budget; always without one)."""
+        return self.presence is None or self.presence(identity)
 
     def members(self) -> set[Member]:
         return {member for members in self._rooms.values() for member in members}

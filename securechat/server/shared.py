@@ -46,7 +46,7 @@ import grpc
 from securechat._gen import chat_pb2
 from securechat.broker import Broker, OutOfRange, Stored, Subscription
 from securechat.errors import BrokerError
-from securechat.protocol import Reason, Refusal
+from securechat.protocol import Reason, Refusal, history_gone
 from securechat.server.rooms import FanOutObserver, Kind, Member, RoomHub
 
 log = logging.getLogger(__name__)
@@ -83,6 +83,7 @@ class SharedRoomHub(RoomHub):
         self._replica = replica or uuid.uuid4().hex[:12]
         self._counter = itertools.count(1)
         self._tasks: set[asyncio.Task[None]] = set()
+        self.presence = None
 
     # The in-memory entry points do not apply: the service awaits enter/accept.
     def join(self, member: Member, room: str) -> None:
@@ -119,7 +120,7 @@ class SharedRoomHub(RoomHub):
             link.joining -= 1
             self._release_if_unused(room)
         log.info("%s joined room %s (%d members here)", member.name, room, len(members), extra={"identity": member.name, "room": room})
-        if len(members) <= self._announce_max:
+        if len(members) <= self._announce_max and (len(members) == 1 or self.announces(member.name)):
             await self._publish(member, room, "", Kind.JOIN)
 
     async def accept(self, member: Member, room: str, text: str, client_msg_id: str = "") -> bool:
@@ -149,7 +150,7 @@ class SharedRoomHub(RoomHub):
             if not members:
                 del self._rooms[room]
                 self._release_if_unused(room)
-            if len(members) < self._announce_max:
+            if len(members) < self._announce_max and self.announces(member.name):
                 self._spawn(self._announce_leave(member.name, room))
         member.rooms.clear()
 
@@ -228,7 +229,7 @@ class SharedRoomHub(RoomHub):
                 return False
         except OutOfRange as gap:
             log.info("resume refused for %s in room %s: OUT_OF_RANGE (oldest held %s)", member.name, link.room, gap.oldest)
-            member.abort(Refusal(grpc.StatusCode.OUT_OF_RANGE, Reason.HISTORY_GONE, str(gap)))
+            member.abort(history_gone(str(gap), gap.resume_from))
             return False
         finally:
             link.holding.pop(member, None)
