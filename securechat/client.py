@@ -27,10 +27,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from securechat._gen import chat_pb2, chat_pb2_grpc
 from securechat.config import ClientConfig
 from securechat.errors import ConnectError, SecureChatError
-from securechat.identity import PeerIdentity, PeerRejected
-from securechat.material import TlsMaterial, load_client_material
-from securechat.tls import channel_credentials
-from securechat.watch import FileWatch
+from securechat.tls.identity import PeerIdentity, PeerRejected
+from securechat.tls.material import TlsMaterial, load_client_material
+from securechat.tls.credentials import channel_credentials
+from securechat.tls.watch import FileWatch
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from grpc_reflection.v1alpha import reflection
 from securechat._gen import chat_pb2
 from securechat.config import Keepalive, ServerConfig
 from securechat.errors import SecureChatError
-from securechat.material import load_server_material
+from securechat.tls.material import load_server_material
 from securechat.server.broker import InMemoryBroker
 from securechat.server.interceptors import AuthInterceptor
 from securechat.server.lifecycle import ServerLifecycle

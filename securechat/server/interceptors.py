@@ -19,7 +19,7 @@ from typing import Any, NoReturn, Protocol
 
 import grpc
 
-from securechat.identity import PeerIdentity, PeerRejected, identity_from_pem, peer_certificate_pem
+from securechat.tls.identity import PeerIdentity, PeerRejected, identity_from_pem, peer_certificate_pem
 
 log = logging.getLogger(__name__)
 

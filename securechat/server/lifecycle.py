@@ -39,11 +39,11 @@ from cryptography import x509
 from securechat import pki
 from securechat.config import ServerConfig, load_server_config
 from securechat.errors import ConfigError, SecureChatError
-from securechat.identity import AuthzPolicy, PeerIdentity
-from securechat.material import TlsMaterial, load_server_material
+from securechat.tls.identity import AuthzPolicy, PeerIdentity
+from securechat.tls.material import TlsMaterial, load_server_material
 from securechat.server.service import SERVICE_NAME, ChatService
-from securechat.tls import dynamic_server_credentials, server_certificate_configuration
-from securechat.watch import FileWatch
+from securechat.tls.credentials import dynamic_server_credentials, server_certificate_configuration
+from securechat.tls.watch import FileWatch
 
 log = logging.getLogger(__name__)
 

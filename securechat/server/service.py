@@ -18,7 +18,7 @@ import grpc
 
 from securechat._gen import chat_pb2
 from securechat.config import Limits
-from securechat.identity import PeerIdentity
+from securechat.tls.identity import PeerIdentity
 from securechat.server.admission import Admission
 from securechat.server.interceptors import current_peer
 from securechat.server.metrics import ServerMetrics

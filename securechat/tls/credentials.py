@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import grpc
 
-from securechat.material import TlsMaterial
+from securechat.tls.material import TlsMaterial
 
 
 def server_credentials(material: TlsMaterial, *, mtls: bool) -> grpc.ServerCredentials:
