@@ -39,7 +39,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from securechat import pki
 from securechat.config import ClientConfig, ServerConfig, load_client_config, load_server_config
 from securechat.errors import SecureChatError
-from securechat.tls.material import _shown as shown
+from securechat.tls.material import shown
 
 EXPIRES_SOON = dt.timedelta(days=30)
 """The same threshold as `certs needs-renewal`: inside it, renew."""
