@@ -44,7 +44,9 @@ class Cert:
 
 
 def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "tests"), x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    return x509.Name(
+        [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "tests"), x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+    )
 
 
 def make_ca(
@@ -71,9 +73,7 @@ def make_ca(
         .not_valid_before(not_before or NOW - HOUR)
         .not_valid_after(not_after or NOW + 365 * DAY)
         .add_extension(x509.BasicConstraints(ca=ca, path_length=path_length if ca else None), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, cert_sign, True, False, False), critical=True
-        )
+        .add_extension(x509.KeyUsage(False, False, False, False, False, cert_sign, True, False, False), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(signer_key.public_key()), critical=False)
     )
@@ -97,8 +97,9 @@ def make_leaf(
     import ipaddress
 
     key = ec.generate_private_key(ec.SECP256R1())
-    sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
-    sans += [x509.UniformResourceIdentifier(u) for u in uris]
+    # Unvalidated: a hostile CA can put any bytes in a DNS SAN, and so must these tests.
+    sans: list[x509.GeneralName] = [x509.DNSName._init_without_validation(d) for d in dns]
+    sans += [x509.UniformResourceIdentifier._init_without_validation(u) for u in uris]
     sans += [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
     cn = common_name if common_name is not None else (dns[0] if dns else "leaf")
     builder = (

@@ -22,14 +22,17 @@ loader reports; `doctor` shows them all):
    handshake with it; an absent keyUsage means "any use", RFC 5280 4.2.1.3).
 2. the path to a trust anchor, built by securechat itself: each issuer found
    by name *and* signature; every CA on it basicConstraints CA:TRUE, with
-   keyCertSign, valid now, and its pathLen respected (RFC 5280 4.2.1.9: the
-   number of intermediate CAs below it, the leaf not counted).
+   keyCertSign, valid now, its pathLen respected (RFC 5280 4.2.1.9: the
+   number of intermediate CAs below it, the leaf not counted) and its DNS
+   name constraints kept by the leaf's DNS SANs.
 3. the same path through cryptography's verifier (`x509.verification`,
    webpki rules: signatures, validity, basicConstraints, pathLen, name
    constraints, EKU, key sizes), as a second, independent judge. Its
    `ClientVerifier` for clients; for servers a `ServerVerifier` for
    SERVER_NAME (or, without one, for the leaf's first DNS/IP SAN), which is
-   also where host names are matched -- never by hand here. Two rules of its
+   also where host names are matched -- never by hand here. (webpki allows
+   no EdDSA signatures, which gRPC does: a path signed with Ed25519/Ed448 is
+   judged by step 2 alone, and its server name by exact SAN equality.) Two rules of its
    webpki defaults are relaxed because private CAs do not follow them:
    authorityKeyIdentifier may be absent (leaf and CA), and a client leaf may
    lack a subjectAltName (the identity check refuses it later, by name).
@@ -101,6 +104,7 @@ class Code(str, Enum):
     NOT_A_CA = "not-a-ca"
     UNTRUSTED = "untrusted"
     PATH_LENGTH = "path-length"
+    NAME_CONSTRAINTS = "name-constraints"
     CHAIN = "chain"
     REVOKED = "revoked"
     NO_SAN = "no-san"
@@ -112,7 +116,7 @@ class Code(str, Enum):
     CRL_UNTRUSTED = "crl-untrusted"
 
 
-CHAIN_CODES = frozenset({Code.UNTRUSTED, Code.PATH_LENGTH, Code.NOT_A_CA, Code.CHAIN})
+CHAIN_CODES = frozenset({Code.UNTRUSTED, Code.PATH_LENGTH, Code.NAME_CONSTRAINTS, Code.NOT_A_CA, Code.CHAIN})
 """Problems with the path to a trust anchor (as opposed to the leaf itself)."""
 
 Field = Literal["cert", "key", "ca", "crl", "identity"]
@@ -433,6 +437,7 @@ def _ca_problems(path: Sequence[x509.Certificate], now: dt.datetime, where: str)
                 )
             )
         problems += _validity(ca, now, name, depth)
+        problems += _name_constraint_problems(ca, path[0], depth, where)
         below = depth - 1  # intermediate CAs between this CA and the leaf
         if constraints.path_length is not None and below > constraints.path_length:
             problems.append(
@@ -446,6 +451,37 @@ def _ca_problems(path: Sequence[x509.Certificate], now: dt.datetime, where: str)
                 )
             )
     return problems
+
+
+def _within(name: str, subtree: str) -> bool:
+    # RFC 5280 4.2.1.10: a DNS constraint covers the name itself and every name with labels added on the left.
+    base = subtree.lower().lstrip(".")
+    return name == base or name.endswith("." + base)
+
+
+def _name_constraint_problems(ca: x509.Certificate, leaf: x509.Certificate, depth: int, where: str) -> list[Problem]:
+    """The leaf's DNS SANs against CA's DNS name constraints (other name types are left to cryptography's verifier)."""
+    try:
+        constraints = ca.extensions.get_extension_for_class(x509.NameConstraints).value
+    except x509.ExtensionNotFound:
+        return []
+    permitted = [s.value for s in constraints.permitted_subtrees or () if isinstance(s, x509.DNSName)]
+    excluded = [s.value for s in constraints.excluded_subtrees or () if isinstance(s, x509.DNSName)]
+    for san in subject_alternative_names(leaf):
+        if not isinstance(san, x509.DNSName):
+            continue
+        name = san.value.lower()
+        if (permitted and not any(_within(name, p) for p in permitted)) or any(_within(name, e) for e in excluded):
+            return [
+                Problem(
+                    Code.NAME_CONSTRAINTS,
+                    "ca",
+                    f"{where} names {escape(name)}, outside the name constraints of {describe(ca)}.",
+                    "Issue it for a name the CA may certify.",
+                    depth,
+                )
+            ]
+    return []
 
 
 _SERVER_EE_POLICY = ExtensionPolicy.webpki_defaults_ee().may_be_present(
@@ -561,6 +597,16 @@ def verify_chain(
     problems += _ca_problems(path, now, where)
     if problems:
         return Verdict((), tuple(problems))
+    if not _webpki_signatures(path):
+        # cryptography's verifier follows webpki, which allows no EdDSA
+        # signatures; gRPC's BoringSSL does. Such a path is judged by
+        # securechat's own checks alone (signatures, CA flags, keyUsage,
+        # validity, pathLen, DNS name constraints: all done above).
+        if server_name is not None and not _covers(leaf, server_name):
+            problems.append(_name_mismatch(leaf, server_name, where))
+        if crls is not None:
+            problems += revocation_problems(path, crls, where=where)
+        return Verdict(tuple(path), tuple(problems))
     chain, refusal = _judge(leaf, intermediates, anchors, purpose, now, _subject_for(leaf, None))
     if not chain:
         return Verdict(
@@ -581,6 +627,22 @@ def verify_chain(
     if crls is not None:
         problems += revocation_problems(chain, crls, where=where)
     return Verdict(chain, tuple(problems))
+
+
+_EDDSA = frozenset({x509.SignatureAlgorithmOID.ED25519, x509.SignatureAlgorithmOID.ED448})
+
+
+def _webpki_signatures(path: Sequence[x509.Certificate]) -> bool:
+    return not any(cert.signature_algorithm_oid in _EDDSA for cert in path)
+
+
+def _covers(leaf: x509.Certificate, server_name: str) -> bool:
+    """Exact SAN match (no wildcards: securechat issues none) for paths cryptography cannot judge."""
+    subject = _subject_for(leaf, server_name)
+    if isinstance(subject, x509.IPAddress):
+        return subject in subject_alternative_names(leaf)
+    wanted = server_name.lower().rstrip(".")
+    return any(isinstance(n, x509.DNSName) and n.value.lower() == wanted for n in subject_alternative_names(leaf))
 
 
 def _name_mismatch(leaf: x509.Certificate, server_name: str, where: str) -> Problem:
