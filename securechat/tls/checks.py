@@ -114,6 +114,7 @@ class Code(str, Enum):
     BAD_IDENTITY = "bad-identity"
     CRL_UNREADABLE = "crl-unreadable"
     CRL_UNTRUSTED = "crl-untrusted"
+    CRL_ROLLBACK = "crl-rollback"
 
 
 CHAIN_CODES = frozenset({Code.UNTRUSTED, Code.PATH_LENGTH, Code.NAME_CONSTRAINTS, Code.NOT_A_CA, Code.CHAIN})
@@ -235,6 +236,11 @@ def key_matches(key: object, cert: x509.Certificate) -> bool:
 def describe(cert: x509.Certificate) -> str:
     """A certificate named for a message: its subject, escaped."""
     return escape(cert.subject.rfc4514_string() or f"serial {cert.serial_number:x}")
+
+
+def describe_name(name: x509.Name) -> str:
+    """An X.500 name for a message or a log line: RFC 4514, escaped."""
+    return escape(name.rfc4514_string())
 
 
 # -- parsing, as problems ----------------------------------------------------------
