@@ -27,9 +27,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from securechat._gen import chat_pb2, chat_pb2_grpc
 from securechat.config import ClientConfig
 from securechat.errors import ConnectError, SecureChatError
+from securechat.tls.credentials import channel_credentials
 from securechat.tls.identity import PeerIdentity, PeerRejected
 from securechat.tls.material import TlsMaterial, load_client_material
-from securechat.tls.credentials import channel_credentials
 from securechat.tls.watch import FileWatch
 
 log = logging.getLogger(__name__)

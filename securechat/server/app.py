@@ -25,13 +25,13 @@ from grpc_reflection.v1alpha import reflection
 from securechat._gen import chat_pb2
 from securechat.config import Keepalive, ServerConfig
 from securechat.errors import SecureChatError
-from securechat.tls.material import load_server_material
 from securechat.server.broker import InMemoryBroker
 from securechat.server.interceptors import AuthInterceptor
 from securechat.server.lifecycle import ServerLifecycle
 from securechat.server.metrics import ServerMetrics
 from securechat.server.rooms import RoomHub
 from securechat.server.service import SERVICE_NAME, ChatService, method_handlers
+from securechat.tls.material import load_server_material
 
 log = logging.getLogger(__name__)
 
