@@ -136,7 +136,7 @@ def make_crl(
     builder = (
         x509.CertificateRevocationListBuilder()
         .issuer_name(issuer_name or issuer.cert.subject)
-        .last_update(NOW - HOUR)
+        .last_update(min(NOW - HOUR, (next_update or NOW) - 2 * DAY))
         .next_update(next_update or NOW + 7 * DAY)
         .add_extension(x509.CRLNumber(number), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()), critical=False)

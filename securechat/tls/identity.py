@@ -37,7 +37,7 @@ import functools
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from cryptography import x509
@@ -196,16 +196,14 @@ class PeerVerifier:
         return peer.valid_until, peer
 
 
-def peer_certificate_pem(auth_context: Mapping[str, Sequence[bytes]]) -> bytes | None:
+def peer_certificate_pem(auth_context: Mapping[str, Iterable[bytes]]) -> bytes | None:
     """The verified peer certificate gRPC put in the auth context, if any."""
-    values = auth_context.get(PEM_CERT_KEY)
-    return values[0] if values else None
+    return next(iter(auth_context.get(PEM_CERT_KEY, ())), None)
 
 
-def peer_chain_pem(auth_context: Mapping[str, Sequence[bytes]]) -> bytes | None:
+def peer_chain_pem(auth_context: Mapping[str, Iterable[bytes]]) -> bytes | None:
     """The intermediates the peer presented (gRPC's x509_pem_cert_chain), if any."""
-    values = auth_context.get(PEM_CHAIN_KEY)
-    return values[0] if values else None
+    return next(iter(auth_context.get(PEM_CHAIN_KEY, ())), None)
 
 
 ANY_IDENTITY = "*"
