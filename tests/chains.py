@@ -109,7 +109,7 @@ def make_leaf(
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(not_before or NOW - HOUR)
-        .not_valid_after(not_after or NOW + 30 * DAY)
+        .not_valid_after(not_after or NOW + 90 * DAY)
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(digital_signature, False, False, False, False, ca, ca, False, False), critical=True
