@@ -371,7 +371,7 @@ class ServerLifecycle:
     def _log_crls_at_start(self, crl_path: Path | None) -> None:
         if self._revoked is None:
             if crl_path is not None:
-                log.info("no CRL at %s: no certificate is revoked yet", crl_path)
+                log.debug("no CRL at %s: no certificate is revoked yet", crl_path)
             return
         for item in self._revoked.lists:
             log.info(
