@@ -75,7 +75,7 @@ def run_checks(path: str | os.PathLike[str], *, timeout: float = TIMEOUT) -> lis
         data = None
     is_client = isinstance(data, dict) and "target" in data
     try:
-        config = load_client_config(path) if is_client else load_server_config(path)
+        config = load_client_config(Path(path)) if is_client else load_server_config(Path(path))
     except SecureChatError as exc:
         return [Finding(False, "config", str(exc), "Fix the config file.")]
     findings = [
@@ -195,9 +195,9 @@ def _check_leaf(
     if broken:
         report.problem("chain", broken[0])
     else:
-        path = checks.build_path(cert, chain[1:], cas) or [cert]
-        via = f" through {len(path) - 2} intermediate(s)" if len(path) > 2 else ""
-        report.ok("chain", f"{shown(cert_path)} chains{via} to {checks.describe(path[-1])} in {ca_field}")
+        built = checks.build_path(cert, chain[1:], cas) or [cert]
+        via = f" through {len(built) - 2} intermediate(s)" if len(built) > 2 else ""
+        report.ok("chain", f"{shown(cert_path)} chains{via} to {checks.describe(built[-1])} in {ca_field}")
     wrong = verdict.of(_LEAF_CODES)
     if wrong:
         report.problem("extended key usage", wrong[0], f"Issue it with 'securechat certs {role} {name}'.")
