@@ -27,6 +27,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from securechat._gen import chat_pb2, chat_pb2_grpc
 from securechat.config import ClientConfig
 from securechat.errors import ConnectError, SecureChatError
+from securechat.protocol import reason_of
 from securechat.tls import checks, failures
 from securechat.tls.credentials import channel_credentials
 from securechat.tls.identity import PeerIdentity, PeerRejected
@@ -158,7 +159,14 @@ def own_identity(material: TlsMaterial | None) -> str | None:
 
 
 def explain_error(error: grpc.aio.AioRpcError, config: ClientConfig, material: TlsMaterial | None) -> ConnectError:
-    """Turn a gRPC failure into one line a person can act on."""
+    """Turn a gRPC failure into one line a person can act on; the status and refusal reason ride along as data."""
+    explained = _explain(error, config, material)
+    explained.code = error.code()
+    explained.reason = reason_of(error)
+    return explained
+
+
+def _explain(error: grpc.aio.AioRpcError, config: ClientConfig, material: TlsMaterial | None) -> ConnectError:
     code = error.code()
     details = error.details() or ""
     target = str(config.target)

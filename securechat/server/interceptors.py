@@ -23,6 +23,7 @@ from typing import Any, NoReturn, Protocol
 
 import grpc
 
+from securechat.protocol import Reason, Refusal
 from securechat.tls.identity import (
     AuthzPolicy,
     PeerIdentity,
@@ -35,11 +36,12 @@ from securechat.tls.identity import (
 log = logging.getLogger(__name__)
 
 KNOWN_CONNECTIONS = 10_000
+KNOWN_METHODS = 256
 
 current_peer: contextvars.ContextVar[PeerIdentity | None] = contextvars.ContextVar("current_peer", default=None)
 
 Authenticate = Callable[[grpc.aio.ServicerContext], Awaitable[PeerIdentity | None]]
-OnRefusal = Callable[[grpc.StatusCode, str], None]
+OnRefusal = Callable[[Refusal], None]
 
 
 class CallPolicy(Protocol):
@@ -49,7 +51,7 @@ class CallPolicy(Protocol):
         """The caller's identity from its certificate and chain; PeerRejected (escaped text) if refused."""
         ...
 
-    def refusal(self, peer: PeerIdentity, method: str) -> tuple[grpc.StatusCode, str] | None: ...
+    def refusal(self, peer: PeerIdentity, method: str) -> Refusal | None: ...
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):
@@ -70,6 +72,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         # gRPC Python has no connection hook: the first call on a connection
         # (peer address and port) is where we learn who connected.
         self._known_connections: OrderedDict[str, None] = OrderedDict()
+        # Per method, the guarded handler built for the handler gRPC resolved: built once, not per call.
+        self._guarded: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(
         self,
@@ -80,20 +84,24 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return None
         method = handler_call_details.method
+        cached = self._guarded.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
 
         async def authenticate(context: grpc.aio.ServicerContext) -> PeerIdentity | None:
             return await self._authenticate(method, context)
 
-        return _guarded(handler, authenticate)
+        guarded = _guarded(handler, authenticate)
+        if len(self._guarded) < KNOWN_METHODS:  # a bounded cache: method paths come from the client
+            self._guarded[method] = (handler, guarded)
+        return guarded
 
     async def _authenticate(self, method: str, context: grpc.aio.ServicerContext) -> PeerIdentity | None:
         auth_context = context.auth_context()
         pem = peer_certificate_pem(auth_context)
         if pem is None:
             if self._require_identity:
-                await self._refuse(
-                    context, grpc.StatusCode.UNAUTHENTICATED, "no client certificate was presented", method
-                )
+                await self._refuse(context, Refusal(grpc.StatusCode.UNAUTHENTICATED, Reason.NO_CERTIFICATE, "no client certificate was presented"), method)
             return None
         try:
             if self._policy is not None:
@@ -101,17 +109,14 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             else:
                 peer = identity_from_pem(pem)
         except PeerRejected as exc:
-            await self._refuse(context, grpc.StatusCode.UNAUTHENTICATED, str(exc), method)
+            await self._refuse(context, Refusal(grpc.StatusCode.UNAUTHENTICATED, Reason.BAD_CERTIFICATE, str(exc)), method)
         if self._policy is not None:
             refusal = self._policy.refusal(peer, method)
             if refusal is not None:
-                await self._refuse(context, *refusal, method)
+                await self._refuse(context, refusal, method)
         elif self._allow is not None and not self._allow.permits(peer, method):
             await self._refuse(
-                context,
-                grpc.StatusCode.PERMISSION_DENIED,
-                f"identity '{peer.name}' is not allowed to call {method}",
-                method,
+                context, Refusal(grpc.StatusCode.PERMISSION_DENIED, Reason.NOT_ALLOWED, f"identity '{peer.name}' is not allowed to call {method}"), method
             )
         self._note_connection(context.peer(), peer)
         log.debug("call %s from %s (serial %s, peer %s)", method, peer.name, peer.serial, context.peer())
@@ -126,29 +131,40 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             self._known_connections.popitem(last=False)
         log.info("connection from %s authenticated as %s (serial %s)", address, peer.name, peer.serial)
 
-    async def _refuse(
-        self, context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str, method: str
-    ) -> NoReturn:
+    async def _refuse(self, context: grpc.aio.ServicerContext, refusal: Refusal, method: str) -> NoReturn:
         log.warning(
-            "refused %s from %s: %s: %s",
+            "refused %s from %s: %s (%s): %s",
             method,
             context.peer(),
-            code.name,
-            message,
-            extra={"peer": context.peer(), "code": code.name},
+            refusal.code.name,
+            refusal.reason.value,
+            refusal.message,
+            extra={"peer": context.peer(), "code": refusal.code.name, "reason": refusal.reason.value},
         )
         if self._on_refusal is not None:
-            self._on_refusal(code, message)
-        await context.abort(code, message)
-        raise AssertionError("context.abort returned")  # it always raises
+            self._on_refusal(refusal)
+        await refusal.abort(context)
+
+
+# grpc's public constructor for each kind of method handler.
+_CONSTRUCTORS: tuple[tuple[str, Callable[..., grpc.RpcMethodHandler]], ...] = (
+    ("unary_unary", grpc.unary_unary_rpc_method_handler),
+    ("unary_stream", grpc.unary_stream_rpc_method_handler),
+    ("stream_unary", grpc.stream_unary_rpc_method_handler),
+    ("stream_stream", grpc.stream_stream_rpc_method_handler),
+)
 
 
 def _guarded(handler: grpc.RpcMethodHandler, authenticate: Authenticate) -> grpc.RpcMethodHandler:
-    """The same handler, with `authenticate` run first in the call's own task."""
-    for kind in ("unary_unary", "unary_stream", "stream_unary", "stream_stream"):
+    """The same handler, with `authenticate` run first in the call's own task (built with grpc's public constructors)."""
+    for kind, constructor in _CONSTRUCTORS:
         behavior = getattr(handler, kind)
         if behavior is not None:
-            return handler._replace(**{kind: _wrap(behavior, authenticate)})
+            return constructor(
+                _wrap(behavior, authenticate),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
     return handler
 
 

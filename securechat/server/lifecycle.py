@@ -56,6 +56,7 @@ from cryptography import x509
 
 from securechat.config import ServerConfig, load_server_config
 from securechat.errors import ConfigError, SecureChatError
+from securechat.protocol import Reason, Refusal
 from securechat.server.service import SERVICE_NAME, ChatService
 from securechat.tls import checks
 from securechat.tls.checks import Problem, RevocationIndex
@@ -217,8 +218,8 @@ class ServerLifecycle:
         """The caller's identity, decided once per certificate and chain (PeerRejected if refused)."""
         return self._verifier.identify(pem, chain_pem)
 
-    def refusal(self, peer: PeerIdentity, method: str) -> tuple[grpc.StatusCode, str] | None:
-        """Why PEER may not call METHOD now (revoked, anywhere in its chain; not allowed), or None."""
+    def refusal(self, peer: PeerIdentity, method: str) -> Refusal | None:
+        """Why PEER may not call METHOD now (revoked, anywhere in its chain; expired; not allowed), or None."""
         revoked = self._revoked
         if revoked:
             for depth, (issuer_key, serial) in enumerate(peer.links):
@@ -226,16 +227,21 @@ class ServerLifecycle:
                 if found is None:
                     continue
                 if depth == 0:
-                    return grpc.StatusCode.UNAUTHENTICATED, f"certificate serial {peer.serial} ({peer.name}) is revoked"
-                return (
-                    grpc.StatusCode.UNAUTHENTICATED,
-                    f"certificate serial {peer.serial} ({peer.name}) is refused: the CA certificate serial {serial:x}"
-                    f" in its chain is revoked by {found.issuer}",
-                )
+                    message = f"certificate serial {peer.serial} ({peer.name}) is revoked"
+                else:
+                    message = (
+                        f"certificate serial {peer.serial} ({peer.name}) is refused: the CA certificate serial {serial:x}"
+                        f" in its chain is revoked by {found.issuer}"
+                    )
+                return Refusal(grpc.StatusCode.UNAUTHENTICATED, Reason.REVOKED, message)
         if time.time() >= peer.valid_until:
-            return grpc.StatusCode.UNAUTHENTICATED, f"certificate serial {peer.serial} ({peer.name}) has expired"
+            return Refusal(
+                grpc.StatusCode.UNAUTHENTICATED,
+                Reason.BAD_CERTIFICATE,
+                f"certificate serial {peer.serial} ({peer.name}) has expired",
+            )
         if not self._policy.permits(peer, method):
-            return grpc.StatusCode.PERMISSION_DENIED, f"identity '{peer.name}' is not allowed to call {method}"
+            return Refusal(grpc.StatusCode.PERMISSION_DENIED, Reason.NOT_ALLOWED, f"identity '{peer.name}' is not allowed to call {method}")
         return None
 
     @property
