@@ -241,7 +241,11 @@ class ServerLifecycle:
                 f"certificate serial {peer.serial} ({peer.name}) has expired",
             )
         if not self._policy.permits(peer, method):
-            return Refusal(grpc.StatusCode.PERMISSION_DENIED, Reason.NOT_ALLOWED, f"identity '{peer.name}' is not allowed to call {method}")
+            return Refusal(
+                grpc.StatusCode.PERMISSION_DENIED,
+                Reason.NOT_ALLOWED,
+                f"identity '{peer.name}' is not allowed to call {method}",
+            )
         return None
 
     @property
