@@ -4,7 +4,7 @@
 reject unknown keys (suggesting the nearest valid one) and wrong types,
 resolve relative paths against the config file's own directory, and insist
 on an explicit `insecure: true` for plaintext. The certificate files the
-config names are read and checked once, by `securechat.material`, when the
+config names are read and checked once, by `securechat.tls.material`, when the
 server starts or the client opens its channel, before any port opens.
 """
 
