@@ -118,8 +118,10 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             await self._refuse(
                 context, Refusal(grpc.StatusCode.PERMISSION_DENIED, Reason.NOT_ALLOWED, f"identity '{peer.name}' is not allowed to call {method}"), method
             )
-        self._note_connection(context.peer(), peer)
-        log.debug("call %s from %s (serial %s, peer %s)", method, peer.name, peer.serial, context.peer())
+        address = context.peer()
+        self._note_connection(address, peer)
+        if log.isEnabledFor(logging.DEBUG):  # per call: no formatting work unless asked for
+            log.debug("call %s from %s (serial %s, peer %s)", method, peer.name, peer.serial, address)
         return peer
 
     def _note_connection(self, address: str, peer: PeerIdentity) -> None:
