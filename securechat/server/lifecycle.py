@@ -83,7 +83,9 @@ def load_revocations(config: ServerConfig, material: TlsMaterial | None) -> pki.
     except OSError as exc:
         raise ConfigError(config.source.name, field_name, f"{path} cannot be read ({exc.strerror}).", "Fix its permissions.") from exc
     try:
-        return pki.load_crl(data, client_cas(material), where=str(path))
+        # Under a hierarchy the CRL comes from the issuing intermediate, which
+        # the server's own chain file carries after its leaf.
+        return pki.load_crl(data, client_cas(material), where=str(path), intermediates=_chain_cas(material))
     except SecureChatError as exc:
         raise ConfigError(config.source.name, field_name, str(exc)) from exc
 
@@ -92,6 +94,12 @@ def client_cas(material: TlsMaterial | None) -> list[x509.Certificate]:
     if material is None or material.ca_bundle is None:
         return []
     return x509.load_pem_x509_certificates(material.ca_bundle)
+
+
+def _chain_cas(material: TlsMaterial | None) -> list[x509.Certificate]:
+    if material is None or material.cert_chain is None:
+        return []
+    return x509.load_pem_x509_certificates(material.cert_chain)[1:]
 
 
 @dataclass
