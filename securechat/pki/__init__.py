@@ -92,6 +92,7 @@ from securechat.pki.store import (
     CertStore,
     IndexEntry,
     WrittenLeaf,
+    replace_files,
     write_private_file,
 )
 from securechat.pki.validity import (
@@ -128,6 +129,7 @@ __all__ = [
     "Validity",
     "lifetime_window",
     "write_private_file",
+    "replace_files",
     "CA_DEFAULT_DAYS",
     "CA_KEY_MODE",
     "CA_MAX_DAYS",
