@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from securechat.config import LOG_FORMATS, LOG_LEVELS, Address, _flag_address, _read_yaml, _Section
-from securechat.errors import ConfigError
+from securechat.errors import ConfigError, SecureChatError
 
 DEFAULT_CA_PORT = 50052
 DEFAULT_LIFETIME = dt.timedelta(hours=24)
@@ -207,3 +207,79 @@ def load_ca_config(path: Path | str, *, listen: str | None = None) -> CaConfig:
 
 def config_error(config: CaConfig, field_name: str | None, problem: str, fix: str = "") -> ConfigError:
     return ConfigError(config.source.name, field_name, problem, fix)
+
+
+# -- `tls.renew` in server and client configs ----------------------------------
+
+RENEW_KEYS = ("ca", "ca_cert", "server_name", "at", "retry_max_seconds")
+DEFAULT_RENEW_AT = 2 / 3
+DEFAULT_RETRY_MAX_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class RenewConfig:
+    """`tls.renew`: renew tls.cert / tls.key from the CA service at about AT of their lifetime.
+
+    tls:
+      renew:
+        ca: ca.internal:50052     # the CA service (its `listen` address)
+        ca_cert: certs/root.pem   # what to trust for its TLS; default tls.ca (client) / tls.client_ca (server)
+        # server_name: ca.internal  # when the address is not in its certificate
+        # at: 0.67                # fraction of the lifetime, 0.5 to 0.9; jittered by +-0.05
+        # retry_max_seconds: 60   # longest wait between attempts while the CA is down
+    """
+
+    ca: Address
+    ca_cert: Path
+    server_name: str | None = None
+    at: float = DEFAULT_RENEW_AT
+    retry_max_seconds: float = DEFAULT_RETRY_MAX_SECONDS
+
+
+def parse_renew(tls: _Section, *, default_ca_cert: Path | None, ca_cert_field: str) -> RenewConfig | None:
+    """The `renew` subsection of a `tls` section, or None when absent."""
+    if not tls.has("renew"):
+        return None
+    section = tls.section("renew", RENEW_KEYS)
+    address = section.address("ca", None)
+    if address is None:
+        raise section.error(
+            "ca", "missing.", f"Set tls.renew.ca to the CA service's HOST:PORT, e.g. localhost:{DEFAULT_CA_PORT}."
+        )
+    ca_cert = section.path("ca_cert") or default_ca_cert
+    if ca_cert is None:
+        raise section.error(
+            "ca_cert",
+            f"missing, and {ca_cert_field} is not set to fall back on.",
+            "Set tls.renew.ca_cert to the CA's root.pem.",
+        )
+    return RenewConfig(
+        ca=address,
+        ca_cert=ca_cert,
+        server_name=section.string("server_name"),
+        at=section.number("at", DEFAULT_RENEW_AT, minimum=0.5, maximum=0.9),
+        retry_max_seconds=section.number("retry_max_seconds", DEFAULT_RETRY_MAX_SECONDS, minimum=0.1, maximum=3600.0),
+    )
+
+
+def parse_server_id(tls: _Section) -> str | None:
+    """`tls.server_id`: a DNS name (checked in the handshake) or a SPIFFE ID `spiffe://TD/PATH`."""
+    value = tls.string("server_id")
+    if value is None:
+        return None
+    if value.startswith("spiffe://"):
+        trust_domain, _, path = value.removeprefix("spiffe://").partition("/")
+        if not trust_domain or not path or not re.fullmatch(r"[a-z0-9._-]+", trust_domain):
+            raise tls.error("server_id", f"'{value}' is not a SPIFFE ID.", "Write it as spiffe://TRUST_DOMAIN/PATH.")
+        return value
+    from securechat.pki import parse_san  # a DNS name or an IP, as a SAN would be
+
+    try:
+        parse_san(value)
+    except SecureChatError as exc:
+        raise tls.error("server_id", str(exc)) from exc
+    if tls.has("server_name"):
+        raise tls.error(
+            "server_id", "is set together with server_name.", "Keep one: server_id is checked as the server's name."
+        )
+    return value
