@@ -283,3 +283,8 @@ def parse_server_id(tls: _Section) -> str | None:
             "server_id", "is set together with server_name.", "Keep one: server_id is checked as the server's name."
         )
     return value
+
+
+def parse_address_text(flag: str, text: str) -> Address:
+    """HOST:PORT given on the command line as FLAG; ConfigError naming the flag otherwise."""
+    return _flag_address(flag, text)

@@ -179,10 +179,19 @@ def init(
         bool,
         typer.Option("--force", help="Replace an existing CA; certificates it issued stop being trusted."),
     ] = False,
+    intermediate: Annotated[
+        bool,
+        typer.Option(
+            "--intermediate",
+            help="Make a root (root.pem, root-key.pem: move the key offline) and an issuing intermediate"
+            " (ca.pem, ca-key.pem, pathLen 0, --permit-dns applies to it). Leaves are written as chains.",
+        ),
+    ] = False,
 ) -> None:
-    """Create a private CA: DIR/ca.pem and DIR/ca-key.pem.
+    """Create a private CA: DIR/ca.pem and DIR/ca-key.pem (with --intermediate, also DIR/root.pem and DIR/root-key.pem).
 
     Example: securechat certs init --dir certs --encrypt --permit-dns example.org
+    Example: securechat certs init --intermediate --dir certs
     """
     store = pki.CertStore(directory)
     orphaned = _valid_leaves(store) if force else []
@@ -194,6 +203,16 @@ def init(
                 f"--encrypt needs a passphrase. Pass --passphrase-file FILE, set {PASSPHRASE_ENV},"
                 " or run in a terminal to be asked."
             )
+    if intermediate:
+        from securechat.cli.certs_online import report_hierarchy
+
+        root, issuing = store.init_hierarchy(
+            common_name=name, key_type=key_type.value, days=days, force=force, passphrase=passphrase,
+            permitted_dns=tuple(permit_dns or ()),
+        )
+        report_hierarchy(store, root, issuing, encrypted=passphrase is not None)
+        _warn_if_directory_open(store)
+        return
     ca = store.init_ca(
         common_name=name,
         key_type=key_type.value,
@@ -524,14 +543,31 @@ def renew(
     directory: DirOption = DEFAULT_DIR,
     days: LeafDaysOption = pki.LEAF_DEFAULT_DAYS,
     ca_passphrase_file: CaPassphraseOption = None,
+    ca: Annotated[
+        str | None,
+        typer.Option("--ca", help="Renew online from the CA service at HOST:PORT with the current certificate.", show_default=False),
+    ] = None,
+    ca_cert: Annotated[
+        Path | None,
+        typer.Option("--ca-cert", help="With --ca: the trust anchor for the CA service (default: DIR's root.pem or ca.pem).", show_default=False),
+    ] = None,
 ) -> None:
     """Re-issue NAME with the same identity, SANs and EKU: a new serial and, by default, a new key.
 
     The old certificate is marked superseded. Running servers and `securechat chat`
-    pick the new files up without a restart.
+    pick the new files up without a restart. With --ca the CA service renews it
+    (no CA key needed here; the index is not updated: the CA's database records it).
 
     Example: securechat certs renew server --dir certs
+    Example: securechat certs renew alice --ca ca.internal:50052 --dir certs
     """
+    if ca is not None:
+        from securechat.cli.certs_online import renew_online
+
+        if keep_key:
+            raise PkiError("--keep-key cannot be used with --ca: an online renewal always makes a new key.")
+        renew_online(name, ca=ca, ca_cert=ca_cert, directory=directory)
+        return
     store = pki.CertStore(directory)
     pki.validate_name(name)
     ca = _load_ca(store, ca_passphrase_file)
@@ -675,3 +711,14 @@ def k8s_secret(
     import yaml  # only this command writes YAML
 
     sys.stdout.write(yaml.safe_dump(secret, sort_keys=False))
+
+
+def _register_online_commands() -> None:
+    # TODO(merge): these live in cli/certs_online.py until the cli/certs/ package (branch configpkg) lands.
+    from securechat.cli.certs_online import enroll, intermediate
+
+    certs_app.command("intermediate")(intermediate)
+    certs_app.command("enroll")(enroll)
+
+
+_register_online_commands()
