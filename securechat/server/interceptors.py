@@ -25,6 +25,7 @@ from securechat.protocol import Reason, Refusal
 log = logging.getLogger(__name__)
 
 KNOWN_CONNECTIONS = 10_000
+KNOWN_METHODS = 256
 
 current_peer: contextvars.ContextVar[PeerIdentity | None] = contextvars.ContextVar("current_peer", default=None)
 
@@ -56,6 +57,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         # gRPC Python has no connection hook: the first call on a connection
         # (peer address and port) is where we learn who connected.
         self._known_connections: OrderedDict[str, None] = OrderedDict()
+        # Per method, the guarded handler built for the handler gRPC resolved: built once, not per call.
+        self._guarded: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(
         self,
@@ -66,11 +69,17 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return None
         method = handler_call_details.method
+        cached = self._guarded.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
 
         async def authenticate(context: grpc.aio.ServicerContext) -> PeerIdentity | None:
             return await self._authenticate(method, context)
 
-        return _guarded(handler, authenticate)
+        guarded = _guarded(handler, authenticate)
+        if len(self._guarded) < KNOWN_METHODS:  # a bounded cache: method paths come from the client
+            self._guarded[method] = (handler, guarded)
+        return guarded
 
     async def _authenticate(self, method: str, context: grpc.aio.ServicerContext) -> PeerIdentity | None:
         pem = peer_certificate_pem(context.auth_context())
@@ -118,12 +127,25 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         await refusal.abort(context)
 
 
+# grpc's public constructor for each kind of method handler.
+_CONSTRUCTORS: tuple[tuple[str, Callable[..., grpc.RpcMethodHandler]], ...] = (
+    ("unary_unary", grpc.unary_unary_rpc_method_handler),
+    ("unary_stream", grpc.unary_stream_rpc_method_handler),
+    ("stream_unary", grpc.stream_unary_rpc_method_handler),
+    ("stream_stream", grpc.stream_stream_rpc_method_handler),
+)
+
+
 def _guarded(handler: grpc.RpcMethodHandler, authenticate: Authenticate) -> grpc.RpcMethodHandler:
-    """The same handler, with `authenticate` run first in the call's own task."""
-    for kind in ("unary_unary", "unary_stream", "stream_unary", "stream_stream"):
+    """The same handler, with `authenticate` run first in the call's own task (built with grpc's public constructors)."""
+    for kind, constructor in _CONSTRUCTORS:
         behavior = getattr(handler, kind)
         if behavior is not None:
-            return handler._replace(**{kind: _wrap(behavior, authenticate)})
+            return constructor(
+                _wrap(behavior, authenticate),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
     return handler
 
 
