@@ -24,13 +24,13 @@ SAN, and the CN is not used when SANs exist.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import os
 import socket
 import ssl
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 from cryptography import x509
@@ -39,10 +39,11 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from securechat import pki
 from securechat.config import ClientConfig, ServerConfig, load_client_config, load_server_config
 from securechat.errors import SecureChatError
+
+if TYPE_CHECKING:
+    from securechat.ca.config import RenewConfig
 from securechat.material import _shown as shown
 
-EXPIRES_SOON = dt.timedelta(days=30)
-"""The same threshold as `certs needs-renewal`: inside it, renew."""
 TIMEOUT = 5.0
 
 # TLS alert names (OpenSSL reason strings) -> what the server meant and the fix.
@@ -64,6 +65,8 @@ class Finding:
     check: str
     message: str
     fix: str = ""
+    warning: bool = False
+    """OK but worth acting on (e.g. expiring with nothing renewing it): printed WARN, does not fail."""
 
 
 def run_checks(path: str | os.PathLike[str], *, timeout: float = TIMEOUT) -> list[Finding]:
@@ -99,6 +102,9 @@ class _Report:
     def ok(self, check: str, message: str) -> None:
         self.findings.append(Finding(True, check, message))
 
+    def warn(self, check: str, message: str, fix: str) -> None:
+        self.findings.append(Finding(True, check, message, fix, warning=True))
+
     def fail(self, check: str, message: str, fix: str, *, stop: bool = False) -> None:
         self.findings.append(Finding(False, check, message, fix))
         if stop:
@@ -119,7 +125,13 @@ def _load_cas(report: _Report, label: str, path: Path) -> list[x509.Certificate]
 
 
 def _check_leaf(
-    report: _Report, role: str, cert_path: Path, key_path: Path, cas: list[x509.Certificate], ca_label: str
+    report: _Report,
+    role: str,
+    cert_path: Path,
+    key_path: Path,
+    cas: list[x509.Certificate],
+    ca_label: str,
+    renew: RenewConfig | None = None,
 ) -> x509.Certificate:
     name = cert_path.stem
     for label, path in (("tls.cert", cert_path), ("tls.key", key_path)):
@@ -151,17 +163,49 @@ def _check_leaf(
     else:
         have = ", ".join(sorted(pki.eku_name(e) for e in ekus)) or "none"
         report.fail("extended key usage", f"{shown(cert_path)} lacks {pki.eku_name(wanted)} (has {have})", f"Issue it with 'securechat certs {role} {name}'.")
-    now = pki.utc_now()
-    left = pki.days_left(cert, now=now)
-    if cert.not_valid_after_utc < now:
-        report.fail("validity", f"{shown(cert_path)} expired on {cert.not_valid_after_utc:%Y-%m-%d} ({-left} days ago)", f"Run 'securechat certs renew {name}'.")
-    elif cert.not_valid_before_utc > now:
-        report.fail("validity", f"{shown(cert_path)} is not valid until {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC", "Check this machine's clock.")
-    elif cert.not_valid_after_utc - now < EXPIRES_SOON:
-        report.fail("validity", f"{shown(cert_path)} expires soon: {cert.not_valid_after_utc:%Y-%m-%d} ({left} days left)", f"Run 'securechat certs renew {name}'.")
-    else:
-        report.ok("validity", f"valid until {cert.not_valid_after_utc:%Y-%m-%d} ({left} days left)")
+    _check_validity(report, cert, cert_path, name, renew)
     return cert
+
+
+def _check_validity(report: _Report, cert: x509.Certificate, cert_path: Path, name: str, renew: RenewConfig | None) -> None:
+    """Expiry judged against the certificate's own lifetime and whether tls.renew renews it (pki.judge_expiry)."""
+    now = pki.utc_now()
+    verdict = pki.judge_expiry(cert, now=now, renewal_configured=renew is not None)
+    if cert.not_valid_before_utc > now:
+        report.fail("validity", f"{shown(cert_path)} is not valid until {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC", "Check this machine's clock.")
+    elif verdict.level == "fail" and renew is not None and cert.not_valid_after_utc > now:
+        report.fail("validity", f"{shown(cert_path)}: {verdict.message}", f"Check that the CA at {renew.ca} is up and reachable (the renewer logs why it fails), or renew now: 'securechat certs renew {name} --ca {renew.ca}'.")
+    elif verdict.level == "fail":
+        fix = "Enroll again with a new token ('securechat ca token NAME' on the CA): an expired certificate cannot renew." if renew is not None else f"Run 'securechat certs renew {name}'."
+        report.fail("validity", f"{shown(cert_path)} {verdict.message}", fix)
+    elif verdict.level == "warn":
+        report.warn("validity", f"{shown(cert_path)} {verdict.message}", f"Run 'securechat certs renew {name}', or set tls.renew so it renews itself.")
+    else:
+        report.ok("validity", verdict.message)
+    if renew is not None:
+        _check_renewal_ca(report, renew)
+
+
+def _check_renewal_ca(report: _Report, renew: RenewConfig) -> None:
+    """tls.renew: the CA service answers TrustBundle over TLS verified with tls.renew.ca_cert."""
+    from securechat.ca.client import CaClient, CaError, CaTarget
+
+    try:
+        target = CaTarget(str(renew.ca), renew.ca_cert.read_bytes(), renew.server_name)
+    except OSError as exc:
+        report.fail("renewal CA", f"{shown(renew.ca_cert)} cannot be read ({exc.strerror})", "Fix tls.renew.ca_cert.")
+        return
+
+    async def probe() -> bytes:
+        async with CaClient(target) as client:
+            return await client.trust_bundle(timeout=TIMEOUT)
+
+    try:
+        asyncio.run(probe())
+    except CaError as exc:
+        report.fail("renewal CA", str(exc), f"Start the CA service, or fix tls.renew.ca ({renew.ca}).")
+    else:
+        report.ok("renewal CA", f"the CA at {renew.ca} answers and is trusted by {shown(renew.ca_cert)}")
 
 
 def _check_crl(report: _Report, crl_path: Path | None, cas: list[x509.Certificate], cert: x509.Certificate | None) -> None:
@@ -195,7 +239,7 @@ def _server_checks(config: ServerConfig) -> list[Finding]:
         return report.findings
     try:
         cas = _load_cas(report, "tls.client_ca", config.tls.client_ca) if config.tls.client_ca else []
-        _check_leaf(report, "server", config.tls.cert, config.tls.key, cas, "tls.client_ca") if cas else None
+        _check_leaf(report, "server", config.tls.cert, config.tls.key, cas, "tls.client_ca", config.tls.renew) if cas else None
         _check_crl(report, crl_location(config)[0], cas, None)
     except _Stop:
         pass
@@ -215,7 +259,7 @@ def _client_checks(config: ClientConfig, *, timeout: float) -> list[Finding]:
     try:
         cas = _load_cas(report, "tls.ca", tls.ca)
         if tls.cert is not None and tls.key is not None:
-            cert = _check_leaf(report, "client", tls.cert, tls.key, cas, "tls.ca")
+            cert = _check_leaf(report, "client", tls.cert, tls.key, cas, "tls.ca", tls.renew)
             _check_crl(report, tls.ca.parent / "crl.pem", cas, cert)
         _check_network(report, config, cert, timeout=timeout)
     except _Stop:

@@ -13,6 +13,7 @@
                  hierarchy (init_hierarchy, write_intermediate)
     workers.py   run_in_forks — bulk issuance on every CPU
     revoke.py    reason codes, build_crl / load_crl — the signed CRL
+    expiry.py    judge_expiry — "expires soon" relative to the lifetime and renewal
     export.py    pkcs12_bundle — PKCS#12 for browsers and Java
 
 Library code here never prints or exits; `securechat.cli.certs` does.
@@ -28,6 +29,7 @@ from securechat.pki.ca import (
     create_root_ca,
     issue_intermediate,
 )
+from securechat.pki.expiry import ExpiryVerdict, judge_expiry, renew_by
 from securechat.pki.export import pkcs12_bundle
 from securechat.pki.inspect import (
     CertSummary,
@@ -120,6 +122,9 @@ __all__ = [
     "pkcs12_bundle",
     "reason_of",
     "reissue",
+    "ExpiryVerdict",
+    "judge_expiry",
+    "renew_by",
     "sign_leaf",
     "SignedCert",
     "CertificatePublicKey",
