@@ -22,7 +22,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from securechat import pki
 from securechat.ca import audit
-from securechat.ca.config import CaConfig
+from securechat.ca.config import CaConfig, format_duration
 from securechat.ca.database import CaDatabase, CertRecord, TokenRecord, Transaction
 from securechat.ca.metrics import CaMetrics
 from securechat.ca.policy import (
@@ -96,8 +96,8 @@ class OnlineCa:
         ttl = ttl or self.config.tokens.default_ttl
         if not dt.timedelta(seconds=1) <= ttl <= self.config.tokens.max_ttl:
             raise PkiError(
-                f"--ttl {ttl} is outside what {self.config.source.name} allows (1s to tokens.max_ttl,"
-                f" {self.config.tokens.max_ttl}). Pass a shorter --ttl."
+                f"--ttl {format_duration(ttl)} is outside what {self.config.source.name} allows (1s to tokens.max_ttl,"
+                f" {format_duration(self.config.tokens.max_ttl)}). Pass a shorter --ttl."
             )
         now = dt.datetime.now(dt.timezone.utc)
         grant = grant_for(name, kind=kind, sans=sans, expires_at=now + ttl)

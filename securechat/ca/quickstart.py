@@ -96,10 +96,16 @@ def make_ca_quickstart(
         *(_short(pki.issue_client_cert, ca, name, lifetime) for name in CLIENTS),
     ]
     store.write_leaves([service, *leaves], force=force)
-    testing = "testing_short_lifetimes: true   # lifetimes under 5 minutes: for the demo only\n" if lifetime < MIN_LIFETIME else ""
+    testing = (
+        "testing_short_lifetimes: true   # lifetimes under 5 minutes: for the demo only\n"
+        if lifetime < MIN_LIFETIME
+        else ""
+    )
     _write_text(
         configs["ca"],
-        CA_YAML.format(ca_port=DEFAULT_CA_PORT, service=CA_SERVICE_NAME, lifetime=format_duration(lifetime), testing=testing),
+        CA_YAML.format(
+            ca_port=DEFAULT_CA_PORT, service=CA_SERVICE_NAME, lifetime=format_duration(lifetime), testing=testing
+        ),
     )
     _write_text(configs["server"], SERVER_YAML.format(port=DEFAULT_PORT, ca_port=DEFAULT_CA_PORT))
     for name in CLIENTS:

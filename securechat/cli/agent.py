@@ -21,12 +21,19 @@ log = logging.getLogger("securechat.agent")
 
 @reports_errors
 def agent(
-    config: Annotated[Path, typer.Option("--config", "-c", help="A securechat client or server config with tls.cert, tls.key and tls.renew.")],
+    config: Annotated[
+        Path,
+        typer.Option(
+            "--config", "-c", help="A securechat client or server config with tls.cert, tls.key and tls.renew."
+        ),
+    ],
     exec_command: Annotated[
-        str | None, typer.Option("--exec", help="Run this command after each renewal (no shell; e.g. 'nginx -s reload').")
+        str | None,
+        typer.Option("--exec", help="Run this command after each renewal (no shell; e.g. 'nginx -s reload')."),
     ] = None,
     send_signal: Annotated[
-        str | None, typer.Option("--signal", help="Send this signal (e.g. HUP) to the process in --pid-file after each renewal.")
+        str | None,
+        typer.Option("--signal", help="Send this signal (e.g. HUP) to the process in --pid-file after each renewal."),
     ] = None,
     pid_file: Annotated[Path | None, typer.Option("--pid-file", help="The file holding the PID to signal.")] = None,
 ) -> None:
@@ -44,14 +51,21 @@ def agent(
     if exec_command is not None and send_signal is not None:
         raise ConfigError("--exec", None, "cannot be combined with --signal.", "Use one of them.")
     if (send_signal is None) != (pid_file is None):
-        raise ConfigError("--signal", None, "and --pid-file go together.", "Give both, e.g. --signal HUP --pid-file /run/app.pid.")
+        raise ConfigError(
+            "--signal", None, "and --pid-file go together.", "Give both, e.g. --signal HUP --pid-file /run/app.pid."
+        )
     signum = _signal_number(send_signal) if send_signal is not None else None
     argv = shlex.split(exec_command) if exec_command is not None else None
     text = config.read_text(encoding="utf-8") if config.is_file() else ""
     settings = load_client_config(config) if "target:" in text else load_server_config(config)
     tls = settings.tls
     if tls is None or tls.cert is None or tls.key is None or tls.renew is None:
-        raise ConfigError(config.name, "tls.renew", "missing: the agent needs tls.cert, tls.key and tls.renew.", "Add tls.renew: {ca: HOST:PORT}.")
+        raise ConfigError(
+            config.name,
+            "tls.renew",
+            "missing: the agent needs tls.cert, tls.key and tls.renew.",
+            "Add tls.renew: {ca: HOST:PORT}.",
+        )
     configure_logging("info", "text")
 
     def after(renewal: Renewal) -> None:

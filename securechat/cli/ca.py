@@ -17,7 +17,9 @@ import typer
 
 from securechat.cli.output import reports_errors
 
-ca_app = typer.Typer(help="The online CA: short-lived certificates, enrolment tokens, passive revocation.", no_args_is_help=True)
+ca_app = typer.Typer(
+    help="The online CA: short-lived certificates, enrolment tokens, passive revocation.", no_args_is_help=True
+)
 
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="The CA service's ca.yaml.")]
 
@@ -52,7 +54,9 @@ def _shown(path: Path) -> str:
 @reports_errors
 def serve(
     config: ConfigOption,
-    listen: Annotated[str | None, typer.Option(help="HOST:PORT to listen on, overriding ca.yaml (port 0 picks one).")] = None,
+    listen: Annotated[
+        str | None, typer.Option(help="HOST:PORT to listen on, overriding ca.yaml (port 0 picks one).")
+    ] = None,
 ) -> None:
     """Run the CA service (securechat.ca.v1.CertificateAuthority) until SIGTERM/SIGINT.
 
@@ -111,7 +115,9 @@ def token(
             show_default=False,
         ),
     ] = None,
-    ttl: Annotated[str | None, typer.Option("--ttl", help="How long the token works, e.g. 15m (default: tokens.default_ttl).")] = None,
+    ttl: Annotated[
+        str | None, typer.Option("--ttl", help="How long the token works, e.g. 15m (default: tokens.default_ttl).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the token and its grant as JSON.")] = False,
 ) -> None:
     """Print a single-use enrolment token for NAME; the CA stores only its hash.
@@ -150,7 +156,9 @@ def token(
             )
         )
         return
-    _say(f"Token for {grant.kind} {grant.name!r} ({', '.join(grant.san_texts)}), single use, expires {grant.expires_at:%Y-%m-%d %H:%M:%S} UTC:")
+    _say(
+        f"Token for {grant.kind} {grant.name!r} ({', '.join(grant.san_texts)}), single use, expires {grant.expires_at:%Y-%m-%d %H:%M:%S} UTC:"
+    )
     _say(secret)
     _say("Enroll with:")
     _say(f"  securechat certs enroll {grant.name} --ca {address} --ca-cert {anchor} --token {secret} --dir DIR")
@@ -162,7 +170,9 @@ def revoke(
     name: Annotated[str, typer.Argument(help="The identity whose certificates to revoke.")],
     config: ConfigOption,
     serial: Annotated[str | None, typer.Option("--serial", help="Revoke only this serial.")] = None,
-    reason: Annotated[ReasonChoice, typer.Option("--reason", help="Why; written as the CRL entry's reason code.")] = ReasonChoice.unspecified,
+    reason: Annotated[
+        ReasonChoice, typer.Option("--reason", help="Why; written as the CRL entry's reason code.")
+    ] = ReasonChoice.unspecified,
 ) -> None:
     """Revoke NAME in the CA's database (renewal refused at once) and publish crl.pem (servers enforce it live).
 

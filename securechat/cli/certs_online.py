@@ -27,13 +27,19 @@ def _date(value: dt.datetime) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def report_hierarchy(store: pki.CertStore, root: pki.CertificateAuthority, intermediate: pki.CertificateAuthority, *, encrypted: bool) -> None:
+def report_hierarchy(
+    store: pki.CertStore, root: pki.CertificateAuthority, intermediate: pki.CertificateAuthority, *, encrypted: bool
+) -> None:
     """What `certs init --intermediate` made, and where the root key should go."""
-    _say(f'Created a root CA "{_cn(root.cert)}" and its issuing intermediate "{_cn(intermediate.cert)}"{" (keys encrypted)" if encrypted else ""}.')
+    _say(
+        f'Created a root CA "{_cn(root.cert)}" and its issuing intermediate "{_cn(intermediate.cert)}"{" (keys encrypted)" if encrypted else ""}.'
+    )
     _say(f"  root:         {store.root_cert_path}   (servers and clients trust this)")
     _say(f"  root key:     {store.root_key_path}   (signs only intermediates: move it offline)")
     _say(f"  intermediate: {store.ca_cert_path}, {store.ca_key_path}   (signs leaves; pathLen 0)")
-    _say(f"The root expires on {_date(root.cert.not_valid_after_utc)}, the intermediate on {_date(intermediate.cert.not_valid_after_utc)}.")
+    _say(
+        f"The root expires on {_date(root.cert.not_valid_after_utc)}, the intermediate on {_date(intermediate.cert.not_valid_after_utc)}."
+    )
     _say(f"Next: securechat certs server server --dir {store.directory}")
 
 
@@ -46,19 +52,36 @@ def _cn(cert: object) -> str:
 
 @reports_errors
 def intermediate(
-    root_dir: Annotated[Path, typer.Option("--root-dir", help="Where the root's root.pem and root-key.pem are (offline).")],
-    directory: Annotated[Path, typer.Option("--dir", help="The certs directory to install the new intermediate in.")] = Path("certs"),
-    days: Annotated[int, typer.Option("--days", help="Intermediate validity in days (capped at the root's).")] = pki.INTERMEDIATE_DEFAULT_DAYS,
+    root_dir: Annotated[
+        Path, typer.Option("--root-dir", help="Where the root's root.pem and root-key.pem are (offline).")
+    ],
+    directory: Annotated[
+        Path, typer.Option("--dir", help="The certs directory to install the new intermediate in.")
+    ] = Path("certs"),
+    days: Annotated[
+        int, typer.Option("--days", help="Intermediate validity in days (capped at the root's).")
+    ] = pki.INTERMEDIATE_DEFAULT_DAYS,
     permit_dns: Annotated[
         list[str] | None,
-        typer.Option("--permit-dns", help="Name constraint: only DNS names under this domain; repeat for more.", show_default=False),
+        typer.Option(
+            "--permit-dns",
+            help="Name constraint: only DNS names under this domain; repeat for more.",
+            show_default=False,
+        ),
     ] = None,
     root_passphrase_file: Annotated[
-        Path | None, typer.Option("--root-passphrase-file", help="File whose first line is the root key's passphrase.", show_default=False)
+        Path | None,
+        typer.Option(
+            "--root-passphrase-file", help="File whose first line is the root key's passphrase.", show_default=False
+        ),
     ] = None,
     passphrase_file: Annotated[
         Path | None,
-        typer.Option("--passphrase-file", help="Encrypt the new intermediate's key with the passphrase in this file.", show_default=False),
+        typer.Option(
+            "--passphrase-file",
+            help="Encrypt the new intermediate's key with the passphrase in this file.",
+            show_default=False,
+        ),
     ] = None,
 ) -> None:
     """Sign a new issuing intermediate with the root in --root-dir and install it in --dir.
@@ -76,7 +99,9 @@ def intermediate(
     _say(f'Installed a new intermediate "{_cn(new.cert)}" signed by "{_cn(root.cert)}".')
     _say(f"  intermediate: {store.ca_cert_path}, {store.ca_key_path}")
     _say(f"  trust anchor: {store.root_cert_path} (unchanged)")
-    _say(f"It expires on {_date(new.cert.not_valid_after_utc)}. New leaves are issued by it; restart 'securechat ca serve' to use it.")
+    _say(
+        f"It expires on {_date(new.cert.not_valid_after_utc)}. New leaves are issued by it; restart 'securechat ca serve' to use it."
+    )
 
 
 def _first_line(path: Path | None) -> bytes | None:
@@ -95,11 +120,19 @@ def _first_line(path: Path | None) -> bytes | None:
 def enroll(
     name: Annotated[str, typer.Argument(help="The identity the token was made for (NAME.pem in --dir).")],
     ca: Annotated[str, typer.Option("--ca", help="The CA service's HOST:PORT (its listen address).")],
-    ca_cert: Annotated[Path, typer.Option("--ca-cert", help="The trust anchor (root.pem) to verify the CA service with.")],
+    ca_cert: Annotated[
+        Path, typer.Option("--ca-cert", help="The trust anchor (root.pem) to verify the CA service with.")
+    ],
     token: Annotated[str, typer.Option("--token", help="The single-use token from 'securechat ca token NAME'.")],
-    directory: Annotated[Path, typer.Option("--dir", help="Where to write NAME.pem, NAME-key.pem and root.pem.")] = Path("certs"),
-    key_type: Annotated[str, typer.Option("--key-type", help=f"Key algorithm: {', '.join(pki.KEY_TYPES)}.")] = pki.DEFAULT_KEY_TYPE,
-    force: Annotated[bool, typer.Option("--force", help="Replace existing files of NAME (and a different root.pem).")] = False,
+    directory: Annotated[
+        Path, typer.Option("--dir", help="Where to write NAME.pem, NAME-key.pem and root.pem.")
+    ] = Path("certs"),
+    key_type: Annotated[
+        str, typer.Option("--key-type", help=f"Key algorithm: {', '.join(pki.KEY_TYPES)}.")
+    ] = pki.DEFAULT_KEY_TYPE,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace existing files of NAME (and a different root.pem).")
+    ] = False,
 ) -> None:
     """Make a key here, send a CSR with the token, and write the certificate chain, the key (0600) and the trust anchor.
 
@@ -127,7 +160,9 @@ def enroll(
     _say(f"  certificate: {files.cert}   (the leaf, then the intermediate)")
     _say(f"  key:         {files.key}   (made here, mode 0600)")
     _say(f"  trust:       {files.anchors}")
-    _say(f"It expires on {_date(leaf.not_valid_after_utc)}; renew with 'securechat certs renew {name} --ca {ca} --dir {directory}', or set tls.renew.")
+    _say(
+        f"It expires on {_date(leaf.not_valid_after_utc)}; renew with 'securechat certs renew {name} --ca {ca} --dir {directory}', or set tls.renew."
+    )
     if not pki.CertStore(directory).directory_is_private():
         warn(f"{directory} can be read by other users. Run 'chmod 700 {directory}'.")
 

@@ -86,7 +86,9 @@ def judge_expiry(
             )
         if now >= start + lifetime * RENEW_AT:
             return ExpiryVerdict("ok", f"valid until {until} ({left} left); tls.renew renews it now", due)
-        return ExpiryVerdict("ok", f"valid until {until} ({left} left); tls.renew renews it from {due:%Y-%m-%d %H:%M} UTC", due)
+        return ExpiryVerdict(
+            "ok", f"valid until {until} ({left} left); tls.renew renews it from {due:%Y-%m-%d %H:%M} UTC", due
+        )
     if now >= due:
         return ExpiryVerdict(
             "warn",
