@@ -11,6 +11,7 @@ CLI (`securechat ca token|revoke`) call this; nothing here prints.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 from collections.abc import Callable, Sequence
@@ -43,6 +44,20 @@ NEXT_ANCHORS_FILE = "root-next.pem"
 """During a root rollover: the next trust anchors, served by TrustBundle beside the current ones."""
 
 
+class _NeedsChainCheck(Exception):
+    """The presented certificate is not one this CA recorded with its key: judge its chain first."""
+
+
+@dataclass(frozen=True)
+class _RenewalRequest:
+    request: CsrRequest
+    presented: tuple[x509.Certificate, ...]
+    serial: str
+    identity: str
+    spki_sha256: str
+    handshake: bool
+
+
 @dataclass(frozen=True)
 class Issuance:
     """A certificate the CA issued (and recorded) for a request."""
@@ -66,6 +81,7 @@ class OnlineCa:
             self.anchors = pki.load_certificates(self.store.trust_anchor_path)
         except PkiError as exc:
             raise ConfigError(config.source.name, "certs", str(exc)) from exc
+        self._anchors_pem = b"".join(pki.certificate_pem(c) for c in self.anchors)
         self.metrics = metrics or CaMetrics()
         self.metrics.watch_certificates(self.ca.cert, self.anchors)
         self.issuer = self.ca.cert.subject.rfc4514_string()
@@ -81,11 +97,11 @@ class OnlineCa:
 
     def trust_bundle_pem(self) -> bytes:
         """The current trust anchors, then the next ones during a rollover (certs/root-next.pem)."""
-        pems = [pki.certificate_pem(c) for c in self.anchors]
         upcoming = self.store.directory / NEXT_ANCHORS_FILE
-        if upcoming.is_file():
-            pems += [pki.certificate_pem(c) for c in pki.load_certificates(upcoming) if c not in self.anchors]
-        return b"".join(pems)
+        if not upcoming.is_file():
+            return self._anchors_pem
+        pems = [pki.certificate_pem(c) for c in pki.load_certificates(upcoming) if c not in self.anchors]
+        return self._anchors_pem + b"".join(pems)
 
     # -- tokens --------------------------------------------------------------
 
@@ -166,15 +182,40 @@ class OnlineCa:
 
     # -- Renew ---------------------------------------------------------------
 
-    def renew_job(
+    async def renew(
         self,
         csr_pem: bytes,
         *,
         presented: Sequence[x509.Certificate],
         proof: tuple[bytes, int] | None,
         caller: str,
-    ) -> Callable[[Transaction], Issuance]:
-        """Check the current certificate (chain, and the proof when not over mTLS) now; decide in the job."""
+    ) -> Issuance:
+        """Renew the caller's current certificate (PRESENTED, its chain) for the CSR's key; the record is durable on return.
+
+        How the current certificate is believed, cheapest first:
+        - over mTLS (PROOF None) gRPC core verified its chain to the trust
+          anchors in the handshake;
+        - otherwise PROOF (a signature by its key) is verified here, and if
+          the database holds the very key this CA issued under that serial,
+          that record is what is renewed: its name, SANs, expiry and
+          revocation decide, not what the presented certificate claims;
+        - for anything else (imported from index.json, or unknown) the
+          presented chain is judged by the chain check (`policy.check_chain`)
+          before the record is looked at again.
+        """
+        checked = self._check_renewal(csr_pem, presented=presented, proof=proof)
+        try:
+            return await asyncio.wrap_future(
+                self.db.submit(self._renew_job(checked, caller=caller, chain_checked=False))
+            )
+        except _NeedsChainCheck:
+            pass
+        await asyncio.to_thread(self._check_presented_chain, checked)
+        return await asyncio.wrap_future(self.db.submit(self._renew_job(checked, caller=caller, chain_checked=True)))
+
+    def _check_renewal(
+        self, csr_pem: bytes, *, presented: Sequence[x509.Certificate], proof: tuple[bytes, int] | None
+    ) -> _RenewalRequest:
         if not presented:
             raise CaRefusal(
                 RefusalReason.NO_CERTIFICATE,
@@ -184,21 +225,8 @@ class OnlineCa:
         serial = f"{leaf.serial_number:x}"
         identity = _identity(leaf)
         now = dt.datetime.now(dt.timezone.utc)
-        kind = _kind(leaf)
-        problems = check_chain(leaf, [*presented[1:], *self.ca.leaf_chain], self.anchors, kind=kind, now=now)
-        if problems:
-            expired = leaf.not_valid_after_utc <= now
-            raise CaRefusal(
-                RefusalReason.EXPIRED if expired else RefusalReason.UNTRUSTED,
-                f"certificate serial {serial} ({identity}) {problems[0]}: "
-                + (
-                    f"an expired certificate cannot renew. Enroll again with a new token ('securechat ca token {identity}')"
-                    if expired
-                    else "it cannot renew here"
-                ),
-                identity=identity,
-                serial=serial,
-            )
+        if leaf.not_valid_after_utc <= now:
+            raise self._expired(serial, identity, leaf.not_valid_after_utc)
         request = parse_csr(csr_pem)
         if proof is not None:
             signature, signed_at = proof
@@ -209,16 +237,59 @@ class OnlineCa:
             except CaRefusal as refusal:
                 refusal.identity, refusal.serial = identity, serial
                 raise
-        if request.spki_sha256 == spki_fingerprint(leaf.public_key()):  # type: ignore[arg-type]
+        leaf_spki = spki_fingerprint(leaf.public_key())  # type: ignore[arg-type]
+        if request.spki_sha256 == leaf_spki:
             raise CaRefusal(
                 RefusalReason.SAME_KEY,
                 f"the CSR reuses the key of certificate serial {serial}; a renewal needs a new key",
                 identity=identity,
                 serial=serial,
             )
+        return _RenewalRequest(
+            request=request,
+            presented=tuple(presented),
+            serial=serial,
+            identity=identity,
+            spki_sha256=leaf_spki,
+            handshake=proof is None,
+        )
+
+    def _check_presented_chain(self, checked: _RenewalRequest) -> None:
+        leaf = checked.presented[0]
+        now = dt.datetime.now(dt.timezone.utc)
+        problems = check_chain(
+            leaf, [*checked.presented[1:], *self.ca.leaf_chain], self.anchors, kind=_kind(leaf), now=now
+        )
+        if problems:
+            raise CaRefusal(
+                RefusalReason.UNTRUSTED,
+                f"certificate serial {checked.serial} ({checked.identity}) {problems[0]}: it cannot renew here",
+                identity=checked.identity,
+                serial=checked.serial,
+            )
+
+    def _expired(self, serial: str, identity: str, at: dt.datetime) -> CaRefusal:
+        return CaRefusal(
+            RefusalReason.EXPIRED,
+            f"certificate serial {serial} ({identity}) expired at {at:%Y-%m-%d %H:%M:%S} UTC: an expired certificate"
+            f" cannot renew. Enroll again with a new token ('securechat ca token {identity}')",
+            identity=identity,
+            serial=serial,
+        )
+
+    def _renew_job(
+        self, checked: _RenewalRequest, *, caller: str, chain_checked: bool
+    ) -> Callable[[Transaction], Issuance]:
+        serial, identity = checked.serial, checked.identity
+        now = dt.datetime.now(dt.timezone.utc)
 
         def job(tx: Transaction) -> Issuance:
             current = tx.certificate(serial)
+            recorded = (
+                current is not None and current.spki_sha256 == checked.spki_sha256 and current.issuer == self.issuer
+            )
+            if not (checked.handshake or recorded or chain_checked):
+                raise _NeedsChainCheck
             if current is None:
                 raise CaRefusal(
                     RefusalReason.UNKNOWN_CERTIFICATE,
@@ -236,12 +307,14 @@ class OnlineCa:
                     identity=current.name,
                     serial=serial,
                 )
+            if current.not_after <= now:
+                raise self._expired(serial, current.name, current.not_after)
             # Identity, kind and SANs come from the record of what was issued,
             # never from the CSR: a renewal cannot widen a certificate.
             sans = [san_from_text(text) for text in current.sans]
             return self._sign(
                 tx,
-                request,
+                checked.request,
                 name=current.name,
                 kind=current.kind,
                 sans=sans,

@@ -121,6 +121,11 @@ class CaClient:
         request = ca_pb2.EnrollRequest(token=token.strip(), csr_pem=make_csr(key, name))
         return _issued(await self._call(self._stub.Enroll, request, timeout, "enrol"))
 
+    async def renew_over_mtls(self, *, name: str, new_key: pki.PrivateKey, timeout: float = DEFAULT_TIMEOUT) -> Issued:
+        """Renew the certificate this client presented in the handshake (an mTLS port: `mtls_listen`)."""
+        request = ca_pb2.RenewRequest(csr_pem=make_csr(new_key, name))
+        return _issued(await self._call(self._stub.Renew, request, timeout, "renew"))
+
     async def renew(
         self, *, chain_pem: bytes, key: pki.PrivateKey, new_key: pki.PrivateKey, timeout: float = DEFAULT_TIMEOUT
     ) -> Issued:

@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = "securechat.ca.v1.CertificateAuthority"
 CRASH_AFTER_COMMIT_ENV = "SECURECHAT_CA_CRASH_AFTER_COMMIT"
 CRASH_EXIT_CODE = 75
+MAX_PENDING_CALLS = 20_000
+"""Calls gRPC core may hold before the servicer picks them up: a 10,000-client renewal storm fits."""
 
 
 class CaServicer(ca_pb2_grpc.CertificateAuthorityServicer):
@@ -82,8 +84,7 @@ class CaServicer(ca_pb2_grpc.CertificateAuthorityServicer):
         caller = context.peer()
         try:
             presented, proof = _current_certificate(request, context)
-            job = self._ca.renew_job(request.csr_pem, presented=presented, proof=proof, caller=caller)
-            issuance: Issuance = await asyncio.wrap_future(self._ca.db.submit(job))
+            issuance = await self._ca.renew(request.csr_pem, presented=presented, proof=proof, caller=caller)
         except CaRefusal as refusal:
             await self._refuse(context, refusal, caller)
         self._committed()
@@ -211,7 +212,15 @@ async def start_ca_server(config: CaConfig, *, authority: OnlineCa | None = None
             format_duration(config.lifetimes.client),
             format_duration(config.lifetimes.server),
         )
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    server = grpc.aio.server(
+        options=[
+            ("grpc.so_reuseport", 0),
+            # A fleet renewing together (after a CA outage, say) arrives at once:
+            # core's default sheds beyond 1,000 unrequested calls with a bare CANCELLED.
+            ("grpc.server.max_pending_requests", MAX_PENDING_CALLS),
+            ("grpc.server.max_pending_requests_hard_limit", 2 * MAX_PENDING_CALLS),
+        ]
+    )
     ca_pb2_grpc.add_CertificateAuthorityServicer_to_server(CaServicer(authority), server)  # type: ignore[no-untyped-call]
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
