@@ -50,6 +50,8 @@ CRASH_AFTER_COMMIT_ENV = "SECURECHAT_CA_CRASH_AFTER_COMMIT"
 CRASH_EXIT_CODE = 75
 MAX_PENDING_CALLS = 20_000
 """Calls gRPC core may hold before the servicer picks them up: a 10,000-client renewal storm fits."""
+MAX_QUEUED_SECONDS = 300
+"""How long such a call may wait for the servicer before core cancels it (core's default: 30 s)."""
 
 
 class CaServicer(ca_pb2_grpc.CertificateAuthorityServicer):
@@ -219,6 +221,9 @@ async def start_ca_server(config: CaConfig, *, authority: OnlineCa | None = None
             # core's default sheds beyond 1,000 unrequested calls with a bare CANCELLED.
             ("grpc.server.max_pending_requests", MAX_PENDING_CALLS),
             ("grpc.server.max_pending_requests_hard_limit", 2 * MAX_PENDING_CALLS),
+            # ... and cancels a call still waiting after 30 s (a storm of 10,000
+            # at a few hundred renewals a second waits longer than that).
+            ("grpc.server_max_unrequested_time_in_server", MAX_QUEUED_SECONDS),
         ]
     )
     ca_pb2_grpc.add_CertificateAuthorityServicer_to_server(CaServicer(authority), server)  # type: ignore[no-untyped-call]

@@ -554,7 +554,7 @@ def renew(
     directory: DirOption = DEFAULT_DIR,
     days: LeafDaysOption = pki.LEAF_DEFAULT_DAYS,
     ca_passphrase_file: CaPassphraseOption = None,
-    ca: Annotated[
+    ca_address: Annotated[
         str | None,
         typer.Option("--ca", help="Renew online from the CA service at HOST:PORT with the current certificate.", show_default=False),
     ] = None,
@@ -572,12 +572,12 @@ def renew(
     Example: securechat certs renew server --dir certs
     Example: securechat certs renew alice --ca ca.internal:50052 --dir certs
     """
-    if ca is not None:
+    if ca_address is not None:
         from securechat.cli.certs_online import renew_online
 
         if keep_key:
             raise PkiError("--keep-key cannot be used with --ca: an online renewal always makes a new key.")
-        renew_online(name, ca=ca, ca_cert=ca_cert, directory=directory)
+        renew_online(name, ca=ca_address, ca_cert=ca_cert, directory=directory)
         return
     store = pki.CertStore(directory)
     pki.validate_name(name)
