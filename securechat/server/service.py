@@ -17,7 +17,6 @@ import grpc
 
 from securechat._gen import chat_pb2
 from securechat.config import Limits
-from securechat.identity import PeerIdentity
 from securechat.protocol import (
     DEFAULT_ROOM,
     GLOBAL_ORDER,
@@ -34,6 +33,7 @@ from securechat.server.interceptors import current_peer
 from securechat.server.metrics import ServerMetrics
 from securechat.server.rooms import Member, RoomHub
 from securechat.server.writes import BatchWriter
+from securechat.tls.identity import PeerIdentity
 
 log = logging.getLogger(__name__)
 

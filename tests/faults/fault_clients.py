@@ -38,8 +38,8 @@ except ImportError:  # pragma: no cover - before that move
     from securechat.reconnect import Backoff, ReconnectingChat, ResumeGap  # type: ignore[no-redef]
 from fault_procs import Certificates
 
-from securechat.material import load_client_material
-from securechat.tls import channel_credentials
+from securechat.tls.credentials import channel_credentials
+from securechat.tls.material import load_client_material
 
 # gRPC's BDP probing grows a client's HTTP/2 receive window to megabytes on
 # loopback, so a stalled reader would hold thousands of events in flight
