@@ -89,7 +89,7 @@ class SharedRoomHub(RoomHub):
     def join(self, member: Member, room: str) -> None:
         raise TypeError("SharedRoomHub.join: await enter() instead")
 
-    def post(self, member: Member, room: str, text: str) -> None:
+    def post(self, member: Member, room: str, text: str, client_msg_id: str = "") -> bool:
         raise TypeError("SharedRoomHub.post: await accept() instead")
 
     async def enter(self, member: Member, room: str) -> None:
