@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ssl
 
-from securechat.broker.config import BrokerConfig
+from securechat.config.broker import BrokerConfig
 from securechat.errors import ConfigError
 
 

@@ -37,7 +37,7 @@ import grpc
 from cryptography import x509
 
 from securechat import pki
-from securechat.config import ServerConfig, load_server_config
+from securechat.config import ServerConfig, crl_location, load_server_config
 from securechat.errors import ConfigError, SecureChatError
 from securechat.identity import AuthzPolicy, PeerIdentity
 from securechat.material import TlsMaterial, load_server_material
@@ -51,15 +51,6 @@ POLL_SECONDS = 0.5
 """How often files are looked at: a revocation or rotation is seen within this."""
 CHAT_METHOD = f"/{SERVICE_NAME}/Chat"
 RESTART_FIELDS = ("insecure", "limits", "health_port", "log_level", "log_format", "grace_seconds")
-
-
-def crl_location(config: ServerConfig) -> tuple[Path | None, bool]:
-    """(the CRL path, whether the config names it): `crl:`, else crl.pem next to tls.client_ca."""
-    if config.crl is not None:
-        return config.crl, True
-    if config.tls is not None and config.tls.client_ca is not None:
-        return config.tls.client_ca.parent / "crl.pem", False
-    return None, False
 
 
 def load_revocations(config: ServerConfig, material: TlsMaterial | None) -> pki.RevokedSet | None:
