@@ -19,6 +19,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import grpc
+
+    from securechat.protocol import Reason
 
 
 class SecureChatError(Exception):
@@ -103,7 +109,17 @@ class InputFileError(SecureChatError):
 
 
 class ConnectError(SecureChatError):
-    """The client could not talk to the server; the text says why."""
+    """The client could not talk to the server; the text says why.
+
+    `code` and `reason` are the gRPC status and the server's refusal reason
+    (`securechat.protocol.Reason`, from trailing metadata) when the server
+    answered: code acts on them, never on the text.
+    """
+
+    def __init__(self, message: str, *, code: grpc.StatusCode | None = None, reason: Reason | None = None) -> None:
+        self.code = code
+        self.reason = reason
+        super().__init__(message)
 
 
 class BrokerError(SecureChatError):
