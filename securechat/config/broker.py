@@ -19,6 +19,7 @@ reported, not just the first.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,7 +137,7 @@ def parse_broker(section: Section) -> BrokerConfig:
     )
 
 
-def load_broker_config(path: Path | str) -> BrokerConfig | None:
+def load_broker_config(path: str | os.PathLike[str]) -> BrokerConfig | None:
     """Read the `broker:` section of a YAML file (other top-level keys are left to their own loader)."""
     source = config_source(path)
     data = read_yaml(source)

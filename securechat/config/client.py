@@ -9,6 +9,7 @@ files named are read when the channel opens, not here.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +36,7 @@ class ClientConfig:
     insecure: bool = False
 
 
-def load_client_config(path: Path | str, *, target: str | None = None) -> ClientConfig:
+def load_client_config(path: str | os.PathLike[str], *, target: str | None = None) -> ClientConfig:
     """Read and check a client YAML file; `target` overrides its target address.
 
     Raises ConfigError carrying every problem found in the file.

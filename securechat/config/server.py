@@ -11,6 +11,7 @@ starts, before any port opens -- not here.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -131,7 +132,7 @@ CHAT_METHODS = ("SayHello", "Chat", "WhoAmI")
 _METHOD_NAME = re.compile(r"/?[A-Za-z_][\w.]*\.[A-Za-z_]\w*/(\*|[A-Za-z_]\w*)")
 
 
-def load_server_config(path: Path | str, *, listen: str | None = None) -> ServerConfig:
+def load_server_config(path: str | os.PathLike[str], *, listen: str | None = None) -> ServerConfig:
     """Read and check a server YAML file; `listen` overrides its listen address.
 
     Raises ConfigError carrying every problem found in the file.

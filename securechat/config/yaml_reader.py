@@ -210,7 +210,7 @@ def flag_address(problems: Problems, flag: str, text: str) -> Address | None:
         return None
 
 
-def config_source(path: Path | str) -> Path:
+def config_source(path: str | os.PathLike[str]) -> Path:
     """The config file's absolute path, symlinks kept (see `Section.path`)."""
     return Path(os.path.abspath(path))
 
