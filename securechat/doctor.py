@@ -38,7 +38,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from securechat import pki
 from securechat.config import ClientConfig, ServerConfig, crl_location, load_client_config, load_server_config
 from securechat.config.yaml_reader import config_source, read_yaml
-from securechat.errors import ConfigError, SecureChatError
+from securechat.errors import ConfigError, InputFileError, SecureChatError
+from securechat.files import CRL_LIMIT, read_regular_file
 from securechat.material import _shown as shown
 
 EXPIRES_SOON = dt.timedelta(days=30)
@@ -167,11 +168,19 @@ def _check_leaf(
 
 
 def _check_crl(report: _Report, crl_path: Path | None, cas: list[x509.Certificate], cert: x509.Certificate | None) -> None:
-    if crl_path is None or not crl_path.is_file():
+    if crl_path is None or not os.path.lexists(crl_path):
         report.ok("revocation", f"no CRL at {shown(crl_path)}" if crl_path else "no CRL configured")
         return
     try:
-        revoked = pki.load_crl(crl_path.read_bytes(), cas, where=str(crl_path))
+        data = read_regular_file(crl_path, limit=CRL_LIMIT, what="CRL")
+    except OSError as exc:
+        report.fail("revocation", f"{shown(crl_path)} cannot be read ({exc.strerror})", "Fix its permissions.")
+        return
+    except InputFileError as exc:
+        report.fail("revocation", f"{shown(crl_path)} {exc.problem}", exc.fix)
+        return
+    try:
+        revoked = pki.load_crl(data, cas, where=str(crl_path))
     except SecureChatError as exc:
         report.fail("revocation", str(exc), "Re-sign it with 'securechat certs crl' in the CA's directory.")
         return

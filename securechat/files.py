@@ -5,7 +5,9 @@ an input file -- certificates, keys, CRLs, index.json, passphrase and password
 files, YAML configs. It opens without blocking (a FIFO at the path would
 otherwise hang the open), refuses anything that is not a regular file (a FIFO,
 `/dev/zero`, a socket, a directory) and anything larger than LIMIT, and reads
-at most LIMIT bytes even if the file grows meanwhile. Symlinks are followed:
+at most LIMIT bytes even if the file grows meanwhile. `require_regular_file`
+checks the same before a path is handed to a library that opens it itself
+(OpenSSL's `load_cert_chain`). Symlinks are followed:
 a Kubernetes Secret volume is `..data` symlinks all the way down.
 
 What it does not do: decide what a missing or unreadable file means.
@@ -15,6 +17,7 @@ knows the fix ("run 'securechat certs init'", "fix tls.key").
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 
@@ -44,16 +47,28 @@ _CHUNK = 1 * MIB
 def read_regular_file(path: str | os.PathLike[str], *, limit: int, what: str) -> bytes:
     """The bytes of the regular file at PATH (at most LIMIT of them); WHAT names it in errors ("certificate").
 
-    Raises InputFileError for a non-regular file or one larger than LIMIT, and
-    lets OSError (FileNotFoundError, PermissionError, ...) through.
+    Raises InputFileError for a non-regular file (a FIFO, a device, a socket)
+    or one larger than LIMIT; IsADirectoryError for a directory; and lets every
+    other OSError (FileNotFoundError, PermissionError, ...) through.
     """
     # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer.
     # It changes nothing for a regular file. O_NOCTTY: a terminal device never
     # becomes our controlling terminal.
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
-    fd = os.open(path, flags)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno in (errno.ENXIO, errno.EOPNOTSUPP):  # a socket (or a device without a driver)
+            mode = os.stat(path).st_mode
+            raise InputFileError(
+                os.fspath(path), f"is {_kind(mode)}, not a regular file.", f"Point to the {what} file itself."
+            ) from exc
+        raise
     try:
         info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            # What reading a directory raises anyway; callers already word it ("point to the file inside it").
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), os.fspath(path))
         if not stat.S_ISREG(info.st_mode):
             raise InputFileError(
                 os.fspath(path), f"is {_kind(info.st_mode)}, not a regular file.", f"Point to the {what} file itself."
@@ -103,3 +118,20 @@ def _kind(mode: int) -> str:
     if stat.S_ISSOCK(mode):
         return "a socket"
     return "a special file"
+
+
+def require_regular_file(path: str | os.PathLike[str], *, limit: int, what: str) -> None:
+    """Raise as `read_regular_file` would, without reading: for paths another library opens itself.
+
+    A check before use, so not proof against a swap in between; it keeps a
+    FIFO or /dev/zero from being handed to code that would block or read forever.
+    """
+    info = os.stat(path)  # follows symlinks, like the open that comes after
+    if stat.S_ISDIR(info.st_mode):
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), os.fspath(path))
+    if not stat.S_ISREG(info.st_mode):
+        raise InputFileError(
+            os.fspath(path), f"is {_kind(info.st_mode)}, not a regular file.", f"Point to the {what} file itself."
+        )
+    if info.st_size > limit:
+        raise _too_large(path, limit, what)

@@ -24,7 +24,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from securechat import pki
-from securechat.errors import ConfigError
+from securechat.errors import ConfigError, InputFileError
+from securechat.files import CERTIFICATE_LIMIT, KEY_LIMIT, read_regular_file
 
 if TYPE_CHECKING:
     from securechat.config import ClientConfig, ServerConfig
@@ -80,9 +81,11 @@ def load_client_material(config: ClientConfig) -> TlsMaterial | None:
     return TlsMaterial(ca_bundle=ca_bundle, cert_chain=_pem(chain), private_key=key_pem, certificate=leaf)
 
 
-def _read(field: _Field, path: Path, fix: str) -> bytes:
+def _read(field: _Field, path: Path, fix: str, *, limit: int = CERTIFICATE_LIMIT, what: str = "certificate") -> bytes:
     try:
-        return path.read_bytes()
+        return read_regular_file(path, limit=limit, what=what)
+    except InputFileError as exc:  # a FIFO, a device, or far too large
+        raise field.error(f"{_shown(path)} {exc.problem}", exc.fix) from exc
     except FileNotFoundError as exc:
         raise field.error(f"{_shown(path)} not found.", fix) from exc
     except PermissionError as exc:
@@ -111,7 +114,7 @@ def _read_pair(
     cert_data = _read(cert_field, cert_path, f"Run '{issue}' or fix the path.")
     chain = _parse_certs(cert_field, cert_path, cert_data)
     leaf = chain[0]
-    key_data = _read(key_field, key_path, f"Run '{issue}' or fix the path.")
+    key_data = _read(key_field, key_path, f"Run '{issue}' or fix the path.", limit=KEY_LIMIT, what="private key")
     _check_key_mode(key_field, key_path)
     key = _parse_key(key_field, key_path, key_data)
     if not pki.key_matches_certificate(key, leaf):

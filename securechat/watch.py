@@ -2,7 +2,7 @@
 
 Content, not mtime: an atomic rename, a Kubernetes `..data` symlink swap,
 a copy that keeps the mtime and an edit within the same second all change
-what `read_bytes()` returns. The files watched here are a few kilobytes,
+what reading them returns. The files watched here are a few kilobytes,
 so reading them once a second costs nothing. Used by the server (its
 certificate, key, client CA, CRL and config) and by `securechat chat` (its
 client certificate). Not thread-safe: one poller owns a watch.
@@ -13,7 +13,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-_Snapshot = tuple[bytes | None, ...]
+from securechat.errors import InputFileError
+from securechat.files import CRL_LIMIT, read_regular_file
+
+WATCH_LIMIT = CRL_LIMIT
+"""The largest file watched (a CRL is the largest of them); a larger one counts as absent."""
+
+_Snapshot = tuple[bytes | str | None, ...]
+"""Per path: its content, None if absent, or why it was refused (a FIFO, a device, too large)."""
 
 
 class FileWatch:
@@ -46,8 +53,12 @@ class FileWatch:
         return tuple(_content(path) for path in self._paths)
 
 
-def _content(path: Path) -> bytes | None:
+def _content(path: Path) -> bytes | str | None:
     try:
-        return path.read_bytes()
+        # Bounded and non-blocking: a FIFO or /dev/zero swapped in at a watched
+        # path must not freeze the poller (and every reload behind it).
+        return read_regular_file(path, limit=WATCH_LIMIT, what="watched")
+    except InputFileError as exc:
+        return exc.problem  # a change too: the reload that follows says what is wrong
     except OSError:  # missing, or replaced mid-read: "absent" is a state too
         return None

@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from securechat.config.broker import BrokerConfig, BrokerTls, Retention, load_broker_config, parse_broker
 from securechat.broker.subjects import room_subject, room_token, token_room, validate_room
+from securechat.config.broker import BrokerConfig, BrokerTls, Retention, load_broker_config, parse_broker
 from securechat.errors import BrokerError, BrokerUnavailable, OutOfRange
 
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 import ssl
 
 from securechat.config.broker import BrokerConfig
-from securechat.errors import ConfigError
+from securechat.errors import ConfigError, InputFileError
+from securechat.files import CERTIFICATE_LIMIT, KEY_LIMIT, require_regular_file
 
 
 def client_context(config: BrokerConfig) -> ssl.SSLContext:
@@ -20,6 +21,18 @@ def client_context(config: BrokerConfig) -> ssl.SSLContext:
     tls = config.tls
     if tls is None:
         raise config.error("tls", "missing: the link to NATS is mutual TLS.", "Add tls: {ca, cert, key}.")
+    # OpenSSL opens these paths itself: refuse a FIFO or device first (it would block or never end).
+    for field, path, limit, what in (
+        ("tls.ca", tls.ca, CERTIFICATE_LIMIT, "CA certificate"),
+        ("tls.cert", tls.cert, CERTIFICATE_LIMIT, "certificate"),
+        ("tls.key", tls.key, KEY_LIMIT, "private key"),
+    ):
+        try:
+            require_regular_file(path, limit=limit, what=what)
+        except InputFileError as exc:
+            raise config.error(field, f"{path} {exc.problem}", exc.fix) from exc
+        except OSError:
+            pass  # missing or unreadable: the load below words it
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verify_mode CERT_REQUIRED, check_hostname on
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     try:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from securechat.cli.output import reports_errors, stdout
+from securechat.cli.output import reports_errors, stdout, warn
 from securechat.quickstart import make_quickstart
 
 
@@ -20,6 +21,8 @@ def quickstart(
 
     Example: securechat quickstart --dir demo && securechat serve --config demo/server.yaml
     """
+    if directory.is_symlink():
+        warn(f"{directory} is a symbolic link to {os.readlink(directory)}; the certs and configs are written there.")
     made = make_quickstart(directory, force=force)
     stdout.print(f"Created a CA and certificates for server, alice and bob in {made.certs}/")
     stdout.print(f"Wrote {made.server_config}, " + ", ".join(str(p) for p in made.client_configs.values()))

@@ -15,6 +15,8 @@ def read_secret_file(path: Path, *, flag: str, what: str = "passphrase") -> byte
     """The first line of PATH (a regular file of at most 64 KiB); PkiError naming PATH and FLAG otherwise."""
     try:
         data = read_regular_file(path, limit=SECRET_LIMIT, what=what)
+    except InputFileError as exc:
+        raise PkiError(str(exc)) from exc
     except FileNotFoundError:
         raise PkiError(f"{path} not found. Check {flag}.") from None
     except OSError as exc:

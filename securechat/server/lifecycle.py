@@ -38,7 +38,8 @@ from cryptography import x509
 
 from securechat import pki
 from securechat.config import ServerConfig, crl_location, load_server_config
-from securechat.errors import ConfigError, SecureChatError
+from securechat.errors import ConfigError, InputFileError, SecureChatError
+from securechat.files import CRL_LIMIT, read_regular_file
 from securechat.identity import AuthzPolicy, PeerIdentity
 from securechat.material import TlsMaterial, load_server_material
 from securechat.protocol import Reason, Refusal
@@ -65,7 +66,9 @@ def load_revocations(config: ServerConfig, material: TlsMaterial | None) -> pki.
         return None
     field_name = "crl" if explicit else "tls.client_ca"
     try:
-        data = path.read_bytes()
+        data = read_regular_file(path, limit=CRL_LIMIT, what="CRL")
+    except InputFileError as exc:  # a FIFO or device at the CRL path: fail closed, never block
+        raise ConfigError(config.source.name, field_name, f"{path} {exc.problem}", exc.fix) from exc
     except FileNotFoundError:
         if explicit:
             raise ConfigError(
@@ -183,7 +186,9 @@ class ServerLifecycle:
             try:
                 config = load_server_config(config.source, listen=str(config.listen))
             except SecureChatError as exc:
-                changes.errors.append(f"config reload refused, the running config stays: {exc}")
+                # One log line whatever the error holds: a ConfigError lists every problem.
+                problems = "; ".join(str(exc).splitlines())
+                changes.errors.append(f"config reload refused, the running config stays: {problems}")
                 config = self.config
             else:
                 changes.config = config

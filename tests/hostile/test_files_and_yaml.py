@@ -9,6 +9,7 @@ bounds all of them.
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -209,3 +210,411 @@ def test_cli_serve_says_one_line_and_exits_1(tmp_path, make, line):
     assert "Traceback" not in done.stderr
     if line is not None:
         assert lines[0] == f"error: {path}: {line}"
+
+
+# --- the certs CLI meets hostile files and flags ----------------------------------
+
+SECURECHAT = [sys.executable, "-m", "securechat"]
+TEN_TO_THE_30 = str(10**30)
+
+
+def run(*args: str, cwd: Path, umask: int | None = None) -> subprocess.CompletedProcess[str]:
+    """The real `securechat` entry point (optionally under UMASK), as a user runs it."""
+    command = [*SECURECHAT, *args]
+    if umask is not None:
+        command = ["sh", "-c", f'umask {umask:03o} && exec "$@"', "securechat", *command]
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=60, check=False)
+
+
+@pytest.fixture(scope="module")
+def certs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CA with alice and bob issued by the CLI; tests copy it before changing anything."""
+    root = tmp_path_factory.mktemp("cli")
+    assert run("certs", "init", cwd=root).returncode == 0
+    assert run("certs", "client", "alice", "bob", cwd=root).returncode == 0
+    return root
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, certs_dir: Path) -> Path:
+    import shutil
+
+    shutil.copytree(certs_dir / "certs", tmp_path / "certs", symlinks=True)
+    (tmp_path / "password.txt").write_text("a long export password\n")
+    return tmp_path
+
+
+def plant(relative: str, how: str):
+    """A setup step: replace RELATIVE (inside the work dir) with a FIFO, a /dev/zero link, or a hostile index."""
+
+    def apply(root: Path) -> None:
+        path = root / relative
+        if path.exists() or path.is_symlink():
+            path.unlink()
+        if how == "fifo":
+            os.mkfifo(path)
+        elif how == "zero":
+            path.symlink_to("/dev/zero")
+        elif how == "deep":
+            path.write_bytes(b"[" * 100_000 + b"]" * 100_000)
+        elif how == "garbage":
+            path.write_bytes(b"\x00\x01 not json")
+
+    return apply
+
+
+def nothing(root: Path) -> None:
+    """No setup: the passing twin."""
+
+
+DAMAGED_INDEX = (
+    "error: certs/index.json is damaged ({kind}). Restore it from a backup, or move it aside to start a new index"
+    " (certificates on disk stay valid)."
+)
+IPV4 = "Write four numbers 0-255 without leading zeros, e.g. '10.0.0.5'."
+
+HOSTILE_CLI = [
+    pytest.param(
+        plant("fifo.pem", "fifo"),
+        ("certs", "inspect", "fifo.pem"),
+        1,
+        "error: fifo.pem is a FIFO (named pipe), not a regular file. Point to the certificate file itself.",
+        id="inspect-fifo",
+    ),
+    pytest.param(
+        nothing,
+        ("certs", "inspect", "/dev/zero"),
+        1,
+        "error: /dev/zero is a character device, not a regular file. Point to the certificate file itself.",
+        id="inspect-dev-zero",
+    ),
+    pytest.param(
+        nothing,
+        ("certs", "export", "alice", "--p12", "a.p12", "--password-file", "/dev/zero"),
+        1,
+        "error: /dev/zero is a character device, not a regular file. Point to the export password file itself.",
+        id="password-file-dev-zero",
+    ),
+    pytest.param(
+        plant("certs/crl.pem", "zero"),
+        ("certs", "revoke", "bob"),
+        1,
+        "error: certs/crl.pem is a character device, not a regular file. Point to the CRL file itself.",
+        id="crl-dev-zero",
+    ),
+    pytest.param(
+        plant("certs/crl.pem", "fifo"),
+        ("certs", "crl"),
+        1,
+        "error: certs/crl.pem is a FIFO (named pipe), not a regular file. Point to the CRL file itself.",
+        id="crl-fifo",
+    ),
+    pytest.param(
+        plant("certs/index.json", "deep"),
+        ("certs", "list"),
+        1,
+        DAMAGED_INDEX.format(kind="RecursionError"),
+        id="index-100k-deep",
+    ),
+    pytest.param(
+        plant("certs/index.json", "garbage"),
+        ("certs", "list"),
+        1,
+        DAMAGED_INDEX.format(kind="UnicodeDecodeError"),
+        id="index-garbage",
+    ),
+    pytest.param(
+        plant("certs/index.json", "fifo"),
+        ("certs", "list"),
+        1,
+        "error: certs/index.json is a FIFO (named pipe), not a regular file. Point to the index file itself.",
+        id="index-fifo",
+    ),
+    pytest.param(
+        nothing,
+        ("certs", "server", "api", "--days", TEN_TO_THE_30),
+        1,
+        f"error: --days {TEN_TO_THE_30} is too long: at most 397 days are allowed here. Use --days 397 or less.",
+        id="days-10e30",
+    ),
+    pytest.param(
+        nothing,
+        ("certs", "init", "--force", "--days", TEN_TO_THE_30),
+        1,
+        f"error: --days {TEN_TO_THE_30} is too long: at most 36500 days are allowed here. Use --days 36500 or less.",
+        id="ca-days-10e30",
+    ),
+    pytest.param(
+        nothing,
+        ("certs", "revoke", "bob", "--crl-days", TEN_TO_THE_30),
+        1,
+        "error: --crl-days 100000000000... is out of range; use 1 to 3650.",
+        id="crl-days-10e30",
+    ),
+    pytest.param(
+        nothing,
+        ("certs", "crl", "--days", TEN_TO_THE_30),
+        1,
+        "error: --days 100000000000... is out of range; use 1 to 3650.",
+        id="crl-command-days-10e30",
+    ),
+    pytest.param(
+        nothing,
+        ("certs", "list", "--within", TEN_TO_THE_30),
+        1,
+        "error: --within 100000000000...d is longer than 36600 days. Write e.g. 30d.",
+        id="within-10e30",
+    ),
+    pytest.param(
+        nothing,
+        ("certs", "needs-renewal", "--within", TEN_TO_THE_30),
+        2,
+        "error: --within 100000000000...d is longer than 36600 days. Write e.g. 30d.",
+        id="needs-renewal-within-10e30",
+    ),
+    pytest.param(
+        nothing,
+        ("certs", "server", "api", "--san", "999.1.1.1"),
+        1,
+        f"error: SAN '999.1.1.1' is not a valid IPv4 address. {IPV4}",
+        id="san-999.1.1.1",
+    ),
+    pytest.param(
+        nothing,
+        ("certs", "server", "api", "--san", "1.2.3"),
+        1,
+        f"error: SAN '1.2.3' is not a valid IPv4 address. {IPV4}",
+        id="san-1.2.3",
+    ),
+    pytest.param(
+        nothing,
+        ("certs", "server", "api", "--san", "010.0.0.1"),
+        1,
+        f"error: SAN '010.0.0.1' is not a valid IPv4 address. {IPV4}",
+        id="san-010.0.0.1",
+    ),
+    pytest.param(
+        nothing,
+        ("certs", "init", "--dir", "other", "--name", "evil\nCA"),
+        1,
+        "error: common name 'evil\\nCA' holds a control character or surrounding space. Pass a --name of printable text.",
+        id="ca-name-newline",
+    ),
+]
+
+PASSING_TWINS = [
+    pytest.param(("certs", "inspect", "certs/alice.pem"), id="inspect-a-certificate"),
+    pytest.param(("certs", "export", "alice", "--p12", "a.p12", "--password-file", "password.txt"), id="password-file"),
+    pytest.param(("certs", "revoke", "bob", "--crl-days", "3650"), id="revoke"),
+    pytest.param(("certs", "crl", "--days", "1"), id="crl"),
+    pytest.param(("certs", "list", "--within", "36600d"), id="list"),
+    pytest.param(
+        ("certs", "server", "api", "--days", "397", "--san", "10.0.0.5", "--san", "api.example.com"), id="server"
+    ),
+    pytest.param(("certs", "init", "--dir", "other", "--name", "Example Corp CA", "--days", "36500"), id="init"),
+]
+
+
+@pytest.mark.parametrize(("setup", "args", "code", "line"), HOSTILE_CLI)
+def test_hostile_cli_input_is_one_line(workdir, setup, args, code, line):
+    """Each hostile file or flag: exactly one `error:` line on stderr, the documented exit code, no traceback."""
+    setup(workdir)
+    done = run(*args, cwd=workdir)
+    assert (done.returncode, done.stderr.strip().splitlines()) == (code, [line]), done.stderr
+
+
+@pytest.mark.parametrize("args", PASSING_TWINS)
+def test_cli_passing_twins(workdir, args):
+    """The same commands with ordinary files and values succeed."""
+    done = run(*args, cwd=workdir)
+    assert done.returncode == 0, done.stderr
+    assert "error:" not in done.stderr
+
+
+# --- symlinks and the umask ---------------------------------------------------------
+
+
+def test_a_planted_temp_symlink_does_not_redirect_quickstart(tmp_path):
+    """A `.alice.yaml.tmp -> victim` planted in DIR is never written through: the victim is untouched."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    demo = tmp_path / "demo"
+    demo.mkdir()
+    (demo / ".alice.yaml.tmp").symlink_to(victim)
+    done = run("quickstart", "--dir", "demo", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert victim.read_text() == "precious\n"
+    assert not (demo / "alice.yaml").is_symlink() and "target: localhost:50051" in (demo / "alice.yaml").read_text()
+
+
+def test_a_planted_config_symlink_is_refused_by_quickstart(tmp_path):
+    """An `alice.yaml -> victim` symlink (even a dangling one) counts as an existing file: refused without --force."""
+    demo = tmp_path / "demo"
+    demo.mkdir()
+    (demo / "alice.yaml").symlink_to(tmp_path / "not-there")
+    done = run("quickstart", "--dir", "demo", cwd=tmp_path)
+    assert (done.returncode, done.stderr.strip().splitlines()) == (
+        1,
+        ["error: demo/alice.yaml already exists; refusing to overwrite it. Pass --force to replace it."],
+    )
+    assert not (tmp_path / "not-there").exists()
+
+
+def test_a_symlinked_dir_is_used_with_a_warning(tmp_path):
+    """`certs init --dir LINK` says where LINK points, then writes there."""
+    (tmp_path / "real").mkdir(mode=0o700)
+    (tmp_path / "link").symlink_to("real")
+    done = run("certs", "init", "--dir", "link", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "warning: link is a symbolic link to real; certificates and keys are written there."
+    ]
+    assert (tmp_path / "real" / "ca.pem").is_file()
+
+
+def test_a_plain_dir_has_no_warning(tmp_path):
+    """The twin: a real directory gives no warning."""
+    done = run("certs", "init", "--dir", "real", cwd=tmp_path)
+    assert (done.returncode, done.stderr) == (0, "")
+
+
+@pytest.mark.parametrize("umask", [0o000, 0o022, 0o077])
+def test_directories_are_0700_whatever_the_umask(tmp_path, umask):
+    """Under umask 000 (and the usual ones) every directory made is 0700; keys 0600/0400, certs and configs 0644."""
+    done = run("quickstart", "--dir", "a/b/demo", cwd=tmp_path, umask=umask)
+    assert done.returncode == 0, done.stderr
+    demo = tmp_path / "a" / "b" / "demo"
+
+    def mode(path: Path) -> int:
+        return stat.S_IMODE(path.stat().st_mode)
+
+    assert [mode(d) for d in (tmp_path / "a", tmp_path / "a" / "b", demo, demo / "certs")] == [0o700] * 4
+    assert (mode(demo / "certs" / "ca-key.pem"), mode(demo / "certs" / "alice-key.pem")) == (0o400, 0o600)
+    assert (mode(demo / "certs" / "ca.pem"), mode(demo / "alice.yaml")) == (0o644, 0o644)
+
+
+# --- a running server meets hostile edits ----------------------------------------------
+
+STEP = 5.0
+
+
+async def wait_for_log(caplog, text: str, timeout: float = STEP) -> str:
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        for record in caplog.records:
+            if text in record.getMessage():
+                return record.getMessage()
+        assert time.monotonic() < deadline, f"no log containing {text!r}"
+        await asyncio.sleep(0.05)
+
+
+async def hello(deployment, identity: str, port: int):
+    import grpc
+
+    from securechat._gen import chat_pb2
+    from securechat.client import open_channel
+
+    async with open_channel(deployment.client(identity, port)) as channel:
+        try:
+            reply = await channel.stub.SayHello(chat_pb2.HelloRequest(), timeout=STEP)
+        except grpc.aio.AioRpcError as exc:
+            return exc.code()
+    return reply.message
+
+
+def hostile_edit(kind: str):
+    def apply(path: Path) -> None:
+        path.unlink()
+        if kind == "fifo":
+            os.mkfifo(path)
+        elif kind == "laughs":
+            path.write_text(billion_laughs(9))
+        elif kind == "deep":
+            path.write_text(nested_flow(100_000))
+        elif kind == "50MB":
+            with path.open("wb") as big:
+                big.truncate(50 * 1024 * 1024)
+
+    return apply
+
+
+@pytest.mark.parametrize(
+    ("kind", "reason"),
+    [
+        ("laughs", "more than 100,000 values once aliases are expanded"),
+        ("deep", "nesting is deeper than 64 levels"),
+        ("50MB", "is larger than 1 MiB, the limit for a config file"),
+        ("fifo", "is a FIFO (named pipe), not a regular file"),
+    ],
+)
+async def test_a_hostile_config_edit_is_refused_and_the_next_good_edit_applies(deployment, start, caplog, kind, reason):
+    """A billion-laughs, 100k-deep, 50 MB or FIFO server.yaml is refused in one log line; a good edit after it still applies."""
+    import asyncio
+    import logging
+
+    import grpc
+
+    caplog.set_level(logging.INFO, logger="securechat")
+    server = await start(authz={"allow": ["alice"]})
+    assert await hello(deployment, "bob", server.port) is grpc.StatusCode.PERMISSION_DENIED
+    hostile_edit(kind)(deployment.root / "server.yaml")
+    line = await wait_for_log(caplog, "config reload refused, the running config stays")
+    assert reason in line and "\n" not in line
+    assert await hello(deployment, "alice", server.port) == "Hello, alice!"
+    (deployment.root / "server.yaml").unlink()
+    deployment.server_yaml(authz={"allow": ["alice", "bob"]})  # the good twin, after the hostile one
+    for _ in range(50):
+        if await hello(deployment, "bob", server.port) == "Hello, bob!":
+            break
+        await asyncio.sleep(0.1)
+    assert await hello(deployment, "bob", server.port) == "Hello, bob!"
+
+
+async def test_a_fifo_at_the_crl_path_is_refused_and_reloads_continue(deployment, start, caplog):
+    """crl.pem swapped for a FIFO: logged as rejected (the poller never blocks), and a later authz edit applies."""
+    import asyncio
+    import logging
+
+    caplog.set_level(logging.INFO, logger="securechat")
+    deployment.store.write_crl(deployment.ca)
+    server = await start(authz={"allow": ["alice"]})
+    crl = deployment.store.crl_path
+    crl.unlink()
+    os.mkfifo(crl)
+    line = await wait_for_log(caplog, "CRL rejected")
+    assert "is a FIFO (named pipe), not a regular file. Point to the CRL file itself." in line
+    deployment.server_yaml(authz={"allow": ["alice", "bob"]})
+    for _ in range(50):
+        if await hello(deployment, "bob", server.port) == "Hello, bob!":
+            break
+        await asyncio.sleep(0.1)
+    assert await hello(deployment, "bob", server.port) == "Hello, bob!"
+
+
+def test_a_fifo_at_the_crl_path_at_start_is_a_config_error(deployment):
+    """At start, a FIFO where the CRL should be fails closed with one line naming the field."""
+    from securechat.material import load_server_material
+    from securechat.server.lifecycle import load_revocations
+
+    os.mkfifo(deployment.store.crl_path)
+    config = deployment.server()
+    with pytest.raises(ConfigError) as caught:
+        load_revocations(config, load_server_material(config))
+    assert str(caught.value) == (
+        f"server.yaml: tls.client_ca: {deployment.store.crl_path} is a FIFO (named pipe), not a regular file."
+        " Point to the CRL file itself."
+    )
+
+
+def test_a_regular_crl_at_start_loads(deployment, pki_ca):
+    """The twin: a real crl.pem at the same path is loaded and enforced."""
+    from securechat.material import load_server_material
+    from securechat.server.lifecycle import load_revocations
+
+    deployment.store.write_crl(pki_ca)
+    config = deployment.server()
+    revoked = load_revocations(config, load_server_material(config))
+    assert revoked is not None and revoked.number == 1

@@ -76,6 +76,14 @@ def date(value: dt.datetime) -> str:
     return value.strftime("%Y-%m-%d %H:%M UTC")
 
 
+def check_range(flag: str, value: int, low: int, high: int) -> int:
+    """VALUE if LOW <= VALUE <= HIGH; else PkiError naming FLAG, the same wording for every numeric flag."""
+    if not low <= value <= high:
+        text = str(value) if len(str(value)) <= 12 else f"{str(value)[:12]}..."
+        raise PkiError(f"{flag} {text} is out of range; use {low} to {high}.")
+    return value
+
+
 def open_store(directory: Path) -> pki.CertStore:
     """The certs directory at DIRECTORY; a warning if it is a symbolic link (files go where it points)."""
     if directory.is_symlink():

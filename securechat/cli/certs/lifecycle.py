@@ -17,6 +17,7 @@ from securechat.cli.certs.common import (
     DirOption,
     LeafDaysOption,
     WithinOption,
+    check_range,
     date,
     load_ca,
     open_store,
@@ -68,6 +69,7 @@ def revoke(
 
     Example: securechat certs revoke bob --reason key-compromise
     """
+    check_range("--crl-days", crl_days, 1, pki.CRL_MAX_DAYS)
     store = open_store(directory)
     pki.validate_name(name)
     ca = load_ca(store, ca_passphrase_file)
@@ -88,6 +90,7 @@ def crl(
 
     Example: securechat certs crl --dir certs --days 30
     """
+    check_range("--days", days, 1, pki.CRL_MAX_DAYS)
     store = open_store(directory)
     _report_crl(store, store.write_crl(load_ca(store, ca_passphrase_file), days=days))
 
