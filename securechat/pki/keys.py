@@ -45,7 +45,7 @@ def key_type_name(public_key: object) -> str:
     return type(public_key).__name__
 
 
-def signature_hash(signing_key: PrivateKey) -> hashes.HashAlgorithm | None:
+def signature_hash(signing_key: PrivateKey) -> hashes.SHA256 | hashes.SHA384 | None:
     """The digest to sign with: matched to the curve size; None for Ed25519 (it hashes itself)."""
     if isinstance(signing_key, ed25519.Ed25519PrivateKey):
         return None
