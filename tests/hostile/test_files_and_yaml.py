@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from securechat.config import MAX_DEPTH, MAX_NODES, load_client_config, load_server_config
+from securechat.config import MAX_DEPTH, MAX_NODES, load_client_config, load_server_config, yaml_reader
 from securechat.errors import ConfigError
 
 GOOD_TLS = "tls: {cert: a.pem, key: a-key.pem, client_ca: ca.pem}\n"
@@ -134,6 +134,32 @@ def test_the_depth_bound_is_max_depth(tmp_path, depth, refused):
     with pytest.raises(ConfigError) as caught:
         load_server_config(write(tmp_path, GOOD_TLS + nested_flow(depth)))
     assert ("nesting is deeper than 64 levels" in str(caught.value)) is refused
+
+
+@pytest.mark.skipif(yaml_reader._CParser is None, reason="PyYAML built without libyaml")
+@pytest.mark.parametrize(
+    "text",
+    [
+        HARMLESS_TWINS[0].values[0],
+        GOOD_TLS + "limits: {max_text_length: 10}\nlog: {level: debug}\n",
+        "a: &x [1, {b: 2}]\nc: *x\nd: &s hi\ne: *s\n",
+        billion_laughs(9),
+        nested_flow(100_000),
+        "tls: &a {cert: *a}\n",
+    ],
+    ids=["alias", "plain", "scalar-and-list-aliases", "laughs", "deep", "recursive"],
+)
+def test_libyaml_and_pure_python_parsers_agree(text):
+    """With libyaml (the fast path) or without it, a document gives the same data or the same error."""
+
+    def outcome(parse):
+        try:
+            return ("data", parse(text))
+        except Exception as exc:  # noqa: BLE001 - compared, not swallowed
+            mark = getattr(exc, "problem_mark", None)
+            return (type(exc).__name__, getattr(exc, "problem", None), mark and (mark.line, mark.column))
+
+    assert outcome(yaml_reader._parse) == outcome(lambda document: yaml_reader._load(yaml_reader._PythonLoader, document))
 
 
 # --- the config file itself -------------------------------------------------
