@@ -159,7 +159,9 @@ def test_libyaml_and_pure_python_parsers_agree(text):
             mark = getattr(exc, "problem_mark", None)
             return (type(exc).__name__, getattr(exc, "problem", None), mark and (mark.line, mark.column))
 
-    assert outcome(yaml_reader._parse) == outcome(lambda document: yaml_reader._load(yaml_reader._PythonLoader, document))
+    assert outcome(yaml_reader._parse) == outcome(
+        lambda document: yaml_reader._load(yaml_reader._PythonLoader, document)
+    )
 
 
 # --- the config file itself -------------------------------------------------
