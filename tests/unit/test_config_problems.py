@@ -130,3 +130,25 @@ def test_cli_prints_each_problem_on_its_own_error_line(tmp_path):
     )
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [f"error: {line}" for line in THREE_LINES]
+
+
+def test_doctor_reports_each_config_problem_as_its_own_finding(tmp_path):
+    """`doctor` turns a ConfigError into one FAIL finding per problem, in the same words."""
+    from securechat.doctor import run_checks
+
+    findings = run_checks(write(tmp_path, THREE_MISTAKES))
+    assert [(f.ok, f.check, f.message) for f in findings] == [(False, "config", line) for line in THREE_LINES]
+
+
+def test_doctor_reads_a_hostile_config_in_one_line(tmp_path):
+    """`doctor` on a FIFO config answers at once with one finding instead of hanging in its own YAML read."""
+    import os
+
+    from securechat.doctor import run_checks
+
+    path = tmp_path / "server.yaml"
+    os.mkfifo(path)
+    findings = run_checks(path)
+    assert [(f.ok, f.message) for f in findings] == [
+        (False, f"{path}: is a FIFO (named pipe), not a regular file. Point to the config file itself.")
+    ]
