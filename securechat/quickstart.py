@@ -14,6 +14,8 @@ from securechat.pki.atomic import ensure_private_directory, write_atomic
 CLIENTS = ("alice", "bob")
 CONFIG_MODE = 0o644
 """Configs hold paths, not secrets: readable, written by the owner only."""
+CONFIG_DIR_MODE = 0o755
+"""The directory of the configs: never group- or world-writable, whatever the umask."""
 
 SERVER_YAML = f"""\
 # securechat server config, made by `securechat quickstart`.
@@ -58,7 +60,9 @@ def make_quickstart(directory: Path | str, *, force: bool = False) -> Quickstart
                 raise FileExistsRefused(path)
     store = pki.CertStore(directory / "certs")
     store.refuse_overwrite(["server", *CLIENTS], force=force)
-    ensure_private_directory(directory)  # 0700 whatever the umask, like the certs directory inside it
+    # Exact modes whatever the umask: DIR 0755 (configs name paths, no secrets;
+    # a server running as another user can read them), DIR/certs 0700.
+    ensure_private_directory(directory, mode=CONFIG_DIR_MODE)
     ca = store.init_ca(force=force)
     store.write_leaves(
         [pki.issue_server_cert(ca, "server"), *(pki.issue_client_cert(ca, name) for name in CLIENTS)],

@@ -6,8 +6,8 @@ or not, is never opened) and its exact final mode (fchmod'ed, whatever the
 umask), made durable (fsync, or one syncfs for many files), then linked (or,
 replacing, renamed) into place, then the directory fsynced. A rename or link
 replaces or refuses the name itself: a symlink at the target is never
-followed. Directories are created 0700 whatever the umask, each missing
-level of them.
+followed. Directories are created with an exact mode (0700 for certs)
+whatever the umask, each missing level of them.
 
 What is not done here: deciding what goes where (`layout.py`) or what is in
 a file (`index.py`, `pem.py`); and locking -- two writers of one directory
@@ -65,8 +65,8 @@ def refuse_existing(paths: Iterable[Path], *, force: bool) -> None:
             raise FileExistsRefused(path)
 
 
-def ensure_private_directory(directory: Path) -> None:
-    """Create DIRECTORY (and each missing parent) with mode 0700 whatever the umask; PkiError if it is a file.
+def ensure_private_directory(directory: Path, *, mode: int = DIR_MODE) -> None:
+    """Create DIRECTORY (and each missing parent) with MODE (0700) whatever the umask; PkiError if it is a file.
 
     An existing directory keeps its mode: the CLI warns when it is open to others.
     """
@@ -86,14 +86,14 @@ def ensure_private_directory(directory: Path) -> None:
         level = level.parent
     for path in reversed(missing):
         try:
-            os.mkdir(path, DIR_MODE)
+            os.mkdir(path, mode)
         except FileExistsError:
             if not path.is_dir():
                 raise PkiError(f"{path} is a file, not a directory. Pass --dir with a directory path.") from None
             continue
         except OSError as exc:
             raise PkiError(f"{path} could not be created ({exc.strerror}). Check the parent's permissions.") from exc
-        os.chmod(path, DIR_MODE)  # mkdir's mode was filtered by the umask; set it exactly
+        os.chmod(path, mode)  # mkdir's mode was filtered by the umask; set it exactly
 
 
 def write_all(writes: Sequence[FileWrite], *, directory: Path, force: bool) -> None:

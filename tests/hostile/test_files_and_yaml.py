@@ -507,8 +507,9 @@ def test_a_plain_dir_has_no_warning(tmp_path):
 
 
 @pytest.mark.parametrize("umask", [0o000, 0o022, 0o077])
-def test_directories_are_0700_whatever_the_umask(tmp_path, umask):
-    """Under umask 000 (and the usual ones) every directory made is 0700; keys 0600/0400, certs and configs 0644."""
+def test_directory_modes_are_exact_whatever_the_umask(tmp_path, umask):
+    """Under umask 000 (and the usual ones): certs/ 0700, the config directory and its new parents 0755 (never writable
+    by others), keys 0600/0400, certificates and configs 0644."""
     done = run("quickstart", "--dir", "a/b/demo", cwd=tmp_path, umask=umask)
     assert done.returncode == 0, done.stderr
     demo = tmp_path / "a" / "b" / "demo"
@@ -516,7 +517,12 @@ def test_directories_are_0700_whatever_the_umask(tmp_path, umask):
     def mode(path: Path) -> int:
         return stat.S_IMODE(path.stat().st_mode)
 
-    assert [mode(d) for d in (tmp_path / "a", tmp_path / "a" / "b", demo, demo / "certs")] == [0o700] * 4
+    assert [mode(d) for d in (tmp_path / "a", tmp_path / "a" / "b", demo, demo / "certs")] == [
+        0o755,
+        0o755,
+        0o755,
+        0o700,
+    ]
     assert (mode(demo / "certs" / "ca-key.pem"), mode(demo / "certs" / "alice-key.pem")) == (0o400, 0o600)
     assert (mode(demo / "certs" / "ca.pem"), mode(demo / "alice.yaml")) == (0o644, 0o644)
 
