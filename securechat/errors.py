@@ -51,6 +51,8 @@ class ConfigProblem:
     field: str | None
     problem: str
     fix: str = ""
+    code: str | None = None
+    """The machine-readable reason when a TLS check decided it (securechat.tls.checks.Code)."""
 
     def __str__(self) -> str:
         where = f"{self.source}: {self.field}" if self.field else self.source
@@ -65,8 +67,8 @@ class ConfigError(SecureChatError):
     `problem` and `fix` are the first problem's.
     """
 
-    def __init__(self, source: str, field: str | None, problem: str, fix: str = "") -> None:
-        self._init((ConfigProblem(source, field, problem, fix),))
+    def __init__(self, source: str, field: str | None, problem: str, fix: str = "", *, code: str | None = None) -> None:
+        self._init((ConfigProblem(source, field, problem, fix, code=code),))
 
     @classmethod
     def from_problems(cls, problems: Sequence[ConfigProblem]) -> ConfigError:
@@ -84,6 +86,7 @@ class ConfigError(SecureChatError):
         self.field = first.field
         self.problem = first.problem
         self.fix = first.fix
+        self.code = first.code  # the machine-readable reason when a TLS check decided it (securechat.tls.checks.Code)
         super().__init__("\n".join(str(item) for item in problems))
 
     def __reduce__(self) -> tuple[object, ...]:

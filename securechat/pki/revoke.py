@@ -11,8 +11,10 @@ The CRL profile, and why (RFC 5280 section 5):
   reason is "unspecified", a reasonCode entry extension (5.3.1: the
   unspecified code SHOULD be left out rather than written).
 
-`load_crl` is what a server uses: it accepts a CRL only if a CA in the
-bundle it trusts signed it. What is *not* done: delta CRLs, indirect CRLs,
+`load_crl` reads one CRL back and accepts it only if a CA in the bundle
+signed it (by key: `tls.checks.verify_crl`). The server and `doctor` use
+`securechat.tls.revocation`, which also handles several CRLs per file and
+CRL-number rollbacks. What is *not* done: delta CRLs, indirect CRLs,
 distribution points, and certificateHold (a hold cannot be undone here).
 """
 
@@ -23,13 +25,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
 from securechat.errors import PkiError
 from securechat.pki.ca import CertificateAuthority, authority_key_identifier
 from securechat.pki.keys import signature_hash
 from securechat.pki.validity import CLOCK_SKEW_BACKDATE, utc_now
+from securechat.tls import checks
 
 CRL_DEFAULT_DAYS = 30
 CRL_MAX_DAYS = 3650
@@ -133,15 +135,10 @@ def parse_crl(data: bytes, *, where: str) -> x509.CertificateRevocationList:
 
 
 def crl_signer(crl: x509.CertificateRevocationList, cas: Sequence[x509.Certificate]) -> x509.Certificate | None:
-    """The CA in CAS whose name is the CRL's issuer and whose key signed it, if any."""
+    """The CA in CAS that signed CRL -- matched by key (`tls.checks.verify_crl`), never by name alone -- if any."""
     for ca in cas:
-        if ca.subject != crl.issuer:
-            continue
-        try:
-            if crl.is_signature_valid(ca.public_key()):  # type: ignore[arg-type]
-                return ca
-        except (TypeError, ValueError, InvalidSignature):
-            continue
+        if isinstance(checks.verify_crl(crl, [ca]), checks.RevocationList):
+            return ca
     return None
 
 

@@ -25,7 +25,6 @@ from grpc_reflection.v1alpha import reflection
 from securechat._gen import chat_pb2
 from securechat.config import Keepalive, Limits, ServerConfig
 from securechat.errors import SecureChatError
-from securechat.material import load_server_material
 from securechat.protocol import Reason, Refusal
 from securechat.server.broker import InMemoryBroker
 from securechat.server.connections import ConnectionGuard, GuardLimits, channelz_server_ids
@@ -35,6 +34,7 @@ from securechat.server.metrics import ServerMetrics
 from securechat.server.probes import CallCap, health_server
 from securechat.server.rooms import RoomHub
 from securechat.server.service import SERVICE_NAME, ChatService, method_handlers
+from securechat.tls.material import load_server_material
 
 log = logging.getLogger(__name__)
 

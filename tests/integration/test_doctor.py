@@ -100,7 +100,9 @@ async def test_wrong_extended_key_usage(deployment, start):
     """A server certificate used as a client certificate: EKU fails locally, the server says unsupported purpose."""
     server = await start()
     bad = failed(await doctor(deployment.client_yaml("server", server.port)))
-    assert "lacks clientAuth (has serverAuth)" in bad["extended key usage"].message
+    # The decision core's wording, the same the config loader raises (issue 12: one core, one message).
+    assert bad["extended key usage"].message.endswith("is not a client certificate (its extended key usage lacks clientAuth).")
+    assert bad["extended key usage"].code == "wrong-eku"
     assert "unsupported purpose" in bad["server accepts our certificate"].message
 
 
@@ -111,7 +113,7 @@ async def test_key_mismatch_and_world_readable_key(deployment, start):
     key.write_bytes(deployment.store.key_path("bob").read_bytes())
     key.chmod(0o644)
     bad = failed(await doctor(deployment.client_yaml("alice", server.port, tls={"key": "wrong-key.pem"})))
-    assert bad["key matches certificate"].message == f"{key} does not match {deployment.store.cert_path('alice')}"
+    assert bad["key matches certificate"].message == f"{key} does not match the certificate {deployment.store.cert_path('alice')}."
     assert bad["key permissions"].message.endswith("is readable by other users (mode 0644)")
     assert bad["key permissions"].fix.startswith("Run 'chmod 600 ")
 

@@ -1,7 +1,7 @@
 """YAML -> frozen dataclasses (securechat.config): every mistake names the file, the field and the fix.
 
 These tests only parse YAML; the files a config names are checked by
-securechat.material (tests/integration/test_config_files.py).
+securechat.tls.material (tests/integration/test_config_files.py).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from cryptography import x509
 from securechat import pki
 from securechat.errors import InputFileError, PkiError
 from securechat.files import read_regular_file, require_regular_file
-from securechat.watch import FileWatch
+from securechat.tls.watch import FileWatch
 
 # --- securechat.files ---------------------------------------------------------
 

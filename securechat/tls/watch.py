@@ -3,24 +3,27 @@
 Content, not mtime: an atomic rename, a Kubernetes `..data` symlink swap,
 a copy that keeps the mtime and an edit within the same second all change
 what reading them returns. The files watched here are a few kilobytes,
-so reading them once a second costs nothing. Used by the server (its
+so reading them once a second costs nothing. Only regular files are read,
+through `securechat.files` (non-blocking, fstat first, bounded): a FIFO or a
+device planted at a watched path is a state of its own ("not a regular file"),
+never a read that blocks the poller forever. Used by the server (its
 certificate, key, client CA, CRL and config) and by `securechat chat` (its
 client certificate). Not thread-safe: one poller owns a watch.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from securechat.errors import InputFileError
-from securechat.files import CRL_LIMIT, read_regular_file
+from securechat.files import read_regular_file
 
-WATCH_LIMIT = CRL_LIMIT
-"""The largest file watched (a CRL is the largest of them); a larger one counts as absent."""
+MAX_WATCHED_BYTES = 64 * 1024 * 1024
+"""Beyond this a file's size and mtime stand for its content (no watched file is that large)."""
 
-_Snapshot = tuple[bytes | str | None, ...]
-"""Per path: its content, None if absent, or why it was refused (a FIFO, a device, too large)."""
+_Snapshot = tuple[bytes | tuple[int, int, int] | None, ...]
 
 
 class FileWatch:
@@ -53,12 +56,16 @@ class FileWatch:
         return tuple(_content(path) for path in self._paths)
 
 
-def _content(path: Path) -> bytes | str | None:
+def _content(path: Path) -> bytes | tuple[int, int, int] | None:
     try:
-        # Bounded and non-blocking: a FIFO or /dev/zero swapped in at a watched
-        # path must not freeze the poller (and every reload behind it).
-        return read_regular_file(path, limit=WATCH_LIMIT, what="watched")
-    except InputFileError as exc:
-        return exc.problem  # a change too: the reload that follows says what is wrong
+        return read_regular_file(path, limit=MAX_WATCHED_BYTES, what="watched")
+    except (InputFileError, IsADirectoryError):
+        # Not read: a FIFO, a device, a directory or a file too large; its kind,
+        # size and mtime stand for it, so a swap is still seen as a change.
+        try:
+            info = os.stat(path)
+        except OSError:
+            return None
+        return (info.st_mode, info.st_size, info.st_mtime_ns)
     except OSError:  # missing, or replaced mid-read: "absent" is a state too
         return None
