@@ -325,7 +325,9 @@ class ServerLifecycle:
                 log.error(
                     "reloading %s has taken more than %.0f s (%s); what is in force stays, the other reloads go on,"
                     " and it is tried again once this read returns",
-                    source, RELOAD_SECONDS, self._describe(source),
+                    source,
+                    RELOAD_SECONDS,
+                    self._describe(source),
                 )
                 continue
             del self._inflight[source]
@@ -335,8 +337,12 @@ class ServerLifecycle:
             self._apply(future.result())
 
     def _describe(self, source: str) -> str:
-        paths = {"config": [self.config.source], "tls": _tls_paths(self.config), "crl": [crl_location(self.config)[0]]}[source]
-        named = ", ".join(str(path) for path in paths if path is not None)
+        paths: dict[str, list[Path | None]] = {
+            "config": [self.config.source],
+            "tls": list(_tls_paths(self.config)),
+            "crl": [crl_location(self.config)[0]],
+        }
+        named = ", ".join(str(path) for path in paths[source] if path is not None)
         return f"{named}: a FIFO, a hung mount, or a file too big or too nested to parse?"
 
     def _look_config(self, forced: bool) -> _Changes:
