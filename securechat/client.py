@@ -40,18 +40,22 @@ DEFAULT_TIMEOUT = 10.0
 
 
 @contextlib.asynccontextmanager
-async def open_channel(config: ClientConfig) -> AsyncIterator[Channel]:
-    """A grpc.aio channel to the configured target, TLS unless insecure: true."""
+async def open_channel(config: ClientConfig, *, renew: bool = True) -> AsyncIterator[Channel]:
+    """A grpc.aio channel to the configured target, TLS unless insecure: true.
+
+    With `tls.renew` (and RENEW) the certificate is renewed from the online
+    CA while the channel is open, and the channel follows the new files
+    (`securechat.rotation.rotating_channel`).
+    """
+    from securechat.rotation import build_channel, check_server_id, rotating_channel
+
+    if renew and config.tls is not None and config.tls.renew is not None:
+        async with rotating_channel(config) as rotating:
+            yield Channel(config, rotating.material, rotating)
+        return
     material = load_client_material(config)
-    target = str(config.target)
-    if material is None:
-        raw = grpc.aio.insecure_channel(target)
-    else:
-        options: list[tuple[str, str]] = []
-        if config.tls is not None and config.tls.server_name:
-            options.append(("grpc.ssl_target_name_override", config.tls.server_name))
-        raw = grpc.aio.secure_channel(target, channel_credentials(material), options=options)
-    async with raw:
+    await check_server_id(config)
+    async with build_channel(config, material) as raw:
         yield Channel(config, material, raw)
 
 
@@ -138,8 +142,10 @@ class ChatSession:
 
 @contextlib.asynccontextmanager
 async def open_chat(config: ClientConfig, *, metadata: Sequence[tuple[str, str]] = ()) -> AsyncIterator[ChatSession]:
-    """Open a Chat stream; it is cancelled when the block exits."""
-    async with open_channel(config) as channel:
+    """Open a Chat stream; it is cancelled when the block exits. With `tls.renew`, renewed meanwhile."""
+    from securechat.rotation import renewing
+
+    async with renewing(config), open_channel(config, renew=False) as channel:
         call = channel.stub.Chat(metadata=tuple(metadata) or None)
         session = ChatSession(channel, call)
         try:

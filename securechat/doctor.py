@@ -31,13 +31,13 @@ SAN, and the CN is not used when SANs exist.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import os
 import socket
 import ssl
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 
@@ -50,8 +50,9 @@ from securechat.tls.checks import CHAIN_CODES, Code, Problem, Purpose, Revocatio
 from securechat.tls.material import shown
 from securechat.tls.revocation import CrlFileError, load_crls, read_crl_file
 
-EXPIRES_SOON = dt.timedelta(days=30)
-"""The same threshold as `certs needs-renewal`: inside it, renew."""
+if TYPE_CHECKING:
+    from securechat.config.ca import RenewConfig
+
 TIMEOUT = 5.0
 
 
@@ -65,6 +66,8 @@ class Finding:
     fix: str = ""
     code: str = ""
     """The `tls.checks.Code` (or `tls.failures.TlsFailure` code) behind a failed check, when one decided it."""
+    warning: bool = False
+    """OK but worth acting on (e.g. expiring with nothing renewing it): printed WARN, does not fail."""
 
 
 def run_checks(path: str | os.PathLike[str], *, timeout: float = TIMEOUT) -> list[Finding]:
@@ -103,6 +106,9 @@ class _Report:
 
     def ok(self, check: str, message: str) -> None:
         self.findings.append(Finding(True, check, message))
+
+    def warn(self, check: str, message: str, fix: str) -> None:
+        self.findings.append(Finding(True, check, message, fix, warning=True))
 
     def fail(self, check: str, message: str, fix: str, *, stop: bool = False, code: str = "") -> None:
         self.findings.append(Finding(False, check, message, fix, code))
@@ -148,6 +154,7 @@ def _check_leaf(
     cas: list[x509.Certificate],
     ca_path: Path,
     ca_field: str,
+    renew: RenewConfig | None = None,
 ) -> _Leaf:
     name = cert_path.stem
     purpose = Purpose.SERVER if role == "server" else Purpose.CLIENT
@@ -205,25 +212,61 @@ def _check_leaf(
         report.problem("extended key usage", wrong[0], f"Issue it with 'securechat certs {role} {name}'.")
     else:
         report.ok("extended key usage", f"{purpose.eku_name}, as a {role} needs")
-    now = pki.utc_now()
-    left = pki.days_left(cert, now=now)
     invalid = [p for p in verdict.of((Code.EXPIRED, Code.NOT_YET_VALID)) if p.depth == 0]
-    if invalid:
-        fix = (
-            f"Run 'securechat certs renew {name}'."
-            if invalid[0].code is Code.EXPIRED
-            else "Check this machine's clock."
-        )
-        report.problem("validity", invalid[0], fix)
-    elif cert.not_valid_after_utc - now < EXPIRES_SOON:
-        report.fail(
-            "validity",
-            f"{shown(cert_path)} expires soon: {cert.not_valid_after_utc:%Y-%m-%d} ({left} days left)",
-            f"Run 'securechat certs renew {name}'.",
-        )
+    if invalid and invalid[0].code is Code.NOT_YET_VALID:
+        report.problem("validity", invalid[0], "Check this machine's clock.")
+    elif invalid:  # expired: the core's verdict, with the fix that fits how this certificate is renewed
+        report.problem("validity", invalid[0], _renew_fix(name, renew))
     else:
-        report.ok("validity", f"valid until {cert.not_valid_after_utc:%Y-%m-%d} ({left} days left)")
+        _check_validity(report, cert, cert_path, name, renew)
     return _Leaf(cert, tuple(chain), verdict)
+
+
+def _check_validity(report: _Report, cert: x509.Certificate, cert_path: Path, name: str, renew: RenewConfig | None) -> None:
+    """Expiry judged against the certificate's own lifetime and whether tls.renew renews it (pki.judge_expiry)."""
+    now = pki.utc_now()
+    verdict = pki.judge_expiry(cert, now=now, renewal_configured=renew is not None)
+    if cert.not_valid_before_utc > now:
+        report.fail("validity", f"{shown(cert_path)} is not valid until {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC", "Check this machine's clock.")
+    elif verdict.level == "fail" and renew is not None and cert.not_valid_after_utc > now:
+        report.fail("validity", f"{shown(cert_path)}: {verdict.message}", f"Check that the CA at {renew.ca} is up and reachable (the renewer logs why it fails), or renew now: 'securechat certs renew {name} --ca {renew.ca}'.")
+    elif verdict.level == "fail":
+        report.fail("validity", f"{shown(cert_path)} {verdict.message}", _renew_fix(name, renew))
+    elif verdict.level == "warn":
+        report.warn("validity", f"{shown(cert_path)} {verdict.message}", f"Run 'securechat certs renew {name}', or set tls.renew so it renews itself.")
+    else:
+        report.ok("validity", verdict.message)
+    if renew is not None:
+        _check_renewal_ca(report, renew)
+
+
+def _renew_fix(name: str, renew: RenewConfig | None) -> str:
+    """How to replace an expired certificate: an expired certificate cannot renew online."""
+    if renew is not None:
+        return "Enroll again with a new token ('securechat ca token NAME' on the CA): an expired certificate cannot renew."
+    return f"Run 'securechat certs renew {name}'."
+
+
+def _check_renewal_ca(report: _Report, renew: RenewConfig) -> None:
+    """tls.renew: the CA service answers TrustBundle over TLS verified with tls.renew.ca_cert."""
+    from securechat.ca.client import CaClient, CaError, CaTarget
+
+    try:
+        target = CaTarget(str(renew.ca), renew.ca_cert.read_bytes(), renew.server_name)
+    except OSError as exc:
+        report.fail("renewal CA", f"{shown(renew.ca_cert)} cannot be read ({exc.strerror})", "Fix tls.renew.ca_cert.")
+        return
+
+    async def probe() -> bytes:
+        async with CaClient(target) as client:
+            return await client.trust_bundle(timeout=TIMEOUT)
+
+    try:
+        asyncio.run(probe())
+    except CaError as exc:
+        report.fail("renewal CA", str(exc), f"Start the CA service, or fix tls.renew.ca ({renew.ca}).")
+    else:
+        report.ok("renewal CA", f"the CA at {renew.ca} answers and is trusted by {shown(renew.ca_cert)}")
 
 
 def _check_crl(
@@ -283,7 +326,7 @@ def _server_checks(config: ServerConfig) -> list[Finding]:
         cas = _load_cas(report, "tls.client_ca", config.tls.client_ca) if config.tls.client_ca else []
         if cas and config.tls.client_ca is not None:
             leaf = _check_leaf(
-                report, "server", config.tls.cert, config.tls.key, cas, config.tls.client_ca, "tls.client_ca"
+                report, "server", config.tls.cert, config.tls.key, cas, config.tls.client_ca, "tls.client_ca", config.tls.renew
             )
             signers = cas + [c for c in leaf.chain[1:] if checks.is_ca(c)]
         else:
@@ -309,7 +352,7 @@ def _client_checks(config: ClientConfig, *, timeout: float) -> list[Finding]:
     try:
         cas = _load_cas(report, "tls.ca", tls.ca)
         if tls.cert is not None and tls.key is not None:
-            leaf = _check_leaf(report, "client", tls.cert, tls.key, cas, tls.ca, "tls.ca")
+            leaf = _check_leaf(report, "client", tls.cert, tls.key, cas, tls.ca, "tls.ca", tls.renew)
             signers = cas + [c for c in leaf.chain[1:] if checks.is_ca(c)]
             _check_crl(report, tls.ca.parent / "crl.pem", signers, leaf, cas)
         _check_network(report, config, leaf, cas, timeout=timeout)

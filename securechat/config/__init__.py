@@ -1,4 +1,4 @@
-"""Configs: one YAML reader, and a schema per program -- server, client, broker.
+"""Configs: one YAML reader, and a schema per program -- server, client, broker, the online CA.
 
     yaml_reader.py  read_yaml (bounded: size, depth, aliases; no duplicate keys),
                     Section (typed accessors), Problems (every problem of a file)
@@ -6,8 +6,10 @@
     server.py       load_server_config -> ServerConfig (Limits, Keepalive, ServerTls)
     client.py       load_client_config -> ClientConfig (ClientTls)
     broker.py       the `broker:` section -> BrokerConfig (memory | nats)
+    renew.py        `tls.renew` and `tls.server_id` (RenewConfig) in server and client configs
+    ca.py           the online CA's ca.yaml -> CaConfig (lifetimes, tokens, ports, database)
 
-A config with mistakes raises one `ConfigError` whose `problems` list every
+Schemas are read with the one reader; a config with mistakes raises one `ConfigError` whose `problems` list every
 one of them; `str()` is one line per problem. Nothing here reads the
 certificate files a config names, opens a socket, or imports the server.
 """
@@ -16,7 +18,9 @@ from __future__ import annotations
 
 from securechat.config.address import DEFAULT_PORT, Address, parse_address
 from securechat.config.broker import BROKER_KEYS, BrokerConfig, BrokerTls, Retention, load_broker_config, parse_broker
+from securechat.config.ca import CaConfig, load_ca_config
 from securechat.config.client import CLIENT_KEYS, CLIENT_TLS_KEYS, ClientConfig, ClientTls, load_client_config
+from securechat.config.renew import RenewConfig
 from securechat.config.server import (
     LOG_FORMATS,
     LOG_LEVELS,
@@ -45,17 +49,20 @@ __all__ = [
     "Address",
     "BrokerConfig",
     "BrokerTls",
+    "CaConfig",
     "ClientConfig",
     "ClientTls",
     "Keepalive",
     "Limits",
     "Problems",
+    "RenewConfig",
     "Retention",
     "Section",
     "ServerConfig",
     "ServerTls",
     "crl_location",
     "load_broker_config",
+    "load_ca_config",
     "load_client_config",
     "load_server_config",
     "parse_address",

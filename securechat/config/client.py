@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from securechat.config.address import DEFAULT_PORT, Address
+from securechat.config.renew import RenewConfig, parse_renew, parse_server_id
 from securechat.config.yaml_reader import Problems, Section, config_source, flag_address, read_yaml
 
 CLIENT_KEYS = ("target", "tls", "insecure")
-CLIENT_TLS_KEYS = ("ca", "cert", "key", "server_name")
+CLIENT_TLS_KEYS = ("ca", "cert", "key", "server_name", "renew", "server_id")
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,10 @@ class ClientTls:
     cert: Path | None = None
     key: Path | None = None
     server_name: str | None = None
+    renew: RenewConfig | None = None
+    """`tls.renew`: renew cert/key from the online CA (securechat.config.renew.RenewConfig)."""
+    server_id: str | None = None
+    """`tls.server_id`: a DNS name or SPIFFE ID the server's certificate must carry."""
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,14 @@ def _client_tls(root: Section, insecure: bool) -> ClientTls | None:
     ca = section.path("ca")
     cert, key = section.path("cert"), section.path("key")
     server_name = section.string("server_name")
+    renew = parse_renew(section, default_ca_cert=ca, ca_cert_field="tls.ca")
+    if section.has("renew") and not section.has("cert"):
+        section.problem(
+            "renew",
+            "is set but tls.cert and tls.key are not: there is nothing to renew.",
+            "Add tls.cert and tls.key, or remove tls.renew.",
+        )
+    server_id = parse_server_id(section)
     if ca is None:
         return None
-    return ClientTls(ca=ca, cert=cert, key=key, server_name=server_name)
+    return ClientTls(ca=ca, cert=cert, key=key, server_name=server_name, renew=renew, server_id=server_id)

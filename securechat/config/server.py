@@ -19,6 +19,7 @@ from pathlib import Path
 
 from securechat.config.address import DEFAULT_PORT, Address
 from securechat.config.broker import BROKER_KEYS, BrokerConfig, parse_broker
+from securechat.config.renew import RenewConfig, parse_renew
 from securechat.config.yaml_reader import Problems, Section, config_source, flag_address, kind_of, read_yaml
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -106,6 +107,8 @@ class ServerTls:
     key: Path
     client_ca: Path | None
     mtls: bool = True
+    renew: RenewConfig | None = None
+    """`tls.renew`: renew cert/key from the online CA (securechat.config.renew.RenewConfig)."""
 
 
 @dataclass(frozen=True)
@@ -145,7 +148,7 @@ SERVER_KEYS = (
     "metrics_port",
     "broker",
 )
-SERVER_TLS_KEYS = ("cert", "key", "client_ca", "mtls")
+SERVER_TLS_KEYS = ("cert", "key", "client_ca", "mtls", "renew")
 AUTHZ_KEYS = ("allow", "methods")
 CHAT_METHODS = ("SayHello", "Chat", "WhoAmI")
 _METHOD_NAME = re.compile(r"/?[A-Za-z_][\w.]*\.[A-Za-z_]\w*/(\*|[A-Za-z_]\w*)")
@@ -242,9 +245,10 @@ def _server_tls(root: Section, insecure: bool) -> ServerTls | None:
             "missing while mtls is true: the server cannot verify client certificates without it.",
             "Set tls.client_ca to the CA that signs client certificates (e.g. certs/ca.pem), or set tls.mtls: false.",
         )
+    renew = parse_renew(tls, default_ca_cert=client_ca, ca_cert_field="tls.client_ca")
     if cert is None or key is None:
         return None
-    return ServerTls(cert=cert, key=key, client_ca=client_ca, mtls=mtls)
+    return ServerTls(cert=cert, key=key, client_ca=client_ca, mtls=mtls, renew=renew)
 
 
 def _authz_methods(authz: Section) -> tuple[tuple[str, frozenset[str]], ...]:

@@ -1,19 +1,22 @@
 """Certificates: the CA, server and client profiles, the certs directory.
 
-    ca.py        create_ca, CertificateAuthority — the CA profile
-    issue.py     issue_server_cert, issue_client_cert(s), issue_peer_cert, IssuedCert — leaf profiles
+    ca.py        create_ca, create_root_ca, issue_intermediate, CertificateAuthority — CA profiles
+    issue.py     issue_server_cert, issue_client_cert(s), issue_peer_cert, IssuedCert — leaf profiles;
+                 sign_leaf — a leaf for someone else's public key (the online CA)
     names.py     validate_name, parse_san — the one place names become x509 names
-    validity.py  how long certificates live (named limits, capping at the CA)
+    validity.py  how long certificates live (named limits, capping at the CA, lifetimes)
     keys.py      key types, key generation, key_matches_certificate
     pem.py       load_certificate(s), load_private_key — errors name the file
     inspect.py   summarize -> CertSummary, EKUs, is_signed_by — data, not text
-    store.py     CertStore: issue into the certs directory, load the CA, renew, revoke
+    store.py     CertStore: issue into the certs directory, load the CA (flat, or a root and
+                 its intermediate: init_hierarchy, write_intermediate), renew, revoke
     layout.py    CertsLayout: where files live in the certs directory, and their modes
     index.py     IndexEntry, parse_index / render_index — the index.json format
-    atomic.py    atomic, no-clobber, umask-proof writes; 0700 directories
+    atomic.py    atomic, no-clobber, umask-proof writes; 0700 directories; replace_files
     policy.py    what renewal and revocation mean for the index (pure decisions)
     workers.py   run_in_forks — bulk issuance on every CPU
     revoke.py    reason codes, build_crl / load_crl — the signed CRL
+    expiry.py    judge_expiry — "expires soon" relative to the lifetime and renewal
     export.py    pkcs12_bundle — PKCS#12 for browsers and Java; kubernetes_tls_secret
     secrets.py   read_secret_file — passphrase and password files
 
@@ -22,8 +25,16 @@ Library code here never prints or exits; `securechat.cli.certs` (a package) does
 
 from __future__ import annotations
 
-from securechat.pki.atomic import ensure_private_directory, write_private_file
-from securechat.pki.ca import DEFAULT_CA_COMMON_NAME, CertificateAuthority, create_ca
+from securechat.pki.atomic import ensure_private_directory, replace_files, write_private_file
+from securechat.pki.ca import (
+    DEFAULT_CA_COMMON_NAME,
+    INTERMEDIATE_DEFAULT_DAYS,
+    CertificateAuthority,
+    create_ca,
+    create_root_ca,
+    issue_intermediate,
+)
+from securechat.pki.expiry import ExpiryVerdict, judge_expiry, renew_by
 from securechat.pki.export import kubernetes_tls_secret, pkcs12_bundle
 from securechat.pki.index import INDEX_VERSION, IndexEntry, parse_index, render_index
 from securechat.pki.inspect import (
@@ -40,13 +51,16 @@ from securechat.pki.inspect import (
 )
 from securechat.pki.issue import (
     DEFAULT_SERVER_SANS,
+    CertificatePublicKey,
     IssuedCert,
     LeafKind,
+    SignedCert,
     issue_client_cert,
     issue_client_certs,
     issue_peer_cert,
     issue_server_cert,
     reissue,
+    sign_leaf,
 )
 from securechat.pki.keys import (
     DEFAULT_KEY_TYPE,
@@ -66,7 +80,7 @@ from securechat.pki.pem import (
     load_private_key,
     private_key_pem,
 )
-from securechat.pki.policy import RenewalCheck, normalize_serial, parse_renewal_window
+from securechat.pki.policy import RenewalCheck, normalize_serial, parse_renewal_window, renewal_point
 from securechat.pki.revoke import (
     CRL_DEFAULT_DAYS,
     CRL_MAX_DAYS,
@@ -88,6 +102,8 @@ from securechat.pki.validity import (
     CLOCK_SKEW_BACKDATE,
     LEAF_DEFAULT_DAYS,
     LEAF_MAX_DAYS,
+    Validity,
+    lifetime_window,
     utc_now,
 )
 
@@ -109,7 +125,19 @@ __all__ = [
     "read_secret_file",
     "reason_of",
     "reissue",
+    "ExpiryVerdict",
+    "judge_expiry",
+    "renew_by",
+    "sign_leaf",
+    "SignedCert",
+    "CertificatePublicKey",
+    "create_root_ca",
+    "issue_intermediate",
+    "INTERMEDIATE_DEFAULT_DAYS",
+    "Validity",
+    "lifetime_window",
     "write_private_file",
+    "replace_files",
     "CA_DEFAULT_DAYS",
     "CA_KEY_MODE",
     "CA_MAX_DAYS",
@@ -127,6 +155,7 @@ __all__ = [
     "CertStore",
     "CertsLayout",
     "RenewalCheck",
+    "renewal_point",
     "ensure_private_directory",
     "normalize_serial",
     "parse_index",

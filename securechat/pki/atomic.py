@@ -104,6 +104,21 @@ def write_all(writes: Sequence[FileWrite], *, directory: Path, force: bool) -> N
     fsync_directory(directory)
 
 
+def replace_files(files: Sequence[tuple[Path, bytes, int]]) -> None:
+    """Replace each (PATH, DATA, MODE) atomically, in order, then make the directories durable.
+
+    For renewal: every new file is complete and durable in a temp file
+    before the first rename, and the renames follow one another at once, so
+    a reader sees the old pair or the new one (keys are written first: a
+    reader that catches the gap sees a new key with the old certificate,
+    which it refuses and reads again). Keys are created 0600 and never
+    readable by others, not even for a moment.
+    """
+    write_atomic_many(list(files), replace_existing=True)
+    for directory in {path.parent for path, _, _ in files}:
+        fsync_directory(directory)
+
+
 def write_private_file(path: Path, data: bytes, *, force: bool = False) -> Path:
     """Write DATA to PATH atomically with mode 0600 (an export bundle, say); refuse to overwrite unless FORCE."""
     if not force and os.path.lexists(path):

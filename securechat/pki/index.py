@@ -10,7 +10,8 @@
       ]
     }
 
-`kind` is "ca", "server", "client" or "peer"; `serial` lowercase hex; times are UTC
+`kind` is "ca", "server", "client" or "peer" (a hierarchy records its root
+as name "root", kind "ca", and each intermediate as name "ca"); `serial` lowercase hex; times are UTC
 ISO 8601 with a trailing Z; `sans` are OpenSSL-style `DNS:`/`IP:`/`URI:`
 strings. `status` is "valid", "superseded" (the name was reissued with
 --force or renewed; the old certificate still verifies until it expires --

@@ -1,7 +1,13 @@
 """Where things live in a certs directory, and with which file modes.
 
-    ca.pem  ca-key.pem     the CA (key 0400)
-    NAME.pem NAME-key.pem  each leaf (cert 0644, key 0600)
+    ca.pem  ca-key.pem     the issuing CA (key 0400): a flat CA, or the
+                           intermediate of a hierarchy
+    root.pem root-key.pem  a hierarchy's root (`init_hierarchy`); the root
+                           key signs only intermediates, so it may be moved
+                           offline once the intermediate exists
+    NAME.pem NAME-key.pem  each leaf (cert 0644, key 0600); under an
+                           intermediate NAME.pem is the chain: the leaf,
+                           then the intermediate
     index.json             what was issued (0644), see `index.py`
     crl.pem                the revocation list (0644)
 
@@ -26,6 +32,8 @@ CA_KEY_MODE = 0o400
 
 CA_CERT_FILE = "ca.pem"
 CA_KEY_FILE = "ca-key.pem"
+ROOT_CERT_FILE = "root.pem"
+ROOT_KEY_FILE = "root-key.pem"
 INDEX_FILE = "index.json"
 CRL_FILE = "crl.pem"
 
@@ -52,6 +60,24 @@ class CertsLayout:
     @property
     def ca_key_path(self) -> Path:
         return self.directory / CA_KEY_FILE
+
+    @property
+    def root_cert_path(self) -> Path:
+        return self.directory / ROOT_CERT_FILE
+
+    @property
+    def root_key_path(self) -> Path:
+        return self.directory / ROOT_KEY_FILE
+
+    @property
+    def has_hierarchy(self) -> bool:
+        """True if DIR holds a root (root.pem): ca.pem is then its intermediate."""
+        return self.root_cert_path.is_file()
+
+    @property
+    def trust_anchor_path(self) -> Path:
+        """What servers and clients should trust: root.pem in a hierarchy, else ca.pem."""
+        return self.root_cert_path if self.has_hierarchy else self.ca_cert_path
 
     @property
     def index_path(self) -> Path:

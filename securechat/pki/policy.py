@@ -14,9 +14,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from cryptography import x509
+
 from securechat.errors import PkiError
+from securechat.pki.expiry import RENEW_AT
 from securechat.pki.index import IndexEntry, iso_utc
-from securechat.pki.revoke import Revocation
+from securechat.pki.revoke import Revocation, crl_signer, reason_of
 
 MAX_RENEWAL_WINDOW = dt.timedelta(days=100 * 366)
 """The longest --within accepted: a century covers every certificate securechat issues."""
@@ -101,6 +104,31 @@ def crl_revocations(entries: Iterable[IndexEntry]) -> list[Revocation]:
     ]
 
 
+def carried_revocations(
+    previous: x509.CertificateRevocationList | None, ca_cert: x509.Certificate, listed: Iterable[int]
+) -> list[Revocation]:
+    """The entries of the PREVIOUS crl.pem (signed by CA_CERT's key) that a new CRL keeps besides LISTED.
+
+    Revocation is never undone, so entries carry over: `certs revoke` (from
+    index.json) and the online CA (`ca revoke`, from its database) can both
+    publish one crl.pem without dropping each other's revocations. A CRL
+    signed by another key (an older CA) carries nothing.
+    """
+    if previous is None or crl_signer(previous, [ca_cert]) is None:
+        return []
+    skip = set(listed)
+    return [
+        Revocation(serial=e.serial_number, revoked_at=e.revocation_date_utc, reason=reason_of(e))
+        for e in previous
+        if e.serial_number not in skip
+    ]
+
+
+def supersede_ca(entries: Iterable[IndexEntry]) -> list[IndexEntry]:
+    """ENTRIES with the valid issuing CA ("ca") marked superseded: a new intermediate is taking over."""
+    return [replace(e, status="superseded") if e.name == "ca" and e.status == "valid" else e for e in entries]
+
+
 def valid_leaves(entries: Iterable[IndexEntry]) -> list[IndexEntry]:
     """The leaves still current: not the CA, not superseded, not revoked."""
     return [e for e in entries if e.kind != "ca" and e.status == "valid"]
@@ -119,6 +147,12 @@ def parse_renewal_window(text: str, *, flag: str = "--within") -> dt.timedelta:
         shown = digits if len(digits) <= 12 else f"{digits[:12]}..."
         raise PkiError(f"{flag} {shown}{unit} is longer than {MAX_RENEWAL_WINDOW.days} days. Write e.g. 30d.")
     return dt.timedelta(hours=hours)
+
+
+def renewal_point(not_before: dt.datetime, not_after: dt.datetime, within: dt.timedelta | None) -> dt.datetime:
+    """When a certificate valid NOT_BEFORE..NOT_AFTER is due: `expiry.renew_by`'s rule, from an index entry's times."""
+    point = not_before + (not_after - not_before) * RENEW_AT
+    return point if within is None else min(point, not_after - within)
 
 
 @dataclass(frozen=True)

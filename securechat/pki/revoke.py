@@ -25,6 +25,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
 from securechat.errors import PkiError
@@ -34,9 +35,9 @@ from securechat.pki.validity import CLOCK_SKEW_BACKDATE, utc_now
 from securechat.tls import checks
 
 CRL_DEFAULT_DAYS = 30
+"""How long a CRL stays current; `certs revoke` and `certs crl` sign a new one."""
 CRL_MAX_DAYS = 3650
 """A CRL's nextUpdate at most ten years out (it is capped at the CA's expiry anyway)."""
-"""How long a CRL stays current; `certs revoke` and `certs crl` sign a new one."""
 
 REASONS: dict[str, x509.ReasonFlags] = {
     "unspecified": x509.ReasonFlags.unspecified,
@@ -160,10 +161,22 @@ class RevokedSet:
         return self.next_update is not None and self.next_update < utc_now()
 
 
-def load_crl(data: bytes, cas: Sequence[x509.Certificate], *, where: str) -> RevokedSet:
-    """Parse DATA and accept it only if a CA in CAS signed it; PkiError naming WHERE otherwise."""
+def load_crl(
+    data: bytes,
+    cas: Sequence[x509.Certificate],
+    *,
+    where: str,
+    intermediates: Sequence[x509.Certificate] = (),
+) -> RevokedSet:
+    """Parse DATA and accept it only if a CA in CAS signed it; PkiError naming WHERE otherwise.
+
+    Under a hierarchy the CRL is signed by the issuing intermediate, not by
+    the root that CAS holds: INTERMEDIATES (say, those in the server's own
+    chain file) are accepted as signers too, each only if it is a CA whose
+    path leads to a CA in CAS.
+    """
     crl = parse_crl(data, where=where)
-    if crl_signer(crl, cas) is None:
+    if crl_signer(crl, [*cas, *_linked_cas(cas, intermediates)]) is None:
         raise PkiError(
             f"{where} is not signed by the client CA (its issuer is {crl.issuer.rfc4514_string()})."
             " Use the crl.pem written by 'securechat certs revoke' in the CA's directory."
@@ -174,3 +187,35 @@ def load_crl(data: bytes, cas: Sequence[x509.Certificate], *, where: str) -> Rev
         number=crl_number(crl),
         next_update=crl.next_update_utc,
     )
+
+
+def _linked_cas(anchors: Sequence[x509.Certificate], candidates: Sequence[x509.Certificate]) -> list[x509.Certificate]:
+    """The CA certificates of CANDIDATES that chain to ANCHORS (directly or through each other)."""
+    trusted = list(anchors)
+    linked: list[x509.Certificate] = []
+    pending = [c for c in candidates if _is_ca(c)]
+    progress = True
+    while pending and progress:
+        progress = False
+        for cert in list(pending):
+            if any(_issued_by(cert, issuer) for issuer in trusted):
+                trusted.append(cert)
+                linked.append(cert)
+                pending.remove(cert)
+                progress = True
+    return linked
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
+
+
+def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True

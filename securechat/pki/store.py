@@ -2,13 +2,14 @@
 
 The parts, each in its own module:
 
-    layout.py   where things live (ca.pem, NAME.pem, index.json, crl.pem) and their modes
+    layout.py   where things live (ca.pem, root.pem, NAME.pem, index.json, crl.pem) and their modes
     index.py    the index.json format (IndexEntry, parse_index, render_index)
     atomic.py   atomic, no-clobber, umask-proof writes; 0700 directories
     policy.py   what renewal and revocation mean for the index's entries
 
-This module puts them together: issue into the directory, load the CA,
-renew, revoke, write the CRL. Safety rules, all enforced on the way:
+This module puts them together: issue into the directory, load the CA (a
+flat CA, or a root and its intermediate: `init_hierarchy`,
+`write_intermediate`), renew, revoke, write the CRL. Safety rules, all enforced on the way:
 - DIR is created 0700 (whatever the umask);
 - every file is written atomically (see `atomic.py`), so a crash never
   leaves a half-written key, and a planted symlink is never followed;
@@ -43,29 +44,41 @@ from securechat.pki.atomic import (
     fsync_directory,
     place_staged,
     refuse_existing,
+    replace_files,
     stage,
     sync_as_batch,
     write_all,
     write_private_file,
 )
-from securechat.pki.ca import DEFAULT_CA_COMMON_NAME, CertificateAuthority, check_ca, create_ca
+from securechat.pki.ca import (
+    DEFAULT_CA_COMMON_NAME,
+    INTERMEDIATE_DEFAULT_DAYS,
+    CertificateAuthority,
+    check_ca,
+    create_ca,
+    create_root_ca,
+    issue_intermediate,
+)
+from securechat.pki.expiry import renew_by
 from securechat.pki.index import INDEX_VERSION, IndexEntry, parse_index, render_index
-from securechat.pki.inspect import days_left, is_ca_certificate
+from securechat.pki.inspect import days_left, is_ca_certificate, is_signed_by
 from securechat.pki.issue import IssuedCert, issue_client_certs, reissue
-from securechat.pki.keys import DEFAULT_KEY_TYPE
+from securechat.pki.keys import DEFAULT_KEY_TYPE, PrivateKey
 from securechat.pki.layout import CA_KEY_MODE, CERT_MODE, DIR_MODE, KEY_MODE, CertsLayout, leaf_file_names
 from securechat.pki.names import validate_name
-from securechat.pki.pem import certificate_pem, load_certificate, load_private_key, private_key_pem
+from securechat.pki.pem import certificate_pem, load_certificate, load_certificates, load_private_key, private_key_pem
 from securechat.pki.policy import (
     RenewalCheck,
+    carried_revocations,
     crl_revocations,
     mark_revoked,
     refuse_renewing_revoked,
     revocation_targets,
     supersede,
+    supersede_ca,
     valid_leaves,
 )
-from securechat.pki.revoke import CRL_DEFAULT_DAYS, build_crl, crl_number, crl_pem, parse_crl, parse_reason
+from securechat.pki.revoke import CRL_DEFAULT_DAYS, Revocation, build_crl, crl_number, crl_pem, parse_crl, parse_reason
 from securechat.pki.validity import CA_DEFAULT_DAYS, LEAF_DEFAULT_DAYS, utc_now
 from securechat.pki.workers import default_workers, run_in_forks, split
 
@@ -78,6 +91,7 @@ __all__ = [
     "CertStore",
     "IndexEntry",
     "WrittenLeaf",
+    "replace_files",
     "write_private_file",
 ]
 
@@ -147,7 +161,7 @@ class CertStore(CertsLayout):
         self._write_all(
             [
                 FileWrite(self.ca_key_path, private_key_pem(ca.key, password=passphrase), CA_KEY_MODE),
-                FileWrite(self.ca_cert_path, certificate_pem(ca.cert), CERT_MODE),
+                FileWrite(self.ca_cert_path, _bundle(ca.cert, *ca.parents), CERT_MODE),
             ],
             force=force,
         )
@@ -155,23 +169,127 @@ class CertStore(CertsLayout):
         return self.ca_cert_path, self.ca_key_path
 
     def load_ca(self, *, passphrase: bytes | None = None) -> CertificateAuthority:
-        """The CA in this directory, checked: a CA certificate whose key matches."""
+        """The issuing CA in this directory, checked: a CA certificate whose key matches (under the root, if any)."""
         init = f"Run 'securechat certs init --dir {self.directory}' first."
         for path in (self.ca_cert_path, self.ca_key_path):
             if not path.exists():
                 raise PkiError(f"{path} not found. {init}")
-        cert = load_certificate(self.ca_cert_path)
+        bundle = load_certificates(self.ca_cert_path)
+        cert = bundle[0]
         if not is_ca_certificate(cert):
             raise PkiError(f"{self.ca_cert_path} is not a CA certificate. {init}")
+        key = self._load_ca_key(self.ca_key_path, passphrase)
+        # An intermediate's ca.pem may carry the CAs above it (never the
+        # root, which peers must already trust): a leaf's chain file gets them.
+        parents = tuple(c for c in bundle[1:] if c.issuer != c.subject)
+        ca = check_ca(CertificateAuthority(cert=cert, key=key, parents=parents), where=str(self.ca_cert_path))
+        if not ca.is_root and self.has_hierarchy:
+            root = load_certificate(self.root_cert_path)
+            top = (ca.cert, *ca.parents)[-1]
+            if not is_signed_by(top, root):
+                raise PkiError(
+                    f"{self.ca_cert_path} was not signed by the root in {self.root_cert_path}."
+                    f" Sign a new intermediate with 'securechat certs intermediate --root-dir ROOT_DIR --dir {self.directory}'."
+                )
+        return ca
+
+    def _load_ca_key(self, path: Path, passphrase: bytes | None) -> PrivateKey:
         try:
-            key = load_private_key(self.ca_key_path, password=passphrase)
+            return load_private_key(path, password=passphrase)
         except PkiError as exc:
             if passphrase is None and isinstance(exc.__cause__, TypeError):  # encrypted, no passphrase
-                raise PkiError(
-                    f"{self.ca_key_path} is encrypted. Pass --ca-passphrase-file FILE with its passphrase."
-                ) from exc
+                raise PkiError(f"{path} is encrypted. Pass --ca-passphrase-file FILE with its passphrase.") from exc
             raise
-        return check_ca(CertificateAuthority(cert=cert, key=key), where=str(self.ca_cert_path))
+
+    # -- a hierarchy: root and intermediate ----------------------------------
+
+    def init_hierarchy(
+        self,
+        *,
+        common_name: str = DEFAULT_CA_COMMON_NAME,
+        key_type: str = DEFAULT_KEY_TYPE,
+        days: int = CA_DEFAULT_DAYS,
+        intermediate_days: int = INTERMEDIATE_DEFAULT_DAYS,
+        force: bool = False,
+        passphrase: bytes | None = None,
+        permitted_dns: tuple[str, ...] = (),
+    ) -> tuple[CertificateAuthority, CertificateAuthority]:
+        """A root (root.pem, root-key.pem) and its issuing intermediate (ca.pem, ca-key.pem); a new index.
+
+        The intermediate has pathLen 0 and, with PERMITTED_DNS, the name
+        constraints; both keys are encrypted with PASSPHRASE when given.
+        Existing files are checked first, so a refusal costs no key generation.
+        """
+        refuse_existing([self.root_cert_path, self.root_key_path, self.ca_cert_path, self.ca_key_path], force=force)
+        root = create_root_ca(common_name=common_name, key_type=key_type, days=days)
+        intermediate = issue_intermediate(
+            root, key_type=key_type, days=min(intermediate_days, days), permitted_dns=permitted_dns
+        )
+        self._write_all(
+            [
+                FileWrite(self.root_key_path, private_key_pem(root.key, password=passphrase), CA_KEY_MODE),
+                FileWrite(self.root_cert_path, certificate_pem(root.cert), CERT_MODE),
+                *self._intermediate_writes(intermediate, passphrase),
+            ],
+            force=force,
+        )
+        self._write_index(
+            [
+                IndexEntry.for_certificate("root", "ca", root.cert),
+                IndexEntry.for_certificate("ca", "ca", intermediate.cert),
+            ]
+        )
+        return root, intermediate
+
+    def load_root(self, *, passphrase: bytes | None = None) -> CertificateAuthority:
+        """The root in this directory (root.pem and root-key.pem), checked."""
+        for path in (self.root_cert_path, self.root_key_path):
+            if not path.exists():
+                raise PkiError(
+                    f"{path} not found. Point --root-dir at the directory holding the root's root.pem and"
+                    " root-key.pem (made by 'securechat certs init --intermediate')."
+                )
+        cert = load_certificate(self.root_cert_path)
+        if not is_ca_certificate(cert):
+            raise PkiError(f"{self.root_cert_path} is not a CA certificate. Point --root-dir at the root's directory.")
+        key = self._load_ca_key(self.root_key_path, passphrase)
+        return check_ca(CertificateAuthority(cert=cert, key=key), where=str(self.root_cert_path))
+
+    def write_intermediate(
+        self, intermediate: CertificateAuthority, root_cert: x509.Certificate, *, passphrase: bytes | None = None
+    ) -> None:
+        """Install INTERMEDIATE (signed under ROOT_CERT) as this directory's issuing CA.
+
+        ca.pem and ca-key.pem are replaced; root.pem is written if missing and
+        must otherwise be ROOT_CERT (a different root would orphan every
+        leaf). Leaves issued by the previous intermediate stay valid: their
+        chain files carry it. The index records the new "ca"; the old one
+        becomes superseded.
+        """
+        top = (intermediate.cert, *intermediate.parents)[-1]
+        if not is_signed_by(top, root_cert):
+            raise PkiError("the intermediate was not signed by that root. Sign it with the root in --root-dir.")
+        writes = self._intermediate_writes(intermediate, passphrase)
+        if self.root_cert_path.exists():
+            if load_certificate(self.root_cert_path) != root_cert:
+                raise PkiError(
+                    f"{self.root_cert_path} is a different root than the one in --root-dir. Use the root that"
+                    " this directory's certificates chain to, or a new directory."
+                )
+        else:
+            writes.append(FileWrite(self.root_cert_path, certificate_pem(root_cert), CERT_MODE))
+        self._write_all(writes, force=True)
+        entries = supersede_ca(self.entries())
+        if not any(e.name == "root" for e in entries):
+            entries.insert(0, IndexEntry.for_certificate("root", "ca", root_cert))
+        entries.append(IndexEntry.for_certificate("ca", "ca", intermediate.cert))
+        self._write_index(entries)
+
+    def _intermediate_writes(self, intermediate: CertificateAuthority, passphrase: bytes | None) -> list[FileWrite]:
+        return [
+            FileWrite(self.ca_key_path, private_key_pem(intermediate.key, password=passphrase), CA_KEY_MODE),
+            FileWrite(self.ca_cert_path, _bundle(intermediate.cert, *intermediate.parents), CERT_MODE),
+        ]
 
     # -- leaves ------------------------------------------------------------
 
@@ -193,9 +311,11 @@ class CertStore(CertsLayout):
         Lets a caller refuse before spending time generating keys;
         `write_leaves` checks again anyway.
         """
+        names = list(names)
+        if "root" in names and self.has_hierarchy:
+            raise PkiError(f"'root' names the root CA's files in {self.directory}. Choose another certificate name.")
         if force:
             return
-        names = list(names)
         present = self._entry_names() if len(names) > _LIST_DIRECTORY_FROM else None
         for name in names:
             for file_name in leaf_file_names(name):
@@ -257,7 +377,7 @@ class CertStore(CertsLayout):
         for item in issued:
             cert_name, key_name = leaf_file_names(item.name)
             files.append((os.path.join(directory, key_name), private_key_pem(item.key), KEY_MODE))
-            files.append((os.path.join(directory, cert_name), certificate_pem(item.cert), CERT_MODE))
+            files.append((os.path.join(directory, cert_name), _bundle(item.cert, *item.chain), CERT_MODE))
         staged = stage(files, fsync_each=fsync_each)
         return [
             _StagedLeaf(IndexEntry.for_issued(item), item.capped_at_ca_expiry, staged[2 * i], staged[2 * i + 1])
@@ -335,22 +455,39 @@ class CertStore(CertsLayout):
     def _publish_crl(
         self, ca: CertificateAuthority, entries: Sequence[IndexEntry], *, days: int
     ) -> x509.CertificateRevocationList:
+        return self.publish_crl(ca, crl_revocations(entries), days=days)
+
+    def publish_crl(
+        self, ca: CertificateAuthority, revoked: Sequence[Revocation], *, days: int = CRL_DEFAULT_DAYS
+    ) -> x509.CertificateRevocationList:
+        """Sign and write crl.pem listing REVOKED plus every entry of the current crl.pem that CA signed.
+
+        See `policy.carried_revocations`: revocation is never undone, so the
+        online CA and `certs revoke` can both publish here.
+        """
         number = 1
+        previous = None
         if os.path.lexists(self.crl_path):
-            number = crl_number(self.read_crl()) + 1
-        crl = build_crl(ca, crl_revocations(entries), number=number, days=days)
+            previous = self.read_crl()
+            number = crl_number(previous) + 1
+        carried = carried_revocations(previous, ca.cert, (r.serial for r in revoked))
+        crl = build_crl(ca, [*revoked, *carried], number=number, days=days)
         self._write_all([FileWrite(self.crl_path, crl_pem(crl), CERT_MODE)], force=True)
         return crl
 
-    def renewal_checks(self, name: str | None, *, within: dt.timedelta) -> list[RenewalCheck]:
-        """NAME's certificate (default: the CA and every valid leaf), each with whether it expires WITHIN."""
+    def renewal_checks(self, name: str | None, *, within: dt.timedelta | None = None) -> list[RenewalCheck]:
+        """NAME's certificate (default: the root, the CA and every valid leaf), each with whether it is due.
+
+        Due past 2/3 of its lifetime (`expiry.renew_by`), or when it expires within WITHIN if that is sooner.
+        """
         if not self.directory.is_dir():
             raise PkiError(f"{self.directory} not found. Run 'securechat certs init --dir {self.directory}' first.")
         if name is not None:
             validate_name(name)
             checks = [(name, self.cert_path(name))]
         else:
-            checks = [("ca", self.ca_cert_path)]
+            checks = [("root", self.root_cert_path)] if self.has_hierarchy else []
+            checks += [("ca", self.ca_cert_path)]
             checks += [(e.name, self.cert_path(e.name)) for e in valid_leaves(self.entries())]
         now = utc_now()
         results = []
@@ -361,7 +498,7 @@ class CertStore(CertsLayout):
                     label=label,
                     not_after=cert.not_valid_after_utc,
                     days_left=days_left(cert, now=now),
-                    due=cert.not_valid_after_utc - now <= within,
+                    due=now >= renew_by(cert, within=within),
                 )
             )
         return results
@@ -401,6 +538,11 @@ class CertStore(CertsLayout):
 
     def _write_all(self, writes: Sequence[FileWrite], *, force: bool) -> None:
         write_all(writes, directory=self.directory, force=force)
+
+
+def _bundle(*certs: x509.Certificate) -> bytes:
+    """CERTS as one PEM file, in order: a leaf (or an intermediate) first, then the CAs above it."""
+    return b"".join(certificate_pem(cert) for cert in certs)
 
 
 def _refuse_repeats(names: Sequence[str]) -> None:

@@ -10,6 +10,7 @@ on a usage error (`needs-renewal`: 1 means something is due, 2 the check failed)
     show.py       list, inspect
     lifecycle.py  revoke, crl, renew, needs-renewal
     export.py     export (PKCS#12), k8s-secret
+    online.py     a hierarchy and the online CA: intermediate, enroll (and init --intermediate, renew --ca)
 
 Commands are registered here, in the order `--help` lists them.
 """
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import typer
 
-from securechat.cli.certs import export, issue, lifecycle, show
+from securechat.cli.certs import export, issue, lifecycle, online, show
 
 certs_app = typer.Typer(
     help="Issue and inspect certificates: a private CA, server and client certificates.",
@@ -37,5 +38,7 @@ certs_app.command("renew")(lifecycle.renew)
 certs_app.command("needs-renewal")(lifecycle.needs_renewal)
 certs_app.command("export")(export.export)
 certs_app.command("k8s-secret")(export.k8s_secret)
+certs_app.command("intermediate")(online.intermediate)
+certs_app.command("enroll")(online.enroll)
 
 __all__ = ["certs_app"]

@@ -24,7 +24,6 @@ from securechat.errors import PkiError
 PASSPHRASE_ENV = "SECURECHAT_CA_PASSPHRASE"  # noqa: S105 - the variable's name, not a secret
 """Where a signing command finds the CA passphrase when no file is given (cron, systemd)."""
 P12_PASSWORD_ENV = "SECURECHAT_P12_PASSWORD"  # noqa: S105 - the variable's name, not a secret
-DEFAULT_WITHIN = "30d"
 DEFAULT_DIR = Path("certs")
 
 
@@ -60,8 +59,12 @@ CaPassphraseOption = Annotated[
     ),
 ]
 WithinOption = Annotated[
-    str,
-    typer.Option("--within", help="Renewal threshold: due when it expires within this long (e.g. 30d, 12h)."),
+    str | None,
+    typer.Option(
+        "--within",
+        help="Also due when it expires within this long (e.g. 30d, 12h). Always due past 2/3 of its lifetime.",
+        show_default=False,
+    ),
 ]
 
 

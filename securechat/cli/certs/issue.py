@@ -56,10 +56,19 @@ def init(
         bool,
         typer.Option("--force", help="Replace an existing CA; certificates it issued stop being trusted."),
     ] = False,
+    intermediate: Annotated[
+        bool,
+        typer.Option(
+            "--intermediate",
+            help="Make a root (root.pem, root-key.pem: move the key offline) and an issuing intermediate"
+            " (ca.pem, ca-key.pem, pathLen 0, --permit-dns applies to it). Leaves are written as chains.",
+        ),
+    ] = False,
 ) -> None:
-    """Create a private CA: DIR/ca.pem and DIR/ca-key.pem.
+    """Create a private CA: DIR/ca.pem and DIR/ca-key.pem (with --intermediate, also DIR/root.pem and DIR/root-key.pem).
 
     Example: securechat certs init --dir certs --encrypt --permit-dns example.org
+    Example: securechat certs init --intermediate --dir certs
     """
     store = open_store(directory)
     orphaned = store.current_leaves() if force else []
@@ -73,6 +82,20 @@ def init(
                 f"--encrypt needs a passphrase. Pass --passphrase-file FILE, set {PASSPHRASE_ENV},"
                 " or run in a terminal to be asked."
             )
+    if intermediate:
+        from securechat.cli.certs.online import report_hierarchy
+
+        root, issuing = store.init_hierarchy(
+            common_name=name,
+            key_type=key_type.value,
+            days=days,
+            force=force,
+            passphrase=passphrase,
+            permitted_dns=tuple(permit_dns or ()),
+        )
+        report_hierarchy(store, root, issuing, encrypted=passphrase is not None)
+        warn_if_directory_open(store)
+        return
     ca = store.init_ca(
         common_name=name,
         key_type=key_type.value,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import Enum
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -11,7 +12,6 @@ from cryptography import x509
 from securechat import pki
 from securechat.cli.certs.common import (
     DEFAULT_DIR,
-    DEFAULT_WITHIN,
     CaPassphraseOption,
     CrlDaysHelp,
     DirOption,
@@ -104,14 +104,39 @@ def renew(
     directory: DirOption = DEFAULT_DIR,
     days: LeafDaysOption = pki.LEAF_DEFAULT_DAYS,
     ca_passphrase_file: CaPassphraseOption = None,
+    ca_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ca",
+            help="Renew online from the CA service at HOST:PORT with the current certificate.",
+            show_default=False,
+        ),
+    ] = None,
+    ca_cert: Annotated[
+        Path | None,
+        typer.Option(
+            "--ca-cert",
+            help="With --ca: the trust anchor for the CA service (default: DIR's root.pem or ca.pem).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Re-issue NAME with the same identity, SANs and EKU: a new serial and, by default, a new key.
 
     The old certificate is marked superseded. Running servers and `securechat chat`
-    pick the new files up without a restart.
+    pick the new files up without a restart. With --ca the CA service renews it
+    (no CA key needed here; the index is not updated: the CA's database records it).
 
     Example: securechat certs renew server --dir certs
+    Example: securechat certs renew alice --ca ca.internal:50052 --dir certs
     """
+    if ca_address is not None:
+        from securechat.cli.certs.online import renew_online
+
+        if keep_key:
+            raise PkiError("--keep-key cannot be used with --ca: an online renewal always makes a new key.")
+        renew_online(name, ca=ca_address, ca_cert=ca_cert, directory=directory)
+        return
     store = open_store(directory)
     pki.validate_name(name)
     ca = load_ca(store, ca_passphrase_file)
@@ -130,9 +155,9 @@ def renew(
 def needs_renewal(
     name: Annotated[str | None, typer.Argument(help="Check only this certificate; default: every valid one.")] = None,
     directory: DirOption = DEFAULT_DIR,
-    within: WithinOption = DEFAULT_WITHIN,
+    within: WithinOption = None,
 ) -> None:
-    """Say what expires within --within (default 30d), for cron jobs and systemd timers.
+    """Say what is due: past 2/3 of its lifetime, or expiring within --within; for cron jobs and systemd timers.
 
     Exit codes: 0 nothing is due; 1 something must be renewed (printed, one line each,
     with the command that renews it); 2 the check itself failed (one line on stderr).
@@ -141,19 +166,31 @@ def needs_renewal(
     """
     store = pki.CertStore(directory)
     try:
-        checks = store.renewal_checks(name, within=pki.parse_renewal_window(within))
+        threshold = pki.parse_renewal_window(within) if within is not None else None
+        checks = store.renewal_checks(name, within=threshold)
     except PkiError as exc:
         fail(str(exc), code=2)
     due = [check for check in checks if check.due]
     for check in due:
-        fix = (
-            f"Create a new CA with 'securechat certs init --force --dir {store.directory}' and reissue."
-            if check.label == "ca"
-            else f"Run 'securechat certs renew {check.label} --dir {store.directory}'."
-        )
         when = "expired" if check.expired else "expires"
-        say(f"{check.label}: {when} {date(check.not_after)} ({check.days_left} days left). {fix}")
+        say(
+            f"{check.label}: {when} {date(check.not_after)} ({check.days_left} days left). {_renewal_fix(store, check.label)}"
+        )
     if due:
         raise typer.Exit(code=1)
     fine = [f"{check.label} ({check.days_left} days left)" for check in checks]
-    say(f"Nothing to renew within {within}: {', '.join(fine) or 'no certificates'}.")
+    rule = f"within {within}" if within is not None else "(none is past 2/3 of its lifetime)"
+    say(f"Nothing to renew {rule}: {', '.join(fine) or 'no certificates'}.")
+
+
+def _renewal_fix(store: pki.CertStore, label: str) -> str:
+    """The command that renews what LABEL names: a leaf, the issuing CA, or a hierarchy's root."""
+    if label == "root":
+        return f"Make a new hierarchy with 'securechat certs init --intermediate --force --dir {store.directory}' and reissue."
+    if label == "ca" and store.has_hierarchy:
+        return (
+            f"Sign a new intermediate with 'securechat certs intermediate --root-dir ROOT_DIR --dir {store.directory}'."
+        )
+    if label == "ca":
+        return f"Create a new CA with 'securechat certs init --force --dir {store.directory}' and reissue."
+    return f"Run 'securechat certs renew {label} --dir {store.directory}'."

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from securechat import pki
-from securechat.cli.certs.common import DEFAULT_DIR, DEFAULT_WITHIN, DirOption, WithinOption, date, open_store, say
+from securechat.cli.certs.common import DEFAULT_DIR, DirOption, WithinOption, date, open_store, say
 from securechat.cli.output import console, reports_errors
 from securechat.errors import PkiError
 
@@ -18,10 +18,10 @@ from securechat.errors import PkiError
 def list_(
     directory: DirOption = DEFAULT_DIR,
     as_json: Annotated[bool, typer.Option("--json", help="Print index.json entries as JSON.")] = False,
-    within: WithinOption = DEFAULT_WITHIN,
+    within: WithinOption = None,
 ) -> None:
-    """List what was issued in DIR, with days left and status; 'renew soon' marks those due within --within."""
-    threshold = pki.parse_renewal_window(within)
+    """List what was issued in DIR, with days left and status; 'renew soon' marks those past 2/3 of their lifetime (or within --within)."""
+    threshold = pki.parse_renewal_window(within) if within is not None else None
     store = open_store(directory)
     if not store.directory.is_dir():
         raise PkiError(f"{store.directory} not found. Run 'securechat certs init --dir {store.directory}' first.")
@@ -44,7 +44,7 @@ def list_(
         status = entry.status
         if entry.status == "valid" and entry.not_after < now:
             status = "expired"
-        elif entry.status == "valid" and entry.not_after - now <= threshold:
+        elif entry.status == "valid" and now >= pki.renewal_point(entry.not_before, entry.not_after, threshold):
             status = "renew soon"
         cells = (entry.name, entry.kind, entry.serial[:16], entry.not_after.strftime("%Y-%m-%d"), str(left), status)
         table.add_row(*(Text(cell) for cell in cells))  # Text: never markup or emoji codes
