@@ -56,6 +56,8 @@ class Limits:
     health_max_streams: int = 64
     """Open calls (Watch streams) on the plaintext health_port, all connections together."""
     metrics_max_connections: int = 8
+    connection_guard: bool = True
+    """Watch connections from outside gRPC (kernel table + channelz) and close floods; false: only core's caps."""
 
 
 LIMIT_BOUNDS: dict[str, tuple[int, int]] = {
@@ -315,6 +317,7 @@ def _limits(section: Section) -> Limits:
             for name, (low, high) in LIMIT_BOUNDS.items()
         },
         handshake_timeout_seconds=handshake,
+        connection_guard=section.boolean("connection_guard", defaults.connection_guard),
     )
 
 
