@@ -152,3 +152,31 @@ def test_doctor_reads_a_hostile_config_in_one_line(tmp_path):
     assert [(f.ok, f.message) for f in findings] == [
         (False, f"{path}: is a FIFO (named pipe), not a regular file. Point to the config file itself.")
     ]
+
+
+def test_ca_yaml_reports_every_problem(tmp_path):
+    """ca.yaml (securechat.config.ca) on the same reader: a missing section, a bad lifetime and a typo, together."""
+    from securechat.config import load_ca_config
+
+    text = "certs: certs\ndatabase: ca.db\nlifetimes: {client: 1s, servr: 24h}\n"
+    with pytest.raises(ConfigError) as caught:
+        load_ca_config(write(tmp_path, text, "ca.yaml"))
+    assert str(caught.value).splitlines() == [
+        "ca.yaml: tls: missing: the CA service only serves over TLS. Add tls: {cert, key} with a server certificate"
+        " from the same CA ('securechat certs server ca-service --dir certs').",
+        "ca.yaml: lifetimes.servr: unknown key. Did you mean 'lifetimes.server'?",
+        "ca.yaml: lifetimes.client: 1s is out of range; use 5m to 397d."
+        " Short lifetimes under 5 minutes need testing_short_lifetimes: true.",
+    ]
+
+
+def test_tls_renew_problems_join_the_rest_of_the_file(tmp_path):
+    """A bad tls.renew and a bad health_port in one server config: all three problems reported together."""
+    text = "tls: {cert: a.pem, key: b.pem, client_ca: ca.pem, renew: {at: 2}}\nhealth_port: -1\n"
+    with pytest.raises(ConfigError) as caught:
+        load_server_config(write(tmp_path, text))
+    assert str(caught.value).splitlines() == [
+        "server.yaml: tls.renew.ca: missing. Set tls.renew.ca to the CA service's HOST:PORT, e.g. localhost:50052.",
+        "server.yaml: tls.renew.at: 2.0 is out of range; use 0.5 to 0.9.",
+        "server.yaml: health_port: -1 is out of range; use 0 to 65535.",
+    ]
