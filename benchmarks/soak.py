@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "faults"))
 
 from fault_checker import ClientRecord, check  # noqa: E402
-from fault_run import Deployment, RunOptions, _drain, client_rooms, schedule  # noqa: E402
+from fault_run import Deployment, RunOptions, _drain, _save_logs, client_rooms, schedule  # noqa: E402
 
 from securechat.config import load_client_config  # noqa: E402
 from securechat.errors import ConnectError  # noqa: E402
@@ -136,6 +136,7 @@ async def soak(minutes: float, seed: int, every: float, warmup: float, root: Pat
     finally:
         cut = {name: len(client.log) for name, client in deployment.clients.items()}  # before the closes' LEAVEs
         await deployment.stop()
+        _save_logs(root, deployment, [])
     records = [ClientRecord(c.name, tuple(c.rooms), tuple(c.log[: cut[c.name]]), tuple(c.unacknowledged)) for c in deployment.clients.values()]
     report = check(records, outside_senders=frozenset(churners))
     measured = [s for s in samples if s["t"] >= warmup * duration]
@@ -177,9 +178,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--every", type=float, default=15.0, help="seconds between samples")
     parser.add_argument("--warmup", type=float, default=0.2, help="fraction of the run left out of the trends")
+    parser.add_argument("--keep", type=Path, help="keep the run's logs (clients.jsonl, every process's log) in this directory")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="securechat-soak-") as raw:
-        result = asyncio.run(soak(args.minutes, args.seed, args.every, args.warmup, Path(raw)))
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=True)
+        result = asyncio.run(soak(args.minutes, args.seed, args.every, args.warmup, args.keep))
+    else:
+        with tempfile.TemporaryDirectory(prefix="securechat-soak-") as raw:
+            result = asyncio.run(soak(args.minutes, args.seed, args.every, args.warmup, Path(raw)))
     print(json.dumps(result, indent=1))
     return 0
 
