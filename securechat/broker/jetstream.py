@@ -71,6 +71,8 @@ _STREAM_NAME_IN_USE = 10058
 _HISTORY_BATCH = 256
 _NEWEST_RECHECKS = 10  # a lagging stream leader must catch up within about this many rechecks
 _NEWEST_RECHECK_SECONDS = 0.2
+_HISTORY_ATTEMPTS = 10  # reads of a room's history that may come back short from a lagging replica
+_HISTORY_RETRY_SECONDS = 0.1
 
 Deliver = Callable[[int, bytes], None]
 OnLost = Callable[[BrokerError], None]
@@ -413,6 +415,35 @@ class JetStreamBroker:
             mem_storage=True,
             num_replicas=1,
         )
+        # The read's consumer lives on one JetStream replica of the stream,
+        # which can lag behind the leader right after a node came back; it
+        # then returns a prefix of the room's history (the fault checker's
+        # soak lost 79 events that way). The room's last event, asked of the
+        # leader first, is where a complete read must reach.
+        newest_in_room = await self._last_in_room(room, subject)
+        for attempt in range(_HISTORY_ATTEMPTS):
+            events = await self._read_history(room, subject, consumer)
+            if newest_in_room <= after_id or (events and events[-1][0] >= newest_in_room):
+                break
+            log.info("room %s: history after %d reached %s, not %d yet (a lagging replica); reading again", room, after_id, events[-1][0] if events else "nothing", newest_in_room)
+            await asyncio.sleep(_HISTORY_RETRY_SECONDS * (attempt + 1))
+        else:
+            raise BrokerUnavailable(f"reading the history of room {room}: NATS returned it only in part (up to a replica that is catching up). Try again shortly.")
+        # After the read: `oldest` only grows, so in range now means the read was complete.
+        await self.check_range(room, after_id)
+        return events
+
+    async def _last_in_room(self, room: str, subject: str) -> int:
+        """The id of the room's newest event, from the stream leader (0 when it has none)."""
+        try:
+            last = await self._js.get_msg(self.config.stream, subject=subject)  # not direct: the leader answers
+        except nats.js.errors.NotFoundError:
+            return 0
+        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+            raise self._unavailable(f"reading the newest event of room {room}", exc) from exc
+        return int(last.seq or 0)
+
+    async def _read_history(self, room: str, subject: str, consumer: api.ConsumerConfig) -> list[tuple[int, bytes]]:
         events: list[tuple[int, bytes]] = []
         try:
             info = await self._js.add_consumer(self.config.stream, config=consumer)
@@ -433,8 +464,6 @@ class JetStreamBroker:
                     log.debug("deleting history consumer %s: %s (it expires by itself)", info.name, exc)
         except (nats.errors.Error, asyncio.TimeoutError) as exc:
             raise self._unavailable(f"reading the history of room {room}", exc) from exc
-        # After the read: `oldest` only grows, so in range now means the read was complete.
-        await self.check_range(room, after_id)
         return events
 
     # -- live subscriptions ------------------------------------------------------
