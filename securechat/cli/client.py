@@ -16,8 +16,8 @@ from securechat.errors import ConnectError
 
 if TYPE_CHECKING:
     from securechat._gen import chat_pb2
+    from securechat.client.reconnect import ReconnectingChat, ResumeGap
     from securechat.config import ClientConfig
-    from securechat.reconnect import ReconnectingChat, ResumeGap
 
 # grpc, the client and the generated stubs are imported by the commands that
 # use them: `securechat certs ...` should not pay for them at start-up.
@@ -30,7 +30,9 @@ TargetOption = Annotated[str | None, typer.Option(help="HOST:PORT of the server,
 def hello(
     config: ConfigOption,
     target: TargetOption = None,
-    name: Annotated[str, typer.Option(help="Name to send; the server ignores it under mTLS and uses our certificate.")] = "",
+    name: Annotated[
+        str, typer.Option(help="Name to send; the server ignores it under mTLS and uses our certificate.")
+    ] = "",
 ) -> None:
     """Call SayHello once and print the reply.
 
@@ -86,7 +88,7 @@ def chat(
 
 
 async def _chat(config: ClientConfig, room: str, *, interactive: bool) -> None:
-    from securechat.reconnect import reconnecting_chat
+    from securechat.client.reconnect import reconnecting_chat
 
     lines = _stdin_lines()
 
@@ -126,7 +128,9 @@ async def _follow_rotations(config: ClientConfig, session: ReconnectingChat) -> 
 
     async for material in certificate_rotations(config):
         serial = f"{material.certificate.serial_number:x}" if material.certificate is not None else "?"
-        stderr.print(f"client certificate changed (serial {serial}): reconnecting", markup=False, highlight=False, soft_wrap=True)
+        stderr.print(
+            f"client certificate changed (serial {serial}): reconnecting", markup=False, highlight=False, soft_wrap=True
+        )
         await session.reopen_channel()
 
 
@@ -146,7 +150,9 @@ async def _print_events(session: ReconnectingChat, me: str | None, echoes: async
             stdout.print(f"[dim]#{event.id} \\[{event.room}] * {event.sender} left[/]")
 
 
-async def _wait_for_echo(echoes: asyncio.Queue[chat_pb2.ChatEvent], printer: asyncio.Task[None], text: str, room: str) -> None:
+async def _wait_for_echo(
+    echoes: asyncio.Queue[chat_pb2.ChatEvent], printer: asyncio.Task[None], text: str, room: str
+) -> None:
     """Block until the server's copy of our message arrives: that is its acknowledgement."""
     while True:
         getter = asyncio.ensure_future(echoes.get())

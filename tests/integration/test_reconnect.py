@@ -9,7 +9,7 @@ import pytest
 
 from securechat._gen import chat_pb2
 from securechat.errors import ConnectError
-from securechat.reconnect import Backoff, ResumeGap, ResumeMarks, reconnecting_chat
+from securechat.client.reconnect import Backoff, ResumeGap, ResumeMarks, reconnecting_chat
 from securechat.server.app import start_server
 
 Kind = chat_pb2.ChatEvent.Kind

@@ -36,7 +36,7 @@ from typing import Any
 import grpc
 
 from securechat._gen import chat_pb2
-from securechat.client import Channel, open_channel, own_identity
+from securechat.client.channel import Channel, open_channel, own_identity
 from securechat.config import ClientConfig
 from securechat.errors import ConnectError
 
@@ -83,7 +83,7 @@ class ResumeMarks:
     def join(self, room: str) -> None:
         if room not in self.complete:
             known = [mark for mark in self.complete.values() if mark is not None]
-            self.complete[room] = (max(known) if not self.unsettled and known else self.resume_point)
+            self.complete[room] = max(known) if not self.unsettled and known else self.resume_point
 
     def reconnecting(self) -> int | None:
         """The resume point for the next stream; every room is unsettled until its JOIN returns."""
@@ -295,7 +295,13 @@ class ReconnectingChat:
                     delay = self._backoff.delay(attempt)
                     attempt += 1
                     self.reconnects += 1
-                    log.info("chat stream broke (%s: %s); reconnecting in %.2fs (attempt %d)", exc.code().name, exc.details(), delay, attempt)
+                    log.info(
+                        "chat stream broke (%s: %s); reconnecting in %.2fs (attempt %d)",
+                        exc.code().name,
+                        exc.details(),
+                        delay,
+                        attempt,
+                    )
                     await asyncio.sleep(delay)
                 finally:
                     self._connected.clear()
