@@ -23,6 +23,7 @@ from securechat.pki.export import pkcs12_bundle
 from securechat.pki.inspect import (
     CertSummary,
     days_left,
+    days_text,
     days_until,
     eku_name,
     extended_key_usages,
@@ -132,6 +133,7 @@ __all__ = [
     "certificate_pem",
     "create_ca",
     "days_left",
+    "days_text",
     "days_until",
     "eku_name",
     "extended_key_usages",

@@ -109,6 +109,16 @@ def days_until(moment: dt.datetime, *, now: dt.datetime | None = None) -> int:
     return math.ceil(remaining) if remaining > 0 else math.floor(remaining)
 
 
+def days_text(days: int) -> str:
+    """A `days_until` count in words, the same everywhere: '1 day left', '30 days left', 'expired today', 'expired 1 day ago'."""
+    if days > 0:
+        return f"{days} day{'s' if days != 1 else ''} left"
+    ago = -days - 1 if days < 0 else 0  # floor() made a same-day expiry -1
+    if ago == 0:
+        return "expired today"
+    return f"expired {ago} day{'s' if ago != 1 else ''} ago"
+
+
 def days_left(cert: x509.Certificate, *, now: dt.datetime | None = None) -> int:
     """`days_until` CERT expires: positive while valid, negative once expired."""
     return days_until(cert.not_valid_after_utc, now=now)
