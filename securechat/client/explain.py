@@ -9,10 +9,18 @@ import grpc
 from securechat.config import ClientConfig
 from securechat.errors import ConnectError
 from securechat.material import TlsMaterial
+from securechat.protocol import reason_of
 
 
 def explain_error(error: grpc.aio.AioRpcError, config: ClientConfig, material: TlsMaterial | None) -> ConnectError:
-    """Turn a gRPC failure into one line a person can act on."""
+    """Turn a gRPC failure into one line a person can act on; the status and refusal reason ride along as data."""
+    explained = _explain(error, config, material)
+    explained.code = error.code()
+    explained.reason = reason_of(error)
+    return explained
+
+
+def _explain(error: grpc.aio.AioRpcError, config: ClientConfig, material: TlsMaterial | None) -> ConnectError:
     code = error.code()
     details = error.details() or ""
     target = str(config.target)
