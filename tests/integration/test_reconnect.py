@@ -8,7 +8,7 @@ import grpc
 import pytest
 
 from securechat._gen import chat_pb2
-from securechat.client.reconnect import Backoff, ResumeGap, ResumeMarks, reconnecting_chat
+from securechat.client.reconnect import Backoff, Refused, ResumeGap, ResumeMarks, reconnecting_chat
 from securechat.errors import ConnectError
 from securechat.protocol import Reason, Refusal
 from securechat.server.app import start_server
@@ -90,17 +90,50 @@ async def test_without_on_gap_a_lost_history_raises_resume_gap(deployment, start
             await messages(events, 1)
 
 
-async def test_fatal_statuses_are_not_retried(deployment, start):
-    """A limit breach (INVALID_ARGUMENT) ends the session at once with the server's reason."""
+async def test_a_refused_room_is_dropped_and_the_session_goes_on(deployment, start):
+    """INVALID_ARGUMENT invalid-room: that room (and its message) is dropped, reported by reason, and chat goes on."""
     server = await start()
+    statuses = []
+    async with reconnecting_chat(deployment.client("alice", server.port), backoff=FAST, on_status=statuses.append) as alice:
+        events = aiter(alice)
+        await alice.send("first", room="r")
+        assert [e.text for e in await messages(events, 1)] == ["first"]
+        await alice.send("x", room="bad room!")
+        await alice.send("after", room="r")
+        assert [e.text for e in await messages(events, 1)] == ["after"]
+        assert alice.rooms == ("r",)
+    refused = [s for s in statuses if isinstance(s, Refused)]
+    assert [(s.reason, s.code, s.room, s.text) for s in refused] == [
+        (Reason.INVALID_ROOM, grpc.StatusCode.INVALID_ARGUMENT, "bad room!", "x")
+    ]
+    assert refused[0].message.startswith("room name 'bad room!' is invalid")
+
+
+async def test_a_too_long_message_is_dropped_and_the_next_is_delivered(deployment, start):
+    """INVALID_ARGUMENT text-too-long: the refused line is reported and dropped; the lines around it arrive once."""
+    server = await start(limits={"max_text_length": 10})
+    statuses = []
+    async with reconnecting_chat(deployment.client("alice", server.port), backoff=FAST, on_status=statuses.append) as alice:
+        events = aiter(alice)
+        await alice.send("one", room="r")
+        await alice.send("x" * 11, room="r")
+        await alice.send("two", room="r")
+        assert [e.text for e in await messages(events, 2)] == ["one", "two"]
+        assert alice.unacknowledged == []
+    refused = [s for s in statuses if isinstance(s, Refused)]
+    assert [(s.reason, s.room, s.text) for s in refused] == [(Reason.TEXT_TOO_LONG, "r", "x" * 11)]
+
+
+async def test_not_allowed_is_not_retried(deployment, start):
+    """The failing twin: PERMISSION_DENIED not-allowed ends the session at once, explained."""
+    server = await start(authz={"allow": ["bob"]})
     async with reconnecting_chat(deployment.client("alice", server.port), backoff=FAST) as alice:
         events = aiter(alice)
-        await alice.send("x", room="bad room!")
-        with pytest.raises(ConnectError, match="INVALID_ARGUMENT: room name 'bad room!' is invalid"):
+        await alice.join("r")
+        with pytest.raises(ConnectError, match="server refused the call: identity 'alice' is not allowed") as raised:
             await messages(events, 1)
-        # gRPC may first report the abort as INTERNAL ("Internal error from Core")
-        # when it races our write; that is retried once and then reads the real status.
-        assert alice.reconnects <= 1
+        assert raised.value.reason is Reason.NOT_ALLOWED
+        assert alice.reconnects <= 1  # gRPC may first report the abort as INTERNAL when it races our write
 
 
 def test_resume_marks_wait_for_every_room_to_settle():
