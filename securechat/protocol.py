@@ -29,6 +29,9 @@ LAST_EVENT_ID = "last-event-id"
 """Request metadata: the decimal id of the last event this client received."""
 REFUSAL_KEY = "securechat-refusal"
 """Trailing metadata: the `Reason` the server refused or ended the call for."""
+RESUME_FROM_KEY = "securechat-resume-from"
+"""Trailing metadata of a `history-gone` end: a last-event-id from which the server holds every event
+of the room (after a restart, the new run's start), so a client that resumes from it misses nothing more."""
 
 DEFAULT_ROOM = "general"
 ROOM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -95,9 +98,13 @@ class Refusal:
     code: grpc.StatusCode
     reason: Reason
     message: str
+    resume_from: int | None = None
+    """For `history-gone`: see RESUME_FROM_KEY."""
 
     @property
     def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
+        if self.resume_from is not None:
+            return ((REFUSAL_KEY, self.reason.value), (RESUME_FROM_KEY, str(self.resume_from)))
         return ((REFUSAL_KEY, self.reason.value),)
 
     async def abort(self, context: grpc.aio.ServicerContext[Any, Any]) -> NoReturn:

@@ -57,14 +57,11 @@ from securechat._gen import chat_pb2
 from securechat.client.channel import Channel, open_channel, own_identity
 from securechat.config import ClientConfig
 from securechat.errors import ConnectError
-from securechat.protocol import LAST_EVENT_ID, Reason, reason_of, valid_room
+from securechat.protocol import LAST_EVENT_ID, RESUME_FROM_KEY, Reason, reason_of, valid_room
 
 log = logging.getLogger(__name__)
 
 Kind = chat_pb2.ChatEvent.Kind
-RESUME_FROM = "securechat-resume-from"
-"""Trailing metadata of an OUT_OF_RANGE end: the last-event-id from which the server holds everything."""
-# TODO(merge): move RESUME_FROM into securechat.protocol beside REFUSAL_KEY (refusals branch).
 SETTLE_SECONDS = 2.0  # resend unechoed messages this long after a resume when no JOIN marks the replay's end
 
 
@@ -228,7 +225,7 @@ def retryable(error: grpc.aio.AioRpcError) -> bool:
 
 def _resume_from(error: grpc.aio.AioRpcError) -> int | None:
     for key, value in error.trailing_metadata() or ():
-        if key == RESUME_FROM:
+        if key == RESUME_FROM_KEY:
             text = value.decode("ascii", "replace") if isinstance(value, bytes) else value
             if text.isascii() and text.isdigit():
                 return int(text)

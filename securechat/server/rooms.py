@@ -169,7 +169,7 @@ class RoomHub:
                 member.replay(self._broker.replay(room, member.resume_after))
             except HistoryGap as gap:
                 log.info("resume refused for %s in room %s: OUT_OF_RANGE (oldest held %s)", member.name, room, gap.oldest)
-                member.abort(Refusal(grpc.StatusCode.OUT_OF_RANGE, Reason.HISTORY_GONE, str(gap)))
+                member.abort(Refusal(grpc.StatusCode.OUT_OF_RANGE, Reason.HISTORY_GONE, str(gap), resume_from=gap.resume_from))
                 return
         members = self._rooms.setdefault(room, {})
         members[member] = None

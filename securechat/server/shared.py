@@ -187,7 +187,7 @@ class SharedRoomHub(RoomHub):
             history = await self._shared.history(link.room, member.resume_after)
         except OutOfRange as gap:
             log.info("resume refused for %s in room %s: OUT_OF_RANGE (oldest held %s)", member.name, link.room, gap.oldest)
-            member.abort(Refusal(grpc.StatusCode.OUT_OF_RANGE, Reason.HISTORY_GONE, str(gap)))
+            member.abort(Refusal(grpc.StatusCode.OUT_OF_RANGE, Reason.HISTORY_GONE, str(gap), resume_from=gap.oldest - 1))
             return False
         finally:
             link.holding.pop(member, None)

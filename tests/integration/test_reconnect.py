@@ -8,6 +8,7 @@ import grpc
 import pytest
 
 from securechat._gen import chat_pb2
+from securechat.client import open_chat
 from securechat.client.reconnect import Backoff, Refused, ResumeGap, ResumeMarks, reconnecting_chat
 from securechat.errors import ConnectError
 from securechat.protocol import Reason, Refusal
@@ -58,24 +59,32 @@ async def test_reconnecting_session_survives_cuts(deployment, start):
     assert bob.unacknowledged == []
 
 
-async def test_restart_is_reported_as_a_gap_and_the_session_goes_on(deployment, start):
-    """After a server restart the old ids are gone: on_gap hears OUT_OF_RANGE and live chat continues."""
+async def test_restart_is_reported_as_a_gap_and_nothing_after_it_is_missed(deployment, start):
+    """After a server restart the old ids are gone: on_gap hears OUT_OF_RANGE, and what the new run got before we came back arrives."""
     server = await start()
     port = server.port
     gaps: list[ResumeGap] = []
-    async with reconnecting_chat(deployment.client("alice", port), backoff=FAST, on_gap=gaps.append) as alice:
+    slow = Backoff(initial=0.6, maximum=0.6, jitter=0.0, max_attempts=20)  # bob posts before alice is back
+    async with reconnecting_chat(deployment.client("alice", port), backoff=slow, on_gap=gaps.append) as alice:
         events = aiter(alice)
         await alice.send("before", room="r")
         assert (await messages(events, 1))[0].text == "before"
         await server.stop(grace=0.5)
         restarted = await start_server(deployment.server(listen=f"127.0.0.1:{port}"))
         try:
+            async with open_chat(deployment.client("bob", port)) as bob:
+                await bob.send("while alice was away", room="r")
+                async for event in bob:
+                    if event.kind == Kind.MESSAGE:
+                        break  # bob's echo: the new run accepted it
+            assert alice.reconnects >= 1  # she was still waiting to come back
             await alice.send("after", room="r")
-            assert (await messages(events, 1))[0].text == "after"
+            assert [e.text for e in await messages(events, 2)] == ["while alice was away", "after"]
         finally:
             await restarted.stop(grace=0)
     assert len(gaps) == 1
     assert "is from before this server started" in str(gaps[0])
+    assert gaps[0].resume_from is not None and f"Resume with last-event-id {gaps[0].resume_from}" in str(gaps[0])
 
 
 async def test_without_on_gap_a_lost_history_raises_resume_gap(deployment, start):
