@@ -23,10 +23,27 @@ if sys.argv[1:2] == ["serve"]:
 else:
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
+from typing import Annotated  # noqa: E402
+
 import typer  # noqa: E402
 
 from securechat.cli.output import fail  # noqa: E402
 from securechat.errors import SecureChatError  # noqa: E402
+
+HELP = """Issue certificates, run an mTLS gRPC chat server, connect authenticated clients.
+
+\b
+Examples:
+  securechat quickstart --dir demo
+  securechat serve --config demo/server.yaml
+  securechat chat --config demo/alice.yaml --room general
+  securechat certs list --dir demo/certs --json
+
+Every command prints one line on stderr for an error and exits non-zero;
+'securechat COMMAND --help' shows its options, examples and exit codes.
+"""
+
+SHELLS = ("bash", "zsh", "fish")
 
 
 def build_app(*, certs_only: bool = False) -> typer.Typer:
@@ -39,18 +56,24 @@ def build_app(*, certs_only: bool = False) -> typer.Typer:
     from securechat.cli.certs import certs_app
 
     # show_locals=False: Typer's pretty tracebacks would otherwise print local
-    # variables, and here those can be private keys.
+    # variables, and here those can be private keys. rich_markup_mode=None:
+    # click's plain help, which wraps to the terminal (at most 80 columns)
+    # instead of cutting option names, and does not load Rich at every start.
     app = typer.Typer(
         name="securechat",
-        help="Issue certificates, run an mTLS gRPC chat server, connect authenticated clients.",
+        help=HELP,
         no_args_is_help=True,
         pretty_exceptions_show_locals=False,
         add_completion=False,
+        rich_markup_mode=None,
+        context_settings={"help_option_names": ["--help", "-h"]},
     )
+    app.callback()(_root)
     app.add_typer(certs_app, name="certs")
+    app.command()(completion)
     if certs_only:
         return app
-    from securechat.cli.client import chat, health, hello
+    from securechat.cli.client import chat, health, hello, whoami
     from securechat.cli.doctor import doctor
     from securechat.cli.quickstart import quickstart
     from securechat.cli.serve import serve
@@ -58,10 +81,45 @@ def build_app(*, certs_only: bool = False) -> typer.Typer:
     app.command()(quickstart)
     app.command()(serve)
     app.command()(hello)
+    app.command()(whoami)
     app.command()(chat)
     app.command()(health)
     app.command()(doctor)
     return app
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from securechat import __version__
+
+        typer.echo(f"securechat {__version__}")
+        raise typer.Exit()
+
+
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", "-V", help="Print the version and exit.", callback=_print_version, is_eager=True),
+    ] = False,
+) -> None:
+    """Issue certificates, run an mTLS gRPC chat server, connect authenticated clients."""
+
+
+def completion(shell: Annotated[str, typer.Argument(help="bash, zsh or fish.", metavar="SHELL")]) -> None:
+    """Print the shell completion script for SHELL.
+
+    \b
+    Examples:
+      securechat completion bash > ~/.local/share/bash-completion/completions/securechat
+      securechat completion zsh > "${fpath[1]}/_securechat"
+      securechat completion fish > ~/.config/fish/completions/securechat.fish
+      eval "$(securechat completion bash)"      # this shell only
+    """
+    if shell not in SHELLS:
+        fail(f"no completion for shell '{shell}': use one of {', '.join(SHELLS)}.", code=2)
+    from typer._completion_shared import get_completion_script
+
+    typer.echo(get_completion_script(prog_name="securechat", complete_var="_SECURECHAT_COMPLETE", shell=shell))
 
 
 def __getattr__(name: str) -> typer.Typer:
@@ -72,6 +130,10 @@ def __getattr__(name: str) -> typer.Typer:
 
 def main() -> None:
     """Console-script entry point."""
+    if "_SECURECHAT_COMPLETE" in os.environ:  # a shell asking for completions (see `securechat completion`)
+        from typer._completion_classes import completion_init
+
+        completion_init()
     app = build_app(certs_only=sys.argv[1:2] == ["certs"])
     try:
         app(standalone_mode=True)

@@ -28,6 +28,7 @@ from securechat.errors import FileExistsRefused, PkiError
 certs_app = typer.Typer(
     help="Issue and inspect certificates: a private CA, server and client certificates.",
     no_args_is_help=True,
+    rich_markup_mode=None,
 )
 
 
@@ -49,13 +50,15 @@ DEFAULT_WITHIN = "30d"
 
 DirOption = Annotated[
     Path,
-    typer.Option("--dir", help="The certs directory (created 0700 if missing).", show_default=True),
+    typer.Option("--dir", help="The certs directory (created 0700 if missing).", show_default=True, metavar="DIR"),
 ]
 ForceOption = Annotated[bool, typer.Option("--force", help="Replace an existing key and certificate of the same name.")]
 KeyTypeOption = Annotated[KeyTypeChoice, typer.Option("--key-type", help="Key algorithm of the new key.")]
 LeafDaysOption = Annotated[
     int,
-    typer.Option("--days", help=f"Validity in days, at most {pki.LEAF_MAX_DAYS} (capped at the CA's expiry)."),
+    typer.Option(
+        "--days", help=f"Validity in days, at most {pki.LEAF_MAX_DAYS} (capped at the CA's expiry).", metavar="DAYS"
+    ),
 ]
 CaPassphraseOption = Annotated[
     Path | None,
@@ -64,11 +67,14 @@ CaPassphraseOption = Annotated[
         "--passphrase-file",
         help=f"File whose first line is the CA key's passphrase (else ${PASSPHRASE_ENV}, else a prompt).",
         show_default=False,
+        metavar="FILE",
     ),
 ]
 WithinOption = Annotated[
     str,
-    typer.Option("--within", help="Renewal threshold: due when it expires within this long (e.g. 30d, 12h)."),
+    typer.Option(
+        "--within", help="Renewal threshold: due when it expires within this long (e.g. 30d, 12h).", metavar="DURATION"
+    ),
 ]
 
 DEFAULT_DIR = Path("certs")
@@ -157,8 +163,10 @@ def _warn_if_capped(issued: Sequence[pki.IssuedCert | pki.WrittenLeaf], ca: pki.
 def init(
     directory: DirOption = DEFAULT_DIR,
     key_type: KeyTypeOption = KeyTypeChoice.ecdsa_p256,
-    days: Annotated[int, typer.Option("--days", help="CA validity in days.")] = pki.CA_DEFAULT_DAYS,
-    name: Annotated[str, typer.Option("--name", help="The CA's common name.")] = pki.DEFAULT_CA_COMMON_NAME,
+    days: Annotated[int, typer.Option("--days", help="CA validity in days.", metavar="DAYS")] = pki.CA_DEFAULT_DAYS,
+    name: Annotated[
+        str, typer.Option("--name", help="The CA's common name.", metavar="NAME")
+    ] = pki.DEFAULT_CA_COMMON_NAME,
     passphrase_file: CaPassphraseOption = None,
     encrypt: Annotated[
         bool,
@@ -171,6 +179,7 @@ def init(
         list[str] | None,
         typer.Option(
             "--permit-dns",
+            metavar="DOMAIN",
             help="Name constraint: the CA may only issue DNS names under this domain; repeat for more.",
             show_default=False,
         ),
@@ -221,11 +230,12 @@ def init(
 @certs_app.command()
 @reports_errors
 def server(
-    name: Annotated[str, typer.Argument(help="Certificate name: the CN and the file name NAME.pem.")],
+    name: Annotated[str, typer.Argument(help="Certificate name: the CN and the file name NAME.pem.", metavar="NAME")],
     san: Annotated[
         list[str] | None,
         typer.Option(
             "--san",
+            metavar="NAME|IP",
             help="A DNS name or IP the server is reached at; repeat for more."
             f" Default: {', '.join(pki.DEFAULT_SERVER_SANS)}.",
             show_default=False,
@@ -272,10 +282,15 @@ def _report_named_leaf(title: str, issued: pki.IssuedCert, cert_path: Path, key_
 @certs_app.command()
 @reports_errors
 def peer(
-    name: Annotated[str, typer.Argument(help="Certificate name: the CN and the file name NAME.pem.")],
+    name: Annotated[str, typer.Argument(help="Certificate name: the CN and the file name NAME.pem.", metavar="NAME")],
     san: Annotated[
         list[str],
-        typer.Option("--san", help="A DNS name or IP the peer is reached at; repeat for more. At least one.", show_default=False),
+        typer.Option(
+            "--san",
+            metavar="NAME|IP",
+            help="A DNS name or IP the peer is reached at; repeat for more. At least one.",
+            show_default=False,
+        ),
     ],
     directory: DirOption = DEFAULT_DIR,
     key_type: KeyTypeOption = KeyTypeChoice.ecdsa_p256,
@@ -313,12 +328,13 @@ def peer(
 def client(
     names: Annotated[
         list[str],
-        typer.Argument(help="One or more client identities; each gets NAME.pem and NAME-key.pem."),
+        typer.Argument(help="One or more client identities; each gets NAME.pem and NAME-key.pem.", metavar="NAME..."),
     ],
     spiffe_trust_domain: Annotated[
         str | None,
         typer.Option(
             "--spiffe-trust-domain",
+            metavar="DOMAIN",
             help="Also add the URI SAN spiffe://TD/NAME.",
             show_default=False,
         ),
@@ -399,7 +415,7 @@ def list_(
 @certs_app.command()
 @reports_errors
 def inspect(
-    file: Annotated[Path, typer.Argument(help="A certificate file (PEM or DER).")],
+    file: Annotated[Path, typer.Argument(help="A certificate file (PEM or DER).", metavar="FILE")],
     directory: DirOption = DEFAULT_DIR,
 ) -> None:
     """Show a certificate: names, EKUs, issuer, validity, fingerprint; did DIR's CA sign it?"""
@@ -463,16 +479,27 @@ class ReasonChoice(str, Enum):
 @certs_app.command()
 @reports_errors
 def revoke(
-    name: Annotated[str, typer.Argument(help="The certificate name to revoke.")],
+    name: Annotated[str, typer.Argument(help="The certificate name to revoke.", metavar="NAME")],
     reason: Annotated[
-        ReasonChoice, typer.Option("--reason", help="Why; written as the CRL entry's reason code.")
+        ReasonChoice,
+        typer.Option(
+            "--reason",
+            metavar="REASON",
+            help="Why, as the CRL entry's reason code: " + ", ".join(r.value for r in ReasonChoice) + ".",
+        ),
     ] = ReasonChoice.unspecified,
     serial: Annotated[
         str | None,
-        typer.Option("--serial", help="Revoke only this serial (from 'certs list'), e.g. an old superseded one."),
+        typer.Option(
+            "--serial",
+            metavar="SERIAL",
+            help="Revoke only this serial (from 'certs list'), e.g. an old superseded one.",
+        ),
     ] = None,
     directory: DirOption = DEFAULT_DIR,
-    crl_days: Annotated[int, typer.Option("--crl-days", help="Days until the CRL's nextUpdate.")] = pki.CRL_DEFAULT_DAYS,
+    crl_days: Annotated[
+        int, typer.Option("--crl-days", help="Days until the CRL's nextUpdate.", metavar="DAYS")
+    ] = pki.CRL_DEFAULT_DAYS,
     ca_passphrase_file: CaPassphraseOption = None,
 ) -> None:
     """Revoke NAME's certificates and write a new signed DIR/crl.pem.
@@ -488,7 +515,7 @@ def revoke(
     ca = _load_ca(store, ca_passphrase_file)
     revoked = store.revoke(ca, name, reason=reason.value, serial=serial, crl_days=crl_days)
     for entry in revoked:
-        _say(f"Revoked {entry.kind} certificate \"{name}\" serial {entry.serial} (reason: {reason.value}).")
+        _say(f'Revoked {entry.kind} certificate "{name}" serial {entry.serial} (reason: {reason.value}).')
     crl = pki.parse_crl(store.crl_path.read_bytes(), where=str(store.crl_path))
     _say(
         f"Wrote {store.crl_path} (CRL number {pki.crl_number(crl)}, {len(crl)} revoked,"
@@ -501,7 +528,9 @@ def revoke(
 @reports_errors
 def crl_(
     directory: DirOption = DEFAULT_DIR,
-    days: Annotated[int, typer.Option("--days", help="Days until the CRL's nextUpdate.")] = pki.CRL_DEFAULT_DAYS,
+    days: Annotated[
+        int, typer.Option("--days", help="Days until the CRL's nextUpdate.", metavar="DAYS")
+    ] = pki.CRL_DEFAULT_DAYS,
     ca_passphrase_file: CaPassphraseOption = None,
 ) -> None:
     """Sign DIR/crl.pem again (new CRL number and nextUpdate) before it goes stale.
@@ -519,8 +548,10 @@ def crl_(
 @certs_app.command()
 @reports_errors
 def renew(
-    name: Annotated[str, typer.Argument(help="The certificate to renew (NAME.pem in DIR).")],
-    keep_key: Annotated[bool, typer.Option("--keep-key", help="Keep the existing key instead of making a new one.")] = False,
+    name: Annotated[str, typer.Argument(help="The certificate to renew (NAME.pem in DIR).", metavar="NAME")],
+    keep_key: Annotated[
+        bool, typer.Option("--keep-key", help="Keep the existing key instead of making a new one.")
+    ] = False,
     directory: DirOption = DEFAULT_DIR,
     days: LeafDaysOption = pki.LEAF_DEFAULT_DAYS,
     ca_passphrase_file: CaPassphraseOption = None,
@@ -602,12 +633,15 @@ def _renewal_due(store: pki.CertStore, name: str | None, threshold: dt.timedelta
 @certs_app.command()
 @reports_errors
 def export(
-    name: Annotated[str, typer.Argument(help="The certificate to export (NAME.pem and NAME-key.pem in DIR).")],
-    p12: Annotated[Path, typer.Option("--p12", help="The PKCS#12 file to write (mode 0600).")],
+    name: Annotated[
+        str, typer.Argument(help="The certificate to export (NAME.pem and NAME-key.pem in DIR).", metavar="NAME")
+    ],
+    p12: Annotated[Path, typer.Option("--p12", metavar="FILE", help="The PKCS#12 file to write (mode 0600).")],
     password_file: Annotated[
         Path | None,
         typer.Option(
             "--password-file",
+            metavar="FILE",
             help=f"File whose first line is the bundle's password (else ${P12_PASSWORD_ENV}, else a prompt).",
             show_default=False,
         ),
@@ -639,12 +673,19 @@ def export(
 @certs_app.command("k8s-secret")
 @reports_errors
 def k8s_secret(
-    name: Annotated[str, typer.Argument(help="The identity whose certificate and key go into the Secret.")],
+    name: Annotated[
+        str, typer.Argument(help="The identity whose certificate and key go into the Secret.", metavar="NAME")
+    ],
     directory: DirOption = DEFAULT_DIR,
     secret_name: Annotated[
-        str | None, typer.Option("--name", help="The Secret's name (default: securechat-NAME-tls).", show_default=False)
+        str | None,
+        typer.Option(
+            "--name", help="The Secret's name (default: securechat-NAME-tls).", show_default=False, metavar="NAME"
+        ),
     ] = None,
-    namespace: Annotated[str | None, typer.Option(help="The Secret's namespace.", show_default=False)] = None,
+    namespace: Annotated[
+        str | None, typer.Option(help="The Secret's namespace.", show_default=False, metavar="NAMESPACE")
+    ] = None,
 ) -> None:
     """Print a kubernetes.io/tls Secret (tls.crt, tls.key, ca.crt) for NAME, for 'kubectl apply -f -'.
 

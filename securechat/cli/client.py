@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from securechat.cli.inert import inert
 from securechat.cli.output import reports_errors, stdout
 from securechat.config import load_client_config
 from securechat.errors import ConnectError
@@ -16,8 +18,11 @@ from securechat.errors import ConnectError
 # grpc, the client and the generated stubs are imported by the commands that
 # use them: `securechat certs ...` should not pay for them at start-up.
 
-ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Client YAML file.")]
-TargetOption = Annotated[str | None, typer.Option(help="HOST:PORT of the server, overriding the config's target.")]
+ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Client YAML file.", metavar="FILE")]
+TargetOption = Annotated[
+    str | None,
+    typer.Option(help="The server, overriding the config's target.", metavar="HOST:PORT", show_default=False),
+]
 
 
 @reports_errors
@@ -25,7 +30,8 @@ def hello(
     config: ConfigOption,
     target: TargetOption = None,
     name: Annotated[
-        str, typer.Option(help="Name to send; the server ignores it under mTLS and uses our certificate.")
+        str,
+        typer.Option(help="Name to send; the server ignores it under mTLS and uses our certificate.", metavar="NAME"),
     ] = "",
 ) -> None:
     """Call SayHello once and print the reply.
@@ -39,14 +45,14 @@ def hello(
         async with open_channel(load_client_config(config, target=target)) as channel:
             return await say_hello(channel, name)
 
-    stdout.print(asyncio.run(run()), markup=False)
+    typer.echo(inert(asyncio.run(run())))  # the server's words: inert
 
 
 @reports_errors
 def health(
     config: ConfigOption,
     target: TargetOption = None,
-    service: Annotated[str, typer.Option(help="Service to check; '' means the whole server.")] = "",
+    service: Annotated[str, typer.Option(help="Service to check; '' means the whole server.", metavar="SERVICE")] = "",
 ) -> None:
     """Check grpc.health.v1 over the configured (m)TLS channel.
 
@@ -95,3 +101,40 @@ def chat(
     code = asyncio.run(run_chat(settings, ChatOptions(room=room, show_ids=ids, interactive=interactive)))
     if code:
         raise typer.Exit(code=code)
+
+
+@reports_errors
+def whoami(
+    config: ConfigOption,
+    target: TargetOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the identity as a JSON object.")] = False,
+) -> None:
+    """Ask the server who our certificate says we are (WhoAmI).
+
+    \b
+    Examples:
+      securechat whoami --config alice.yaml
+      securechat whoami --config alice.yaml --json | jq -r .name
+
+    JSON (stable): {"name", "spiffe_id", "serial", "not_after"}; spiffe_id is
+    "" without a SPIFFE ID. Exit codes: 0 answered; 1 could not ask (one line).
+    """
+    from securechat.client import open_channel, who_am_i
+
+    async def run() -> dict[str, str]:
+        async with open_channel(load_client_config(config, target=target)) as channel:
+            identity = await who_am_i(channel)
+        return {
+            "name": identity.name,
+            "spiffe_id": identity.spiffe_id,
+            "serial": identity.serial,
+            "not_after": identity.not_after,
+        }
+
+    identity = asyncio.run(run())
+    if as_json:
+        typer.echo(json.dumps(identity))
+        return
+    typer.echo(f"{inert(identity['name'])}{' (' + inert(identity['spiffe_id']) + ')' if identity['spiffe_id'] else ''}")
+    typer.echo(f"  serial:    {inert(identity['serial'])}")
+    typer.echo(f"  not after: {inert(identity['not_after'])}")

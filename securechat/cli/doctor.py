@@ -12,7 +12,9 @@ from securechat.doctor import run_checks
 
 
 @reports_errors
-def doctor(config: Annotated[Path, typer.Option("--config", "-c", help="A server or client YAML file.")]) -> None:
+def doctor(
+    config: Annotated[Path, typer.Option("--config", "-c", help="A server or client YAML file.", metavar="FILE")],
+) -> None:
     """Check a config end to end and name the exact problem and its fix.
 
     Client configs are checked against the running server too (reachable, server

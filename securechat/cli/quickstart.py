@@ -2,30 +2,44 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from securechat.cli.output import reports_errors, stdout
+from securechat.cli.output import reports_errors
+from securechat.config import DEFAULT_PORT
 from securechat.quickstart import make_quickstart
 
 
 @reports_errors
 def quickstart(
-    directory: Annotated[Path, typer.Option("--dir", help="Directory to create the certs and configs in.")] = Path("."),
+    directory: Annotated[
+        Path, typer.Option("--dir", help="Directory to create the certs and configs in.", metavar="DIR")
+    ] = Path("."),
+    port: Annotated[
+        int, typer.Option("--port", help="Port the server listens on and the clients connect to.", metavar="PORT")
+    ] = DEFAULT_PORT,
     force: Annotated[bool, typer.Option(help="Replace existing keys, certificates and configs.")] = False,
 ) -> None:
     """Make a CA, a server certificate, clients alice and bob, and their YAML configs.
 
-    Example: securechat quickstart --dir demo && securechat serve --config demo/server.yaml
+    The CA key is written without a passphrase, for a first try on one
+    machine: for anything else, use 'securechat certs init' (encrypted).
+
+    \b
+    Examples:
+      securechat quickstart --dir demo
+      securechat quickstart --dir demo --port 50052 && securechat serve --config demo/server.yaml
     """
-    made = make_quickstart(directory, force=force)
-    stdout.print(f"Created a CA and certificates for server, alice and bob in {made.certs}/")
-    stdout.print(f"Wrote {made.server_config}, " + ", ".join(str(p) for p in made.client_configs.values()))
-    stdout.print("Next:")
-    stdout.print(f"  securechat serve --config {made.server_config}")
-    for path in made.client_configs.values():
-        stdout.print(f"  securechat hello --config {path}")
-        break
-    stdout.print(f"  securechat chat --config {made.client_configs['alice']} --room general")
+    made = make_quickstart(directory, force=force, port=port)
+    # Plain lines, never wrapped: the "Next:" commands must paste as they are.
+    typer.echo(f"Created a CA and certificates for server, alice and bob in {made.certs}/")
+    typer.echo(f"  (the CA key {made.certs / 'ca-key.pem'} has no passphrase: fine for a demo, not for real use)")
+    typer.echo(f"Wrote {made.server_config}, " + ", ".join(str(p) for p in made.client_configs.values()))
+    typer.echo(f"The server listens on 127.0.0.1:{port}; the clients connect to localhost:{port}.")
+    typer.echo("Next:")
+    typer.echo(f"  securechat serve --config {shlex.quote(str(made.server_config))}")
+    typer.echo(f"  securechat hello --config {shlex.quote(str(made.client_configs['alice']))}")
+    typer.echo(f"  securechat chat --config {shlex.quote(str(made.client_configs['alice']))} --room general")

@@ -19,8 +19,15 @@ log = logging.getLogger("securechat.serve")
 
 @reports_errors
 def serve(
-    config: Annotated[Path, typer.Option("--config", "-c", help="Server YAML file.")],
-    listen: Annotated[str | None, typer.Option(help="HOST:PORT to listen on, overriding the config (port 0 picks a free one).")] = None,
+    config: Annotated[Path, typer.Option("--config", "-c", help="Server YAML file.", metavar="FILE")],
+    listen: Annotated[
+        str | None,
+        typer.Option(
+            help="Address to listen on, overriding the config (port 0 picks a free one).",
+            metavar="HOST:PORT",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run the mTLS chat server. Every file is checked before the port opens.
 
