@@ -110,7 +110,7 @@ def completion(shell: Annotated[str, typer.Argument(help="bash, zsh or fish.", m
 
     \b
     Examples:
-      securechat completion bash > ~/.local/share/bash-completion/completions/securechat
+      securechat completion bash > /etc/bash_completion.d/securechat
       securechat completion zsh > "${fpath[1]}/_securechat"
       securechat completion fish > ~/.config/fish/completions/securechat.fish
       eval "$(securechat completion bash)"      # this shell only

@@ -22,7 +22,7 @@ from typing import Annotated
 import typer
 
 from securechat import pki
-from securechat.cli.output import console, fail, reports_errors, warn
+from securechat.cli.output import fail, reports_errors, warn
 from securechat.errors import FileExistsRefused, PkiError
 
 certs_app = typer.Typer(
@@ -381,7 +381,13 @@ def list_(
     as_json: Annotated[bool, typer.Option("--json", help="Print index.json entries as JSON.")] = False,
     within: WithinOption = DEFAULT_WITHIN,
 ) -> None:
-    """List what was issued in DIR, with days left and status; 'renew soon' marks those due within --within."""
+    """List what was issued in DIR, with days left and status; 'renew soon' marks those due within --within.
+
+    Into a file or a pipe nothing is cut; a narrow terminal gets one block
+    per certificate. --json prints index.json's entries (see certs/README.md).
+
+    Example: securechat certs list --dir certs --within 60d
+    """
     threshold = parse_within(within)
     store = pki.CertStore(directory)
     if not store.directory.is_dir():
@@ -394,12 +400,9 @@ def list_(
         _say(f"Nothing issued in {store.directory} yet. Run 'securechat certs init --dir {store.directory}'.")
         return
     now = pki.utc_now()
-    from rich.table import Table  # only `list` draws a table: not imported by every certs command
-    from rich.text import Text
+    from securechat.cli.table import Column, print_table
 
-    table = Table(box=None, pad_edge=False)
-    for column in ("name", "kind", "serial", "expires", "days left", "status"):
-        table.add_column(column, justify="right" if column == "days left" else "left", no_wrap=True)
+    rows = []
     for entry in entries:
         left = pki.days_until(entry.not_after, now=now)
         status = entry.status
@@ -407,9 +410,16 @@ def list_(
             status = "expired"
         elif entry.status == "valid" and entry.not_after - now <= threshold:
             status = "renew soon"
-        cells = (entry.name, entry.kind, entry.serial[:16], entry.not_after.strftime("%Y-%m-%d"), str(left), status)
-        table.add_row(*(Text(cell) for cell in cells))  # Text: never markup or emoji codes
-    console().print(table, soft_wrap=True)
+        rows.append((entry.name, entry.kind, entry.serial[:16], entry.not_after.strftime("%Y-%m-%d"), str(left), status))
+    columns = (
+        Column("name"),
+        Column("kind"),
+        Column("serial", optional=True),  # the first 16 hex digits; --json has them all
+        Column("expires"),
+        Column("days left", right=True),
+        Column("status"),
+    )
+    print_table(columns, rows)  # never truncated: narrow terminals get one block per certificate
 
 
 @certs_app.command()
@@ -418,7 +428,10 @@ def inspect(
     file: Annotated[Path, typer.Argument(help="A certificate file (PEM or DER).", metavar="FILE")],
     directory: DirOption = DEFAULT_DIR,
 ) -> None:
-    """Show a certificate: names, EKUs, issuer, validity, fingerprint; did DIR's CA sign it?"""
+    """Show a certificate: names, EKUs, issuer, validity, fingerprint; did DIR's CA sign it?
+
+    Example: securechat certs inspect certs/server.pem --dir certs
+    """
     cert = pki.load_certificate(file)
     store = pki.CertStore(directory)
     ca_cert = pki.load_certificate(store.ca_cert_path) if store.ca_cert_path.is_file() else None

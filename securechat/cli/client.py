@@ -56,6 +56,8 @@ def health(
 ) -> None:
     """Check grpc.health.v1 over the configured (m)TLS channel.
 
+    Example: securechat health --config alice.yaml
+
     Exit codes: 0 when SERVING; 1 otherwise, with a one-line reason.
     """
 

@@ -31,7 +31,8 @@ def quickstart(
     \b
     Examples:
       securechat quickstart --dir demo
-      securechat quickstart --dir demo --port 50052 && securechat serve --config demo/server.yaml
+      securechat quickstart --dir demo --port 50052
+      securechat serve --config demo/server.yaml
     """
     made = make_quickstart(directory, force=force, port=port)
     # Plain lines, never wrapped: the "Next:" commands must paste as they are.
