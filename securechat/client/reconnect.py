@@ -57,7 +57,7 @@ from securechat._gen import chat_pb2
 from securechat.client.channel import Channel, open_channel, own_identity
 from securechat.config import ClientConfig
 from securechat.errors import ConnectError
-from securechat.protocol import LAST_EVENT_ID, RESUME_FROM_KEY, Reason, reason_of, valid_room
+from securechat.protocol import LAST_EVENT_ID, Reason, reason_of, resume_from, valid_room
 
 log = logging.getLogger(__name__)
 
@@ -221,15 +221,6 @@ def retryable(error: grpc.aio.AioRpcError) -> bool:
     if reason is not None:
         return reason in PASSING_REFUSALS
     return error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL)
-
-
-def _resume_from(error: grpc.aio.AioRpcError) -> int | None:
-    for key, value in error.trailing_metadata() or ():
-        if key == RESUME_FROM_KEY:
-            text = value.decode("ascii", "replace") if isinstance(value, bytes) else value
-            if text.isascii() and text.isdigit():
-                return int(text)
-    return None
 
 
 class ReconnectingChat:
@@ -435,7 +426,7 @@ class ReconnectingChat:
                     if exc.code() is grpc.StatusCode.OUT_OF_RANGE:
                         gap = ResumeGap(
                             f"could not resume: {exc.details()}",
-                            resume_from=_resume_from(exc),
+                            resume_from=resume_from(exc),
                             lost_after_ms=self._times.get(resume) if resume is not None else None,
                         )
                         if self._on_gap is None and self._on_status is None:

@@ -40,10 +40,12 @@ class HistoryGap(Exception):
         self.room = room
         self.after = after
         self.oldest = oldest
-        self.resume_from = resume_from  # every event of the room after this id is held
+        self.resume_from = oldest - 1 if oldest is not None else resume_from
+        """The last-event-id that gets everything still held, accepting the gap before it."""
         held = f"the oldest id still held for room '{room}' is {oldest}" if oldest is not None else f"no events of room '{room}' are held"
-        resume = f"Resume with last-event-id {resume_from}: every later event is held" if resume_from is not None else "Rejoin without last-event-id"
-        super().__init__(f"last-event-id {after} {reason}: {held}. {resume}; events in between are lost.")
+        super().__init__(
+            f"last-event-id {after} {reason}: {held}. Rejoin without last-event-id; events in between are lost."
+        )
 
 
 class Broker(Protocol):
@@ -100,18 +102,16 @@ class InMemoryBroker:
         """The events of `room` with ids above `after`, oldest first; HistoryGap if some are gone."""
         history = self._rooms.get(room)
         oldest = history.ids[0] if history and history.ids else None
-        # Everything of ROOM after this id is held: a client told it misses nothing more.
-        complete = max(self.first_id - 1, history.dropped_through if history else self._forgotten_through)
         if after > self.last_id:
-            raise HistoryGap(room, after, oldest, f"is newer than every event of this server run (the latest is {self.last_id})", resume_from=complete)
+            raise HistoryGap(room, after, oldest, f"is newer than every event of this server run (the latest is {self.last_id})")
         if after < self.first_id - 1:
-            raise HistoryGap(room, after, oldest, "is from before this server started", resume_from=complete)
+            raise HistoryGap(room, after, oldest, "is from before this server started", resume_from=self.first_id - 1)
         if history is None:
             if after < self._forgotten_through:
-                raise HistoryGap(room, after, None, "is older than the history kept", resume_from=complete)
+                raise HistoryGap(room, after, None, "is older than the history kept")
             return []
         if after < history.dropped_through:
-            raise HistoryGap(room, after, oldest, "is older than the history kept", resume_from=complete)
+            raise HistoryGap(room, after, oldest, "is older than the history kept")
         ids = history.ids
         # Ids are increasing: walk back from the newest, since a resuming
         # client is usually only a few events behind.
