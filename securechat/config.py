@@ -284,6 +284,8 @@ def _read_yaml(path: Path) -> Any:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
         raise ConfigError(str(path), None, "config file not found.", "Run 'securechat quickstart --dir DIR' to make one, or fix the path.") from exc
+    except IsADirectoryError as exc:
+        raise ConfigError(str(path), None, "is a directory, not a config file.", f"Pass the YAML file in it, e.g. --config {path / 'alice.yaml'}.") from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(str(path), None, f"cannot read the config file ({exc.__class__.__name__}).", "Check its permissions and encoding.") from exc
     try:

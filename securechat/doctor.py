@@ -24,6 +24,7 @@ SAN, and the CN is not used when SANs exist.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import os
 import socket
@@ -317,19 +318,62 @@ def _is_ip(name: str) -> bool:
 
 
 def _check_who_am_i(report: _Report, config: ClientConfig, cert: x509.Certificate | None) -> None:
-    from securechat.client import open_channel, who_am_i
+    """Every method the client will call (WhoAmI, SayHello, Chat), each checked against the server's authz."""
+    import grpc
 
-    async def ask() -> tuple[str, str]:
+    from securechat.client import open_channel, say_hello, who_am_i
+
+    async def ask() -> list[tuple[str, str | SecureChatError]]:
+        results: list[tuple[str, str | SecureChatError]] = []
         async with open_channel(config) as channel:
-            identity = await who_am_i(channel)
-        return identity.name, identity.serial
+            try:
+                identity = await who_am_i(channel)
+                results.append(("WhoAmI", f"{identity.name}\0{identity.serial}"))
+            except SecureChatError as exc:
+                results.append(("WhoAmI", exc))
+                if getattr(exc, "code", None) is not grpc.StatusCode.PERMISSION_DENIED:
+                    return results  # not about this method (unreachable, untrusted, revoked): once is enough
+            try:
+                results.append(("SayHello", await say_hello(channel)))
+            except SecureChatError as exc:
+                results.append(("SayHello", exc))
+            results.append(("Chat", await _open_chat(channel)))
+        return results
 
     try:
-        name, serial = asyncio.run(ask())
+        results = asyncio.run(ask())
     except SecureChatError as exc:
-        report.fail("WhoAmI", str(exc), "See the server's log for the refusal.")
+        report.fail("WhoAmI", str(exc), "")
         return
-    if cert is not None and serial != f"{cert.serial_number:x}":
-        report.fail("WhoAmI", f"the server sees serial {serial}, not our {cert.serial_number:x}", "Check tls.cert.")
-        return
-    report.ok("WhoAmI", f"the server says we are '{name}' (serial {serial})")
+    for method, result in results:
+        if isinstance(result, SecureChatError):
+            report.fail(method, str(result), "")
+        elif method == "WhoAmI":
+            name, serial = result.split("\0")
+            if cert is not None and serial != f"{cert.serial_number:x}":
+                report.fail("WhoAmI", f"the server sees serial {serial}, not our {cert.serial_number:x}", "Check tls.cert.")
+            else:
+                report.ok("WhoAmI", f"the server says we are '{name}' (serial {serial})")
+        elif method == "SayHello":
+            report.ok("SayHello", f"allowed: {result}")
+        else:
+            report.ok("Chat", "allowed: a chat stream opens (no room was joined)")
+
+
+async def _open_chat(channel: object) -> str | SecureChatError:
+    """Open Chat and half-close it at once: authz decides at the call's start, and no room is joined."""
+    import grpc
+
+    from securechat.client import Channel
+
+    assert isinstance(channel, Channel)
+    call = channel.stub.Chat()
+    try:
+        # A call whose connection already failed raises gRPC's internal batch error here; reading says why.
+        with contextlib.suppress(Exception):
+            await call.done_writing()
+        async for _ in call:
+            pass
+    except grpc.aio.AioRpcError as exc:
+        return channel.explain(exc)
+    return "ok"

@@ -26,7 +26,7 @@ def doctor(
     for finding in findings:
         status = "[green]OK  [/]" if finding.ok else "[bold red]FAIL[/]"
         stdout.print(f"{status} {finding.check}: ", end="", soft_wrap=True)
-        line = finding.message if finding.ok else f"{finding.message}. Fix: {finding.fix}"
+        line = finding.message if finding.ok or not finding.fix else f"{finding.message}. Fix: {finding.fix}"
         stdout.print(line, markup=False, highlight=False, emoji=False, soft_wrap=True)
     if not all(f.ok for f in findings):
         raise typer.Exit(code=1)

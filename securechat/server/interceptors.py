@@ -97,7 +97,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                 await self._refuse(context, refusal, method)
         elif self._allow is not None and peer.name not in self._allow:
             await self._refuse(
-                context, Refusal(grpc.StatusCode.PERMISSION_DENIED, Reason.NOT_ALLOWED, f"identity '{peer.name}' is not allowed to call {method}"), method
+                context, Refusal(grpc.StatusCode.PERMISSION_DENIED, Reason.NOT_ALLOWED, f"identity '{peer.name}' is not allowed to call {method} by authz.allow"), method
             )
         self._note_connection(context.peer(), peer)
         log.debug("call %s from %s (serial %s, peer %s)", method, peer.name, peer.serial, context.peer())

@@ -142,7 +142,11 @@ class ServerLifecycle:
         if revoked is not None and revoked.revokes(peer.issuer, int(peer.serial, 16)):
             return Refusal(grpc.StatusCode.UNAUTHENTICATED, Reason.REVOKED, f"certificate serial {peer.serial} ({peer.name}) is revoked")
         if not self._policy.permits(peer, method):
-            return Refusal(grpc.StatusCode.PERMISSION_DENIED, Reason.NOT_ALLOWED, f"identity '{peer.name}' is not allowed to call {method}")
+            return Refusal(
+                grpc.StatusCode.PERMISSION_DENIED,
+                Reason.NOT_ALLOWED,
+                f"identity '{peer.name}' is not allowed to call {method} by {self._policy.rule_for(method)}",
+            )
         return None
 
     @property
