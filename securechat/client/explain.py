@@ -49,8 +49,8 @@ def _explain(error: grpc.aio.AioRpcError, config: ClientConfig, material: TlsMat
         )
     if reason is Reason.RATE_LIMITED:
         return ConnectError(f"rate limited: {details}; waiting, then resending")
-    if reason is Reason.SHUTTING_DOWN:
-        return ConnectError(f"the server at {target} is shutting down")
+    if code is grpc.StatusCode.UNAVAILABLE:  # the server answered, with a reason: the broker, a lost feed
+        return ConnectError(f"server unavailable at {target}: {details}")
     return ConnectError(f"server ended the call: {code.name}: {details}")
 
 
