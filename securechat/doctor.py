@@ -125,7 +125,7 @@ def _check_leaf(
     name = cert_path.stem
     for label, path in (("tls.cert", cert_path), ("tls.key", key_path)):
         if not path.is_file():
-            report.fail(f"{label} file", f"{shown(path)} not found", f"Run 'securechat certs {role} {name}' or fix the path.", stop=True)
+            report.fail(f"{label} file", f"{shown(path)} not found", f"Run 'securechat certs {role} {name}{_dir(path)}' or fix the path.", stop=True)
     report.ok("files", f"{shown(cert_path)} and {shown(key_path)} exist")
     mode = stat.S_IMODE(key_path.stat().st_mode)
     if mode & 0o007:
@@ -140,7 +140,7 @@ def _check_leaf(
     if pki.key_matches_certificate(key, cert):
         report.ok("key matches certificate", f"{shown(key_path)} is the key of {shown(cert_path)}")
     else:
-        report.fail("key matches certificate", f"{shown(key_path)} does not match {shown(cert_path)}", f"Use the key issued with it, or 'securechat certs renew {name}'.")
+        report.fail("key matches certificate", f"{shown(key_path)} does not match {shown(cert_path)}", f"Use the key issued with it, or 'securechat certs renew {name}{_dir(cert_path)}'.")
     if any(pki.is_signed_by(cert, ca) for ca in cas):
         report.ok("chain", f"{shown(cert_path)} is signed by a CA in {ca_label}")
     else:
@@ -151,17 +151,17 @@ def _check_leaf(
         report.ok("extended key usage", f"{pki.eku_name(wanted)}, as a {role} needs")
     else:
         have = ", ".join(sorted(pki.eku_name(e) for e in ekus)) or "none"
-        report.fail("extended key usage", f"{shown(cert_path)} lacks {pki.eku_name(wanted)} (has {have})", f"Issue it with 'securechat certs {role} {name}'.")
+        report.fail("extended key usage", f"{shown(cert_path)} lacks {pki.eku_name(wanted)} (has {have})", f"Issue it with 'securechat certs {role} {name} --force{_dir(cert_path)}'.")
     now = pki.utc_now()
     left = pki.days_left(cert, now=now)
     if cert.not_valid_after_utc < now:
-        report.fail("validity", f"{shown(cert_path)} expired on {cert.not_valid_after_utc:%Y-%m-%d} ({-left} days ago)", f"Run 'securechat certs renew {name}'.")
+        report.fail("validity", f"{shown(cert_path)} expired on {cert.not_valid_after_utc:%Y-%m-%d} ({pki.days_text(left)})", f"Run 'securechat certs renew {name}{_dir(cert_path)}'.")
     elif cert.not_valid_before_utc > now:
         report.fail("validity", f"{shown(cert_path)} is not valid until {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC", "Check this machine's clock.")
     elif cert.not_valid_after_utc - now < EXPIRES_SOON:
-        report.fail("validity", f"{shown(cert_path)} expires soon: {cert.not_valid_after_utc:%Y-%m-%d} ({left} days left)", f"Run 'securechat certs renew {name}'.")
+        report.fail("validity", f"{shown(cert_path)} expires soon: {cert.not_valid_after_utc:%Y-%m-%d} ({pki.days_text(left)})", f"Run 'securechat certs renew {name}{_dir(cert_path)}'.")
     else:
-        report.ok("validity", f"valid until {cert.not_valid_after_utc:%Y-%m-%d} ({left} days left)")
+        report.ok("validity", f"valid until {cert.not_valid_after_utc:%Y-%m-%d} ({pki.days_text(left)})")
     return cert
 
 
@@ -172,14 +172,19 @@ def _check_crl(report: _Report, crl_path: Path | None, cas: list[x509.Certificat
     try:
         revoked = pki.load_crl(crl_path.read_bytes(), cas, where=str(crl_path))
     except SecureChatError as exc:
-        report.fail("revocation", str(exc), "Re-sign it with 'securechat certs crl' in the CA's directory.")
+        report.fail("revocation", str(exc), f"Re-sign it with 'securechat certs crl{_dir(crl_path)}'.")
         return
     if revoked.stale:
-        report.fail("revocation", f"{shown(crl_path)} is past its nextUpdate", "Run 'securechat certs crl' and ship the new crl.pem.")
+        report.fail("revocation", f"{shown(crl_path)} is past its nextUpdate", f"Run 'securechat certs crl{_dir(crl_path)}' and ship the new crl.pem.")
     if cert is not None and revoked.revokes(cert.issuer.rfc4514_string(), cert.serial_number):
-        report.fail("revocation", f"our certificate (serial {cert.serial_number:x}) is revoked in {shown(crl_path)}", f"Ask for a new certificate: 'securechat certs client {cert_name(cert)} --force'.")
+        report.fail("revocation", f"our certificate (serial {cert.serial_number:x}) is revoked in {shown(crl_path)}", f"Ask for a new certificate (renewing a revoked one is refused): 'securechat certs client {cert_name(cert)} --force{_dir(crl_path)}'.")
     else:
         report.ok("revocation", f"{shown(crl_path)} (CRL number {revoked.number}) does not list our certificate" if cert is not None else f"{shown(crl_path)} (CRL number {revoked.number}) is signed by the client CA")
+
+
+def _dir(path: Path) -> str:
+    """` --dir DIR` for a fix command: the certs directory the file sits in, so the fix acts on that CA."""
+    return f" --dir {shown(path.parent)}"
 
 
 def cert_name(cert: x509.Certificate) -> str:

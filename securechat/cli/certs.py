@@ -425,48 +425,93 @@ def list_(
 @certs_app.command()
 @reports_errors
 def inspect(
-    file: Annotated[Path, typer.Argument(help="A certificate file (PEM or DER).", metavar="FILE")],
+    file: Annotated[Path, typer.Argument(help="A certificate file (PEM or DER); every certificate of a bundle is shown.", metavar="FILE")],
     directory: DirOption = DEFAULT_DIR,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list, one object per certificate.")] = False,
 ) -> None:
-    """Show a certificate: names, EKUs, issuer, validity, fingerprint; did DIR's CA sign it?
+    """Show a certificate: names, key usage, EKUs, issuer, validity, fingerprint; did DIR's CA sign it?
+
+    Every certificate in a bundle (a chain: leaf, then its CAs) is shown, each
+    with who signed it: the CA in --dir, or the next certificate in the file.
+    Names and fields come from the certificate and are printed inert.
+
+    JSON (stable): [{"subject", "issuer", "common_name", "sans", "key_usages",
+    "ekus", "key_type", "is_ca", "serial", "not_before", "not_after",
+    "days_left", "sha256", "signed_by"}]; signed_by is "ca" (DIR's CA),
+    "next" (the next certificate in the file), "unknown" (no CA in DIR) or "".
 
     Example: securechat certs inspect certs/server.pem --dir certs
     """
-    cert = pki.load_certificate(file)
+    try:
+        certs = pki.load_certificates(file)
+    except PkiError:
+        certs = [pki.load_certificate(file)]  # DER holds one
     store = pki.CertStore(directory)
     ca_cert = pki.load_certificate(store.ca_cert_path) if store.ca_cert_path.is_file() else None
-    summary = pki.summarize(cert, ca_cert=ca_cert)
-    if summary.expired:
-        ago = (pki.utc_now() - summary.not_after).days  # whole days since expiry
-        validity = "EXPIRED today" if ago == 0 else f"EXPIRED {ago} day{'s' if ago != 1 else ''} ago"
-    elif summary.not_yet_valid:
-        validity = "NOT VALID YET"
-    else:
-        validity = f"{summary.days_left} days left"
-    sans = [f"DNS:{n}" for n in summary.dns_names]
-    sans += [f"IP:{n}" for n in summary.ip_addresses] + [f"URI:{n}" for n in summary.uris]
-    if summary.signed_by_ca is None:
-        signed = f"unknown: {store.ca_cert_path} not found (pass --dir)"
-    elif summary.signed_by_ca:
-        signed = f"yes, by {store.ca_cert_path}"
-    else:
-        signed = f"NO: {store.ca_cert_path} did not sign it"
-    rows = [
-        ("subject", summary.subject),
-        ("issuer", summary.issuer),
-        ("SANs", ", ".join(sans) or "(none)"),
-        ("EKUs", ", ".join(summary.ekus) or "(none)"),
-        ("key type", summary.key_type),
-        ("is a CA", "yes" if summary.is_ca else "no"),
-        ("serial", summary.serial),
-        ("valid from", _date(summary.not_before)),
-        ("valid until", f"{_date(summary.not_after)} ({validity})"),
-        ("SHA-256", summary.fingerprint_sha256),
-        ("signed by CA", signed),
-    ]
-    _say(str(file))
-    for label, value in rows:
-        _say(f"  {label + ':':<14}{value}")
+    shown = []
+    for index, cert in enumerate(certs):
+        summary = pki.summarize(cert, ca_cert=ca_cert)
+        following = certs[index + 1] if index + 1 < len(certs) else None
+        if summary.signed_by_ca:
+            signed_by = "ca"
+        elif following is not None and pki.is_signed_by(cert, following):
+            signed_by = "next"
+        else:
+            signed_by = "unknown" if summary.signed_by_ca is None else ""
+        shown.append((summary, signed_by))
+    if as_json:
+        _say(json.dumps([_inspect_json(summary, signed_by) for summary, signed_by in shown], indent=2))
+        return
+    from securechat.cli.inert import inert
+
+    _say(inert(str(file)) + (f" ({len(certs)} certificates)" if len(certs) > 1 else ""))
+    for index, (summary, signed_by) in enumerate(shown):
+        if len(certs) > 1:
+            _say(f"certificate {index + 1} of {len(certs)}:")
+        validity = "NOT VALID YET" if summary.not_yet_valid else pki.days_text(summary.days_left).replace("expired", "EXPIRED")
+        sans = [f"DNS:{n}" for n in summary.dns_names]
+        sans += [f"IP:{n}" for n in summary.ip_addresses] + [f"URI:{n}" for n in summary.uris]
+        signed = {
+            "ca": f"yes, by {store.ca_cert_path}",
+            "next": f"by certificate {index + 2} in this file" + ("" if ca_cert is None else f", not by {store.ca_cert_path}"),
+            "unknown": f"unknown: {store.ca_cert_path} not found (pass --dir)",
+            "": f"NO: {store.ca_cert_path} did not sign it",
+        }[signed_by]
+        rows = [
+            ("subject", summary.subject),
+            ("issuer", summary.issuer),
+            ("SANs", ", ".join(sans) or "(none)"),
+            ("key usage", ", ".join(summary.key_usages) or "(none)"),
+            ("EKUs", ", ".join(summary.ekus) or "(none)"),
+            ("key type", summary.key_type),
+            ("is a CA", "yes" if summary.is_ca else "no"),
+            ("serial", summary.serial),
+            ("valid from", _date(summary.not_before)),
+            ("valid until", f"{_date(summary.not_after)} ({validity})"),
+            ("SHA-256", summary.fingerprint_sha256),
+            ("signed by CA", signed),
+        ]
+        for label, value in rows:
+            _say(f"  {label + ':':<14}{inert(value)}")  # subject, issuer and SANs are the certificate's words
+
+
+def _inspect_json(summary: pki.CertSummary, signed_by: str) -> dict[str, object]:
+    return {
+        "subject": summary.subject,
+        "issuer": summary.issuer,
+        "common_name": summary.common_name,
+        "sans": [f"DNS:{n}" for n in summary.dns_names] + [f"IP:{n}" for n in summary.ip_addresses] + [f"URI:{n}" for n in summary.uris],
+        "key_usages": list(summary.key_usages),
+        "ekus": list(summary.ekus),
+        "key_type": summary.key_type,
+        "is_ca": summary.is_ca,
+        "serial": summary.serial,
+        "not_before": summary.not_before.isoformat(),
+        "not_after": summary.not_after.isoformat(),
+        "days_left": summary.days_left,
+        "sha256": summary.fingerprint_sha256,
+        "signed_by": signed_by,
+    }
 
 
 def parse_within(text: str) -> dt.timedelta:
@@ -593,54 +638,87 @@ def renew(
 
 @certs_app.command("needs-renewal")
 def needs_renewal(
-    name: Annotated[str | None, typer.Argument(help="Check only this certificate; default: every valid one.")] = None,
+    name: Annotated[
+        str | None, typer.Argument(help="Check only this certificate; default: every valid one.", metavar="NAME")
+    ] = None,
     directory: DirOption = DEFAULT_DIR,
     within: WithinOption = DEFAULT_WITHIN,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per certificate checked, in a list.")] = False,
 ) -> None:
     """Say what expires within --within (default 30d), for cron jobs and systemd timers.
 
-    Exit codes: 0 nothing is due; 1 something must be renewed (printed, one line each,
-    with the command that renews it); 2 the check itself failed (one line on stderr).
+    Exit codes: 0 nothing is due; 1 something must be renewed or replaced (printed,
+    one line each, with the command that does it); 2 the check itself failed (one
+    line on stderr). A revoked certificate cannot be renewed: it is due, with the
+    command that issues a new one.
+
+    JSON (stable): [{"name", "kind", "serial", "not_after", "days_left", "status",
+    "due", "fix"}], status one of valid, expired, revoked; fix is "" when not due.
 
     Example: securechat certs needs-renewal server --within 30d || securechat certs renew server
     """
     try:
-        due, fine = _renewal_due(pki.CertStore(directory), name, parse_within(within))
+        checked = _renewal_due(pki.CertStore(directory), name, parse_within(within))
     except PkiError as exc:
         fail(str(exc), code=2)
-    for line in due:
-        _say(line)
-    if due:
+    lines = [str(item.pop("line")) for item in checked if "line" in item]
+    if as_json:
+        _say(json.dumps(checked, indent=2))
+    else:
+        for line in lines:
+            _say(line)
+        if not lines:
+            fine = ", ".join(f"{item['name']} ({pki.days_text(int(str(item['days_left'])))})" for item in checked)
+            _say(f"Nothing to renew within {within}: {fine or 'no certificates'}.")
+    if lines:
         raise typer.Exit(code=1)
-    _say(f"Nothing to renew within {within}: {', '.join(fine) or 'no certificates'}.")
 
 
-def _renewal_due(store: pki.CertStore, name: str | None, threshold: dt.timedelta) -> tuple[list[str], list[str]]:
-    """(one line per certificate due, 'NAME (N days left)' per one that is not)."""
+def _renewal_due(store: pki.CertStore, name: str | None, threshold: dt.timedelta) -> list[dict[str, object]]:
+    """One record per certificate checked: what it is, whether it is due, the command that fixes it."""
     if not store.directory.is_dir():
         raise PkiError(f"{store.directory} not found. Run 'securechat certs init --dir {store.directory}' first.")
+    entries = store.entries()
+    by_serial = {entry.serial: entry for entry in entries}
     if name is not None:
         pki.validate_name(name)
         checks = [(name, store.cert_path(name))]
     else:
         checks = [("ca", store.ca_cert_path)]
-        checks += [(e.name, store.cert_path(e.name)) for e in store.entries() if e.kind != "ca" and e.status == "valid"]
+        checks += [(e.name, store.cert_path(e.name)) for e in entries if e.kind != "ca" and e.status == "valid"]
     now = pki.utc_now()
-    due, fine = [], []
+    records: list[dict[str, object]] = []
     for label, path in checks:
         cert = pki.load_certificate(path)
+        serial = f"{cert.serial_number:x}"
+        entry = by_serial.get(serial)
+        kind = "ca" if label == "ca" else entry.kind if entry is not None else "client"
         left = pki.days_left(cert, now=now)
-        if cert.not_valid_after_utc - now > threshold:
-            fine.append(f"{label} ({left} days left)")
-            continue
-        when = "expired" if left <= 0 else "expires"
-        fix = (
-            f"Create a new CA with 'securechat certs init --force --dir {store.directory}' and reissue."
-            if label == "ca"
-            else f"Run 'securechat certs renew {label} --dir {store.directory}'."
-        )
-        due.append(f"{label}: {when} {_date(cert.not_valid_after_utc)} ({left} days left). {fix}")
-    return due, fine
+        record: dict[str, object] = {
+            "name": label,
+            "kind": kind,
+            "serial": serial,
+            "not_after": cert.not_valid_after_utc.isoformat(),
+            "days_left": left,
+            "status": "expired" if left <= 0 else "valid",
+            "due": False,
+            "fix": "",
+        }
+        if entry is not None and entry.status == "revoked":
+            # `renew` refuses a revoked certificate: the fix is a new one, with the same names.
+            sans = "".join(f" --san {san.split(':', 1)[1]}" for san in entry.sans) if kind in ("server", "peer") else ""
+            fix = f"Issue a new one with 'securechat certs {kind} {label}{sans} --force --dir {store.directory}'."
+            record.update(status="revoked", due=True, fix=fix, line=f"{label}: revoked (serial {serial}); it cannot be renewed. {fix}")
+        elif cert.not_valid_after_utc - now <= threshold:
+            when = "expired" if left <= 0 else "expires"
+            fix = (
+                f"Create a new CA with 'securechat certs init --force --dir {store.directory}' and reissue."
+                if label == "ca"
+                else f"Run 'securechat certs renew {label} --dir {store.directory}'."
+            )
+            record.update(due=True, fix=fix, line=f"{label}: {when} {_date(cert.not_valid_after_utc)} ({pki.days_text(left)}). {fix}")
+        records.append(record)
+    return records
 
 
 @certs_app.command()

@@ -512,7 +512,8 @@ def _certificate_line(material: TlsMaterial | None) -> str:
         return ""
     cert = material.certificate
     left = pki.days_until(cert.not_valid_after_utc)
-    return f" (certificate {cert.serial_number:x}, expires {cert.not_valid_after_utc:%Y-%m-%d}, {pki.days_text(left)})"
+    serial = f"{cert.serial_number:x}"[:16]  # as `certs list` shows it
+    return f" (certificate {serial}, expires {cert.not_valid_after_utc:%Y-%m-%d}, {pki.days_text(left)})"
 
 
 async def _follow_rotations(config: ClientConfig, chat: ReconnectingChat, out: Output, view: View) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from securechat.cli.inert import inert
 from securechat.cli.output import reports_errors, stdout
 from securechat.doctor import run_checks
 
@@ -14,19 +16,28 @@ from securechat.doctor import run_checks
 @reports_errors
 def doctor(
     config: Annotated[Path, typer.Option("--config", "-c", help="A server or client YAML file.", metavar="FILE")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the findings as a JSON list.")] = False,
 ) -> None:
     """Check a config end to end and name the exact problem and its fix.
 
     Client configs are checked against the running server too (reachable, server
-    name, certificate accepted, ALPN h2, WhoAmI). Exit codes: 0 all OK; 1 any FAIL.
+    name, certificate accepted, ALPN h2, and every method a client calls:
+    WhoAmI, SayHello, Chat). Exit codes: 0 all OK; 1 any FAIL.
+
+    JSON (stable): [{"ok", "check", "message", "fix"}], in the order checked.
 
     Example: securechat doctor --config alice.yaml
     """
     findings = run_checks(config)
-    for finding in findings:
-        status = "[green]OK  [/]" if finding.ok else "[bold red]FAIL[/]"
-        stdout.print(f"{status} {finding.check}: ", end="", soft_wrap=True)
-        line = finding.message if finding.ok or not finding.fix else f"{finding.message}. Fix: {finding.fix}"
-        stdout.print(line, markup=False, highlight=False, emoji=False, soft_wrap=True)
+    if as_json:
+        typer.echo(json.dumps([{"ok": f.ok, "check": f.check, "message": f.message, "fix": f.fix} for f in findings], indent=2))
+    else:
+        from rich.text import Text
+
+        for finding in findings:
+            status = Text("OK  ", style="green") if finding.ok else Text("FAIL", style="bold red")
+            line = finding.message if finding.ok or not finding.fix else f"{finding.message}. Fix: {finding.fix}"
+            # Text, never markup: messages carry certificate fields and the server's words, made inert.
+            stdout.print(Text.assemble(status, " ", inert(f"{finding.check}: {line}")), soft_wrap=True, emoji=False)
     if not all(f.ok for f in findings):
         raise typer.Exit(code=1)

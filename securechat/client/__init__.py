@@ -17,6 +17,7 @@ Modules: `channel` (the channel and unary calls), `chat` (one Chat stream),
 
 from __future__ import annotations
 
+from securechat._gen import chat_pb2
 from securechat.client.channel import (
     DEFAULT_TIMEOUT,
     Channel,
@@ -31,11 +32,15 @@ from securechat.client.chat import ChatSession, open_chat
 from securechat.client.explain import explain_error
 from securechat.client.reconnect import Backoff, ReconnectingChat, ResumeGap, reconnecting_chat
 
+Kind = chat_pb2.ChatEvent.Kind
+"""ChatEvent kinds: `Kind.MESSAGE`, `Kind.JOIN`, `Kind.LEAVE` (compare with `event.kind`)."""
+
 __all__ = [
     "DEFAULT_TIMEOUT",
     "Backoff",
     "Channel",
     "ChatSession",
+    "Kind",
     "ReconnectingChat",
     "ResumeGap",
     "certificate_rotations",

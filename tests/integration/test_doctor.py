@@ -95,7 +95,8 @@ async def test_expired_client_certificate(deployment, start):
     deployment.issue_client("old", not_before=long_ago, not_after=long_ago + dt.timedelta(days=1))
     bad = failed(await doctor(deployment.client_yaml("old", server.port)))
     assert bad["validity"].message.startswith(f"{deployment.store.cert_path('old')} expired on")
-    assert bad["validity"].fix == "Run 'securechat certs renew old'."
+    assert bad["validity"].message.endswith("(expired 29 days ago)")  # the same day count as certs inspect
+    assert bad["validity"].fix == f"Run 'securechat certs renew old --dir {deployment.store.directory}'."
     assert "our certificate has expired" in bad["server accepts our certificate"].message
 
 
@@ -150,7 +151,7 @@ def test_server_config_and_cli_output(deployment) -> None:
     assert lines[0] == "OK   config: server.yaml is a valid server config"
     (fail,) = [line for line in lines if line.startswith("FAIL")]
     assert fail.startswith("FAIL validity: ") and "expires soon" in fail and "(10 days left)" in fail
-    assert fail.endswith("Fix: Run 'securechat certs renew server'.")
+    assert fail.endswith(f"Fix: Run 'securechat certs renew server --dir {deployment.store.directory}'.")
 
 
 def test_a_broken_config_is_one_failing_line(deployment) -> None:
@@ -169,4 +170,4 @@ def test_server_missing_file(deployment, missing: str) -> None:
     bad = failed(run_checks(deployment.server_yaml()))
     label = f"tls.{missing} file"
     assert bad[label].message.endswith("not found")
-    assert bad[label].fix == "Run 'securechat certs server server' or fix the path."
+    assert bad[label].fix == f"Run 'securechat certs server server --dir {deployment.store.directory}' or fix the path."
