@@ -168,13 +168,12 @@ def init(
         str, typer.Option("--name", help="The CA's common name.", metavar="NAME")
     ] = pki.DEFAULT_CA_COMMON_NAME,
     passphrase_file: CaPassphraseOption = None,
-    encrypt: Annotated[
+    no_passphrase: Annotated[
         bool,
-        typer.Option(
-            "--encrypt",
-            help=f"Encrypt the CA key with a passphrase (from --passphrase-file, ${PASSPHRASE_ENV}, or a prompt).",
-        ),
+        typer.Option("--no-passphrase", help="Write the CA key unencrypted; needs --insecure too (tests, demos)."),
     ] = False,
+    insecure: Annotated[bool, typer.Option("--insecure", help="Confirm --no-passphrase.")] = False,
+    encrypt: Annotated[bool, typer.Option("--encrypt", hidden=True, help="The default now; kept for old scripts.")] = False,
     permit_dns: Annotated[
         list[str] | None,
         typer.Option(
@@ -189,19 +188,37 @@ def init(
         typer.Option("--force", help="Replace an existing CA; certificates it issued stop being trusted."),
     ] = False,
 ) -> None:
-    """Create a private CA: DIR/ca.pem and DIR/ca-key.pem.
+    """Create a private CA: DIR/ca.pem and DIR/ca-key.pem, the key encrypted with a passphrase.
 
-    Example: securechat certs init --dir certs --encrypt --permit-dns example.org
+    The passphrase comes from --passphrase-file, $SECURECHAT_CA_PASSPHRASE, or a
+    prompt; every signing command (server, client, revoke, renew, crl) asks for
+    it the same way. An unencrypted key takes two flags, --no-passphrase
+    --insecure: anyone who can read it can issue certificates.
+
+    \b
+    Examples:
+      securechat certs init --dir certs
+      securechat certs init --dir certs --passphrase-file ca-pass.txt
+      securechat certs init --dir certs --permit-dns example.org
+      securechat certs init --dir test-certs --no-passphrase --insecure
     """
+    if no_passphrase and not insecure:
+        fail(
+            "--no-passphrase writes the CA key unencrypted: anyone who can read it can issue certificates."
+            " Add --insecure to confirm, or leave both out to encrypt it.",
+            code=2,
+        )
+    if insecure and not no_passphrase:
+        fail("--insecure only confirms --no-passphrase; pass both, or neither to encrypt the CA key.", code=2)
     store = pki.CertStore(directory)
     orphaned = _valid_leaves(store) if force else []
-    passphrase = _read_passphrase(passphrase_file)
-    if encrypt and passphrase is None:
-        passphrase = _secret("New CA key passphrase", file=None, env=PASSPHRASE_ENV, confirm=True)
+    passphrase = None
+    if not no_passphrase:
+        passphrase = _read_passphrase(passphrase_file) or _secret("New CA key passphrase", file=None, env=PASSPHRASE_ENV, confirm=True)
         if passphrase is None:
             raise PkiError(
-                f"--encrypt needs a passphrase. Pass --passphrase-file FILE, set {PASSPHRASE_ENV},"
-                " or run in a terminal to be asked."
+                "the CA key is encrypted by default and needs a passphrase. Pass --passphrase-file FILE,"
+                f" set {PASSPHRASE_ENV}, run in a terminal to be asked, or pass --no-passphrase --insecure for a test CA."
             )
     ca = store.init_ca(
         common_name=name,
@@ -219,6 +236,8 @@ def init(
     _say(f"It expires on {_date(ca.cert.not_valid_after_utc)}.")
     _say(f"Next: securechat certs server server --dir {store.directory}")
     _warn_if_directory_open(store)
+    if passphrase is None:
+        warn(f"the CA key {store.ca_key_path} is not encrypted (--no-passphrase --insecure): anyone who can read it can issue certificates.")
     if orphaned:
         warn(
             f"{len(orphaned)} certificate(s) issued by the old CA no longer chain to the new one."

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pexpect
 import pytest
-from conftest import SECURECHAT, ServeProcess, run
+from terminal_support import SECURECHAT, ServeProcess, run
 
 from securechat import __version__
 from securechat.cli.table import Column, render

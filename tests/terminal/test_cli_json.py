@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import ServeProcess, run
+from terminal_support import ServeProcess, run
 
 from securechat import pki
 

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 import pexpect
-from conftest import ServeProcess, post_as, screen, spawn_chat
+from terminal_support import ServeProcess, post_as, screen, spawn_chat
 
 
 def quit_cleanly(child: pexpect.spawn) -> None:

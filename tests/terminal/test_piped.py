@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import SECURECHAT, TIMEOUT, ServeProcess, post_as, run
+from terminal_support import SECURECHAT, TIMEOUT, ServeProcess, post_as, run
 
 from securechat import pki
 
