@@ -388,14 +388,22 @@ class CertStore:
     def _commit_leaves(self, staged: Sequence[_StagedLeaf], *, force: bool, syncfs_first: bool) -> list[WrittenLeaf]:
         """Move staged leaves into place, make the names durable, and record them in the index."""
         files = [f for leaf in staged for f in (leaf.key, leaf.cert)]
+        try:
+            existing = self.entries()  # read before anything is in place: a damaged index leaves nothing behind
+        except BaseException:
+            _discard(files)
+            raise
         _place_staged(files, replace_existing=force, syncfs_first=syncfs_first)
-        _fsync_directory(self.directory)
-        reissued = {leaf.entry.name for leaf in staged}
-        entries = [
-            replace(e, status="superseded") if e.name in reissued and e.status == "valid" else e for e in self.entries()
-        ]
-        entries.extend(leaf.entry for leaf in staged)
-        self._write_index(entries)
+        try:
+            _fsync_directory(self.directory)
+            reissued = {leaf.entry.name for leaf in staged}
+            entries = [replace(e, status="superseded") if e.name in reissued and e.status == "valid" else e for e in existing]
+            entries.extend(leaf.entry for leaf in staged)
+            self._write_index(entries)
+        except BaseException:
+            if not force:  # new files only (placed without replacing): an issuance that failed leaves nothing
+                _unplace(files)
+            raise
         return [WrittenLeaf(leaf.entry, self.directory, leaf.capped_at_ca_expiry) for leaf in staged]
 
     # -- renewal and revocation --------------------------------------------
@@ -677,9 +685,22 @@ def _place_staged(staged: Sequence[_Staged], *, replace_existing: bool, syncfs_f
                 raise FileExistsRefused(Path(item.path)) from None
             placed += 1
     except OSError as exc:
+        if not replace_existing:
+            _unplace(staged[:placed])
         raise PkiError(f"{current} could not be written ({exc.strerror}). Check free space and permissions.") from exc
+    except BaseException:
+        if not replace_existing:  # what we placed was new (no clobber): take it away again
+            _unplace(staged[:placed])
+        raise
     finally:
         _discard(staged[placed:])
+
+
+def _unplace(staged: Iterable[_Staged]) -> None:
+    """Remove files this batch created in place (only ever ones it made without replacing anything)."""
+    for item in staged:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(item.path)
 
 
 def _discard(staged: Iterable[_Staged]) -> None:
