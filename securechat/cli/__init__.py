@@ -28,6 +28,7 @@ from typing import Annotated  # noqa: E402
 import typer  # noqa: E402
 
 from securechat.cli.output import fail  # noqa: E402
+from securechat.cli.proto import proto  # noqa: E402
 from securechat.errors import SecureChatError  # noqa: E402
 
 HELP = """Issue certificates, run an mTLS gRPC chat server, connect authenticated clients.
@@ -71,6 +72,7 @@ def build_app(*, certs_only: bool = False) -> typer.Typer:
     app.callback()(_root)
     app.add_typer(certs_app, name="certs")
     app.command()(completion)
+    app.command()(proto)
     if certs_only:
         return app
     from securechat.cli.client import chat, health, hello, whoami
