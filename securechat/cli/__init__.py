@@ -132,6 +132,11 @@ def __getattr__(name: str) -> typer.Typer:
 
 def main() -> None:
     """Console-script entry point."""
+    if sys.argv[1:] in (["--version"], ["-V"]):  # answered before any command is built
+        from securechat import __version__
+
+        print(f"securechat {__version__}")
+        return
     if "_SECURECHAT_COMPLETE" in os.environ:  # a shell asking for completions (see `securechat completion`)
         from typer._completion_classes import completion_init
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from pathlib import Path
@@ -11,8 +10,7 @@ from typing import Annotated
 import typer
 
 from securechat.cli.inert import inert
-from securechat.cli.output import reports_errors, stdout
-from securechat.config import load_client_config
+from securechat.cli.output import reports_errors
 from securechat.errors import ConnectError
 
 # grpc, the client and the generated stubs are imported by the commands that
@@ -40,10 +38,13 @@ def hello(
     """
 
     from securechat.client import open_channel, say_hello
+    from securechat.config import load_client_config
 
     async def run() -> str:
         async with open_channel(load_client_config(config, target=target)) as channel:
             return await say_hello(channel, name)
+
+    import asyncio  # here, not at module level: --help and certs do not load it
 
     typer.echo(inert(asyncio.run(run())))  # the server's words: inert
 
@@ -62,16 +63,19 @@ def health(
     """
 
     from securechat.client import check_health, open_channel
+    from securechat.config import load_client_config
 
     async def run() -> str:
         async with open_channel(load_client_config(config, target=target)) as channel:
             return await check_health(channel, service)
 
+    import asyncio  # here, not at module level: --help and certs do not load it
+
     status = asyncio.run(run())
     label = service or "server"
     if status != "SERVING":
         raise ConnectError(f"{label} is {status}")
-    stdout.print(f"{label}: SERVING")
+    typer.echo(f"{label}: SERVING")
 
 
 @reports_errors
@@ -97,9 +101,12 @@ def chat(
     Example: printf 'hi bob\\n' | securechat chat --config alice.yaml
     """
     from securechat.cli.chat import ChatOptions, run_chat
+    from securechat.config import load_client_config
 
     settings = load_client_config(config, target=target)
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
+    import asyncio  # here, not at module level: --help and certs do not load it
+
     code = asyncio.run(run_chat(settings, ChatOptions(room=room, show_ids=ids, interactive=interactive)))
     if code:
         raise typer.Exit(code=code)
@@ -122,6 +129,7 @@ def whoami(
     "" without a SPIFFE ID. Exit codes: 0 answered; 1 could not ask (one line).
     """
     from securechat.client import open_channel, who_am_i
+    from securechat.config import load_client_config
 
     async def run() -> dict[str, str]:
         async with open_channel(load_client_config(config, target=target)) as channel:
@@ -132,6 +140,8 @@ def whoami(
             "serial": identity.serial,
             "not_after": identity.not_after,
         }
+
+    import asyncio  # here, not at module level: --help and certs do not load it
 
     identity = asyncio.run(run())
     if as_json:

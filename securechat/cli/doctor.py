@@ -9,8 +9,7 @@ from typing import Annotated
 import typer
 
 from securechat.cli.inert import inert
-from securechat.cli.output import reports_errors, stdout
-from securechat.doctor import run_checks
+from securechat.cli.output import reports_errors
 
 
 @reports_errors
@@ -28,9 +27,14 @@ def doctor(
 
     Example: securechat doctor --config alice.yaml
     """
+    from securechat.cli.output import stdout
+    from securechat.doctor import run_checks  # ssl, sockets, cryptography: only when it runs
+
     findings = run_checks(config)
     if as_json:
-        typer.echo(json.dumps([{"ok": f.ok, "check": f.check, "message": f.message, "fix": f.fix} for f in findings], indent=2))
+        typer.echo(
+            json.dumps([{"ok": f.ok, "check": f.check, "message": f.message, "fix": f.fix} for f in findings], indent=2)
+        )
     else:
         from rich.text import Text
 

@@ -41,11 +41,15 @@ def proto(
         try:
             data = source.read_bytes()
         except OSError as exc:
-            raise SecureChatError(f"{name} is missing from this installation ({exc.strerror}). Reinstall securechat.") from exc
+            raise SecureChatError(
+                f"{name} is missing from this installation ({exc.strerror}). Reinstall securechat."
+            ) from exc
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
         except OSError as exc:
-            raise SecureChatError(f"{target} could not be written ({exc.strerror}). Check the directory and its permissions.") from exc
+            raise SecureChatError(
+                f"{target} could not be written ({exc.strerror}). Check the directory and its permissions."
+            ) from exc
         typer.echo(f"wrote {target}")
     typer.echo(f"Generate code with: protoc -I {out} ... {targets[0]}")

@@ -9,8 +9,8 @@ from typing import Annotated
 import typer
 
 from securechat.cli.output import reports_errors
-from securechat.config import DEFAULT_PORT
-from securechat.quickstart import make_quickstart
+
+DEFAULT_PORT = 50051  # securechat.config.DEFAULT_PORT, without loading the config reader at every start
 
 
 @reports_errors
@@ -34,6 +34,8 @@ def quickstart(
       securechat quickstart --dir demo --port 50052
       securechat serve --config demo/server.yaml
     """
+    from securechat.quickstart import make_quickstart
+
     made = make_quickstart(directory, force=force, port=port)
     # Plain lines, never wrapped: the "Next:" commands must paste as they are.
     typer.echo(f"Created a CA and certificates for server, alice and bob in {made.certs}/")

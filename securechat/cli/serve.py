@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from pathlib import Path
 from typing import Annotated
@@ -10,9 +9,6 @@ from typing import Annotated
 import typer
 
 from securechat.cli.output import reports_errors
-from securechat.config import load_server_config
-from securechat.logs import configure_logging
-from securechat.server.core_log import CoreLogBridge
 
 log = logging.getLogger("securechat.serve")
 
@@ -34,7 +30,10 @@ def serve(
     Example: securechat serve --config server.yaml --listen 127.0.0.1:0
     Exit codes: 0 after a clean shutdown; 1 for a config or bind error.
     """
+    from securechat.config import load_server_config
+    from securechat.logs import configure_logging
     from securechat.server.app import RunningServer, serve_until_signalled  # grpc and the server: only when serving
+    from securechat.server.core_log import CoreLogBridge
 
     settings = load_server_config(config, listen=listen)
     # gRPC core writes to fd 2 in its own format and reports refused TLS
@@ -47,6 +46,8 @@ def serve(
         def on_ready(running: RunningServer) -> None:
             if running.metrics is not None:
                 bridge.on_handshake_failure = running.metrics.handshake_failed
+
+        import asyncio  # here, not at module level: --help and certs do not load it
 
         code = asyncio.run(serve_until_signalled(settings, on_ready=on_ready))
     finally:

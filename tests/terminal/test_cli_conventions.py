@@ -155,6 +155,14 @@ def test_whoami_json(site: Path, server: ServeProcess):
     assert sorted(identity) == ["name", "not_after", "serial", "spiffe_id"] and identity["name"] == "alice"
 
 
+def test_quickstart_default_port_is_the_configs():
+    """quickstart's --port default (a literal, to start fast) is config.DEFAULT_PORT."""
+    from securechat.cli.quickstart import DEFAULT_PORT
+    from securechat.config import DEFAULT_PORT as CONFIG_DEFAULT
+
+    assert DEFAULT_PORT == CONFIG_DEFAULT
+
+
 def test_quickstart_port(tmp_path: Path):
     """quickstart --port writes the port into all three configs; an impossible port is one line."""
     done = run("quickstart", "--dir", "d", "--port", "50123", cwd=tmp_path)
