@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from securechat._gen import chat_pb2
     from securechat.client.reconnect import ReconnectingChat, SessionStatus
     from securechat.config import ClientConfig
-    from securechat.material import TlsMaterial
+    from securechat.tls.material import TlsMaterial
 
 Parts = list[tuple[str, str]]
 """One line as (style class, text) pairs; the style is '' or one of STYLES."""
@@ -419,7 +419,9 @@ async def run_chat(config: ClientConfig, options: ChatOptions) -> int:
         encoding = (getattr(sys.stdout, "encoding", None) or "").lower().replace("-", "")
         view = View(me=chat.me, show_ids=options.show_ids, interactive=options.interactive, unicode=encoding == "utf8")
         conversation = Conversation(chat, out, view, options)
-        watcher = asyncio.create_task(_follow_rotations(config, chat, out, view))
+        # With tls.renew the session follows its own renewals; otherwise watch the files here.
+        renewing = config.tls is not None and config.tls.renew is not None
+        watcher = asyncio.create_task(_follow_rotations(config, chat, out, view) if not renewing else asyncio.sleep(0))
         printer = asyncio.create_task(conversation.print_events())
         try:
             await chat.join(options.room)
@@ -490,7 +492,7 @@ async def _interactive(conversation: Conversation, printer: asyncio.Task[None], 
 
 
 def _banner(config: ClientConfig, conversation: Conversation) -> list[str]:
-    from securechat.material import load_client_material
+    from securechat.tls.material import load_client_material
 
     me = conversation.view.me
     who = f"you are {inert(me)}" if me else "you have no client certificate"

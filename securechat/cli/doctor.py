@@ -32,15 +32,18 @@ def doctor(
 
     findings = run_checks(config)
     if as_json:
-        typer.echo(
-            json.dumps([{"ok": f.ok, "check": f.check, "message": f.message, "fix": f.fix} for f in findings], indent=2)
-        )
+        rows = [{"ok": f.ok, "warning": f.warning, "check": f.check, "message": f.message, "fix": f.fix} for f in findings]
+        typer.echo(json.dumps(rows, indent=2))
     else:
         from rich.text import Text
 
         for finding in findings:
-            status = Text("OK  ", style="green") if finding.ok else Text("FAIL", style="bold red")
-            line = finding.message if finding.ok or not finding.fix else f"{finding.message}. Fix: {finding.fix}"
+            if finding.warning:
+                status = Text("WARN", style="bold yellow")
+            else:
+                status = Text("OK  ", style="green") if finding.ok else Text("FAIL", style="bold red")
+            plain = finding.ok and not finding.warning
+            line = finding.message if plain or not finding.fix else f"{finding.message}. Fix: {finding.fix}"
             # Text, never markup: messages carry certificate fields and the server's words, made inert.
             stdout.print(Text.assemble(status, " ", inert(f"{finding.check}: {line}")), soft_wrap=True, emoji=False)
     if not all(f.ok for f in findings):

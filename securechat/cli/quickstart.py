@@ -22,6 +22,20 @@ def quickstart(
         int, typer.Option("--port", help="Port the server listens on and the clients connect to.", metavar="PORT")
     ] = DEFAULT_PORT,
     force: Annotated[bool, typer.Option(help="Replace existing keys, certificates and configs.")] = False,
+    ca_service: Annotated[
+        bool,
+        typer.Option(
+            "--ca-service",
+            help="A root + intermediate and DIR/ca.yaml for the online CA; certificates are short-lived and renew themselves.",
+        ),
+    ] = False,
+    ca_lifetime: Annotated[
+        str, typer.Option(
+            "--ca-lifetime",
+            help="With --ca-service: how long certificates live, e.g. 24h (under 5m: demos only).",
+            metavar="DURATION",
+        )
+    ] = "24h",
 ) -> None:
     """Make a CA, a server certificate, clients alice and bob, and their YAML configs.
 
@@ -33,7 +47,11 @@ def quickstart(
       securechat quickstart --dir demo
       securechat quickstart --dir demo --port 50052
       securechat serve --config demo/server.yaml
+      securechat quickstart --ca-service --dir demo && securechat ca serve --config demo/ca.yaml
     """
+    if ca_service:
+        _ca_quickstart(directory, force=force, lifetime=ca_lifetime)
+        return
     from securechat.quickstart import make_quickstart
 
     made = make_quickstart(directory, force=force, port=port)
@@ -46,3 +64,23 @@ def quickstart(
     typer.echo(f"  securechat serve --config {shlex.quote(str(made.server_config))}")
     typer.echo(f"  securechat hello --config {shlex.quote(str(made.client_configs['alice']))}")
     typer.echo(f"  securechat chat --config {shlex.quote(str(made.client_configs['alice']))} --room general")
+
+
+def _ca_quickstart(directory: Path, *, force: bool, lifetime: str) -> None:
+    from securechat.ca.config import parse_duration
+    from securechat.ca.quickstart import make_ca_quickstart
+    from securechat.errors import PkiError
+
+    try:
+        duration = parse_duration(lifetime)
+    except ValueError as exc:
+        raise PkiError(f"--ca-lifetime: {exc}") from None
+    made = make_ca_quickstart(directory, force=force, lifetime=duration)
+    typer.echo(f"Created a root CA, an issuing intermediate and certificates for server, alice and bob in {made.certs}/")
+    typer.echo(f"  {made.certs}/root-key.pem signs only new intermediates: move it offline (see README).")
+    typer.echo(f"Wrote {made.ca_config}, {made.server_config}, " + ", ".join(str(p) for p in made.client_configs.values()))
+    typer.echo("Next, each in its own terminal:")
+    typer.echo(f"  securechat ca serve --config {made.ca_config}")
+    typer.echo(f"  securechat serve --config {made.server_config}")
+    typer.echo(f"  securechat chat --config {made.client_configs['alice']} --room general")
+    typer.echo(f"A new client: securechat ca token carol --config {made.ca_config}, then 'securechat certs enroll carol ...'")

@@ -12,7 +12,8 @@
 
 Modules: `channel` (the channel and unary calls), `chat` (one Chat stream),
 `reconnect` (the session that reconnects and resumes with last-event-id),
-`explain` (a gRPC failure turned into one line a person can act on).
+`explain` (a gRPC failure turned into one line a person can act on),
+`rotation` (a channel that follows renewed certificates, and the renewer).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from securechat.client.channel import (
 from securechat.client.chat import ChatSession, open_chat
 from securechat.client.explain import explain_error
 from securechat.client.reconnect import Backoff, ReconnectingChat, ResumeGap, reconnecting_chat
+from securechat.client.rotation import rotating_channel
 
 Kind = chat_pb2.ChatEvent.Kind
 """ChatEvent kinds: `Kind.MESSAGE`, `Kind.JOIN`, `Kind.LEAVE` (compare with `event.kind`)."""
@@ -50,6 +52,7 @@ __all__ = [
     "open_chat",
     "own_identity",
     "reconnecting_chat",
+    "rotating_channel",
     "say_hello",
     "who_am_i",
 ]

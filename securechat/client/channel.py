@@ -22,10 +22,9 @@ from securechat._gen import chat_pb2, chat_pb2_grpc
 from securechat.client.explain import explain_error
 from securechat.config import ClientConfig
 from securechat.errors import ConnectError, SecureChatError
-from securechat.identity import PeerIdentity, PeerRejected
-from securechat.material import TlsMaterial, load_client_material
-from securechat.tls import channel_credentials
-from securechat.watch import FileWatch
+from securechat.tls.identity import PeerIdentity, PeerRejected
+from securechat.tls.material import TlsMaterial, load_client_material
+from securechat.tls.watch import FileWatch
 
 log = logging.getLogger(__name__)
 
@@ -33,18 +32,22 @@ DEFAULT_TIMEOUT = 10.0
 
 
 @contextlib.asynccontextmanager
-async def open_channel(config: ClientConfig) -> AsyncIterator[Channel]:
-    """A grpc.aio channel to the configured target, TLS unless insecure: true."""
+async def open_channel(config: ClientConfig, *, renew: bool = True) -> AsyncIterator[Channel]:
+    """A grpc.aio channel to the configured target, TLS unless insecure: true.
+
+    With `tls.renew` (and RENEW) the certificate is renewed from the online
+    CA while the channel is open, and the channel follows the new files
+    (`securechat.client.rotation.rotating_channel`).
+    """
+    from securechat.client.rotation import build_channel, check_server_id, rotating_channel
+
+    if renew and config.tls is not None and config.tls.renew is not None:
+        async with rotating_channel(config) as rotating:
+            yield Channel(config, rotating.material, rotating)
+        return
     material = load_client_material(config)
-    target = str(config.target)
-    if material is None:
-        raw = grpc.aio.insecure_channel(target)
-    else:
-        options: list[tuple[str, str]] = []
-        if config.tls is not None and config.tls.server_name:
-            options.append(("grpc.ssl_target_name_override", config.tls.server_name))
-        raw = grpc.aio.secure_channel(target, channel_credentials(material), options=options)
-    async with raw:
+    await check_server_id(config)
+    async with build_channel(config, material) as raw:
         yield Channel(config, material, raw)
 
 

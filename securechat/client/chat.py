@@ -62,8 +62,10 @@ class ChatSession:
 
 @contextlib.asynccontextmanager
 async def open_chat(config: ClientConfig, *, metadata: Sequence[tuple[str, str]] = ()) -> AsyncIterator[ChatSession]:
-    """Open a Chat stream; it is cancelled when the block exits."""
-    async with open_channel(config) as channel:
+    """Open a Chat stream; it is cancelled when the block exits. With `tls.renew`, renewed meanwhile."""
+    from securechat.client.rotation import renewing
+
+    async with renewing(config), open_channel(config, renew=False) as channel:
         call = channel.stub.Chat(metadata=tuple(metadata) or None)
         session = ChatSession(channel, call)
         try:

@@ -8,9 +8,10 @@ import grpc
 
 from securechat.config import ClientConfig
 from securechat.errors import ConnectError
-from securechat.material import TlsMaterial
-from securechat.material import _shown as _shown
 from securechat.protocol import Reason, reason_of
+from securechat.tls import checks, failures
+from securechat.tls.material import TlsMaterial
+from securechat.tls.material import shown as _shown
 
 
 def explain_error(error: grpc.aio.AioRpcError, config: ClientConfig, material: TlsMaterial | None) -> ConnectError:
@@ -54,32 +55,38 @@ def _explain(error: grpc.aio.AioRpcError, config: ClientConfig, material: TlsMat
     return ConnectError(f"server ended the call: {code.name}: {details}")
 
 
-# TODO(merge): render from tlscore's securechat/tls/failures.py (the one taxonomy of TLS failures)
-# once it lands; until then these are gRPC core's words for each failure, matched here only.
 def _unavailable(details: str, config: ClientConfig, material: TlsMaterial | None) -> ConnectError:
+    """An UNAVAILABLE without a refusal reason: classified by tls.failures (the one taxonomy), rendered here.
+
+    Where gRPC's words do not tell two failures apart, this looks further:
+    the resolver's words for a host that does not resolve, "certificate has
+    expired" for the server's own certificate, and, for a bare close, whether
+    the port speaks TLS at all (`_speaks_tls`).
+    """
     target = str(config.target)
     source = config.source.name
     host = config.target.host
-    if "errors resolving" in details or "DNS resolution failed" in details or "Domain name not found" in details:
+    Failure = failures.TlsFailure  # noqa: N806 - the taxonomy's enum
+    failure = failures.from_status(details)
+    if failure in (None, Failure.UNREACHABLE) and ("errors resolving" in details or "DNS resolution failed" in details):
         return ConnectError(
             f"cannot resolve '{host}' (target in {source}): no such host."
             " Check its spelling, use an IP address, or add it to DNS or /etc/hosts."
         )
-    if "Connection refused" in details or "No route to host" in details or "Network is unreachable" in details:
+    if failure is Failure.UNREACHABLE:
         return ConnectError(f"server not reachable at {target}: {_last_reason(details)}. Is it running, and is target right in {source}?")
-    if "WRONG_VERSION_NUMBER" in details or "HTTP_REQUEST" in details or "PACKET_LENGTH_TOO_LONG" in details:
+    if failure is Failure.NOT_TLS or "HTTP_REQUEST" in details or "PACKET_LENGTH_TOO_LONG" in details:
         return ConnectError(
             f"not a securechat server (or the wrong port): {target} answered without TLS, as a health or metrics port,"
             f" an HTTP server or an insecure: true server does. Point target in {source} at the server's listen address."
         )
-    if "Hostname Verification" in details or "Peer name" in details:
+    if failure is Failure.SERVER_NAME_MISMATCH:
         name = config.tls.server_name if config.tls and config.tls.server_name else host
         return ConnectError(
             f"server name does not match its certificate: '{name}' is not among the server certificate's names. "
             f"Issue the server certificate with '--san {name}', or set tls.server_name in {source}."
         )
-    if "CERTIFICATE_VERIFY_FAILED" in details:
-        ca = _shown(config.tls.ca) if config.tls else "tls.ca"
+    if failure is Failure.UNTRUSTED_SERVER:
         if "certificate has expired" in details:
             return ConnectError(
                 f"the server's certificate has expired (the server at {target}, not ours)."
@@ -91,11 +98,12 @@ def _unavailable(details: str, config: ClientConfig, material: TlsMaterial | Non
                 f"the server's certificate at {target} is not valid yet: this machine's clock or the server's is wrong."
                 " Check both clocks."
             )
+        ca = _shown(config.tls.ca) if config.tls else "tls.ca"
         return ConnectError(
             f"untrusted server: its certificate was not signed by the CA in {ca} ({_last_reason(details)}). "
             f"Point tls.ca in {source} at the CA that signed the server's certificate."
         )
-    if "Socket closed" in details or "Connection reset" in details or "handshake" in details.lower():
+    if failure is Failure.BAD_CERTIFICATE:
         if material is None:
             return ConnectError(
                 f"the server at {target} closed the connection: it probably expects TLS. Remove insecure: true and configure tls in {source}."
@@ -112,11 +120,24 @@ def _unavailable(details: str, config: ClientConfig, material: TlsMaterial | Non
         cert = _shown(config.tls.cert) if config.tls and config.tls.cert else "tls.cert"
         return ConnectError(
             "server refused our certificate during the TLS handshake (not signed by its client CA, expired, revoked or"
-            f" not a client certificate). Check it with 'securechat certs inspect {cert}', or run 'securechat doctor --config {source}'."
+            f" not a client certificate){_likely_refusal(material)}. Check it with 'securechat certs inspect {cert}',"
+            f" or run 'securechat doctor --config {source}'."
         )
     if "Deadline" in details or "timeout" in details.lower():
         return ConnectError(f"server not reachable at {target}: timed out.")
     return ConnectError(f"server unavailable at {target}: {_last_reason(details)}")
+
+
+def _likely_refusal(material: TlsMaterial) -> str:
+    """'; most likely: <reason>' when our own certificate shows why (tls.checks + tls.failures), else ''."""
+    cert = material.certificate
+    if cert is None:
+        return ""
+    problems = checks.check_leaf(cert, purpose=checks.Purpose.CLIENT)
+    if not problems:
+        return ""
+    failure = failures.diagnose(failures.Evidence(status_details="Socket closed", local=problems[0]))
+    return f"; most likely: {failure.client_view}"
 
 
 def _speaks_tls(config: ClientConfig, *, timeout: float = 2.0) -> bool:
