@@ -79,7 +79,7 @@ def intermediate(
         Path | None,
         typer.Option(
             "--passphrase-file",
-            help="Encrypt the new intermediate's key with the passphrase in this file.",
+            help="File whose first line is the new intermediate key's passphrase (else $SECURECHAT_CA_PASSPHRASE, a prompt, or the root's).",
             show_default=False,
         ),
     ] = None,
@@ -92,10 +92,19 @@ def intermediate(
 
     Example: securechat certs intermediate --root-dir /media/offline-root --dir certs
     """
-    root = pki.CertStore(root_dir).load_root(passphrase=_first_line(root_passphrase_file))
+    from securechat.cli.certs import PASSPHRASE_ENV, _is_encrypted, _secret
+
+    root_store = pki.CertStore(root_dir)
+    root_passphrase = _first_line(root_passphrase_file)
+    if root_passphrase is None and _is_encrypted(root_store.root_key_path):
+        # The same sources as every signing command: $SECURECHAT_CA_PASSPHRASE, else a prompt.
+        root_passphrase = _secret("Root key passphrase", file=None, env=PASSPHRASE_ENV, confirm=False)
+    root = root_store.load_root(passphrase=root_passphrase)
     store = pki.CertStore(directory)
     new = pki.issue_intermediate(root, days=days, permitted_dns=tuple(permit_dns or ()))
-    store.write_intermediate(new, root.cert, passphrase=_first_line(passphrase_file))
+    # Like `certs init`, the new CA key is encrypted: the same passphrase sources, or the root's.
+    passphrase = _first_line(passphrase_file) or _secret("New intermediate key passphrase", file=None, env=PASSPHRASE_ENV, confirm=True) or root_passphrase
+    store.write_intermediate(new, root.cert, passphrase=passphrase)
     _say(f'Installed a new intermediate "{_cn(new.cert)}" signed by "{_cn(root.cert)}".')
     _say(f"  intermediate: {store.ca_cert_path}, {store.ca_key_path}")
     _say(f"  trust anchor: {store.root_cert_path} (unchanged)")
