@@ -23,7 +23,7 @@ if sys.argv[1:2] == ["serve"]:
 else:
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
-from typing import Annotated  # noqa: E402
+from typing import Annotated, Any  # noqa: E402
 
 import typer  # noqa: E402
 
@@ -134,6 +134,34 @@ def __getattr__(name: str) -> typer.Typer:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+# What an option's value is, where its declaration does not say (help reads "--config FILE", never "<path>").
+_METAVARS = {
+    "config": "FILE", "listen": "HOST:PORT", "target": "HOST:PORT", "ca": "HOST:PORT", "san": "NAME|IP",
+    "ttl": "DURATION", "within": "DURATION", "serial": "SERIAL", "token": "TOKEN", "dir": "DIR", "root_dir": "DIR",
+    "key_type": "TYPE", "days": "DAYS", "permit_dns": "DOMAIN", "exec_": "COMMAND", "exec": "COMMAND",
+    "signal": "SIGNAL", "kind": "KIND", "name": "NAME", "namespace": "NAMESPACE", "ca_address": "HOST:PORT",
+    "exec_command": "COMMAND", "send_signal": "SIGNAL",
+}  # fmt: skip
+
+
+def name_values(command: Any) -> None:
+    """Give every option and argument of COMMAND (and its subcommands) a metavar that names its value."""
+    for param in getattr(command, "params", ()):
+        if getattr(param, "metavar", None) is not None or getattr(param, "is_flag", False) or param.name is None:
+            continue
+        if param.param_type_name == "argument":
+            param.metavar = param.name.upper().rstrip("S") + ("..." if param.nargs != 1 else "")
+            continue
+        if param.name.endswith("_file") or param.name.endswith("_cert"):
+            param.metavar = "FILE"
+        elif param.name in _METAVARS:
+            param.metavar = _METAVARS[param.name]
+        elif getattr(param.type, "name", "") in ("str", "text", "int", "integer", "path", "float"):
+            param.metavar = "FILE" if param.type.name == "path" else param.name.upper()
+    for sub in getattr(command, "commands", {}).values():
+        name_values(sub)
+
+
 def main() -> None:
     """Console-script entry point."""
     if sys.argv[1:] in (["--version"], ["-V"]):  # answered before any command is built
@@ -146,8 +174,12 @@ def main() -> None:
 
         completion_init()
     app = build_app(certs_only=sys.argv[1:2] == ["certs"])
+    from typer.main import get_command
+
+    command = get_command(app)
+    name_values(command)
     try:
-        app(standalone_mode=True)
+        command(standalone_mode=True)
     except SecureChatError as exc:
         fail(str(exc))
     except KeyboardInterrupt:

@@ -23,7 +23,7 @@ def doctor(
     name, certificate accepted, ALPN h2, and every method a client calls:
     WhoAmI, SayHello, Chat). Exit codes: 0 all OK; 1 any FAIL.
 
-    JSON (stable): [{"ok", "check", "message", "fix"}], in the order checked.
+    JSON (stable): [{"ok", "warning", "check", "message", "fix"}], in the order checked.
 
     Example: securechat doctor --config alice.yaml
     """
@@ -43,7 +43,7 @@ def doctor(
             else:
                 status = Text("OK  ", style="green") if finding.ok else Text("FAIL", style="bold red")
             plain = finding.ok and not finding.warning
-            line = finding.message if plain or not finding.fix else f"{finding.message}. Fix: {finding.fix}"
+            line = finding.message if plain or not finding.fix else f"{finding.message.rstrip('.')}. Fix: {finding.fix}"
             # Text, never markup: messages carry certificate fields and the server's words, made inert.
             stdout.print(Text.assemble(status, " ", inert(f"{finding.check}: {line}")), soft_wrap=True, emoji=False)
     if not all(f.ok for f in findings):

@@ -47,7 +47,8 @@ def quickstart(
       securechat quickstart --dir demo
       securechat quickstart --dir demo --port 50052
       securechat serve --config demo/server.yaml
-      securechat quickstart --ca-service --dir demo && securechat ca serve --config demo/ca.yaml
+      securechat quickstart --ca-service --dir demo
+      securechat ca serve --config demo/ca.yaml
     """
     if ca_service:
         _ca_quickstart(directory, force=force, lifetime=ca_lifetime)

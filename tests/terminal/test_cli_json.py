@@ -49,8 +49,10 @@ def test_doctor_json(site: Path, server: ServeProcess):
     """doctor --json: one object per check, ok/check/message/fix, exit code as without it."""
     done = run("doctor", "--config", "alice.yaml", "--json", cwd=site, env={})
     findings = json.loads(done.stdout)
-    assert all(sorted(f) == ["check", "fix", "message", "ok"] for f in findings)
-    assert findings[0] == {"ok": True, "check": "config", "message": "alice.yaml is a valid client config", "fix": ""}
+    assert all(sorted(f) == ["check", "fix", "message", "ok", "warning"] for f in findings)
+    assert findings[0] == {
+        "ok": True, "warning": False, "check": "config", "message": "alice.yaml is a valid client config", "fix": ""
+    }
 
 
 def test_needs_renewal_json_and_a_revoked_certificate_is_not_sent_to_renew(site: Path):
