@@ -40,19 +40,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import yaml
 from cryptography import x509
 
 from securechat import pki
-from securechat.config import ClientConfig, ServerConfig, load_client_config, load_server_config
-from securechat.errors import SecureChatError
+from securechat.config import ClientConfig, ServerConfig, crl_location, load_client_config, load_server_config
+from securechat.config.yaml_reader import config_source, read_yaml
+from securechat.errors import ConfigError, SecureChatError
 from securechat.tls import checks, failures
 from securechat.tls.checks import CHAIN_CODES, Code, Problem, Purpose, RevocationIndex
 from securechat.tls.material import shown
 from securechat.tls.revocation import CrlFileError, load_crls, read_crl_file
 
 if TYPE_CHECKING:
-    from securechat.ca.config import RenewConfig
+    from securechat.config.ca import RenewConfig
 
 TIMEOUT = 5.0
 
@@ -74,12 +74,14 @@ class Finding:
 def run_checks(path: str | os.PathLike[str], *, timeout: float = TIMEOUT) -> list[Finding]:
     """Check the config at PATH: a client config (it has `target`) or a server config."""
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError, UnicodeDecodeError):
-        data = None
+        data = read_yaml(config_source(path))  # the one bounded reader: a FIFO or billion laughs is one finding
+    except ConfigError:
+        data = None  # the loader below reports it
     is_client = isinstance(data, dict) and "target" in data
     try:
-        config = load_client_config(Path(path)) if is_client else load_server_config(Path(path))
+        config = load_client_config(path) if is_client else load_server_config(path)
+    except ConfigError as exc:
+        return [Finding(False, "config", str(problem), "Fix the config file.") for problem in exc.problems]
     except SecureChatError as exc:
         return [Finding(False, "config", str(exc), "Fix the config file.")]
     findings = [
@@ -214,6 +216,8 @@ def _check_leaf(
     invalid = [p for p in verdict.of((Code.EXPIRED, Code.NOT_YET_VALID)) if p.depth == 0]
     if invalid and invalid[0].code is Code.NOT_YET_VALID:
         report.problem("validity", invalid[0], "Check this machine's clock.")
+    elif invalid:  # expired: the core's verdict, with the fix that fits how this certificate is renewed
+        report.problem("validity", invalid[0], _renew_fix(name, renew, cert_path))
     else:
         _check_validity(report, cert, cert_path, name, renew)
     return _Leaf(cert, tuple(chain), verdict)
@@ -228,14 +232,20 @@ def _check_validity(report: _Report, cert: x509.Certificate, cert_path: Path, na
     elif verdict.level == "fail" and renew is not None and cert.not_valid_after_utc > now:
         report.fail("validity", f"{shown(cert_path)}: {verdict.message}", f"Check that the CA at {renew.ca} is up and reachable (the renewer logs why it fails), or renew now: 'securechat certs renew {name} --ca {renew.ca}'.")
     elif verdict.level == "fail":
-        fix = "Enroll again with a new token ('securechat ca token NAME' on the CA): an expired certificate cannot renew." if renew is not None else f"Run 'securechat certs renew {name}{_dir(cert_path)}'."
-        report.fail("validity", f"{shown(cert_path)} {verdict.message}", fix)
+        report.fail("validity", f"{shown(cert_path)} {verdict.message}", _renew_fix(name, renew, cert_path))
     elif verdict.level == "warn":
         report.warn("validity", f"{shown(cert_path)} {verdict.message}", f"Run 'securechat certs renew {name}{_dir(cert_path)}', or set tls.renew so it renews itself.")
     else:
         report.ok("validity", verdict.message)
     if renew is not None:
         _check_renewal_ca(report, renew)
+
+
+def _renew_fix(name: str, renew: RenewConfig | None, cert_path: Path) -> str:
+    """How to replace an expired certificate: an expired certificate cannot renew online."""
+    if renew is not None:
+        return "Enroll again with a new token ('securechat ca token NAME' on the CA): an expired certificate cannot renew."
+    return f"Run 'securechat certs renew {name}{_dir(cert_path)}'."
 
 
 def _check_renewal_ca(report: _Report, renew: RenewConfig) -> None:
@@ -314,8 +324,6 @@ def cert_name(cert: x509.Certificate) -> str:
 
 
 def _server_checks(config: ServerConfig) -> list[Finding]:
-    from securechat.server.lifecycle import crl_location
-
     report = _Report()
     if config.tls is None:
         report.fail("tls", "insecure: true serves plaintext", "Configure tls (see 'securechat quickstart').")

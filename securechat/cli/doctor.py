@@ -32,7 +32,9 @@ def doctor(
 
     findings = run_checks(config)
     if as_json:
-        rows = [{"ok": f.ok, "warning": f.warning, "check": f.check, "message": f.message, "fix": f.fix} for f in findings]
+        rows = [
+            {"ok": f.ok, "warning": f.warning, "check": f.check, "message": f.message, "fix": f.fix} for f in findings
+        ]
         typer.echo(json.dumps(rows, indent=2))
     else:
         from rich.text import Text

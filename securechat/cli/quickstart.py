@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from securechat.cli.output import reports_errors
+from securechat.cli.output import reports_errors, warn
 
 DEFAULT_PORT = 50051  # securechat.config.DEFAULT_PORT, without loading the config reader at every start
 
@@ -30,11 +31,12 @@ def quickstart(
         ),
     ] = False,
     ca_lifetime: Annotated[
-        str, typer.Option(
+        str,
+        typer.Option(
             "--ca-lifetime",
             help="With --ca-service: how long certificates live, e.g. 24h (under 5m: demos only).",
             metavar="DURATION",
-        )
+        ),
     ] = "24h",
 ) -> None:
     """Make a CA, a server certificate, clients alice and bob, and their YAML configs.
@@ -50,6 +52,8 @@ def quickstart(
       securechat quickstart --ca-service --dir demo
       securechat ca serve --config demo/ca.yaml
     """
+    if directory.is_symlink():
+        warn(f"{directory} is a symbolic link to {os.readlink(directory)}; the certs and configs are written there.")
     if ca_service:
         _ca_quickstart(directory, force=force, lifetime=ca_lifetime)
         return
@@ -68,8 +72,8 @@ def quickstart(
 
 
 def _ca_quickstart(directory: Path, *, force: bool, lifetime: str) -> None:
-    from securechat.ca.config import parse_duration
     from securechat.ca.quickstart import make_ca_quickstart
+    from securechat.config.ca import parse_duration
     from securechat.errors import PkiError
 
     try:
@@ -77,11 +81,17 @@ def _ca_quickstart(directory: Path, *, force: bool, lifetime: str) -> None:
     except ValueError as exc:
         raise PkiError(f"--ca-lifetime: {exc}") from None
     made = make_ca_quickstart(directory, force=force, lifetime=duration)
-    typer.echo(f"Created a root CA, an issuing intermediate and certificates for server, alice and bob in {made.certs}/")
+    typer.echo(
+        f"Created a root CA, an issuing intermediate and certificates for server, alice and bob in {made.certs}/"
+    )
     typer.echo(f"  {made.certs}/root-key.pem signs only new intermediates: move it offline (see README).")
-    typer.echo(f"Wrote {made.ca_config}, {made.server_config}, " + ", ".join(str(p) for p in made.client_configs.values()))
+    typer.echo(
+        f"Wrote {made.ca_config}, {made.server_config}, " + ", ".join(str(p) for p in made.client_configs.values())
+    )
     typer.echo("Next, each in its own terminal:")
     typer.echo(f"  securechat ca serve --config {made.ca_config}")
     typer.echo(f"  securechat serve --config {made.server_config}")
     typer.echo(f"  securechat chat --config {made.client_configs['alice']} --room general")
-    typer.echo(f"A new client: securechat ca token carol --config {made.ca_config}, then 'securechat certs enroll carol ...'")
+    typer.echo(
+        f"A new client: securechat ca token carol --config {made.ca_config}, then 'securechat certs enroll carol ...'"
+    )

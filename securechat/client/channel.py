@@ -59,7 +59,7 @@ class Channel:
 
     @property
     def stub(self) -> chat_pb2_grpc.ChatServiceStub:
-        return chat_pb2_grpc.ChatServiceStub(self.grpc_channel)
+        return chat_pb2_grpc.ChatServiceStub(self.grpc_channel)  # type: ignore[no-untyped-call]  # generated, untyped
 
     def explain(self, error: grpc.aio.AioRpcError) -> ConnectError:
         return explain_error(error, self.config, self.material)
@@ -70,21 +70,23 @@ async def say_hello(channel: Channel, name: str = "", *, timeout: float = DEFAUL
         reply = await channel.stub.SayHello(chat_pb2.HelloRequest(name=name), timeout=timeout)
     except grpc.aio.AioRpcError as exc:
         raise channel.explain(exc) from exc
-    return reply.message
+    return str(reply.message)
 
 
 async def who_am_i(channel: Channel, *, timeout: float = DEFAULT_TIMEOUT) -> chat_pb2.Identity:
     try:
-        return await channel.stub.WhoAmI(chat_pb2.WhoAmIRequest(), timeout=timeout)
+        identity: chat_pb2.Identity = await channel.stub.WhoAmI(chat_pb2.WhoAmIRequest(), timeout=timeout)
     except grpc.aio.AioRpcError as exc:
         raise channel.explain(exc) from exc
+    return identity
 
 
 async def check_health(channel: Channel, service: str = "", *, timeout: float = DEFAULT_TIMEOUT) -> str:
     """The serving status name (SERVING, NOT_SERVING, ...) of `service` ('' is the whole server)."""
     stub = health_pb2_grpc.HealthStub(channel.grpc_channel)
     try:
-        reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+        # The stubs type HealthStub for the sync API; on an aio channel Check is awaitable.
+        reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)  # type: ignore[attr-defined]
     except grpc.aio.AioRpcError as exc:
         if exc.code() is grpc.StatusCode.NOT_FOUND:
             return "SERVICE_UNKNOWN"
@@ -128,4 +130,5 @@ async def certificate_rotations(
         except SecureChatError as exc:
             log.warning("client certificate changed but cannot be used yet: %s", exc)
             continue
-        yield material
+        if material is not None:
+            yield material

@@ -23,7 +23,9 @@ from securechat.errors import ConnectError
 class ChatSession:
     """One open Chat stream: `send()` messages, iterate for events."""
 
-    def __init__(self, channel: Channel, call: grpc.aio.StreamStreamCall) -> None:
+    def __init__(
+        self, channel: Channel, call: grpc.aio.StreamStreamCall[chat_pb2.ChatMessage, chat_pb2.ChatEvent]
+    ) -> None:
         self._channel = channel
         self._call = call
 

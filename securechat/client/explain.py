@@ -74,7 +74,9 @@ def _unavailable(details: str, config: ClientConfig, material: TlsMaterial | Non
             " Check its spelling, use an IP address, or add it to DNS or /etc/hosts."
         )
     if failure is Failure.UNREACHABLE:
-        return ConnectError(f"server not reachable at {target}: {_last_reason(details)}. Is it running, and is target right in {source}?")
+        return ConnectError(
+            f"server not reachable at {target}: {_last_reason(details)}. Is it running, and is target right in {source}?"
+        )
     if failure is Failure.NOT_TLS or "HTTP_REQUEST" in details or "PACKET_LENGTH_TOO_LONG" in details:
         return ConnectError(
             f"not a securechat server (or the wrong port): {target} answered without TLS, as a health or metrics port,"

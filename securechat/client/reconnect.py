@@ -254,7 +254,7 @@ class ReconnectingChat:
         self._stream_number = 0
         self._resent = asyncio.Event()  # set unless unechoed messages wait to be resent
         self._resent.set()
-        self._call: grpc.aio.StreamStreamCall | None = None
+        self._call: grpc.aio.StreamStreamCall[chat_pb2.ChatMessage, chat_pb2.ChatEvent] | None = None
         self._connected = asyncio.Event()
         self._events: asyncio.Queue[chat_pb2.ChatEvent | BaseException | None] = asyncio.Queue()
         self._closing = False
@@ -486,7 +486,7 @@ class ReconnectingChat:
         self._status(Refused(reason, error.code(), details, refused_room, dropped[0][1] if dropped else None))
         return True
 
-    async def _rejoin(self, call: grpc.aio.StreamStreamCall) -> None:
+    async def _rejoin(self, call: grpc.aio.StreamStreamCall[chat_pb2.ChatMessage, chat_pb2.ChatEvent]) -> None:
         self._stream_number += 1
         async with self._write_lock:
             for room in self._rooms:

@@ -126,7 +126,7 @@ class _Following:
         return self._owner._call(self._kind, self._args, args, kwargs)
 
 
-class RotatingChannel(grpc.aio.Channel):  # type: ignore[misc]
+class RotatingChannel(grpc.aio.Channel):
     """A grpc.aio.Channel over a sequence of channels, the newest built from the current files."""
 
     def __init__(
