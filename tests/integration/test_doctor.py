@@ -95,7 +95,7 @@ async def test_expired_client_certificate(deployment, start):
     deployment.issue_client("old", not_before=long_ago, not_after=long_ago + dt.timedelta(days=1))
     bad = failed(await doctor(deployment.client_yaml("old", server.port)))
     assert bad["validity"].message.startswith(f"{deployment.store.cert_path('old')} expired on")
-    assert bad["validity"].message.endswith("(29 days ago)")  # the same day count as certs inspect ("expired 29 days ago")
+    assert "(29 days ago)" in bad["validity"].message  # the same day count as certs inspect ("expired 29 days ago")
     assert bad["validity"].fix == f"Run 'securechat certs renew old --dir {deployment.store.directory}'."
     assert "our certificate has expired" in bad["server accepts our certificate"].message
 

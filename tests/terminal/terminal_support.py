@@ -16,7 +16,7 @@ from serve_process import ServeProcess  # noqa: E402
 __all__ = ["SECURECHAT", "TIMEOUT", "ServeProcess", "post_as", "run", "screen", "spawn_chat", "terminal_env"]
 
 SECURECHAT = [sys.executable, "-m", "securechat"]
-TIMEOUT = 20
+TIMEOUT = 30
 
 
 def run(

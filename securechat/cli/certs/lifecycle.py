@@ -52,7 +52,12 @@ def _report_crl(store: pki.CertStore, crl: x509.CertificateRevocationList) -> No
 def revoke(
     name: Annotated[str, typer.Argument(help="The certificate name to revoke.")],
     reason: Annotated[
-        ReasonChoice, typer.Option("--reason", help="Why; written as the CRL entry's reason code.")
+        ReasonChoice,
+        typer.Option(
+            "--reason",
+            metavar="REASON",
+            help="Why, as the CRL entry's reason code: " + ", ".join(r.value for r in ReasonChoice) + ".",
+        ),
     ] = ReasonChoice.unspecified,
     serial: Annotated[
         str | None,
