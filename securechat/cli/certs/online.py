@@ -6,7 +6,6 @@ so `securechat certs ...` keeps its fast start.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 from pathlib import Path
 from typing import Annotated
@@ -159,6 +158,8 @@ def enroll(
         async with CaClient(CaTarget(ca, trust)) as client:
             return await client.enroll(token, name=name, key=key)
 
+    import asyncio  # here, not at module level: every `certs` command would load it
+
     issued = asyncio.run(run())
     write_credentials(files, key, issued, force=force)  # type: ignore[arg-type]
     leaf = issued.leaf  # type: ignore[attr-defined]
@@ -197,6 +198,8 @@ def renew_online(name: str, *, ca: str, ca_cert: Path | None, directory: Path) -
         raise PkiError(f"{trust_path} not found. Pass --ca-cert with the CA's root.pem.")
     settings = RenewConfig(ca=parse_address_text("--ca", ca), ca_cert=trust_path)
     renewer = Renewer(cert=store.cert_path(name), key=store.key_path(name), settings=settings)
+    import asyncio  # here, not at module level: every `certs` command would load it
+
     renewal = asyncio.run(renewer.renew_now())
     assert renewal is not None
     _say(f'Renewed "{name}" from the CA at {ca}: serial {renewal.serial} (was {renewal.previous_serial}), new key.')
