@@ -14,12 +14,23 @@ never prints; errors are BrokerError / BrokerUnavailable / OutOfRange from
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Protocol
 
 from securechat.broker.config import BrokerConfig, BrokerTls, Retention, load_broker_config, parse_broker
 from securechat.broker.subjects import room_subject, room_token, token_room, validate_room
 from securechat.errors import BrokerError, BrokerUnavailable, OutOfRange
+
+
+class Stored(Protocol):
+    """What `store` returns: the event's id, and whether its msg_id had been stored before."""
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def duplicate(self) -> bool: ...
 
 
 class Subscription(Protocol):
@@ -34,6 +45,8 @@ class Broker(Protocol):
     async def start(self) -> None: ...
 
     async def publish(self, room: str, event: bytes, *, msg_id: str) -> int: ...
+
+    async def send(self, room: str, event: bytes, *, msg_id: str) -> asyncio.Future[Stored]: ...
 
     async def history(self, room: str, after_id: int) -> list[tuple[int, bytes]]: ...
 
@@ -57,6 +70,7 @@ __all__ = [
     "BrokerUnavailable",
     "OutOfRange",
     "Retention",
+    "Stored",
     "Subscription",
     "load_broker_config",
     "parse_broker",

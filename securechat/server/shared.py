@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from securechat._gen import chat_pb2
-from securechat.broker import Broker, OutOfRange, Subscription
+from securechat.broker import Broker, OutOfRange, Stored, Subscription
 from securechat.errors import BrokerError
 from securechat.protocol import Reason, Refusal, history_gone
 from securechat.server.rooms import FanOutObserver, Kind, Member, RoomHub
@@ -46,6 +46,7 @@ from securechat.server.rooms import FanOutObserver, Kind, Member, RoomHub
 log = logging.getLogger(__name__)
 
 BROKER_NAME = "NATS JetStream"
+PUBLISH_WINDOW = 64  # a stream's messages in flight to JetStream at once (sent in order, acknowledged later)
 
 
 @dataclass(eq=False)
@@ -74,6 +75,7 @@ class SharedRoomHub(RoomHub):
         self._replica = replica or uuid.uuid4().hex[:12]
         self._counter = itertools.count(1)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._windows: dict[Member, asyncio.Semaphore] = {}  # per stream: messages sent, not yet acknowledged
         self.presence = None
 
     # The in-memory entry points do not apply: the service awaits enter/accept.
@@ -112,10 +114,33 @@ class SharedRoomHub(RoomHub):
             await self._publish(member, room, "", Kind.JOIN)
 
     async def accept(self, member: Member, room: str, text: str) -> None:
-        """Accepted = stored by JetStream; otherwise the sender's stream ends with UNAVAILABLE."""
-        await self.enter(member, room)
-        if not member.ended:
-            await self._publish(member, room, text, Kind.MESSAGE)
+        """Send a message to JetStream; if it is not stored, the sender's stream ends with UNAVAILABLE.
+
+        Does not wait for JetStream's acknowledgement: up to PUBLISH_WINDOW of
+        a stream's messages are in flight at once, sent in the order read.
+        """
+        if room not in member.rooms:
+            await self.enter(member, room)
+        if member.ended:
+            return
+        window = self._windows.get(member)
+        if window is None:
+            window = self._windows[member] = asyncio.Semaphore(PUBLISH_WINDOW)
+        await window.acquire()
+        try:
+            stored = await self._shared.send(room, _event(room, member.name, text, Kind.MESSAGE), msg_id=self._msg_id())
+        except BrokerError as exc:
+            window.release()
+            self._not_stored(member, room, Kind.MESSAGE, exc)
+            return
+
+        def done(stored: asyncio.Future[Stored]) -> None:
+            window.release()
+            exc = stored.exception()
+            if exc is not None:
+                self._not_stored(member, room, Kind.MESSAGE, exc)
+
+        stored.add_done_callback(done)
 
     def leave_all(self, member: Member) -> None:
         for room in sorted(member.rooms):
@@ -128,6 +153,7 @@ class SharedRoomHub(RoomHub):
             if len(members) < self._announce_max and self.announces(member.name):
                 self._spawn(self._announce_leave(member.name, room))
         member.rooms.clear()
+        self._windows.pop(member, None)
 
     async def close(self) -> None:
         """Unsubscribe every room and wait for pending announcements (bounded by the broker's timeouts)."""
@@ -199,14 +225,20 @@ class SharedRoomHub(RoomHub):
     async def _publish(self, member: Member, room: str, text: str, kind: int) -> None:
         event = _event(room, member.name, text, kind)
         try:
-            await self._shared.publish(room, event, msg_id=f"{self._replica}-{next(self._counter)}")
+            await self._shared.publish(room, event, msg_id=self._msg_id())
         except BrokerError as exc:
-            log.warning("room %s: %s from %s not accepted: %s", room, Kind.Name(kind), member.name, exc)  # type: ignore[arg-type]
-            member.abort(_not_accepted(exc))
+            self._not_stored(member, room, kind, exc)
+
+    def _not_stored(self, member: Member, room: str, kind: int, exc: BaseException) -> None:
+        log.warning("room %s: %s from %s not accepted: %s", room, Kind.Name(kind), member.name, exc)  # type: ignore[arg-type]
+        member.abort(_not_accepted(exc) if isinstance(exc, BrokerError) else _not_accepted(BrokerError(str(exc))))
+
+    def _msg_id(self) -> str:
+        return f"{self._replica}-{next(self._counter)}"
 
     async def _announce_leave(self, name: str, room: str) -> None:
         try:
-            await self._shared.publish(room, _event(room, name, "", Kind.LEAVE), msg_id=f"{self._replica}-{next(self._counter)}")
+            await self._shared.publish(room, _event(room, name, "", Kind.LEAVE), msg_id=self._msg_id())
         except BrokerError as exc:
             log.warning("room %s: LEAVE of %s not announced: %s", room, name, exc)
 
