@@ -59,9 +59,12 @@ from nats.js import api
 
 from securechat._gen import chat_pb2
 from securechat.broker.config import BrokerConfig
+from securechat.broker.events import Stored, stamp_id
 from securechat.broker.subjects import room_subject, room_subject_prefix, validate_room
 from securechat.broker.tls import client_context
 from securechat.errors import BrokerError, BrokerUnavailable, OutOfRange
+
+__all__ = ["MSG_ID_HEADER", "Deliver", "JetStreamBroker", "OnLost", "RoomSubscription", "Stored", "stamp_id"]
 
 log = logging.getLogger(__name__)
 
@@ -72,24 +75,6 @@ _HISTORY_BATCH = 256
 
 Deliver = Callable[[int, bytes], None]
 OnLost = Callable[[BrokerError], None]
-
-
-def stamp_id(event: bytes, event_id: int) -> bytes:
-    """A serialized ChatEvent with its `id` field set, without parsing it.
-
-    Protobuf merges concatenated messages and the last value of a scalar field
-    wins, so appending an encoded `ChatEvent(id=...)` sets the id for every
-    reader. https://protobuf.dev/programming-guides/encoding/#last-one-wins
-    """
-    return event + chat_pb2.ChatEvent(id=str(event_id)).SerializeToString()
-
-
-@dataclass(frozen=True)
-class Stored:
-    """An event JetStream holds: its id, and whether this publish repeated an earlier one's msg_id."""
-
-    id: int
-    duplicate: bool = False
 
 
 @dataclass(eq=False)
