@@ -486,6 +486,8 @@ class JetStreamBroker:
             ack = await self._js.publish_async(subject, event, stream=self.config.stream, headers={MSG_ID_HEADER: msg_id})
         except (nats.errors.OutboundBufferLimitError, nats.errors.ConnectionClosedError):
             raise self._not_accepted(room) from None  # disconnected between the check and the write
+        except nats.errors.Error as exc:
+            raise self._unavailable(f"sending to room {room}", exc) from exc
         loop = asyncio.get_running_loop()
         stored: asyncio.Future[Stored] = loop.create_future()
         timer = loop.call_later(self.config.publish_timeout_seconds, ack.cancel)

@@ -153,7 +153,7 @@ class SharedRoomHub:
 
         def done(stored: asyncio.Future[Stored]) -> None:
             window.release()
-            exc = stored.exception()
+            exc = stored.exception() if not stored.cancelled() else BrokerError("the broker was closed before it answered")
             if exc is not None:
                 self._not_stored(member, room, Kind.MESSAGE, exc)
 
