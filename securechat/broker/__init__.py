@@ -1,6 +1,6 @@
 """The broker: where a room's events get their ids, order and history.
 
-    config.py     broker: section -> BrokerConfig (memory | nats), checked like the rest of the config
+    (config)      the broker: section is securechat.config.broker (BrokerConfig, memory | nats)
     subjects.py   room name <-> one NATS subject token ('.' and '_' escaped)
     tls.py        ssl.SSLContext for the mTLS link to NATS (our CA, a client cert per replica)
     events.py     Stored (what a publish returns) and stamp_id (an event's id set without parsing it)
@@ -24,9 +24,9 @@ import asyncio
 from collections.abc import Callable
 from typing import Protocol
 
-from securechat.broker.config import BrokerConfig, BrokerTls, Retention, load_broker_config, parse_broker
 from securechat.broker.events import Stored, stamp_id
 from securechat.broker.subjects import room_subject, room_token, token_room, validate_room
+from securechat.config.broker import BrokerConfig, BrokerTls, Retention, load_broker_config, parse_broker
 from securechat.errors import BrokerError, BrokerUnavailable, OutOfRange
 
 
