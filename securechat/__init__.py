@@ -56,17 +56,24 @@ __all__ = [
     "InputFileError",
     "OutOfRange",
     "PkiError",
+    "Reason",
+    "Refusal",
+    "RunningServer",
     "SecureChatError",
     "__version__",
-    *_LAZY,
+    "load_client_config",
+    "load_server_config",
+    "open_channel",
+    "open_chat",
+    "reconnecting_chat",
+    "rotating_channel",
+    "start_server",
 ]
 
 if TYPE_CHECKING:
-    from securechat.client import open_channel, open_chat
+    from securechat.client import open_channel, open_chat, reconnecting_chat, rotating_channel
     from securechat.config import load_client_config, load_server_config
     from securechat.protocol import Reason, Refusal
-    from securechat.client import reconnecting_chat
-    from securechat.client.rotation import rotating_channel
     from securechat.server.app import RunningServer, start_server
 
 
