@@ -123,7 +123,10 @@ class _Report:
 def _load_cas(report: _Report, label: str, path: Path) -> list[x509.Certificate]:
     if not path.is_file():
         report.fail(
-            f"{label} file", f"{shown(path)} not found", f"Run 'securechat certs init{_dir(path)}' or fix the path.", stop=True
+            f"{label} file",
+            f"{shown(path)} not found",
+            f"Run 'securechat certs init{_dir(path)}' or fix the path.",
+            stop=True,
         )
     try:
         cas = pki.load_certificates(path)
@@ -190,7 +193,9 @@ def _check_leaf(
         report.ok("key matches certificate", f"{shown(key_path)} is the key of {shown(cert_path)}")
     else:
         report.problem(
-            "key matches certificate", mismatch, f"Use the key issued with it, or 'securechat certs renew {name}{_dir(cert_path)}'."
+            "key matches certificate",
+            mismatch,
+            f"Use the key issued with it, or 'securechat certs renew {name}{_dir(cert_path)}'.",
         )
     verdict = checks.verify_chain(
         cert,
@@ -210,7 +215,9 @@ def _check_leaf(
         report.ok("chain", f"{shown(cert_path)} chains{via} to {checks.describe(built[-1])} in {ca_field}")
     wrong = verdict.of(_LEAF_CODES)
     if wrong:
-        report.problem("extended key usage", wrong[0], f"Issue it with 'securechat certs {role} {name} --force{_dir(cert_path)}'.")
+        report.problem(
+            "extended key usage", wrong[0], f"Issue it with 'securechat certs {role} {name} --force{_dir(cert_path)}'."
+        )
     else:
         report.ok("extended key usage", f"{purpose.eku_name}, as a {role} needs")
     invalid = [p for p in verdict.of((Code.EXPIRED, Code.NOT_YET_VALID)) if p.depth == 0]
@@ -223,18 +230,32 @@ def _check_leaf(
     return _Leaf(cert, tuple(chain), verdict)
 
 
-def _check_validity(report: _Report, cert: x509.Certificate, cert_path: Path, name: str, renew: RenewConfig | None) -> None:
+def _check_validity(
+    report: _Report, cert: x509.Certificate, cert_path: Path, name: str, renew: RenewConfig | None
+) -> None:
     """Expiry judged against the certificate's own lifetime and whether tls.renew renews it (pki.judge_expiry)."""
     now = pki.utc_now()
     verdict = pki.judge_expiry(cert, now=now, renewal_configured=renew is not None)
     if cert.not_valid_before_utc > now:
-        report.fail("validity", f"{shown(cert_path)} is not valid until {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC", "Check this machine's clock.")
+        report.fail(
+            "validity",
+            f"{shown(cert_path)} is not valid until {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC",
+            "Check this machine's clock.",
+        )
     elif verdict.level == "fail" and renew is not None and cert.not_valid_after_utc > now:
-        report.fail("validity", f"{shown(cert_path)}: {verdict.message}", f"Check that the CA at {renew.ca} is up and reachable (the renewer logs why it fails), or renew now: 'securechat certs renew {name} --ca {renew.ca}'.")
+        report.fail(
+            "validity",
+            f"{shown(cert_path)}: {verdict.message}",
+            f"Check that the CA at {renew.ca} is up and reachable (the renewer logs why it fails), or renew now: 'securechat certs renew {name} --ca {renew.ca}'.",
+        )
     elif verdict.level == "fail":
         report.fail("validity", f"{shown(cert_path)} {verdict.message}", _renew_fix(name, renew, cert_path))
     elif verdict.level == "warn":
-        report.warn("validity", f"{shown(cert_path)} {verdict.message}", f"Run 'securechat certs renew {name}{_dir(cert_path)}', or set tls.renew so it renews itself.")
+        report.warn(
+            "validity",
+            f"{shown(cert_path)} {verdict.message}",
+            f"Run 'securechat certs renew {name}{_dir(cert_path)}', or set tls.renew so it renews itself.",
+        )
     else:
         report.ok("validity", verdict.message)
     if renew is not None:
@@ -244,7 +265,9 @@ def _check_validity(report: _Report, cert: x509.Certificate, cert_path: Path, na
 def _renew_fix(name: str, renew: RenewConfig | None, cert_path: Path) -> str:
     """How to replace an expired certificate: an expired certificate cannot renew online."""
     if renew is not None:
-        return "Enroll again with a new token ('securechat ca token NAME' on the CA): an expired certificate cannot renew."
+        return (
+            "Enroll again with a new token ('securechat ca token NAME' on the CA): an expired certificate cannot renew."
+        )
     return f"Run 'securechat certs renew {name}{_dir(cert_path)}'."
 
 
@@ -332,7 +355,14 @@ def _server_checks(config: ServerConfig) -> list[Finding]:
         cas = _load_cas(report, "tls.client_ca", config.tls.client_ca) if config.tls.client_ca else []
         if cas and config.tls.client_ca is not None:
             leaf = _check_leaf(
-                report, "server", config.tls.cert, config.tls.key, cas, config.tls.client_ca, "tls.client_ca", config.tls.renew
+                report,
+                "server",
+                config.tls.cert,
+                config.tls.key,
+                cas,
+                config.tls.client_ca,
+                "tls.client_ca",
+                config.tls.renew,
             )
             signers = cas + [c for c in leaf.chain[1:] if checks.is_ca(c)]
         else:
@@ -536,7 +566,9 @@ def _check_who_am_i(report: _Report, config: ClientConfig, cert: x509.Certificat
         elif method == "WhoAmI":
             name, serial = result.split("\0")
             if cert is not None and serial != f"{cert.serial_number:x}":
-                report.fail("WhoAmI", f"the server sees serial {serial}, not our {cert.serial_number:x}", "Check tls.cert.")
+                report.fail(
+                    "WhoAmI", f"the server sees serial {serial}, not our {cert.serial_number:x}", "Check tls.cert."
+                )
             else:
                 report.ok("WhoAmI", f"the server says we are '{name}' (serial {serial})")
         elif method == "SayHello":
