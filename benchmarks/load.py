@@ -353,6 +353,7 @@ async def _fan_out(
     before = sum(s.received for s in streams)
     extra = extra_pids or {}
     cpu0 = {pid: proc_cpu_seconds(pid) for pid in [*pids, *extra.values()]}
+    profiler = _start_profile(server, n, seconds)
     client0, t0 = time.process_time(), time.perf_counter()
     sent = await asyncio.gather(*(send_window(streams[i], t0 + seconds, 8 * senders) for i in range(senders)))
     posted += sum(sent)
@@ -361,6 +362,8 @@ async def _fan_out(
     client_cpu = time.process_time() - client0
     spent = {pid: proc_cpu_seconds(pid) - cpu0[pid] for pid in cpu0}
     cpu = sum(spent[pid] for pid in pids)
+    if profiler is not None:
+        profiler.wait()
     deliveries = sum(s.received for s in streams) - before
 
     # Latency at a light fixed offered rate.
@@ -413,6 +416,19 @@ async def _fan_out(
         "events_per_response_under_load": _size_summary(loaded),
         "events_per_response_light": _size_summary(light_sizes),
     }
+
+
+def _start_profile(server: ServerProcess, n: int, seconds: float) -> subprocess.Popen[bytes] | None:
+    """With BENCH_PROFILE=DIR: a native py-spy profile of a Python server's throughput phase, as collapsed stacks in DIR."""
+    out = os.environ.get("BENCH_PROFILE")
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not out or server.kind == "grpc-go" or not Path(py_spy).exists():
+        return None
+    path = Path(out) / f"{server.kind}-{n}-{server.port}.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    command = [py_spy, "record", "--native", "--threads", "--rate", "250", "--format", "raw"]
+    command += ["--duration", str(max(1, int(seconds))), "--pid", str(server.pid), "-o", str(path)]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 async def _drain(streams: list[Stream], posted: int, timeout: float) -> None:
