@@ -29,6 +29,7 @@ from securechat.config import ClientConfig
 from securechat.errors import ConnectError, SecureChatError
 from securechat.identity import PeerIdentity, PeerRejected
 from securechat.material import TlsMaterial, load_client_material
+from securechat.protocol import reason_of
 from securechat.tls import channel_credentials
 from securechat.watch import FileWatch
 
@@ -157,7 +158,14 @@ def own_identity(material: TlsMaterial | None) -> str | None:
 
 
 def explain_error(error: grpc.aio.AioRpcError, config: ClientConfig, material: TlsMaterial | None) -> ConnectError:
-    """Turn a gRPC failure into one line a person can act on."""
+    """Turn a gRPC failure into one line a person can act on; the status and refusal reason ride along as data."""
+    explained = _explain(error, config, material)
+    explained.code = error.code()
+    explained.reason = reason_of(error)
+    return explained
+
+
+def _explain(error: grpc.aio.AioRpcError, config: ClientConfig, material: TlsMaterial | None) -> ConnectError:
     code = error.code()
     details = error.details() or ""
     target = str(config.target)

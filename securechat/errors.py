@@ -16,6 +16,12 @@ never prints. Lower-layer exceptions are chained with `raise ... from exc`.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import grpc
+
+    from securechat.protocol import Reason
 
 
 class SecureChatError(Exception):
@@ -50,7 +56,17 @@ class ConfigError(SecureChatError):
 
 
 class ConnectError(SecureChatError):
-    """The client could not talk to the server; the text says why."""
+    """The client could not talk to the server; the text says why.
+
+    `code` and `reason` are the gRPC status and the server's refusal reason
+    (`securechat.protocol.Reason`, from trailing metadata) when the server
+    answered: code acts on them, never on the text.
+    """
+
+    def __init__(self, message: str, *, code: grpc.StatusCode | None = None, reason: Reason | None = None) -> None:
+        self.code = code
+        self.reason = reason
+        super().__init__(message)
 
 
 class BrokerError(SecureChatError):

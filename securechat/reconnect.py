@@ -39,11 +39,11 @@ from securechat._gen import chat_pb2
 from securechat.client import Channel, open_channel, own_identity
 from securechat.config import ClientConfig
 from securechat.errors import ConnectError
+from securechat.protocol import LAST_EVENT_ID, Reason, reason_of
 
 log = logging.getLogger(__name__)
 
 Kind = chat_pb2.ChatEvent.Kind
-LAST_EVENT_ID = "last-event-id"
 SETTLE_SECONDS = 2.0  # resend unechoed messages this long after a resume when no JOIN marks the replay's end
 
 
@@ -125,7 +125,7 @@ def retryable(error: grpc.aio.AioRpcError) -> bool:
     code = error.code()
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL):
         return True
-    return code is grpc.StatusCode.RESOURCE_EXHAUSTED and (error.details() or "").startswith("slow consumer")
+    return reason_of(error) is Reason.SLOW_CONSUMER
 
 
 class ReconnectingChat:

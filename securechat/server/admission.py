@@ -1,8 +1,9 @@
 """Per-identity and per-server limits on streams, connections and message rate.
 
 `Admission` is consulted by ChatService when a stream opens, when it ends and
-for every posted message. Refusals are `(status, message)` pairs whose
-message names the limit and its config key, so the user knows what to change.
+for every posted message. Refusals are `securechat.protocol.Refusal`s: a
+status, a machine-readable reason, and a message naming the limit and its
+config key, so the user knows what to change.
 
 Connections are counted as distinct peer addresses with at least one open
 chat stream: gRPC Python has no connection hook. The hard cap on accepted
@@ -20,11 +21,9 @@ from collections import Counter
 import grpc
 
 from securechat.config import Limits
+from securechat.protocol import Reason, Refusal
 
 log = logging.getLogger(__name__)
-
-Refusal = tuple[grpc.StatusCode, str]
-
 
 class TokenBucket:
     """`rate` tokens per second, at most `burst` saved; one token per message."""
@@ -65,8 +64,9 @@ class Admission:
         limits = self._limits
         if self._streams[identity] >= limits.max_streams_per_identity:
             log.warning("refused a chat stream of %s: RESOURCE_EXHAUSTED (max_streams_per_identity %d)", identity, limits.max_streams_per_identity)
-            return (
+            return Refusal(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
+                Reason.TOO_MANY_STREAMS,
                 f"identity '{identity}' already has {self._streams[identity]} open chat streams; "
                 f"the limit max_streams_per_identity is {limits.max_streams_per_identity}",
             )
@@ -75,8 +75,9 @@ class Admission:
                 "connection limit reached: %d connections with open streams (limits.max_connections); refusing %s from %s",
                 limits.max_connections, identity, peer,
             )
-            return (
+            return Refusal(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
+                Reason.TOO_MANY_CONNECTIONS,
                 f"the server has {len(self._connections)} connections; the limit max_connections is {limits.max_connections}",
             )
         self._streams[identity] += 1
@@ -110,8 +111,9 @@ class Admission:
         if bucket is None or bucket.take():
             return None
         limits = self._limits
-        return (
+        return Refusal(
             grpc.StatusCode.RESOURCE_EXHAUSTED,
+            Reason.RATE_LIMITED,
             f"identity '{identity}' is sending too fast; the limit max_messages_per_second is "
             f"{limits.max_messages_per_second} (message_burst {limits.message_burst})",
         )

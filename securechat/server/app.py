@@ -26,6 +26,7 @@ from securechat._gen import chat_pb2
 from securechat.config import Keepalive, ServerConfig
 from securechat.errors import SecureChatError
 from securechat.material import load_server_material
+from securechat.protocol import Reason, Refusal
 from securechat.server.broker import InMemoryBroker
 from securechat.server.interceptors import AuthInterceptor
 from securechat.server.lifecycle import ServerLifecycle
@@ -35,7 +36,7 @@ from securechat.server.service import SERVICE_NAME, ChatService, method_handlers
 
 log = logging.getLogger(__name__)
 
-SHUTDOWN_NOTICE = "server is shutting down; reconnect to continue"
+SHUTDOWN = Refusal(grpc.StatusCode.UNAVAILABLE, Reason.SHUTTING_DOWN, "server is shutting down; reconnect to continue")
 
 
 class BindError(SecureChatError):
@@ -72,7 +73,7 @@ class RunningServer:
         stopping = asyncio.ensure_future(self.server.stop(grace))
         # Let each stream write what it was already given, then end it with
         # UNAVAILABLE so its client knows to reconnect.
-        self.service.end_all_streams(grpc.StatusCode.UNAVAILABLE, SHUTDOWN_NOTICE)
+        self.service.end_all_streams(SHUTDOWN)
         await stopping
         if self.hub is not None:
             await self.hub.close()

@@ -41,6 +41,7 @@ from securechat.config import ServerConfig, load_server_config
 from securechat.errors import ConfigError, SecureChatError
 from securechat.identity import AuthzPolicy, PeerIdentity
 from securechat.material import TlsMaterial, load_server_material
+from securechat.protocol import Reason, Refusal
 from securechat.server.service import SERVICE_NAME, ChatService
 from securechat.tls import dynamic_server_credentials, server_certificate_configuration
 from securechat.watch import FileWatch
@@ -135,13 +136,13 @@ class ServerLifecycle:
             pending, self._pending = self._pending, None
         return pending
 
-    def refusal(self, peer: PeerIdentity, method: str) -> tuple[grpc.StatusCode, str] | None:
+    def refusal(self, peer: PeerIdentity, method: str) -> Refusal | None:
         """Why PEER may not call METHOD now (revoked, not allowed), or None."""
         revoked = self._revoked
         if revoked is not None and revoked.revokes(peer.issuer, int(peer.serial, 16)):
-            return grpc.StatusCode.UNAUTHENTICATED, f"certificate serial {peer.serial} ({peer.name}) is revoked"
+            return Refusal(grpc.StatusCode.UNAUTHENTICATED, Reason.REVOKED, f"certificate serial {peer.serial} ({peer.name}) is revoked")
         if not self._policy.permits(peer, method):
-            return grpc.StatusCode.PERMISSION_DENIED, f"identity '{peer.name}' is not allowed to call {method}"
+            return Refusal(grpc.StatusCode.PERMISSION_DENIED, Reason.NOT_ALLOWED, f"identity '{peer.name}' is not allowed to call {method}")
         return None
 
     @property

@@ -19,6 +19,16 @@ from collections.abc import Callable
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from securechat.protocol import Reason, Refusal
+
+# The label values this counter has always had, by refusal reason.
+_AUTH_LABELS = {
+    Reason.NOT_ALLOWED: "not_allowed",
+    Reason.NO_CERTIFICATE: "no_certificate",
+    Reason.BAD_CERTIFICATE: "rejected_certificate",
+    Reason.REVOKED: "rejected_certificate",
+}
+
 FAN_OUT_BUCKETS = (0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1)
 
 
@@ -51,14 +61,8 @@ class ServerMetrics:
         self.deliveries.inc(members)
         self.fan_out.observe(seconds)
 
-    def refused(self, code: grpc.StatusCode, message: str) -> None:
-        if code is grpc.StatusCode.PERMISSION_DENIED:
-            reason = "not_allowed"
-        elif "no client certificate" in message:
-            reason = "no_certificate"
-        else:
-            reason = "rejected_certificate"
-        self.refusals.labels(reason=reason).inc()
+    def refused(self, refusal: Refusal) -> None:
+        self.refusals.labels(reason=_AUTH_LABELS.get(refusal.reason, refusal.reason.value)).inc()
 
     def handshake_failed(self, reason: str) -> None:
         self.handshake_failures.labels(reason=reason).inc()

@@ -35,6 +35,7 @@ from collections.abc import Callable
 import grpc
 
 from securechat._gen import chat_pb2
+from securechat.protocol import Reason, Refusal
 from securechat.server.broker import Broker, HistoryGap
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ def frame_event(event: bytes) -> bytes:
 class Member:
     """One Chat or ChatBatched stream: its identity, its rooms, and its queue of serialized events."""
 
-    __slots__ = ("name", "rooms", "resume_after", "batched", "_events", "_limit", "_replayed", "_waiter", "_end", "_draining", "on_abort")
+    __slots__ = ("name", "rooms", "resume_after", "batched", "_events", "_limit", "_replayed", "_waiter", "_closed", "_end", "_draining", "on_abort")
 
     def __init__(self, name: str, *, queue_size: int, resume_after: int | None = None, batched: bool = False) -> None:
         self.name = name
@@ -76,7 +77,8 @@ class Member:
         self._limit = queue_size
         self._replayed = 0  # history queued on join; it does not count against the limit
         self._waiter: asyncio.Future[None] | None = None
-        self._end: tuple[grpc.StatusCode, str] | None = None
+        self._closed = False
+        self._end: Refusal | None = None  # None with _closed: ended normally (OK)
         self._draining = False
         # Called on abort: the stream's writer may be blocked in a write that
         # HTTP/2 flow control holds back, and must be interrupted to end it.
@@ -88,14 +90,17 @@ class Member:
         FRAMED is `frame_event(event)` when the caller already has it (the
         hub shares one per event); a batched member frames EVENT otherwise.
         """
-        if self._end is not None:
+        if self._closed:
             return
         if self.batched:
             event = framed if framed is not None else frame_event(event)
         if len(self._events) >= self._limit + self._replayed:
             self.abort(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"slow consumer: {len(self._events)} events behind; resume with last-event-id",
+                Refusal(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    Reason.SLOW_CONSUMER,
+                    f"slow consumer: {len(self._events)} events behind; resume with last-event-id",
+                )
             )
             return
         self._events.append(event)
@@ -104,7 +109,7 @@ class Member:
 
     def replay(self, events: list[bytes]) -> None:
         """Queue history on join, ahead of live events, whatever the queue's size."""
-        if self._end is None and events:
+        if not self._closed and events:
             self._events.extend(map(frame_event, events) if self.batched else events)
             self._replayed += len(events)
             self._wake()
@@ -113,17 +118,19 @@ class Member:
     def backlog(self) -> int:
         return len(self._events)
 
-    def finish(self, code: grpc.StatusCode = grpc.StatusCode.OK, message: str = "") -> None:
-        """End the stream with `code` once everything already queued is written."""
-        if self._end is None:
-            self._end = (code, message)
+    def finish(self, refusal: Refusal | None = None) -> None:
+        """End the stream once everything already queued is written: OK, or with REFUSAL."""
+        if not self._closed:
+            self._closed = True
+            self._end = refusal
             self._draining = True
             self._wake()
 
-    def abort(self, code: grpc.StatusCode, message: str) -> None:
-        """End the stream now with `code`; events still queued are not sent."""
-        if self._end is None or self._draining:
-            self._end = (code, message)
+    def abort(self, refusal: Refusal) -> None:
+        """End the stream now with REFUSAL; events still queued are not sent."""
+        if not self._closed or self._draining:
+            self._closed = True
+            self._end = refusal
             self._draining = False
             self._events.clear()
             self._wake()
@@ -131,13 +138,19 @@ class Member:
                 self.on_abort()
 
     @property
-    def ended(self) -> tuple[grpc.StatusCode, str] | None:
+    def ended(self) -> bool:
+        """True once the stream was finished or aborted."""
+        return self._closed
+
+    @property
+    def refusal(self) -> Refusal | None:
+        """Why the stream ended, if it did not end normally."""
         return self._end
 
     async def next_events(self) -> list[bytes]:
         """Wait for queued events; an empty list means the stream has ended."""
         while not self._events:
-            if self._end is not None:
+            if self._closed:
                 return []
             self._waiter = asyncio.get_running_loop().create_future()
             try:
@@ -190,7 +203,7 @@ class RoomHub:
                 member.replay(self._broker.replay(room, member.resume_after))
             except HistoryGap as gap:
                 log.info("resume refused for %s in room %s: OUT_OF_RANGE (oldest held %s)", member.name, room, gap.oldest)
-                member.abort(grpc.StatusCode.OUT_OF_RANGE, str(gap))
+                member.abort(Refusal(grpc.StatusCode.OUT_OF_RANGE, Reason.HISTORY_GONE, str(gap)))
                 return
         members = self._rooms.setdefault(room, {})
         members[member] = None
@@ -202,7 +215,7 @@ class RoomHub:
     def post(self, member: Member, room: str, text: str) -> None:
         """Accept a message: give it an id and hand it to every member of the room."""
         self.join(member, room)
-        if member.ended is None:
+        if not member.ended:
             self._broker.publish(room, member.name, text, Kind.MESSAGE)
 
     # A hub whose broker is remote (securechat.server.shared.SharedRoomHub)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 from collections.abc import AsyncIterator, Callable
 
 import grpc
@@ -19,6 +18,7 @@ import grpc
 from securechat._gen import chat_pb2
 from securechat.config import Limits
 from securechat.identity import PeerIdentity
+from securechat.protocol import DEFAULT_ROOM, LAST_EVENT_ID, ROOM_RULE, Reason, Refusal, valid_room
 from securechat.server.admission import Admission
 from securechat.server.interceptors import current_peer
 from securechat.server.metrics import ServerMetrics
@@ -28,11 +28,7 @@ from securechat.server.writes import BatchWriter
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = "securechat.v1.ChatService"
-DEFAULT_ROOM = "general"
 ANONYMOUS = "anonymous"
-ROOM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-ROOM_RULE = "1-64 characters: letters, digits, '.', '_' or '-', starting with a letter or digit"
-LAST_EVENT_ID = "last-event-id"
 
 
 class ChatService:
@@ -53,18 +49,18 @@ class ChatService:
     def queued_events(self) -> int:
         return sum(member.backlog for member in self._members)
 
-    def end_all_streams(self, code: grpc.StatusCode, message: str) -> None:
-        """Let every open stream write what it was already given, then end it with `code`."""
+    def end_all_streams(self, refusal: Refusal) -> None:
+        """Let every open stream write what it was already given, then end it with REFUSAL."""
         for member in self._members:
-            member.finish(code, message)
+            member.finish(refusal)
 
-    def end_streams_of(self, refusal: Callable[[PeerIdentity], tuple[grpc.StatusCode, str] | None]) -> int:
-        """End now every open stream whose caller REFUSAL refuses (revoked, no longer allowed); returns how many."""
+    def end_streams_of(self, refusal_of: Callable[[PeerIdentity], Refusal | None]) -> int:
+        """End now every open stream whose caller REFUSAL_OF refuses (revoked, no longer allowed); returns how many."""
         ended = 0
         for member, peer in list(self._peers.items()):
-            reason = refusal(peer)
-            if reason is not None and member.ended is None:
-                member.abort(*reason)
+            refusal = refusal_of(peer)
+            if refusal is not None and not member.ended:
+                member.abort(refusal)
                 ended += 1
         return ended
 
@@ -76,7 +72,7 @@ class ChatService:
     async def who_am_i(self, request: chat_pb2.WhoAmIRequest, context: grpc.aio.ServicerContext) -> chat_pb2.Identity:
         peer = current_peer.get()
         if peer is None:
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "no client certificate: WhoAmI needs mutual TLS")
+            await Refusal(grpc.StatusCode.UNAUTHENTICATED, Reason.NO_CERTIFICATE, "no client certificate: WhoAmI needs mutual TLS").abort(context)
         return chat_pb2.Identity(name=peer.name, spiffe_id=peer.spiffe_id, serial=peer.serial, not_after=peer.not_after)
 
     async def chat(self, requests: AsyncIterator[chat_pb2.ChatMessage], context: grpc.aio.ServicerContext) -> None:
@@ -85,12 +81,12 @@ class ChatService:
         name = peer.name if peer is not None else ANONYMOUS
         address = context.peer()
         resume_after = _resume_point(context)
-        if isinstance(resume_after, str):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, resume_after)
+        if isinstance(resume_after, Refusal):
+            await resume_after.abort(context)
         refusal = self.admission.open_stream(name, address)
         if refusal is not None:
-            self._count_end(refusal[0])
-            await context.abort(*refusal)
+            self._count_end(refusal)
+            await refusal.abort(context)
         member = Member(name, queue_size=self._limits.queue_size, resume_after=resume_after)
         self._members.add(member)
         if peer is not None:
@@ -106,13 +102,18 @@ class ChatService:
             await asyncio.wait((writer,))
             if not writer.cancelled():
                 writer.result()
-            code, message = member.ended or (grpc.StatusCode.OK, "")
-            self._count_end(code, message)
+            ending = member.refusal
+            self._count_end(ending)
+            code = ending.code if ending is not None else grpc.StatusCode.OK
             log.info(
-                "chat stream of %s ended: %s %s", name, code.name, message, extra={"identity": name, "peer": address, "code": code.name}
+                "chat stream of %s ended: %s %s",
+                name,
+                code.name,
+                ending.message if ending is not None else "",
+                extra={"identity": name, "peer": address, "code": code.name},
             )
-            if code is not grpc.StatusCode.OK:
-                await context.abort(code, message)
+            if ending is not None:
+                await ending.abort(context)
         finally:
             member.on_abort = None
             for task in (writer, reader):
@@ -124,10 +125,10 @@ class ChatService:
             self._peers.pop(member, None)
             self.admission.close_stream(name, address)
 
-    def _count_end(self, code: grpc.StatusCode, message: str = "") -> None:
+    def _count_end(self, ending: Refusal | None) -> None:
         if self._metrics is not None:
-            self._metrics.stream_ended(code)
-            if message.startswith("slow consumer"):
+            self._metrics.stream_ended(ending.code if ending is not None else grpc.StatusCode.OK)
+            if ending is not None and ending.reason is Reason.SLOW_CONSUMER:
                 self._metrics.slow_consumers.inc()
 
     async def _read(self, requests: AsyncIterator[chat_pb2.ChatMessage], member: Member) -> None:
@@ -136,18 +137,18 @@ class ChatService:
                 room = message.room or DEFAULT_ROOM
                 refusal = self._check(member, room, message.text)
                 if refusal is not None:
-                    member.abort(*refusal)
+                    member.abort(refusal)
                     return
                 if message.text:
                     refusal = self.admission.allow_message(member.name)
                     if refusal is not None:
-                        member.abort(*refusal)
+                        member.abort(refusal)
                         return
                     if self._remote:
                         await self._hub.accept(member, room, message.text)
                     else:  # the in-memory hub: no coroutine per message
                         self._hub.post(member, room, message.text)
-                    if self._metrics is not None and member.ended is None:
+                    if self._metrics is not None and not member.ended:
                         self._metrics.messages_accepted.inc()
                 else:
                     if self._remote:
@@ -158,22 +159,24 @@ class ChatService:
             raise
         except Exception as exc:  # the call was cancelled or broke under us
             log.debug("reading from %s stopped: %r", member.name, exc)
-            member.abort(grpc.StatusCode.CANCELLED, "the request stream broke")
+            member.abort(Refusal(grpc.StatusCode.CANCELLED, Reason.STREAM_BROKEN, "the request stream broke"))
             return
         member.finish()
 
-    def _check(self, member: Member, room: str, text: str) -> tuple[grpc.StatusCode, str] | None:
+    def _check(self, member: Member, room: str, text: str) -> Refusal | None:
         limits = self._limits
-        if not ROOM_NAME.fullmatch(room):
-            return grpc.StatusCode.INVALID_ARGUMENT, f"room name {room[:80]!r} is invalid: use {ROOM_RULE}"
+        if not valid_room(room):
+            return Refusal(grpc.StatusCode.INVALID_ARGUMENT, Reason.INVALID_ROOM, f"room name {room[:80]!r} is invalid: use {ROOM_RULE}")
         if len(text) > limits.max_text_length:
-            return (
+            return Refusal(
                 grpc.StatusCode.INVALID_ARGUMENT,
+                Reason.TEXT_TOO_LONG,
                 f"text is {len(text)} characters; the limit max_text_length is {limits.max_text_length}",
             )
         if room not in member.rooms and len(member.rooms) >= limits.max_rooms_per_stream:
-            return (
+            return Refusal(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
+                Reason.TOO_MANY_ROOMS,
                 f"this stream is in {len(member.rooms)} rooms; the limit max_rooms_per_stream is {limits.max_rooms_per_stream}",
             )
         return None
@@ -188,14 +191,18 @@ async def _write(member: Member, context: grpc.aio.ServicerContext) -> None:
         await writer.write(batch)
 
 
-def _resume_point(context: grpc.aio.ServicerContext) -> int | str | None:
-    """The `last-event-id` metadata as an int, None when absent, or the refusal text."""
+def _resume_point(context: grpc.aio.ServicerContext) -> int | Refusal | None:
+    """The `last-event-id` metadata as an int, None when absent, or the refusal."""
     for key, value in context.invocation_metadata() or ():
         if key == LAST_EVENT_ID:
             text = value if isinstance(value, str) else value.decode("ascii", "replace")
             if text.isascii() and text.isdigit() and len(text) <= 19:
                 return int(text)
-            return f"last-event-id {text[:40]!r} is not an event id: send the decimal id of the last event received"
+            return Refusal(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                Reason.BAD_RESUME_ID,
+                f"last-event-id {text[:40]!r} is not an event id: send the decimal id of the last event received",
+            )
     return None
 
 

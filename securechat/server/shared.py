@@ -40,6 +40,7 @@ import grpc
 from securechat._gen import chat_pb2
 from securechat.broker import Broker, OutOfRange, Subscription
 from securechat.errors import BrokerError
+from securechat.protocol import Reason, Refusal
 from securechat.server.rooms import FanOutObserver, Kind, Member, RoomHub
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ class SharedRoomHub(RoomHub):
 
     async def enter(self, member: Member, room: str) -> None:
         """Add `member` to `room`: its history after member.resume_after first, then live events."""
-        if room in member.rooms or member.ended is not None:
+        if room in member.rooms or member.ended:
             return
         member.rooms.add(room)  # taken now: a second message for the room waits on this join
         link = self._link(room)
@@ -93,14 +94,14 @@ class SharedRoomHub(RoomHub):
             if member.resume_after is not None:
                 if not await self._replay(link, member):
                     return
-            if member.ended is not None or self._links.get(room) is not link:
-                if member.ended is None:
-                    member.abort(grpc.StatusCode.UNAVAILABLE, _lost_text(room, "the room's subscription was lost while joining"))
+            if member.ended or self._links.get(room) is not link:
+                if not member.ended:
+                    member.abort(_feed_lost(room, "the room's subscription was lost while joining"))
                 return
             members = self._rooms.setdefault(room, {})
             members[member] = None
         except BrokerError as exc:
-            member.abort(grpc.StatusCode.UNAVAILABLE, _broker_text(exc))
+            member.abort(_not_accepted(exc))
             return
         finally:
             link.joining -= 1
@@ -112,7 +113,7 @@ class SharedRoomHub(RoomHub):
     async def accept(self, member: Member, room: str, text: str) -> None:
         """Accepted = stored by JetStream; otherwise the sender's stream ends with UNAVAILABLE."""
         await self.enter(member, room)
-        if member.ended is None:
+        if not member.ended:
             await self._publish(member, room, text, Kind.MESSAGE)
 
     def leave_all(self, member: Member) -> None:
@@ -172,9 +173,9 @@ class SharedRoomHub(RoomHub):
         room = link.room
         if self._links.get(room) is link:
             del self._links[room]
-        text = _lost_text(room, str(exc))
+        refusal = _feed_lost(room, str(exc))
         for member in list(self._rooms.get(room, ())) + list(link.holding):
-            member.abort(grpc.StatusCode.UNAVAILABLE, text)
+            member.abort(refusal)
         self._spawn(self._unsubscribe(link))
 
     async def _replay(self, link: _RoomLink, member: Member) -> bool:
@@ -186,7 +187,7 @@ class SharedRoomHub(RoomHub):
             history = await self._shared.history(link.room, member.resume_after)
         except OutOfRange as gap:
             log.info("resume refused for %s in room %s: OUT_OF_RANGE (oldest held %s)", member.name, link.room, gap.oldest)
-            member.abort(grpc.StatusCode.OUT_OF_RANGE, str(gap))
+            member.abort(Refusal(grpc.StatusCode.OUT_OF_RANGE, Reason.HISTORY_GONE, str(gap)))
             return False
         finally:
             link.holding.pop(member, None)
@@ -200,7 +201,7 @@ class SharedRoomHub(RoomHub):
             await self._shared.publish(room, event, msg_id=f"{self._replica}-{next(self._counter)}")
         except BrokerError as exc:
             log.warning("room %s: %s from %s not accepted: %s", room, Kind.Name(kind), member.name, exc)  # type: ignore[arg-type]
-            member.abort(grpc.StatusCode.UNAVAILABLE, _broker_text(exc))
+            member.abort(_not_accepted(exc))
 
     async def _announce_leave(self, name: str, room: str) -> None:
         try:
@@ -236,9 +237,13 @@ def _event(room: str, sender: str, text: str, kind: int) -> bytes:
     ).SerializeToString()
 
 
-def _broker_text(exc: BrokerError) -> str:
-    return f"not accepted by the broker ({BROKER_NAME}): {exc}"
+def _not_accepted(exc: BrokerError) -> Refusal:
+    return Refusal(grpc.StatusCode.UNAVAILABLE, Reason.BROKER_UNAVAILABLE, f"not accepted by the broker ({BROKER_NAME}): {exc}")
 
 
-def _lost_text(room: str, reason: str) -> str:
-    return f"room {room}: this replica lost its {BROKER_NAME} feed ({reason}); reconnect with last-event-id to resume"
+def _feed_lost(room: str, reason: str) -> Refusal:
+    return Refusal(
+        grpc.StatusCode.UNAVAILABLE,
+        Reason.FEED_LOST,
+        f"room {room}: this replica lost its {BROKER_NAME} feed ({reason}); reconnect with last-event-id to resume",
+    )

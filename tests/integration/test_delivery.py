@@ -8,6 +8,7 @@ import urllib.request
 import grpc
 import pytest
 
+from securechat.protocol import Reason, reason_of
 from securechat._gen import chat_pb2, chat_pb2_grpc
 from securechat.client import open_channel, open_chat
 from securechat.errors import ConnectError
@@ -95,6 +96,7 @@ async def test_message_rate_limit_is_resource_exhausted_naming_the_limit(deploym
             await call.write(chat_pb2.ChatMessage(room="r", text=str(i)))
         error = await final_status(call)
     assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert reason_of(error) is Reason.RATE_LIMITED
     assert "the limit max_messages_per_second is 1 (message_burst 3)" in error.details()
 
 
@@ -193,6 +195,7 @@ async def test_member_that_stops_reading_is_cut_off_and_the_room_goes_on(deploym
             sent += 1
         error = await final_status(stalled)
     assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert reason_of(error) is Reason.SLOW_CONSUMER
     assert error.details().startswith("slow consumer: ")
     assert error.details().endswith(" events behind; resume with last-event-id")
 

@@ -15,7 +15,7 @@ from serve_process import ServeProcess as Server
 from securechat._gen import chat_pb2, chat_pb2_grpc
 from securechat.client import open_channel, open_chat, say_hello
 from securechat.material import load_client_material
-from securechat.server.service import ROOM_NAME
+from securechat.protocol import ROOM_NAME
 from securechat.tls import channel_credentials
 
 Kind = chat_pb2.ChatEvent.Kind

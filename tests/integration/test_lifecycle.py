@@ -16,6 +16,7 @@ import pytest
 from cryptography import x509
 
 from securechat import pki
+from securechat.protocol import Reason
 from securechat._gen import chat_pb2
 from securechat.client import open_channel, open_chat, say_hello
 from securechat.errors import ConnectError
@@ -105,6 +106,7 @@ async def test_revoking_bob_ends_his_stream_and_his_calls_while_alice_keeps_chat
         assert f"certificate serial {bob_serial} (bob) is revoked" in str(ended.value)
         assert isinstance(ended.value.__cause__, grpc.aio.AioRpcError)
         assert ended.value.__cause__.code() is grpc.StatusCode.UNAUTHENTICATED
+        assert ended.value.reason is Reason.REVOKED
 
         await say(alice, alice_events, "still here")
     code, details = await hello_status(deployment.client("bob", server.port))

@@ -9,6 +9,7 @@ import pytest
 
 from securechat._gen import chat_pb2
 from securechat.errors import ConnectError
+from securechat.protocol import Reason, Refusal
 from securechat.reconnect import Backoff, ResumeGap, ResumeMarks, reconnecting_chat
 from securechat.server.app import start_server
 
@@ -42,7 +43,7 @@ async def test_reconnecting_session_survives_cuts(deployment, start):
         await bob.join("r")
         for i in range(60):
             if i in (20, 40):
-                server.service.end_all_streams(grpc.StatusCode.UNAVAILABLE, "cut for the test")
+                server.service.end_all_streams(Refusal(grpc.StatusCode.UNAVAILABLE, Reason.SHUTTING_DOWN, "cut for the test"))
             await bob.send(str(i), room="r")
             await asyncio.sleep(0.005)
         seen = await messages(alice_events, 60)

@@ -12,6 +12,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from securechat._gen import chat_pb2
 from securechat.client import check_health, open_channel, open_chat, say_hello, who_am_i
 from securechat.errors import ConnectError
+from securechat.protocol import Reason, reason_of
 
 Kind = chat_pb2.ChatEvent.Kind
 STEP = 5.0  # seconds any single step may take before the test fails
@@ -177,14 +178,14 @@ async def test_half_close_delivers_everything_then_ends_ok(deployment, start):
 
 
 @pytest.mark.parametrize(
-    ("message", "code", "text"),
+    ("message", "code", "reason", "text"),
     [
-        (chat_pb2.ChatMessage(room="bad room!", text="x"), grpc.StatusCode.INVALID_ARGUMENT, "room name 'bad room!' is invalid"),
-        (chat_pb2.ChatMessage(room="r", text="x" * 4097), grpc.StatusCode.INVALID_ARGUMENT, "the limit max_text_length is 4096"),
+        (chat_pb2.ChatMessage(room="bad room!", text="x"), grpc.StatusCode.INVALID_ARGUMENT, Reason.INVALID_ROOM, "room name 'bad room!' is invalid"),
+        (chat_pb2.ChatMessage(room="r", text="x" * 4097), grpc.StatusCode.INVALID_ARGUMENT, Reason.TEXT_TOO_LONG, "the limit max_text_length is 4096"),
     ],
 )
-async def test_limits_end_the_call_naming_the_limit(deployment, start, message, code, text):
-    """Breaking a limit ends the stream with the right status and a message naming the limit."""
+async def test_limits_end_the_call_naming_the_limit(deployment, start, message, code, reason, text):
+    """Breaking a limit ends the stream with the right status, its reason in trailing metadata, and a message naming the limit."""
     server = await start()
     async with open_channel(deployment.client("alice", server.port)) as channel:
         call = channel.stub.Chat()
@@ -193,6 +194,8 @@ async def test_limits_end_the_call_naming_the_limit(deployment, start, message, 
             async for _ in call:
                 pass
     assert caught.value.code() is code
+    assert reason_of(caught.value) is reason
+    assert dict(caught.value.trailing_metadata())["securechat-refusal"] == reason.value
     assert text in caught.value.details()
 
 
@@ -207,6 +210,7 @@ async def test_rooms_per_stream_limit(deployment, start):
             async for _ in call:
                 pass
     assert caught.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert reason_of(caught.value) is Reason.TOO_MANY_ROOMS
     assert "the limit max_rooms_per_stream is 2" in caught.value.details()
 
 
@@ -260,4 +264,5 @@ async def test_allow_list_refuses_other_identities(deployment, start):
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await channel.stub.SayHello(chat_pb2.HelloRequest(), timeout=STEP)
     assert caught.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert reason_of(caught.value) is Reason.NOT_ALLOWED
     assert "identity 'bob' is not allowed" in caught.value.details()

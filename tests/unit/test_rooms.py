@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 
 from securechat._gen import chat_pb2
+from securechat.protocol import Reason, Refusal
 from securechat.server.broker import HistoryGap, InMemoryBroker
 from securechat.server.rooms import Member, RoomHub
 
@@ -58,10 +59,9 @@ async def test_slow_consumer_is_ended_not_waited_for():
     hub.join(fast, "r")
     for i in range(5):
         hub.post(fast, "r", str(i))
-    assert slow.ended is not None
-    code, message = slow.ended
-    assert code is grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert message == "slow consumer: 3 events behind; resume with last-event-id"
+    assert slow.refusal == Refusal(
+        grpc.StatusCode.RESOURCE_EXHAUSTED, Reason.SLOW_CONSUMER, "slow consumer: 3 events behind; resume with last-event-id"
+    )
     assert await slow.next_events() == []
     assert [e.text for e in decoded(await fast.next_events())] == ["0", "1", "2", "3", "4"]
 
@@ -70,16 +70,18 @@ async def test_finish_drains_then_ends_and_abort_overrides_it():
     """finish() delivers what is queued first; a later abort() drops the rest and wins."""
     member = Member("m", queue_size=10)
     member.offer(b"x")
-    member.finish(grpc.StatusCode.UNAVAILABLE, "bye")
+    bye = Refusal(grpc.StatusCode.UNAVAILABLE, Reason.SHUTTING_DOWN, "bye")
+    member.finish(bye)
     assert await member.next_events() == [b"x"]
     assert await member.next_events() == []
-    assert member.ended == (grpc.StatusCode.UNAVAILABLE, "bye")
+    assert member.ended and member.refusal == bye
     other = Member("o", queue_size=10)
     other.offer(b"y")
     other.finish()
-    other.abort(grpc.StatusCode.UNAUTHENTICATED, "revoked")
+    revoked = Refusal(grpc.StatusCode.UNAUTHENTICATED, Reason.REVOKED, "revoked")
+    other.abort(revoked)
     assert await other.next_events() == []
-    assert other.ended == (grpc.StatusCode.UNAUTHENTICATED, "revoked")
+    assert other.refusal == revoked
 
 
 def ids(member_events: list[bytes]) -> list[int]:
@@ -106,14 +108,15 @@ async def test_resume_older_than_history_is_out_of_range_naming_the_oldest_id():
         hub.post(poster, "r", str(i))  # ids 1..4, history holds 3 and 4
     late = Member("late", queue_size=100, resume_after=1)
     hub.join(late, "r")
-    assert late.ended == (
+    assert late.refusal == Refusal(
         grpc.StatusCode.OUT_OF_RANGE,
+        Reason.HISTORY_GONE,
         "last-event-id 1 is older than the history kept: the oldest id still held for room 'r' is 3. "
         "Rejoin without last-event-id; events in between are lost.",
     )
     exact = Member("exact", queue_size=100, resume_after=2)
     hub.join(exact, "r")
-    assert exact.ended is None
+    assert not exact.ended
     assert ids(await exact.next_events()) == [3, 4]
 
 
@@ -148,5 +151,5 @@ async def test_replayed_history_does_not_count_as_falling_behind():
     back = Member("back", queue_size=3, resume_after=0)
     hub.join(back, "r")
     hub.post(poster, "r", "live")
-    assert back.ended is None
+    assert not back.ended
     assert len(await back.next_events()) == 11
