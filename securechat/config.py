@@ -379,7 +379,11 @@ def _server_tls(root: _Section, insecure: bool) -> ServerTls | None:
 
 
 AUTHZ_KEYS = ("allow", "methods")
-CHAT_METHODS = ("SayHello", "Chat", "WhoAmI")
+CHAT_METHODS = ("SayHello", "Chat", "WhoAmI", "ChatBatched")
+# ChatBatched is Chat with batched responses: a rule for Chat covers it too,
+# unless the file gives ChatBatched a rule of its own.
+_CHAT = "/securechat.v1.ChatService/Chat"
+_CHAT_BATCHED = "/securechat.v1.ChatService/ChatBatched"
 _METHOD_NAME = re.compile(r"/?[A-Za-z_][\w.]*\.[A-Za-z_]\w*/(\*|[A-Za-z_]\w*)")
 
 
@@ -411,6 +415,8 @@ def _authz_methods(root: _Section) -> tuple[tuple[str, frozenset[str]], ...]:
         if not all(isinstance(name, str) and name for name in names):
             raise methods.error(key, "holds an empty or non-text identity.", example)
         rules.append((full, frozenset(names)))
+    named = {full for full, _ in rules}
+    rules += [(_CHAT_BATCHED, names) for full, names in list(rules) if full == _CHAT and _CHAT_BATCHED not in named]
     return tuple(rules)
 
 
