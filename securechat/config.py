@@ -379,7 +379,7 @@ def _server_tls(root: _Section, insecure: bool) -> ServerTls | None:
 
 
 AUTHZ_KEYS = ("allow", "methods")
-CHAT_METHODS = ("SayHello", "Chat", "WhoAmI", "ChatBatched")
+CHAT_METHODS = ("SayHello", "Chat", "ChatBatched", "WhoAmI")
 # ChatBatched is Chat with batched responses: a rule for Chat covers it too,
 # unless the file gives ChatBatched a rule of its own.
 _CHAT = "/securechat.v1.ChatService/Chat"
