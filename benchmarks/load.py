@@ -121,7 +121,7 @@ def make_pki(root: Path, clients: int) -> Pki:
 class ServerProcess:
     """securechat or the baseline, in its own process on a free loopback port."""
 
-    def __init__(self, kind: str, material: Pki, *, tls: bool = True, broker: str = "") -> None:
+    def __init__(self, kind: str, material: Pki, *, tls: bool = True, broker: str = "", log_level: str = "warning") -> None:
         self.kind = kind
         self.port = free_port()
         listen = f"127.0.0.1:{self.port}"
@@ -138,7 +138,7 @@ class ServerProcess:
                 f"tls: {{cert: {material.cert}, key: {material.key}, client_ca: {material.ca}}}\n" if tls else "insecure: true\n"
             )
             config.write_text(
-                f"listen: {listen}\n{tls_part}log: {{level: warning}}\n"
+                f"listen: {listen}\n{tls_part}log: {{level: {log_level}}}\n"
                 "limits: {max_messages_per_second: 1000000, message_burst: 1000000, queue_size: 4096, "
                 "history_size: 4096, max_streams_per_identity: 100}\n" + broker
             )

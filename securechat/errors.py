@@ -109,3 +109,8 @@ class OutOfRange(BrokerError):
                 f"Resume with last-event-id {oldest - 1} (accepting the gap) or rejoin without it."
             )
         super().__init__(text)
+
+    @property
+    def resume_from(self) -> int:
+        """The last-event-id that gets everything still held, accepting the gap before it."""
+        return self.oldest - 1

@@ -8,7 +8,9 @@ Beside the proto (`protos/securechat/v1/chat.proto`), a client needs to know:
   empty room is `general`;
 - refusal reasons: a machine-readable word in the trailing metadata of every
   call the server refuses or ends early, beside the status code and a message
-  for people. Clients act on the reason, never on the message text.
+  for people. Clients act on the reason, never on the message text. With
+  `history-gone`, `securechat-resume-from` says which id to resume from to get
+  everything the server still holds (accepting the gap before it).
 
 This module holds those names and the `Refusal` value that carries them. It
 does not decide *when* to refuse (the server's admission, rooms and policy
@@ -29,6 +31,8 @@ LAST_EVENT_ID = "last-event-id"
 """Request metadata: the decimal id of the last event this client received."""
 REFUSAL_KEY = "securechat-refusal"
 """Trailing metadata: the `Reason` the server refused or ended the call for."""
+RESUME_FROM_KEY = "securechat-resume-from"
+"""Trailing metadata beside `history-gone`: the last-event-id that resumes with everything still held."""
 
 DEFAULT_ROOM = "general"
 ROOM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -95,10 +99,12 @@ class Refusal:
     code: grpc.StatusCode
     reason: Reason
     message: str
+    details: tuple[tuple[str, str], ...] = ()
+    """More trailing metadata for programs, e.g. (RESUME_FROM_KEY, "1234")."""
 
     @property
     def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
-        return ((REFUSAL_KEY, self.reason.value),)
+        return ((REFUSAL_KEY, self.reason.value), *self.details)
 
     async def abort(self, context: grpc.aio.ServicerContext[Any, Any]) -> NoReturn:
         """End the call with this refusal: code, message and the reason in trailing metadata."""
@@ -115,6 +121,22 @@ def refusal_reason(metadata: Sequence[tuple[str, str | bytes]] | None) -> Reason
                 return Reason(text)
             except ValueError:
                 return None
+    return None
+
+
+def history_gone(message: str, resume_from: int | None) -> Refusal:
+    """OUT_OF_RANGE for a resume id older than the history kept, with the id to resume from when there is one."""
+    details = ((RESUME_FROM_KEY, str(resume_from)),) if resume_from is not None else ()
+    return Refusal(grpc.StatusCode.OUT_OF_RANGE, Reason.HISTORY_GONE, message, details)
+
+
+def resume_from(error: grpc.RpcError) -> int | None:
+    """The `securechat-resume-from` id of a `history-gone` refusal, or None."""
+    trailing = getattr(error, "trailing_metadata", None)
+    for key, value in (trailing() if trailing is not None else None) or ():
+        if key == RESUME_FROM_KEY:
+            text = value.decode("ascii", "replace") if isinstance(value, bytes) else value
+            return int(text) if text.isascii() and text.isdigit() else None
     return None
 
 

@@ -23,7 +23,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from securechat._gen import chat_pb2
-from securechat.config import Keepalive, ServerConfig
+from securechat.config import Keepalive, Limits, ServerConfig
 from securechat.errors import SecureChatError
 from securechat.material import load_server_material
 from securechat.protocol import Reason, Refusal
@@ -91,6 +91,7 @@ async def start_server(config: ServerConfig) -> RunningServer:
         ("grpc.max_receive_message_length", config.limits.max_message_bytes),
         ("grpc.so_reuseport", 0),
         ("grpc.max_allowed_incoming_connections", config.limits.max_connections),
+        *pending_call_options(config.limits),
         *keepalive_options(config.keepalive),
     ]
     require_identity = config.tls is not None and config.tls.mtls
@@ -169,6 +170,19 @@ async def _room_hub(config: ServerConfig, metrics: ServerMetrics) -> RoomHub:
     shared = JetStreamBroker(config.broker, name=f"securechat {replica}")
     await shared.start()  # BrokerUnavailable / ConfigError before the port opens
     return SharedRoomHub(shared, announce_max_members=limits.announce_max_members, on_fan_out=metrics.observe_fan_out, replica=replica)
+
+
+def pending_call_options(limits: Limits) -> list[tuple[str, int]]:
+    """How many new calls gRPC core holds for us before it sheds them with a bare CANCELLED.
+
+    Core's defaults (1,000, shedding at random up to a hard 3,000) turn away a
+    fleet reconnecting after a restart: every client opens its streams in the
+    same second. Two pending calls per allowed connection, hard at four, let
+    a full reconnect storm in while still bounding what a flood can queue.
+    See GRPC_ARG_SERVER_MAX_PENDING_REQUESTS in gRPC core's src/core/server/server.h.
+    """
+    soft = max(1000, 2 * limits.max_connections)
+    return [("grpc.server.max_pending_requests", soft), ("grpc.server.max_pending_requests_hard_limit", 2 * soft)]
 
 
 def keepalive_options(keepalive: Keepalive) -> list[tuple[str, int]]:

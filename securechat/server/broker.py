@@ -36,10 +36,12 @@ Deliver = Callable[[str, int, bytes], None]
 class HistoryGap(Exception):
     """Events after the requested id are no longer held: resuming would leave a gap."""
 
-    def __init__(self, room: str, after: int, oldest: int | None, reason: str) -> None:
+    def __init__(self, room: str, after: int, oldest: int | None, reason: str, *, resume_from: int | None = None) -> None:
         self.room = room
         self.after = after
         self.oldest = oldest
+        self.resume_from = oldest - 1 if oldest is not None else resume_from
+        """The last-event-id that gets everything still held, accepting the gap before it."""
         held = f"the oldest id still held for room '{room}' is {oldest}" if oldest is not None else f"no events of room '{room}' are held"
         super().__init__(
             f"last-event-id {after} {reason}: {held}. Rejoin without last-event-id; events in between are lost."
@@ -103,7 +105,7 @@ class InMemoryBroker:
         if after > self.last_id:
             raise HistoryGap(room, after, oldest, f"is newer than every event of this server run (the latest is {self.last_id})")
         if after < self.first_id - 1:
-            raise HistoryGap(room, after, oldest, "is from before this server started")
+            raise HistoryGap(room, after, oldest, "is from before this server started", resume_from=self.first_id - 1)
         if history is None:
             if after < self._forgotten_through:
                 raise HistoryGap(room, after, None, "is older than the history kept")

@@ -35,7 +35,7 @@ from collections.abc import Callable
 import grpc
 
 from securechat._gen import chat_pb2
-from securechat.protocol import Reason, Refusal
+from securechat.protocol import Reason, Refusal, history_gone
 from securechat.server.broker import Broker, HistoryGap
 
 log = logging.getLogger(__name__)
@@ -203,7 +203,7 @@ class RoomHub:
                 member.replay(self._broker.replay(room, member.resume_after))
             except HistoryGap as gap:
                 log.info("resume refused for %s in room %s: OUT_OF_RANGE (oldest held %s)", member.name, room, gap.oldest)
-                member.abort(Refusal(grpc.StatusCode.OUT_OF_RANGE, Reason.HISTORY_GONE, str(gap)))
+                member.abort(history_gone(str(gap), gap.resume_from))
                 return
         members = self._rooms.setdefault(room, {})
         members[member] = None

@@ -40,7 +40,7 @@ import grpc
 from securechat._gen import chat_pb2
 from securechat.broker import Broker, OutOfRange, Subscription
 from securechat.errors import BrokerError
-from securechat.protocol import Reason, Refusal
+from securechat.protocol import Reason, Refusal, history_gone
 from securechat.server.rooms import FanOutObserver, Kind, Member, RoomHub
 
 log = logging.getLogger(__name__)
@@ -187,7 +187,7 @@ class SharedRoomHub(RoomHub):
             history = await self._shared.history(link.room, member.resume_after)
         except OutOfRange as gap:
             log.info("resume refused for %s in room %s: OUT_OF_RANGE (oldest held %s)", member.name, link.room, gap.oldest)
-            member.abort(Refusal(grpc.StatusCode.OUT_OF_RANGE, Reason.HISTORY_GONE, str(gap)))
+            member.abort(history_gone(str(gap), gap.resume_from))
             return False
         finally:
             link.holding.pop(member, None)

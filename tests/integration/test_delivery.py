@@ -8,7 +8,7 @@ import urllib.request
 import grpc
 import pytest
 
-from securechat.protocol import Reason, reason_of
+from securechat.protocol import Reason, reason_of, resume_from
 from securechat._gen import chat_pb2, chat_pb2_grpc
 from securechat.client import open_channel, open_chat
 from securechat.errors import ConnectError
@@ -74,7 +74,37 @@ async def test_resume_too_old_is_out_of_range_naming_the_oldest_id(deployment, s
         await call.write(chat_pb2.ChatMessage(room="r"))
         error = await final_status(call)
     assert error.code() is grpc.StatusCode.OUT_OF_RANGE
+    assert reason_of(error) is Reason.HISTORY_GONE
+    assert resume_from(error) == int(sent[2].id) - 1
     assert f"the oldest id still held for room 'r' is {sent[2].id}" in error.details()
+
+
+async def test_after_a_restart_resume_from_gets_every_message_of_the_new_run(deployment, start):
+    """An id from the previous run: OUT_OF_RANGE with securechat-resume-from; resuming from it misses nothing since."""
+    before = await start()
+    async with open_chat(deployment.client("alice", before.port)) as alice:
+        events = aiter(alice)
+        await alice.send("before the restart", room="r")
+        last = await next_event(events)
+    await before.stop(grace=0)
+    after = await start()
+    async with open_chat(deployment.client("bob", after.port)) as bob:
+        bob_events = aiter(bob)
+        await bob.send("while alice was away", room="r")
+        await next_event(bob_events)
+    async with open_channel(deployment.client("alice", after.port)) as channel:
+        call = channel.stub.Chat(metadata=(("last-event-id", last.id),))
+        await call.write(chat_pb2.ChatMessage(room="r"))
+        error = await final_status(call)
+        assert error.code() is grpc.StatusCode.OUT_OF_RANGE
+        assert reason_of(error) is Reason.HISTORY_GONE
+        point = resume_from(error)
+        assert point is not None and point > int(last.id)  # the new run's ids start above the old run's
+        call = channel.stub.Chat(metadata=(("last-event-id", str(point)),))
+        await call.write(chat_pb2.ChatMessage(room="r"))
+        replayed = await next_event(aiter(call))
+        call.cancel()
+    assert replayed.text == "while alice was away"
 
 
 async def test_resume_point_that_is_not_an_id_is_invalid_argument(deployment, start):

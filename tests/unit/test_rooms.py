@@ -113,6 +113,7 @@ async def test_resume_older_than_history_is_out_of_range_naming_the_oldest_id():
         Reason.HISTORY_GONE,
         "last-event-id 1 is older than the history kept: the oldest id still held for room 'r' is 3. "
         "Rejoin without last-event-id; events in between are lost.",
+        (("securechat-resume-from", "2"),),
     )
     exact = Member("exact", queue_size=100, resume_after=2)
     hub.join(exact, "r")

@@ -1,0 +1,219 @@
+"""securechat vs a bare grpc.aio server on the paths beside the fan-out.
+
+A report, never a test: JSON on stdout. Runs alternate securechat and the
+baseline (benchmarks/baseline_server.py) with the same certificates, A/B/A/B,
+and report medians and ratios:
+
+- unary: SayHello with C calls in flight on one connection (requests/s, p50/p99);
+- handshakes: a new connection + full mTLS handshake + SayHello, sequential and K at once;
+- join: time for N chat streams (N/10 connections) to connect and join one room (each
+  then posts to a room of its own: its echo proves the join was handled);
+- storm: S streams over S/10 connections connected and joined, the server
+  restarted, every stream reconnecting at once with last-event-id; time to
+  50/99/100% resumed, and any CANCELLED shedding.
+
+securechat runs as a user would run it: mTLS, logging at info, metrics on.
+
+    python -m benchmarks.paths                    # all of it, 3 rounds
+    python -m benchmarks.paths --only unary --rounds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+
+from benchmarks.load import Pki, ServerProcess, channel, make_pki, proc_cpu_seconds
+from securechat._gen import chat_pb2, chat_pb2_grpc
+
+KINDS = ("securechat", "baseline")
+
+
+def _pct(values: list[float], pct: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * pct / 100))]
+
+
+async def unary(kind: str, material: Pki, seconds: float, concurrency: int) -> dict:
+    server = ServerProcess(kind, material, log_level="info")
+    try:
+        async with channel(material, server.port, 0) as ch:
+            stub = chat_pb2_grpc.ChatServiceStub(ch)
+            for _ in range(200):  # warm up both sides
+                await stub.SayHello(chat_pb2.HelloRequest(name="x"))
+            latencies: list[float] = []
+            deadline = time.perf_counter() + seconds
+
+            async def worker() -> None:
+                while (start := time.perf_counter()) < deadline:
+                    await stub.SayHello(chat_pb2.HelloRequest(name="x"))
+                    latencies.append(time.perf_counter() - start)
+
+            cpu0, t0 = proc_cpu_seconds(server.pid), time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            elapsed, cpu = time.perf_counter() - t0, proc_cpu_seconds(server.pid) - cpu0
+        return {
+            "kind": kind,
+            "requests_per_second": round(len(latencies) / elapsed),
+            "p50_ms": round(_pct(latencies, 50) * 1e3, 2),
+            "p99_ms": round(_pct(latencies, 99) * 1e3, 2),
+            "server_cpu_us_per_call": round(cpu / len(latencies) * 1e6, 1),
+        }
+    finally:
+        server.stop()
+
+
+async def handshakes(kind: str, material: Pki, seconds: float, parallel: int) -> dict:
+    server = ServerProcess(kind, material, log_level="info")
+    try:
+        done = 0
+        deadline = time.perf_counter() + seconds
+
+        async def worker(index: int) -> None:
+            nonlocal done
+            while time.perf_counter() < deadline:
+                # A new channel is a new TCP connection and a full mTLS handshake.
+                async with channel(material, server.port, (index + done) % len(material.clients)) as ch:
+                    await chat_pb2_grpc.ChatServiceStub(ch).SayHello(chat_pb2.HelloRequest(name="x"))
+                done += 1
+
+        cpu0, t0 = proc_cpu_seconds(server.pid), time.perf_counter()
+        await asyncio.gather(*(worker(i) for i in range(parallel)))
+        elapsed, cpu = time.perf_counter() - t0, proc_cpu_seconds(server.pid) - cpu0
+        return {
+            "kind": kind,
+            "parallel": parallel,
+            "handshakes_per_second": round(done / elapsed, 1),
+            "server_cpu_ms_per_handshake": round(cpu / max(done, 1) * 1e3, 2),
+        }
+    finally:
+        server.stop()
+
+
+async def join(kind: str, material: Pki, streams: int) -> dict:
+    server = ServerProcess(kind, material, log_level="info")
+    channels = [channel(material, server.port, c) for c in range(max(1, streams // 10))]
+    try:
+        started = time.perf_counter()
+        calls = []
+        for index in range(streams):
+            call = chat_pb2_grpc.ChatServiceStub(channels[index % len(channels)]).Chat()
+            calls.append(call)
+
+        async def enter(index: int, call: grpc.aio.StreamStreamCall) -> None:
+            # Join the shared room, then post to a room of this stream's own:
+            # both servers handle a stream's messages in order, so the echo
+            # of the second proves the join was done, at O(N) cost in all.
+            await call.write(chat_pb2.ChatMessage(room="bench", text=""))
+            await call.write(chat_pb2.ChatMessage(room=f"s{index}", text="joined"))
+            async for event in call:
+                if event.kind == chat_pb2.ChatEvent.MESSAGE and event.text == "joined":
+                    return
+
+        await asyncio.wait_for(asyncio.gather(*(enter(i, call) for i, call in enumerate(calls))), 120)
+        return {"kind": kind, "streams": streams, "join_seconds": round(time.perf_counter() - started, 3)}
+    finally:
+        for ch in channels:
+            await ch.close()
+        server.stop()
+
+
+def _ratio(a: float, b: float) -> float:
+    return round(a / b, 2) if b else float("nan")
+
+
+async def report(args: argparse.Namespace) -> dict:
+    results: dict = {}
+    with tempfile.TemporaryDirectory(prefix="securechat-paths-") as tmp:
+        material = make_pki(Path(tmp), max(args.join_streams // 10, args.parallel, 1))
+        phases = args.only.split(",") if args.only else ["unary", "handshakes", "join"]
+        for phase in phases:
+            runs: dict[str, list[dict]] = {kind: [] for kind in KINDS}
+            for _ in range(args.rounds):
+                for kind in KINDS:
+                    if phase == "unary":
+                        run = await unary(kind, material, args.seconds, args.concurrency)
+                    elif phase == "handshakes":
+                        run = {
+                            "sequential": await handshakes(kind, material, args.seconds, 1),
+                            "concurrent": await handshakes(kind, material, args.seconds, args.parallel),
+                        }
+                    else:
+                        run = await join(kind, material, args.join_streams)
+                    runs[kind].append(run)
+                    print(json.dumps({phase: run}), file=sys.stderr, flush=True)
+            results[phase] = {"runs": runs, "summary": _summary(phase, runs)}
+    return results
+
+
+def _median(runs: list[dict], *path: str) -> float:
+    values = []
+    for run in runs:
+        for key in path[:-1]:
+            run = run[key]
+        values.append(run[path[-1]])
+    return statistics.median(values)
+
+
+def _summary(phase: str, runs: dict[str, list[dict]]) -> dict:
+    ours, bare = runs["securechat"], runs["baseline"]
+    if phase == "unary":
+        return {
+            "requests_per_second": {"securechat": _median(ours, "requests_per_second"), "baseline": _median(bare, "requests_per_second")},
+            "ratio": _ratio(_median(ours, "requests_per_second"), _median(bare, "requests_per_second")),
+            "p99_ratio": _ratio(_median(ours, "p99_ms"), _median(bare, "p99_ms")),
+            "cpu_per_call_ratio": _ratio(_median(ours, "server_cpu_us_per_call"), _median(bare, "server_cpu_us_per_call")),
+        }
+    if phase == "handshakes":
+        return {
+            label: {
+                "securechat": _median(ours, label, "handshakes_per_second"),
+                "baseline": _median(bare, label, "handshakes_per_second"),
+                "ratio": _ratio(_median(ours, label, "handshakes_per_second"), _median(bare, label, "handshakes_per_second")),
+            }
+            for label in ("sequential", "concurrent")
+        }
+    return {
+        "join_seconds": {"securechat": _median(ours, "join_seconds"), "baseline": _median(bare, "join_seconds")},
+        "ratio_longer": _ratio(_median(ours, "join_seconds"), _median(bare, "join_seconds")),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="securechat vs bare grpc.aio: unary, handshakes, join (JSON on stdout).")
+    parser.add_argument("--only", help="comma-separated phases: unary,handshakes,join")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--concurrency", type=int, default=64, help="unary calls in flight")
+    parser.add_argument("--parallel", type=int, default=8, help="concurrent handshakes")
+    parser.add_argument("--join-streams", type=int, default=100)
+    args = parser.parse_args()
+    started = time.perf_counter()
+    results = asyncio.run(report(args))
+    print(
+        json.dumps(
+            {
+                "parameters": vars(args),
+                "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "grpcio": grpc.__version__},
+                "results": results,
+                "seconds": round(time.perf_counter() - started, 1),
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
