@@ -23,7 +23,6 @@ from securechat.server.admission import Admission
 from securechat.server.interceptors import current_peer
 from securechat.server.metrics import ServerMetrics
 from securechat.server.rooms import Member, RoomHub
-from securechat.server.writes import BatchWriter
 
 log = logging.getLogger(__name__)
 
@@ -195,12 +194,12 @@ class ChatService:
 
 
 async def _write(member: Member, context: grpc.aio.ServicerContext) -> None:
-    """Write the member's events until its stream ends."""
+    """Write the member's events until its stream ends: one message, one `context.write`, per event."""
     # Events arrive as bytes serialized once by the hub; the method's
     # response serializer is the identity, so they go out as they are.
-    writer = BatchWriter(context)
     while batch := await member.next_events():
-        await writer.write(batch)
+        for event in batch:
+            await context.write(event)
 
 
 async def _write_batches(member: Member, context: grpc.aio.ServicerContext) -> None:
