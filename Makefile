@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-cluster test proto install deploy-check clean
+.PHONY: demo demo-cluster test proto install deploy-check image examples clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,5 +35,16 @@ proto: $(STAMP)
 deploy-check: $(STAMP)
 	bash deploy/check.sh
 
+# The container image, securechat:local: docker where an engine answers,
+# else podman/buildah (apt-get installed as root), with the base bootstrapped
+# from Debian packages when no image registry is reachable. BASE=pull|bootstrap.
+image:
+	bash deploy/docker/build.sh
+
+# The Go, Node and Python example clients, built and their dependencies installed.
+examples: $(STAMP)
+	bash examples/go/build.sh
+	bash examples/node/setup.sh
+
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache build *.egg-info examples/go/.gopath examples/go/bin examples/node/node_modules

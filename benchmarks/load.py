@@ -121,9 +121,11 @@ def make_pki(root: Path, clients: int) -> Pki:
 class ServerProcess:
     """securechat or the baseline, in its own process on a free loopback port."""
 
-    def __init__(self, kind: str, material: Pki, *, tls: bool = True, broker: str = "", log_level: str = "warning") -> None:
+    def __init__(
+        self, kind: str, material: Pki, *, tls: bool = True, broker: str = "", log_level: str = "warning", port: int | None = None
+    ) -> None:
         self.kind = kind
-        self.port = free_port()
+        self.port = port or free_port()
         listen = f"127.0.0.1:{self.port}"
         env = None
         if kind == "grpc-go":

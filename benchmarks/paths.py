@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -35,6 +36,7 @@ import grpc
 
 from benchmarks.load import Pki, ServerProcess, channel, make_pki, proc_cpu_seconds
 from securechat._gen import chat_pb2, chat_pb2_grpc
+from securechat.protocol import RESUME_FROM_KEY, Reason, refusal_reason
 
 KINDS = ("securechat", "baseline")
 
@@ -130,6 +132,85 @@ async def join(kind: str, material: Pki, streams: int) -> dict:
         server.stop()
 
 
+async def storm(material: Pki, streams: int) -> dict:
+    """S streams joined; the server restarted; all reconnect at once with last-event-id (securechat only)."""
+    server = ServerProcess("securechat", material, log_level="info")
+    port = server.port
+    connections = max(1, streams // 10)
+    channels = [channel(material, port, c) for c in range(connections)]
+    last_ids: list[str] = [""] * streams
+    try:
+
+        async def first_join(index: int) -> None:
+            call = chat_pb2_grpc.ChatServiceStub(channels[index % connections]).Chat()
+            await call.write(chat_pb2.ChatMessage(room="storm", text=""))
+            await call.write(chat_pb2.ChatMessage(room=f"s{index}", text="joined"))
+            async for event in call:
+                if event.kind == chat_pb2.ChatEvent.MESSAGE and event.text == "joined":
+                    last_ids[index] = event.id
+                    break
+
+        await asyncio.wait_for(asyncio.gather(*(first_join(i) for i in range(streams))), 300)
+    finally:
+        server.stop()
+        for ch in channels:
+            await ch.close()
+    server = ServerProcess("securechat", material, log_level="info", port=port)
+    started = time.perf_counter()
+    channels = [channel(material, port, c) for c in range(connections)]
+    done_at: list[float] = []
+    outcomes: dict[str, int] = {}
+
+    async def rejoin(index: int) -> None:
+        resume = last_ids[index]
+        stub = chat_pb2_grpc.ChatServiceStub(channels[index % connections])
+        for _ in range(3):
+            call = stub.Chat(metadata=(("last-event-id", resume),))
+            events = aiter(call)
+            with contextlib.suppress(grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError, StopAsyncIteration):
+                await call.write(chat_pb2.ChatMessage(room="storm", text=""))
+                # A write to a call the server already ended fails and hides
+                # its real status: give a refusal 50 ms to arrive first.
+                first = asyncio.ensure_future(anext(events))
+                await asyncio.wait([first], timeout=0.05)
+                posted = not first.done()
+                if posted:
+                    await call.write(chat_pb2.ChatMessage(room=f"s{index}", text="back"))
+                event = await first  # raises when the call was refused
+                if not posted:
+                    await call.write(chat_pb2.ChatMessage(room=f"s{index}", text="back"))
+                while not (event.kind == chat_pb2.ChatEvent.MESSAGE and event.text == "back"):
+                    event = await anext(events)
+                done_at.append(time.perf_counter() - started)
+                call.cancel()
+                return
+            code = await call.code()
+            outcomes[code.name] = outcomes.get(code.name, 0) + 1
+            trailing = tuple(await call.trailing_metadata() or ())
+            point = dict(trailing).get(RESUME_FROM_KEY)
+            if refusal_reason(trailing) is Reason.HISTORY_GONE and point is not None:
+                resume = str(point)  # the new run's first event: nothing of it is missed
+                continue
+            return
+
+    try:
+        await asyncio.wait_for(asyncio.gather(*(rejoin(i) for i in range(streams))), 300)
+    finally:
+        for ch in channels:
+            await ch.close()
+        server.stop()
+    return {
+        "streams": streams,
+        "connections": connections,
+        "resumed": len(done_at),
+        "client_cpu_seconds": round(time.process_time(), 1),
+        "outcomes": outcomes,
+        "seconds_to_50_percent": round(_pct(done_at, 50), 2),
+        "seconds_to_99_percent": round(_pct(done_at, 99), 2),
+        "seconds_to_100_percent": round(max(done_at), 2) if len(done_at) == streams else None,
+    }
+
+
 def _ratio(a: float, b: float) -> float:
     return round(a / b, 2) if b else float("nan")
 
@@ -137,9 +218,13 @@ def _ratio(a: float, b: float) -> float:
 async def report(args: argparse.Namespace) -> dict:
     results: dict = {}
     with tempfile.TemporaryDirectory(prefix="securechat-paths-") as tmp:
-        material = make_pki(Path(tmp), max(args.join_streams // 10, args.parallel, 1))
-        phases = args.only.split(",") if args.only else ["unary", "handshakes", "join"]
+        material = make_pki(Path(tmp), max(args.join_streams // 10, args.storm_streams // 10, args.parallel, 1))
+        phases = args.only.split(",") if args.only else ["unary", "handshakes", "join", "storm"]
         for phase in phases:
+            if phase == "storm":
+                results["storm"] = await storm(material, args.storm_streams)
+                print(json.dumps({"storm": results["storm"]}), file=sys.stderr, flush=True)
+                continue
             runs: dict[str, list[dict]] = {kind: [] for kind in KINDS}
             for _ in range(args.rounds):
                 for kind in KINDS:
@@ -193,12 +278,13 @@ def _summary(phase: str, runs: dict[str, list[dict]]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="securechat vs bare grpc.aio: unary, handshakes, join (JSON on stdout).")
-    parser.add_argument("--only", help="comma-separated phases: unary,handshakes,join")
+    parser.add_argument("--only", help="comma-separated phases: unary,handshakes,join,storm")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--concurrency", type=int, default=64, help="unary calls in flight")
     parser.add_argument("--parallel", type=int, default=8, help="concurrent handshakes")
     parser.add_argument("--join-streams", type=int, default=100)
+    parser.add_argument("--storm-streams", type=int, default=10_000, help="streams (over a tenth as many connections) in the storm")
     args = parser.parse_args()
     started = time.perf_counter()
     results = asyncio.run(report(args))

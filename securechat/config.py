@@ -69,6 +69,19 @@ class Limits:
     message_burst: int = 20
     max_streams_per_identity: int = 16
     max_connections: int = 10_000
+    # Connection floods (issue 13). Connections still in their TLS handshake
+    # have their own allowance on top of max_connections and a deadline; see
+    # securechat.server.connections.
+    handshake_timeout_seconds: float = 5.0
+    max_handshakes: int = 1000
+    max_concurrent_streams: int = 100
+    """Per connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS)."""
+    max_resets_per_second: int = 100
+    """Per connection, averaged over 10 s: a client cancelling streams faster is disconnected (HTTP/2 rapid reset)."""
+    health_max_connections: int = 64
+    health_max_streams: int = 64
+    """Open calls (Watch streams) on the plaintext health_port, all connections together."""
+    metrics_max_connections: int = 8
 
 
 @dataclass(frozen=True)
@@ -444,12 +457,19 @@ def _limits(section: _Section) -> Limits:
         "message_burst": (1, 1_000_000),
         "max_streams_per_identity": (1, 1_000_000),
         "max_connections": (1, 10_000_000),
+        "max_handshakes": (1, 1_000_000),
+        "max_concurrent_streams": (1, 1_000_000),
+        "max_resets_per_second": (1, 1_000_000),
+        "health_max_connections": (1, 100_000),
+        "health_max_streams": (1, 100_000),
+        "metrics_max_connections": (1, 10_000),
     }
     values = {
         name: section.integer(name, getattr(defaults, name), minimum=low, maximum=high)
         for name, (low, high) in bounds.items()
     }
-    return Limits(**values)
+    handshake = section.number("handshake_timeout_seconds", defaults.handshake_timeout_seconds, minimum=0.1, maximum=600.0)
+    return Limits(**values, handshake_timeout_seconds=handshake)
 
 
 def _keepalive(section: _Section) -> Keepalive:

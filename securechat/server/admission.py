@@ -1,7 +1,9 @@
 """Per-identity and per-server limits on streams, connections and message rate.
 
-`Admission` is consulted by ChatService when a stream opens, when it ends and
-for every posted message. Refusals are `securechat.protocol.Refusal`s: a
+`Admission` is consulted by ChatService when a stream opens, when it ends,
+for every posted message, for every room it creates and for every JOIN or
+LEAVE it would announce: messages, new rooms and presence share one
+per-identity budget (max_messages_per_second, message_burst). Refusals are `securechat.protocol.Refusal`s: a
 status, a machine-readable reason, and a message naming the limit and its
 config key, so the user knows what to change.
 
@@ -117,6 +119,30 @@ class Admission:
             f"identity '{identity}' is sending too fast; the limit max_messages_per_second is "
             f"{limits.max_messages_per_second} (message_burst {limits.message_burst})",
         )
+
+    def allow_new_room(self, identity: str) -> Refusal | None:
+        """Creating a room (the first member on this server) costs one message from the identity's budget."""
+        bucket = self._buckets.get(identity)
+        if bucket is None or bucket.take():
+            return None
+        limits = self._limits
+        log.warning("refused a new room of %s: creating rooms faster than its message budget", identity, extra={"identity": identity})
+        return Refusal(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            Reason.RATE_LIMITED,
+            f"identity '{identity}' is creating rooms too fast: each new room counts as a message against "
+            f"max_messages_per_second {limits.max_messages_per_second} (message_burst {limits.message_burst})",
+        )
+
+    def allow_presence(self, identity: str) -> bool:
+        """Whether a JOIN or LEAVE of IDENTITY is announced: each costs one message from its budget.
+
+        Without budget the member still joins or leaves, unannounced (as in
+        rooms above announce_max_members): opening and closing streams cannot
+        flood a room with presence events.
+        """
+        bucket = self._buckets.get(identity)
+        return bucket is None or bucket.take()
 
     def tracked(self) -> tuple[int, int, int]:
         """(identities with streams, rate buckets, connections): all zero when idle."""

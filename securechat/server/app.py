@@ -16,7 +16,7 @@ import resource
 import signal
 import socket
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -28,9 +28,11 @@ from securechat.errors import SecureChatError
 from securechat.material import load_server_material
 from securechat.protocol import Reason, Refusal
 from securechat.server.broker import InMemoryBroker
+from securechat.server.connections import ConnectionGuard, GuardLimits, channelz_server_ids
 from securechat.server.interceptors import AuthInterceptor
 from securechat.server.lifecycle import ServerLifecycle
 from securechat.server.metrics import ServerMetrics
+from securechat.server.probes import CallCap, health_server
 from securechat.server.rooms import RoomHub
 from securechat.server.service import SERVICE_NAME, ChatService, method_handlers
 
@@ -56,6 +58,8 @@ class RunningServer:
     metrics: ServerMetrics | None = None
     metrics_port: int | None = None
     hub: RoomHub | None = None
+    guards: list[ConnectionGuard] = field(default_factory=list)
+    health_cap: CallCap | None = None
 
     @property
     def mode(self) -> str:
@@ -69,6 +73,8 @@ class RunningServer:
         grace = self.config.grace_seconds if grace is None else grace
         if self.lifecycle is not None:
             await self.lifecycle.stop()
+        for guard in self.guards:
+            await guard.stop()
         await self.health.enter_graceful_shutdown()
         stopping = asyncio.ensure_future(self.server.stop(grace))
         # Let each stream write what it was already given, then end it with
@@ -80,7 +86,7 @@ class RunningServer:
         if self.health_server is not None:
             await self.health_server.stop(0)
         if self.metrics is not None:
-            self.metrics.close()
+            await self.metrics.close()
         log.info("server stopped")
 
 
@@ -90,12 +96,13 @@ async def start_server(config: ServerConfig) -> RunningServer:
     options = [
         ("grpc.max_receive_message_length", config.limits.max_message_bytes),
         ("grpc.so_reuseport", 0),
-        ("grpc.max_allowed_incoming_connections", config.limits.max_connections),
+        *transport_options(config.limits),
         *pending_call_options(config.limits),
         *keepalive_options(config.keepalive),
     ]
     require_identity = config.tls is not None and config.tls.mtls
     metrics = ServerMetrics()
+    servers_before = channelz_server_ids()
     server = grpc.aio.server(
         interceptors=[
             AuthInterceptor(
@@ -104,6 +111,7 @@ async def start_server(config: ServerConfig) -> RunningServer:
         ],
         options=options,
     )
+    server_id = _new_server_id(servers_before)
     limits = config.limits
     hub = await _room_hub(config, metrics)
     service = ChatService(hub, limits, metrics=metrics)
@@ -130,10 +138,20 @@ async def start_server(config: ServerConfig) -> RunningServer:
     )
     lifecycle.start(service)
     running.lifecycle = lifecycle
+    guard_limits = GuardLimits(
+        max_handshakes=limits.max_handshakes,
+        handshake_timeout_seconds=limits.handshake_timeout_seconds,
+        max_resets_per_second=limits.max_resets_per_second,
+        cap=limits.max_connections + limits.max_handshakes,
+    )
+    guard = ConnectionGuard(name="chat port", port=port, server_id=server_id, limits=guard_limits, on_close=metrics.connection_closed)
+    guard.start()
+    running.guards.append(guard)
+    metrics.handshaking.set_function(lambda: guard.handshaking)
     if config.health_port is not None:
-        running.health_server, running.health_port = await _start_health_server(config, health_servicer)
+        await _start_health_server(config, health_servicer, running)
     if config.metrics_port is not None:
-        running.metrics_port = metrics.serve(config.listen.host, config.metrics_port)
+        running.metrics_port = await metrics.serve(config.listen.host, config.metrics_port, max_connections=limits.metrics_max_connections)
         log.info("Prometheus metrics on http://%s:%d/metrics", config.listen.host, running.metrics_port)
     return running
 
@@ -203,6 +221,27 @@ def keepalive_options(keepalive: Keepalive) -> list[tuple[str, int]]:
     return options
 
 
+def transport_options(limits: Limits) -> list[tuple[str, int]]:
+    """gRPC core channel arguments that bound what unauthenticated and abusive clients can hold."""
+    return [
+        # Silent and stalled connections count here too: core cannot tell them
+        # apart. max_handshakes is their allowance; ConnectionGuard keeps them to it.
+        ("grpc.max_allowed_incoming_connections", limits.max_connections + limits.max_handshakes),
+        ("grpc.server_handshake_timeout_ms", int(limits.handshake_timeout_seconds * 1000)),
+        ("grpc.max_concurrent_streams", limits.max_concurrent_streams),
+        # Count a stream against max_concurrent_streams until the server has
+        # released it, not until the client reset it (core's default; said
+        # explicitly because rapid reset depends on it).
+        ("grpc.http.overload_protection", 1),
+    ]
+
+
+def _new_server_id(before: set[int]) -> int | None:
+    """The channelz id of the gRPC server made since BEFORE was taken (None if not exactly one)."""
+    new = channelz_server_ids() - before
+    return new.pop() if len(new) == 1 else None
+
+
 def raise_open_file_limit() -> tuple[int, int]:
     """Raise RLIMIT_NOFILE's soft limit to the hard limit (each connection is a file); return (soft, hard)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -216,15 +255,31 @@ def raise_open_file_limit() -> tuple[int, int]:
     return soft, hard
 
 
-async def _start_health_server(config: ServerConfig, servicer: health.aio.HealthServicer) -> tuple[grpc.aio.Server, int]:
+async def _start_health_server(config: ServerConfig, servicer: health.aio.HealthServicer, running: RunningServer) -> None:
     host = config.listen.host
     address = f"[{host}]:{config.health_port}" if ":" in host else f"{host}:{config.health_port}"
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    before = channelz_server_ids()
+    server, cap = health_server(config, servicer)
+    server_id = _new_server_id(before)
     port = _bind(lambda: server.add_insecure_port(address), address)
     await server.start()
+    running.health_server, running.health_port, running.health_cap = server, port, cap
+    limits = config.limits
+    guard = ConnectionGuard(
+        name="health port",
+        port=port,
+        server_id=server_id,
+        limits=GuardLimits(
+            max_handshakes=max(1, limits.health_max_connections // 2),
+            handshake_timeout_seconds=limits.handshake_timeout_seconds,
+            max_resets_per_second=limits.max_resets_per_second,
+            cap=limits.health_max_connections,
+        ),
+        on_close=running.metrics.connection_closed if running.metrics is not None else None,
+    )
+    guard.start()
+    running.guards.append(guard)
     log.info("health probes (grpc.health.v1 only, plaintext) on %s", address.rsplit(":", 1)[0] + f":{port}")
-    return server, port
 
 
 def _bind(add_port: object, address: str) -> int:

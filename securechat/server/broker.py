@@ -57,16 +57,26 @@ class Broker(Protocol):
 
 
 class _RoomHistory:
-    __slots__ = ("ids", "events", "dropped_through")
+    __slots__ = ("ids", "events", "dropped_through", "creator")
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, creator: str) -> None:
+        self.creator = creator  # whose event started this history: who pays when one must go
         self.ids: deque[int] = deque(maxlen=size)
         self.events: deque[bytes] = deque(maxlen=size)
         self.dropped_through = 0  # the newest id that fell out of this history
 
 
 class InMemoryBroker:
-    """Ids from one counter; the last `history_size` events of up to `history_rooms` rooms."""
+    """Ids from one counter; the last `history_size` events of up to `history_rooms` rooms.
+
+    When a new room's history would make history_rooms + 1, one room's
+    history is dropped: the least recently used room *of the identity that
+    started the most histories held* (issue 13: one identity joining 1,152
+    empty rooms evicted a real room's history). An identity creating rooms in
+    bulk thus evicts its own; it can drop another's only while it holds no
+    more rooms than that other identity does. Ties go to the room used
+    longest ago.
+    """
 
     def __init__(self, *, history_size: int, history_rooms: int, first_id: int | None = None) -> None:
         self._history_size = history_size
@@ -74,6 +84,7 @@ class InMemoryBroker:
         self.first_id = time.time_ns() // 1000 if first_id is None else first_id
         self._next_id = self.first_id
         self._rooms: OrderedDict[str, _RoomHistory] = OrderedDict()
+        self._by_creator: dict[str, OrderedDict[str, None]] = {}  # identity -> its rooms' histories, least recent first
         self._forgotten_through = 0  # the newest id of any room whose history was dropped whole
         self._deliver: Deliver = _nowhere
 
@@ -95,7 +106,7 @@ class InMemoryBroker:
             sent_at_unix_ms=time.time_ns() // 1_000_000,
             kind=kind,  # type: ignore[arg-type]
         ).SerializeToString()
-        self._keep(room, event_id, event)
+        self._keep(room, sender, event_id, event)
         self._deliver(room, event_id, event)
 
     def replay(self, room: str, after: int) -> list[bytes]:
@@ -120,15 +131,16 @@ class InMemoryBroker:
             start -= 1
         return [history.events[i] for i in range(start, len(ids))]
 
-    def _keep(self, room: str, event_id: int, event: bytes) -> None:
+    def _keep(self, room: str, sender: str, event_id: int, event: bytes) -> None:
         history = self._rooms.get(room)
         if history is None:
-            history = self._rooms[room] = _RoomHistory(self._history_size)
-            if len(self._rooms) > self._history_rooms:
-                _, dropped = self._rooms.popitem(last=False)
-                self._forgotten_through = max(self._forgotten_through, dropped.ids[-1] if dropped.ids else dropped.dropped_through)
+            if len(self._rooms) >= self._history_rooms:
+                self._drop(self._eviction_victim())
+            history = self._rooms[room] = _RoomHistory(self._history_size, sender)
+            self._by_creator.setdefault(sender, OrderedDict())[room] = None
         else:
             self._rooms.move_to_end(room)
+            self._by_creator[history.creator].move_to_end(room)
         if self._history_size == 0:
             history.dropped_through = event_id
             return
@@ -136,6 +148,29 @@ class InMemoryBroker:
             history.dropped_through = history.ids[0]
         history.ids.append(event_id)
         history.events.append(event)
+
+
+    def _eviction_victim(self) -> str:
+        """The least recently used room of the identity holding the most histories (ties: the oldest room)."""
+        order = {room: rank for rank, room in enumerate(self._rooms)} if len(self._by_creator) > 1 else None
+        heaviest = max(
+            self._by_creator.values(),
+            key=lambda rooms: (len(rooms), -order[next(iter(rooms))] if order is not None else 0),
+        )
+        return next(iter(heaviest))
+
+    def _drop(self, room: str) -> None:
+        dropped = self._rooms.pop(room)
+        rooms = self._by_creator[dropped.creator]
+        del rooms[room]
+        if not rooms:
+            del self._by_creator[dropped.creator]
+        self._forgotten_through = max(self._forgotten_through, dropped.ids[-1] if dropped.ids else dropped.dropped_through)
+
+    @property
+    def history_creators(self) -> dict[str, int]:
+        """identity -> how many of the held histories it started."""
+        return {name: len(rooms) for name, rooms in self._by_creator.items()}
 
 
 def _nowhere(room: str, event_id: int, event: bytes) -> None:

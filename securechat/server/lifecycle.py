@@ -50,6 +50,10 @@ log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.5
 """How often files are looked at: a revocation or rotation is seen within this."""
+RELOAD_SECONDS = 10.0
+"""How long one source (config, TLS files, CRL) may take to be looked at before the poll goes on without it."""
+MAX_CONFIG_BYTES = 1 << 20
+"""A config file bigger than this is not reloaded (a server.yaml is a few hundred bytes)."""
 CHAT_METHOD = f"/{SERVICE_NAME}/Chat"
 RESTART_FIELDS = ("insecure", "limits", "health_port", "log_level", "log_format", "grace_seconds")
 
@@ -122,6 +126,10 @@ class ServerLifecycle:
         self._config_watch = FileWatch([config.source])
         self._tls_watch = FileWatch(_tls_paths(config))
         self._crl_watch = FileWatch([crl_location(config)[0]])
+        self._inflight: dict[str, asyncio.Future[_Changes]] = {}
+        self._stale: set[str] = set()  # sources whose last look was dropped: look again
+        self._retarget = False  # the config changed: point the TLS and CRL watches at its paths
+        self._crl_recheck = False  # new TLS material (client CA): check the CRL against it
 
     # -- what the server asks ------------------------------------------------
 
@@ -179,33 +187,94 @@ class ServerLifecycle:
             forced = self._wake.is_set()
             self._wake.clear()
             try:
-                self._apply(await asyncio.to_thread(self._look, forced))
+                await self._poll(forced)
             except Exception:  # a poll must never stop polling
                 log.exception("checking for changed certificates failed; will retry")
 
-    # -- one poll: _look in a worker thread, _apply on the event loop ----------
+    # -- one poll: each source in its own worker thread, results applied on the event loop
 
-    def _look(self, forced: bool) -> _Changes:
+    async def _poll(self, forced: bool) -> None:
+        """Look at the config, the TLS files and the CRL, each independently and for at most RELOAD_SECONDS.
+
+        A source whose look is still running (a FIFO at its path, a hung
+        network mount, a config that takes long to parse) is not looked at
+        again until that look ends, and never holds up the others: an authz
+        edit is applied while the CRL read hangs. Its late result is
+        dropped and the source is looked at afresh.
+        """
+        if self._retarget and self._inflight.keys().isdisjoint(("tls", "crl")):
+            self._tls_watch.retarget(_tls_paths(self.config))
+            self._crl_watch.retarget([crl_location(self.config)[0]])
+            self._retarget = False
+        jobs = {"config": self._look_config, "tls": self._look_tls, "crl": self._look_crl}
+        started: dict[str, asyncio.Future[_Changes]] = {}
+        for source, look in jobs.items():
+            running = self._inflight.get(source)
+            if running is not None:
+                if not running.done():
+                    continue
+                del self._inflight[source]
+                self._stale.add(source)
+            again = forced or source in self._stale or (source == "crl" and self._crl_recheck)
+            started[source] = self._inflight[source] = asyncio.ensure_future(asyncio.to_thread(look, again))
+        if not started:
+            return
+        done, late = await asyncio.wait(started.values(), timeout=RELOAD_SECONDS)
+        for source, future in started.items():
+            if future in late:
+                log.error(
+                    "reloading %s has taken more than %.0f s (%s); what is in force stays, the other reloads go on,"
+                    " and it is tried again once this read returns",
+                    source, RELOAD_SECONDS, self._describe(source),
+                )
+                continue
+            del self._inflight[source]
+            self._stale.discard(source)
+            if source == "crl":
+                self._crl_recheck = False
+            self._apply(future.result())
+
+    def _describe(self, source: str) -> str:
+        paths = {"config": [self.config.source], "tls": _tls_paths(self.config), "crl": [crl_location(self.config)[0]]}[source]
+        named = ", ".join(str(path) for path in paths if path is not None)
+        return f"{named}: a FIFO, a hung mount, or a file too big or too nested to parse?"
+
+    def _look_config(self, forced: bool) -> _Changes:
+        changes = _Changes()
+        if not (self._config_watch.changed() or forced):
+            return changes
+        # TODO(merge): replace with configpkg's bounded file and YAML readers (size, non-regular files, aliases, depth).
+        try:
+            size = self.config.source.stat().st_size
+        except OSError:
+            size = 0
+        if size > MAX_CONFIG_BYTES:
+            changes.errors.append(
+                f"config reload refused, the running config stays: {self.config.source} is {size} bytes (more than {MAX_CONFIG_BYTES})"
+            )
+            return changes
+        try:
+            changes.config = load_server_config(self.config.source, listen=str(self.config.listen))
+        except SecureChatError as exc:
+            changes.errors.append(f"config reload refused, the running config stays: {exc}")
+        return changes
+
+    def _look_tls(self, forced: bool) -> _Changes:
         changes = _Changes()
         config = self.config
-        if self._config_watch.changed() or forced:
-            try:
-                config = load_server_config(config.source, listen=str(config.listen))
-            except SecureChatError as exc:
-                changes.errors.append(f"config reload refused, the running config stays: {exc}")
-                config = self.config
-            else:
-                changes.config = config
-                self._tls_watch.retarget(_tls_paths(config))
-                self._crl_watch.retarget([crl_location(config)[0]])
         if config.tls is not None and (self._tls_watch.changed() or forced):
             try:
                 changes.material = load_server_material(config)
             except SecureChatError as exc:
                 changes.errors.append(f"new TLS files rejected, still serving serial {self.serving_serial}: {exc}")
-        if self._crl_watch.changed() or forced or changes.material is not None:
+        return changes
+
+    def _look_crl(self, forced: bool) -> _Changes:
+        changes = _Changes()
+        config = self.config
+        if self._crl_watch.changed() or forced:
             try:
-                changes.revoked = load_revocations(config, changes.material or self._material)
+                changes.revoked = load_revocations(config, self._material)
             except SecureChatError as exc:
                 number = self._revoked.number if self._revoked is not None else None
                 changes.errors.append(f"CRL rejected, CRL number {number} stays in force: {exc}")
@@ -222,12 +291,14 @@ class ServerLifecycle:
         sweep = False
         if changes.config is not None:
             self._apply_config(changes.config)
+            self._retarget = True
             sweep = True
         if changes.material is not None and changes.material.certificate is not None:
             ready = server_certificate_configuration(changes.material, mtls=self._mtls)
             with self._lock:
                 self._pending = ready
             old, self._material = self.serving_serial, changes.material
+            self._crl_recheck = True
             log.info(
                 "TLS files changed: new handshakes get certificate serial %s (was %s); open streams continue",
                 self.serving_serial,

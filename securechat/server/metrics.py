@@ -10,14 +10,22 @@ not-allowed identity) are counted by reason too.
 
 The endpoint is plain HTTP (it carries no message text or identities);
 bind it to a private address. Enable it with `metrics_port:` in server.yaml.
+It runs on the server's event loop (`MetricsEndpoint`), not a thread per
+connection: at most `limits.metrics_max_connections` connections at once
+(one more is answered 503 and closed), REQUEST_SECONDS to send the request
+head (at most REQUEST_HEAD_BYTES), one request per connection, and `GET
+/metrics` only (404 for other paths, 405 for other methods).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import Callable
 
 import grpc
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from securechat.protocol import Reason, Refusal
 
@@ -29,6 +37,11 @@ _AUTH_LABELS = {
     Reason.REVOKED: "rejected_certificate",
 }
 
+log = logging.getLogger(__name__)
+
+REQUEST_SECONDS = 5.0
+WRITE_SECONDS = 10.0
+REQUEST_HEAD_BYTES = 8192
 FAN_OUT_BUCKETS = (0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1)
 
 
@@ -50,7 +63,18 @@ class ServerMetrics:
         self.fan_out = Histogram(
             "securechat_fan_out_seconds", "Time to hand one event to every member of its room.", buckets=FAN_OUT_BUCKETS, registry=registry
         )
-        self._http: object | None = None
+        self.handshaking = Gauge(
+            "securechat_handshaking_connections",
+            "Connections to the chat port that have not completed the TLS handshake (sampled each second).",
+            registry=registry,
+        )
+        self.connections_closed = Counter(
+            "securechat_connections_closed",
+            "Connections the server closed itself: stuck in the TLS handshake, or resetting streams in a flood.",
+            ["reason"],
+            registry=registry,
+        )
+        self._http: MetricsEndpoint | None = None
 
     def watch(self, *, streams: Callable[[], int], connections: Callable[[], int], queue_depth: Callable[[], int]) -> None:
         self.streams.set_function(streams)
@@ -70,14 +94,101 @@ class ServerMetrics:
     def stream_ended(self, code: grpc.StatusCode) -> None:
         self.stream_ends.labels(code=code.name).inc()
 
-    def serve(self, host: str, port: int) -> int:
-        """Serve /metrics over HTTP on host:port (0 picks one); returns the bound port."""
-        httpd, _ = start_http_server(port, addr=host, registry=self.registry)
-        self._http = httpd
-        return httpd.server_port
+    def connection_closed(self, reason: str) -> None:
+        self.connections_closed.labels(reason=reason).inc()
 
-    def close(self) -> None:
+    async def serve(self, host: str, port: int, *, max_connections: int) -> int:
+        """Serve /metrics over HTTP on host:port (0 picks one); returns the bound port."""
+        self._http = MetricsEndpoint(self.registry, max_connections=max_connections)
+        return await self._http.start(host, port)
+
+    async def close(self) -> None:
         if self._http is not None:
-            self._http.shutdown()  # type: ignore[attr-defined]
-            self._http.server_close()  # type: ignore[attr-defined]
+            await self._http.close()
             self._http = None
+
+
+class MetricsEndpoint:
+    """A minimal HTTP/1.1 server for Prometheus on the event loop: bounded connections, one GET each."""
+
+    def __init__(self, registry: CollectorRegistry, *, max_connections: int) -> None:
+        self._registry = registry
+        self._max = max_connections
+        self._open: set[asyncio.Task[None]] = set()
+        self._server: asyncio.Server | None = None
+        self._turned_away = 0
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._open)
+
+    async def start(self, host: str, port: int) -> int:
+        self._server = await asyncio.start_server(self._accept, host, port, limit=REQUEST_HEAD_BYTES)
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for task in list(self._open):
+                task.cancel()
+            await asyncio.gather(*self._open, return_exceptions=True)
+            await self._server.wait_closed()
+            self._server = None
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        if len(self._open) >= self._max:
+            self._turned_away += 1
+            if self._turned_away == 1 or self._turned_away % 1000 == 0:
+                log.warning(
+                    "metrics port: turned away %d connection(s) so far: %d open (limits.metrics_max_connections)",
+                    self._turned_away, len(self._open),
+                )
+            await _respond(writer, 503, b"too many connections\n")
+            return
+        self._open.add(task)
+        try:
+            try:
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), REQUEST_SECONDS)
+            except (TimeoutError, asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+                await _respond(writer, 408, b"request head not received in time or too long\n")
+                return
+            method, _, rest = head.split(b"\r\n", 1)[0].partition(b" ")
+            target = rest.partition(b" ")[0].partition(b"?")[0]
+            if method not in (b"GET", b"HEAD"):
+                await _respond(writer, 405, b"only GET\n", extra=b"Allow: GET, HEAD\r\n")
+            elif target != b"/metrics":
+                await _respond(writer, 404, b"not found: metrics are at /metrics\n")
+            else:
+                body = generate_latest(self._registry)
+                await _respond(writer, 200, body, content_type=CONTENT_TYPE_LATEST.encode(), head_only=method == b"HEAD")
+        finally:
+            self._open.discard(task)
+
+
+_REASONS = {200: b"OK", 404: b"Not Found", 405: b"Method Not Allowed", 408: b"Request Timeout", 503: b"Service Unavailable"}
+
+
+async def _respond(
+    writer: asyncio.StreamWriter,
+    status: int,
+    body: bytes,
+    *,
+    content_type: bytes = b"text/plain; charset=utf-8",
+    extra: bytes = b"",
+    head_only: bool = False,
+) -> None:
+    head = (
+        b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\nConnection: close\r\n%s\r\n"
+        % (status, _REASONS[status], content_type, len(body), extra)
+    )
+    try:
+        writer.write(head if head_only else head + body)
+        await asyncio.wait_for(writer.drain(), WRITE_SECONDS)
+    except (TimeoutError, asyncio.TimeoutError, ConnectionError):
+        pass
+    finally:
+        writer.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(writer.wait_closed(), 1.0)

@@ -168,6 +168,8 @@ class Member:
 
 
 FanOutObserver = Callable[[int, float], None]
+Presence = Callable[[str], bool]
+"""presence(identity): whether a JOIN/LEAVE of identity may be announced now (it spends the identity's budget)."""
 
 
 class RoomHub:
@@ -180,6 +182,7 @@ class RoomHub:
         self._announce_max = announce_max_members
         self._broker = broker
         self._on_fan_out = on_fan_out
+        self.presence: Presence | None = None
         broker.attach(self._deliver)
 
     def room_size(self, room: str) -> int:
@@ -205,11 +208,13 @@ class RoomHub:
                 log.info("resume refused for %s in room %s: OUT_OF_RANGE (oldest held %s)", member.name, room, gap.oldest)
                 member.abort(history_gone(str(gap), gap.resume_from))
                 return
+        created = room not in self._rooms
         members = self._rooms.setdefault(room, {})
         members[member] = None
         member.rooms.add(room)
         log.info("%s joined room %s (%d members)", member.name, room, len(members), extra={"identity": member.name, "room": room})
-        if len(members) <= self._announce_max:
+        # A new room's JOIN was paid for by creating it (ChatService asks Admission).
+        if len(members) <= self._announce_max and (created or self.announces(member.name)):
             self._broker.publish(room, member.name, "", Kind.JOIN)
 
     def post(self, member: Member, room: str, text: str) -> None:
@@ -238,9 +243,13 @@ class RoomHub:
             members.pop(member, None)
             if not members:
                 del self._rooms[room]
-            elif len(members) < self._announce_max:
+            elif len(members) < self._announce_max and self.announces(member.name):
                 self._broker.publish(room, member.name, "", Kind.LEAVE)
         member.rooms.clear()
+
+    def announces(self, identity: str) -> bool:
+        """Whether a JOIN/LEAVE of IDENTITY is announced now (`presence`: its budget; always without one)."""
+        return self.presence is None or self.presence(identity)
 
     def members(self) -> set[Member]:
         return {member for members in self._rooms.values() for member in members}

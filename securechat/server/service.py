@@ -41,6 +41,7 @@ class ChatService:
         self._members: set[Member] = set()
         self._peers: dict[Member, PeerIdentity] = {}  # whose certificate opened each stream
         self.admission = Admission(limits)
+        hub.presence = self.admission.allow_presence
         self._metrics = metrics
 
     @property
@@ -147,6 +148,9 @@ class ChatService:
             async for message in requests:
                 room = message.room or DEFAULT_ROOM
                 refusal = self._check(member, room, message.text)
+                if refusal is None and not message.text and room not in member.rooms and self._hub.room_size(room) == 0:
+                    # Creating a room costs a message; a message posted there pays for it itself.
+                    refusal = self.admission.allow_new_room(member.name)
                 if refusal is not None:
                     member.abort(refusal)
                     return

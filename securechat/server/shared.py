@@ -74,6 +74,7 @@ class SharedRoomHub(RoomHub):
         self._replica = replica or uuid.uuid4().hex[:12]
         self._counter = itertools.count(1)
         self._tasks: set[asyncio.Task[None]] = set()
+        self.presence = None
 
     # The in-memory entry points do not apply: the service awaits enter/accept.
     def join(self, member: Member, room: str) -> None:
@@ -107,7 +108,7 @@ class SharedRoomHub(RoomHub):
             link.joining -= 1
             self._release_if_unused(room)
         log.info("%s joined room %s (%d members here)", member.name, room, len(members), extra={"identity": member.name, "room": room})
-        if len(members) <= self._announce_max:
+        if len(members) <= self._announce_max and (len(members) == 1 or self.announces(member.name)):
             await self._publish(member, room, "", Kind.JOIN)
 
     async def accept(self, member: Member, room: str, text: str) -> None:
@@ -124,7 +125,7 @@ class SharedRoomHub(RoomHub):
             if not members:
                 del self._rooms[room]
                 self._release_if_unused(room)
-            if len(members) < self._announce_max:
+            if len(members) < self._announce_max and self.announces(member.name):
                 self._spawn(self._announce_leave(member.name, room))
         member.rooms.clear()
 

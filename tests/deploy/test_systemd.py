@@ -107,7 +107,7 @@ def test_unit_hides_the_ca_key_and_reads_certs_read_only(etc) -> None:
     assert unit_value(unit, "ReadOnlyPaths") == ETC
     assert unit_value(unit, "ProtectSystem") == "strict"
     assert unit_value(unit, "CapabilityBoundingSet") == ""
-    assert unit_value(unit, "ExecReload") == "/bin/kill -HUP $MAINPID"
+    assert unit_value(unit, "ExecReload") == "/bin/sh -c 'kill -HUP \"$MAINPID\"'"
 
 
 def test_renew_unit_skips_a_fresh_certificate(etc, shim, env) -> None:

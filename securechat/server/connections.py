@@ -1,0 +1,363 @@
+"""Who is connected to a gRPC port, and closing the connections that abuse it.
+
+gRPC Python has no connection hook: core accepts, handshakes and serves
+connections without telling the application. `ConnectionGuard` looks from
+outside, every POLL_SECONDS, on Linux:
+
+- the kernel's table of TCP connections (/proc/self/net/tcp and tcp6) has
+  every connection to the port, those still in their TLS handshake included;
+- gRPC core's channelz has those that completed it (one socket per HTTP/2
+  transport), with counters of the streams each one started and failed.
+
+What it does with them:
+
+- Connections that have not completed the handshake are allowed
+  `limits.max_handshakes` at once; beyond that the oldest are closed (never
+  one younger than HANDSHAKE_GRACE_SECONDS: a client's handshake takes a few
+  ms). gRPC core closes any handshake still unfinished after
+  `limits.handshake_timeout_seconds`, and its cap on accepted connections is
+  `max_connections + max_handshakes`: silent or stalled connections do not
+  take the places meant for clients that completed TLS.
+- A connection whose client reset (cancelled) more than
+  `limits.max_resets_per_second` x RESET_WINDOW_SECONDS streams within the
+  last RESET_WINDOW_SECONDS is closed: the HTTP/2 "rapid reset" attack
+  (CVE-2023-44487). gRPC core already bounds the streams such a client holds
+  (`max_concurrent_streams`, counted until the server has released them);
+  closing it makes the client pay a new TLS handshake with its certificate,
+  and logs who it was.
+- Every closing is logged at WARNING with the peer and the numbers, and
+  counted in `securechat_connections_closed_total{reason}`.
+
+Closing is shutdown(2) on a duplicate of core's file descriptor for that
+connection (found through /proc/self/fd and checked by inode): core sees
+the peer go away and releases the connection as usual; the descriptor stays
+core's to close.
+
+What is *not* done: on platforms other than Linux only core's deadline, cap
+and stream limit apply (the guard logs once that it is off). There are no
+per-source-address limits: behind NAT they punish innocent neighbours, and a
+firewall does them better.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import logging
+import os
+import socket
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from urllib.parse import unquote
+
+from grpc._cython import cygrpc  # channelz: the only view of core's connections (what grpcio-channelz wraps)
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 1.0
+RESET_WINDOW_SECONDS = 10.0
+HANDSHAKE_GRACE_SECONDS = 1.0
+SCAN_MAX_SOCKETS = 2000
+"""Sockets whose stream counters are read per poll while resets are high (each read is ~0.2 ms)."""
+WARN_EVERY_SECONDS = 10.0
+
+Remote = tuple[str, int]
+"""A peer as (IP address text, port); IPv4-mapped IPv6 addresses are written as IPv4."""
+OnClose = Callable[[str], None]
+
+
+def channelz_server_ids() -> set[int]:
+    """The channelz ids of every gRPC server in this process."""
+    ids: set[int] = set()
+    start = 0
+    while True:
+        page = json.loads(cygrpc.channelz_get_servers(start))
+        for server in page.get("server", []):
+            ids.add(int(server["ref"]["serverId"]))
+        if page.get("end", True) or not page.get("server"):
+            return ids
+        start = max(ids) + 1
+
+
+def tcp_connections(port: int) -> dict[Remote, int] | None:
+    """Established TCP connections to local PORT: remote -> socket inode; None where /proc is missing.
+
+    An inode of 0 is a connection still in the kernel's accept queue: gRPC
+    has not accepted it yet, so it holds none of gRPC's places.
+    """
+    found: dict[Remote, int] = {}
+    suffix = f":{port:04X}"
+    seen_table = False
+    for table in ("tcp", "tcp6"):
+        try:
+            with open(f"/proc/self/net/{table}", encoding="ascii") as lines:
+                seen_table = True
+                next(lines, None)
+                for line in lines:
+                    fields = line.split()
+                    # sl local remote state ... inode (/proc/net/tcp, see proc(5))
+                    if len(fields) < 10 or fields[3] != "01" or not fields[1].endswith(suffix):
+                        continue
+                    address, _, port_hex = fields[2].partition(":")
+                    found[(_proc_ip(address), int(port_hex, 16))] = int(fields[9])
+        except OSError:
+            continue
+    return found if seen_table else None
+
+
+def _proc_ip(hex_address: str) -> str:
+    raw = bytes.fromhex(hex_address)
+    # /proc writes each 32-bit word in host order (little-endian on every Linux we run on).
+    words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4)) if sys.byteorder == "little" else raw
+    return _ip_text(words)
+
+
+def _ip_text(packed: bytes) -> str:
+    address = ipaddress.ip_address(packed)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)
+
+
+def parse_peer(peer: str) -> Remote | None:
+    """('127.0.0.1', 5000) from gRPC's 'ipv4:127.0.0.1:5000' or 'ipv6:%5B::1%5D:5000'; None for others."""
+    peer = unquote(peer.removeprefix("chttp2 "))
+    kind, _, rest = peer.partition(":")
+    host, _, port = rest.rpartition(":")
+    if kind not in ("ipv4", "ipv6") or not port.isdigit():
+        return None
+    try:
+        return _ip_text(ipaddress.ip_address(host.strip("[]")).packed), int(port)
+    except ValueError:
+        return None
+
+
+def socket_fds(inodes: set[int]) -> dict[int, int]:
+    """This process's file descriptors for the sockets with these INODES: inode -> fd."""
+    found: dict[int, int] = {}
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        return found
+    for name in names:
+        try:
+            target = os.readlink(f"/proc/self/fd/{name}")
+        except OSError:
+            continue
+        if target.startswith("socket:[") and (inode := int(target[8:-1])) in inodes:
+            found[inode] = int(name)
+    return found
+
+
+def shut_down(fd: int, inode: int) -> bool:
+    """shutdown(2) the socket at FD if it still is socket INODE; the descriptor itself stays open."""
+    try:
+        duplicate = os.dup(fd)
+    except OSError:
+        return False
+    try:
+        if os.fstat(duplicate).st_ino != inode:  # the number was reused meanwhile
+            return False
+        with socket.socket(fileno=duplicate) as sock:  # closes only the duplicate
+            duplicate = -1
+            sock.shutdown(socket.SHUT_RDWR)
+        return True
+    except OSError:
+        return False
+    finally:
+        if duplicate >= 0:
+            os.close(duplicate)
+
+
+@dataclass
+class _Socket:
+    """What the guard remembers about one connection that completed its handshake."""
+
+    remote: Remote
+    failed: deque[tuple[float, int]] = field(default_factory=deque)  # (when, streams failed so far)
+
+
+@dataclass(frozen=True)
+class GuardLimits:
+    max_handshakes: int
+    handshake_timeout_seconds: float
+    max_resets_per_second: int
+    cap: int
+    """gRPC core's cap on accepted connections (grpc.max_allowed_incoming_connections)."""
+
+
+class ConnectionGuard:
+    """Polls one gRPC server's port; closes connections stuck in the handshake or resetting streams."""
+
+    def __init__(self, *, name: str, port: int, server_id: int | None, limits: GuardLimits, on_close: OnClose | None = None) -> None:
+        self.name = name
+        self.port = port
+        self._server_id = server_id
+        self._limits = limits
+        self._on_close = on_close
+        self._first_seen: dict[Remote, float] = {}  # connections not through TLS yet
+        self._sockets: dict[int, _Socket] = {}  # channelz socket id -> what we know
+        self._server_failed: deque[tuple[float, int]] = deque()
+        self._scan_from = 0
+        self._previous_ids: set[int] = set()
+        self._warned: dict[str, float] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.handshaking = 0
+        self.established = 0
+        self.closed: dict[str, int] = {"handshake": 0, "resets": 0}
+
+    @property
+    def reset_limit(self) -> int:
+        return int(self._limits.max_resets_per_second * RESET_WINDOW_SECONDS)
+
+    def start(self) -> None:
+        if tcp_connections(self.port) is None:
+            log.info("%s: no /proc/self/net/tcp here; only gRPC's handshake deadline and connection cap apply", self.name)
+            return
+        self._task = asyncio.create_task(self._run(), name=f"securechat-connections-{self.port}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(POLL_SECONDS)
+            try:
+                await asyncio.to_thread(self.poll)
+            except Exception:  # a poll must never stop polling
+                log.exception("%s: checking connections failed; will retry", self.name)
+
+    # -- one poll (in a worker thread: /proc and channelz are plain reads) ----
+
+    def poll(self, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        kernel = tcp_connections(self.port) or {}
+        listed = self._listed_sockets()
+        through_tls = {remote for remote in listed.values()}
+        accepted = {remote: inode for remote, inode in kernel.items() if inode}
+        pending = {remote: inode for remote, inode in accepted.items() if remote not in through_tls}
+        self._first_seen = {remote: self._first_seen.get(remote, now) for remote in pending}
+        self.handshaking, self.established = len(pending), len(accepted) - len(pending)
+        self._close_stalled_handshakes(pending, now)
+        self._close_resetting(listed, accepted, now)
+        if len(accepted) >= self._limits.cap:
+            self._warn(
+                "cap",
+                now,
+                "%s: connection cap reached: %d connections (limits.max_connections + max_handshakes = %d), %d of them"
+                " still in the TLS handshake; new connections are refused until some close",
+                self.name, len(accepted), self._limits.cap, len(pending),
+            )
+
+    def _listed_sockets(self) -> dict[int, Remote]:
+        """channelz: socket id -> remote of each connection past its handshake."""
+        if self._server_id is None:
+            return {}
+        listed: dict[int, Remote] = {}
+        start = 0
+        while True:
+            page = json.loads(cygrpc.channelz_get_server_sockets(self._server_id, start, 100_000))
+            refs = page.get("socketRef", [])
+            for ref in refs:
+                remote = parse_peer(ref.get("name", ""))
+                if remote is not None:
+                    listed[int(ref["socketId"])] = remote
+            if page.get("end", True) or not refs:
+                break
+            start = max(int(ref["socketId"]) for ref in refs) + 1
+        for gone in self._sockets.keys() - listed.keys():
+            del self._sockets[gone]
+        return listed
+
+    def _close_stalled_handshakes(self, pending: dict[Remote, int], now: float) -> None:
+        excess = len(pending) - self._limits.max_handshakes
+        if excess <= 0:
+            return
+        old = sorted((seen, remote) for remote, seen in self._first_seen.items() if now - seen >= HANDSHAKE_GRACE_SECONDS)
+        victims = {remote: pending[remote] for _, remote in old[:excess]}
+        closed = self._close(victims, "handshake")
+        self._warn(
+            "handshake",
+            now,
+            "%s: %d connections have not completed the TLS handshake (limits.max_handshakes %d): closed the %d"
+            " oldest; gRPC closes any handshake unfinished after %.1f s (limits.handshake_timeout_seconds). A client"
+            " opening connections without speaking TLS is probably flooding the port; %d connections completed TLS.",
+            self.name, len(pending), self._limits.max_handshakes, closed, self._limits.handshake_timeout_seconds,
+            self.established,
+        )
+
+    def _close_resetting(self, listed: dict[int, Remote], accepted: dict[Remote, int], now: float) -> None:
+        previous, self._previous_ids = self._previous_ids, set(listed)
+        if self._server_id is None or not self._resets_high(now):
+            self._sockets.clear()  # quiet again: start counting afresh next time
+            return
+        ids = sorted(listed)
+        if len(ids) > SCAN_MAX_SOCKETS:  # round-robin: every socket is read within a few polls
+            start = next((i for i, sid in enumerate(ids) if sid >= self._scan_from), 0)
+            ids = (ids[start:] + ids[:start])[:SCAN_MAX_SOCKETS]
+            self._scan_from = ids[-1] + 1
+        abusive: dict[Remote, tuple[int, int]] = {}
+        for socket_id in ids:
+            try:
+                data = json.loads(cygrpc.channelz_get_socket(socket_id))["socket"]["data"]
+            except (ValueError, KeyError):
+                continue  # closed meanwhile
+            failed = int(data.get("streamsFailed", 0))
+            known = self._sockets.get(socket_id)
+            if known is None:
+                known = self._sockets[socket_id] = _Socket(listed[socket_id])
+                # Unknown until now: a connection new since the last poll is counted from its start.
+                known.failed.append((now, failed if socket_id in previous else 0))
+            known.failed.append((now, failed))
+            while len(known.failed) > 2 and now - known.failed[1][0] >= RESET_WINDOW_SECONDS:
+                known.failed.popleft()
+            resets = failed - known.failed[0][1]
+            if resets > self.reset_limit and known.remote in accepted:
+                abusive[known.remote] = (resets, int(data.get("streamsStarted", 0)))
+        for remote, (resets, started) in abusive.items():
+            log.warning(
+                "%s: closed the connection of %s:%d: its client reset %d streams within %.0f s (limits.max_resets_per_second"
+                " %d allows %d; %d streams started on it): an HTTP/2 rapid-reset flood",
+                self.name, *remote, resets, RESET_WINDOW_SECONDS, self._limits.max_resets_per_second, self.reset_limit, started,
+            )
+        self._close({remote: accepted[remote] for remote in abusive}, "resets")
+
+    def _resets_high(self, now: float) -> bool:
+        """Whether the whole server failed more calls in the window than one connection may reset (one cheap read)."""
+        assert self._server_id is not None
+        try:
+            data = json.loads(cygrpc.channelz_get_server(self._server_id))["server"]["data"]
+        except (ValueError, KeyError):
+            return False
+        failed = int(data.get("callsFailed", 0))
+        history = self._server_failed
+        history.append((now, failed))
+        while len(history) > 2 and now - history[1][0] >= RESET_WINDOW_SECONDS:
+            history.popleft()
+        return failed - history[0][1] > self.reset_limit
+
+    def _close(self, victims: dict[Remote, int], reason: str) -> int:
+        if not victims:
+            return 0
+        fds = socket_fds(set(victims.values()))
+        closed = sum(shut_down(fds[inode], inode) for inode in victims.values() if inode in fds)
+        self.closed[reason] += closed
+        if self._on_close is not None:
+            for _ in range(closed):
+                self._on_close(reason)
+        return closed
+
+    def _warn(self, key: str, now: float, message: str, *args: object) -> None:
+        if now - self._warned.get(key, -WARN_EVERY_SECONDS) >= WARN_EVERY_SECONDS:
+            self._warned[key] = now
+            log.warning(message, *args)
+
