@@ -1,13 +1,11 @@
 """Build benchmarks/go/fanout (the grpc-go fan-out server) from Debian's Go packages.
 
-Nothing is fetched: the build runs in GOPATH mode against the sources that
-Debian's packages install under /usr/share/gocode, with the Go stubs
-generated from protos/ by protoc into a temporary workspace. Install them
-in ONE apt-get command (apart, apt picks protobuf 1.3's Go package, whose
-stubs panic at run time):
-
-    apt-get install -y golang-go golang-google-grpc-dev golang-google-protobuf-dev \
-        golang-github-golang-protobuf-1-5-dev protobuf-compiler protoc-gen-go protoc-gen-go-grpc
+Nothing is fetched but Debian's packages: the build runs in GOPATH mode
+against the sources they install under /usr/share/gocode, with the Go stubs
+generated from protos/ by protoc into a temporary workspace. When they are
+missing, `build` runs `scripts/install-deps.sh go` (as root: one apt-get
+command for the whole set; asked apart, apt picks protobuf 1.3's Go package,
+whose stubs panic at run time).
 
     python -m benchmarks.gofanout DEST      # writes DEST/fanout, prints its path
 """
@@ -38,9 +36,11 @@ def missing_tools() -> list[str]:
 
 def build(dest: Path) -> Path:
     """Compile the fan-out server into DEST/fanout and return its path; RuntimeError naming what is missing."""
+    if missing_tools():
+        subprocess.run(["bash", str(ROOT / "scripts" / "install-deps.sh"), "go"], check=False)
     missing = missing_tools()
     if missing:
-        raise RuntimeError(f"grpc-go fan-out server: {', '.join(missing)} not installed; see benchmarks/gofanout.py for the apt-get line")
+        raise RuntimeError(f"grpc-go fan-out server: {', '.join(missing)} not installed; run scripts/install-deps.sh go as root")
     workspace = dest / "gopath"
     package = workspace / "src" / GO_PACKAGE
     package.mkdir(parents=True, exist_ok=True)
