@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-cluster test proto install deploy-check image examples clean
+.PHONY: demo demo-cluster demo-ca test proto install deploy-check image examples clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,9 @@ demo: $(STAMP)
 
 demo-cluster: $(STAMP)
 	$(BIN)/python tools/demo_cluster.py
+
+demo-ca: $(STAMP)
+	$(BIN)/python tools/demo_ca.py
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -164,7 +164,7 @@ async def storm(material: Pki, streams: int) -> dict:
     async def rejoin(index: int) -> None:
         resume = last_ids[index]
         stub = chat_pb2_grpc.ChatServiceStub(channels[index % connections])
-        for _ in range(3):
+        for _ in range(4):
             call = stub.Chat(metadata=(("last-event-id", resume),))
             events = aiter(call)
             with contextlib.suppress(grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError, StopAsyncIteration):
@@ -190,6 +190,8 @@ async def storm(material: Pki, streams: int) -> dict:
             point = dict(trailing).get(RESUME_FROM_KEY)
             if refusal_reason(trailing) is Reason.HISTORY_GONE and point is not None:
                 resume = str(point)  # the new run's first event: nothing of it is missed
+                continue
+            if code is grpc.StatusCode.INTERNAL:  # our write raced the refusal and hid it: ask again
                 continue
             return
 

@@ -106,7 +106,7 @@ echo "ok"
 
 # --- Compose -----------------------------------------------------------------
 step "Compose Specification schema (check-jsonschema --builtin-schema vendor.compose-spec)"
-for compose in "$deploy/compose/compose.yaml" "$deploy/nats/compose.yaml" "$deploy/cluster/compose.yaml"; do
+for compose in "$deploy/compose/compose.yaml" "$deploy/nats/compose.yaml" "$deploy/cluster/compose.yaml" "$deploy/ca/compose.yaml"; do
     "$bin/check-jsonschema" --builtin-schema vendor.compose-spec "$compose" \
         || fail "$compose does not match the Compose Specification (above)."
 done
@@ -182,6 +182,16 @@ else
 fi
 # The nats-server configs themselves are checked with `nats-server -t` and real
 # certificates by tests/deploy/test_nats_config.py (the binary is in the test extra).
+echo "ok"
+
+step "kubernetes-validate --strict: deploy/ca/kubernetes (the online CA: StatefulSet + PVC)"
+ca_manifests=()
+while IFS= read -r f; do ca_manifests+=("$f"); done < <(find "$deploy/ca/kubernetes" -name '*.yaml' ! -name kustomization.yaml | sort)
+k8s_validate "${ca_manifests[@]}" || fail "kubernetes-validate found problems in deploy/ca/kubernetes (above)."
+if ((${#kustomize[@]})); then
+    "${kustomize[@]}" "$deploy/ca/kubernetes" >"$tmp/ca.yaml"
+    k8s_validate "$tmp/ca.yaml" || fail "the kustomize build of deploy/ca/kubernetes does not validate (above)."
+fi
 echo "ok"
 
 step "cert-manager resources"

@@ -27,11 +27,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from securechat._gen import chat_pb2, chat_pb2_grpc
 from securechat.config import ClientConfig
 from securechat.errors import ConnectError, SecureChatError
-from securechat.identity import PeerIdentity, PeerRejected
-from securechat.material import TlsMaterial, load_client_material
 from securechat.protocol import reason_of
-from securechat.tls import channel_credentials
-from securechat.watch import FileWatch
+from securechat.tls import checks, failures
+from securechat.tls.credentials import channel_credentials
+from securechat.tls.identity import PeerIdentity, PeerRejected
+from securechat.tls.material import TlsMaterial, load_client_material
+from securechat.tls.watch import FileWatch
 
 log = logging.getLogger(__name__)
 
@@ -39,18 +40,22 @@ DEFAULT_TIMEOUT = 10.0
 
 
 @contextlib.asynccontextmanager
-async def open_channel(config: ClientConfig) -> AsyncIterator[Channel]:
-    """A grpc.aio channel to the configured target, TLS unless insecure: true."""
+async def open_channel(config: ClientConfig, *, renew: bool = True) -> AsyncIterator[Channel]:
+    """A grpc.aio channel to the configured target, TLS unless insecure: true.
+
+    With `tls.renew` (and RENEW) the certificate is renewed from the online
+    CA while the channel is open, and the channel follows the new files
+    (`securechat.rotation.rotating_channel`).
+    """
+    from securechat.rotation import build_channel, check_server_id, rotating_channel
+
+    if renew and config.tls is not None and config.tls.renew is not None:
+        async with rotating_channel(config) as rotating:
+            yield Channel(config, rotating.material, rotating)
+        return
     material = load_client_material(config)
-    target = str(config.target)
-    if material is None:
-        raw = grpc.aio.insecure_channel(target)
-    else:
-        options: list[tuple[str, str]] = []
-        if config.tls is not None and config.tls.server_name:
-            options.append(("grpc.ssl_target_name_override", config.tls.server_name))
-        raw = grpc.aio.secure_channel(target, channel_credentials(material), options=options)
-    async with raw:
+    await check_server_id(config)
+    async with build_channel(config, material) as raw:
         yield Channel(config, material, raw)
 
 
@@ -137,8 +142,10 @@ class ChatSession:
 
 @contextlib.asynccontextmanager
 async def open_chat(config: ClientConfig, *, metadata: Sequence[tuple[str, str]] = ()) -> AsyncIterator[ChatSession]:
-    """Open a Chat stream; it is cancelled when the block exits."""
-    async with open_channel(config) as channel:
+    """Open a Chat stream; it is cancelled when the block exits. With `tls.renew`, renewed meanwhile."""
+    from securechat.rotation import renewing
+
+    async with renewing(config), open_channel(config, renew=False) as channel:
         call = channel.stub.Chat(metadata=tuple(metadata) or None)
         session = ChatSession(channel, call)
         try:
@@ -173,27 +180,31 @@ def _explain(error: grpc.aio.AioRpcError, config: ClientConfig, material: TlsMat
     cert = config.tls.cert if config.tls and config.tls.cert else "tls.cert"
     inspect_hint = f"Check it with 'securechat certs inspect {cert}'."
     if code is grpc.StatusCode.UNAVAILABLE:
-        if "Connection refused" in details or "DNS resolution failed" in details or "No route to host" in details:
+        # TODO(merge): the terminal branch renders tls.failures fully; this only classifies with it.
+        failure = failures.from_status(details)
+        if failure is failures.TlsFailure.UNREACHABLE:
             return ConnectError(f"server not reachable at {target}: {_last_reason(details)}. Is it running, and is target right in {source}?")
-        if "Hostname Verification" in details or "Peer name" in details:
+        if failure is failures.TlsFailure.SERVER_NAME_MISMATCH:
             host = config.tls.server_name if config.tls and config.tls.server_name else config.target.host
             return ConnectError(
                 f"server name does not match its certificate: '{host}' is not among the server certificate's names. "
                 f"Issue the server certificate with '--san {host}', or set tls.server_name in {source}."
             )
-        if "CERTIFICATE_VERIFY_FAILED" in details:
+        if failure is failures.TlsFailure.UNTRUSTED_SERVER:
             ca = config.tls.ca if config.tls else "tls.ca"
             return ConnectError(
                 f"untrusted server: its certificate was not signed by the CA in {ca} ({_last_reason(details)}). "
                 f"Point tls.ca in {source} at the CA that signed the server's certificate."
             )
-        if "Socket closed" in details or "Connection reset" in details or "handshake" in details.lower():
+        if failure in (failures.TlsFailure.BAD_CERTIFICATE, failures.TlsFailure.NOT_TLS):
             if material is None:
                 return ConnectError(f"the server at {target} closed the connection: it probably expects TLS. Remove insecure: true and configure tls in {source}.")
             if material.cert_chain is None:
                 return ConnectError(f"server refused our connection: it requires a client certificate and {source} sets no tls.cert/tls.key. Add them.")
+            likely = _likely_refusal(material)
             return ConnectError(
-                f"server refused our certificate during the TLS handshake (not signed by its client CA, expired, revoked or not a client certificate). {inspect_hint}"
+                "server refused our certificate during the TLS handshake (not signed by its client CA, expired, revoked or not a client certificate)"
+                f"{likely}. {inspect_hint}"
             )
         if "Deadline" in details or "timeout" in details.lower():
             return ConnectError(f"server not reachable at {target}: timed out.")
@@ -211,6 +222,18 @@ def _explain(error: grpc.aio.AioRpcError, config: ClientConfig, material: TlsMat
             " Send a shorter message, or ask its operator to raise the limit."
         )
     return ConnectError(f"server ended the call: {code.name}: {details}")
+
+
+def _likely_refusal(material: TlsMaterial) -> str:
+    """'; most likely: <reason>' when our own certificate shows why (tls.checks + tls.failures), else ''."""
+    cert = material.certificate
+    if cert is None:
+        return ""
+    problems = checks.check_leaf(cert, purpose=checks.Purpose.CLIENT)
+    if not problems:
+        return ""
+    failure = failures.diagnose(failures.Evidence(status_details="Socket closed", local=problems[0]))
+    return f"; most likely: {failure.client_view}"
 
 
 # gRPC core's own refusal of an oversized request; the server's code never sees it.

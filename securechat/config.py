@@ -4,7 +4,7 @@
 reject unknown keys (suggesting the nearest valid one) and wrong types,
 resolve relative paths against the config file's own directory, and insist
 on an explicit `insecure: true` for plaintext. The certificate files the
-config names are read and checked once, by `securechat.material`, when the
+config names are read and checked once, by `securechat.tls.material`, when the
 server starts or the client opens its channel, before any port opens.
 """
 
@@ -25,6 +25,7 @@ from securechat.errors import ConfigError
 
 if TYPE_CHECKING:
     from securechat.broker.config import BrokerConfig
+    from securechat.ca.config import RenewConfig
 
 DEFAULT_PORT = 50051
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -111,6 +112,8 @@ class ServerTls:
     key: Path
     client_ca: Path | None
     mtls: bool = True
+    renew: RenewConfig | None = None
+    """`tls.renew`: renew cert/key from the online CA (securechat.ca.config.RenewConfig)."""
 
 
 @dataclass(frozen=True)
@@ -141,6 +144,10 @@ class ClientTls:
     cert: Path | None = None
     key: Path | None = None
     server_name: str | None = None
+    renew: RenewConfig | None = None
+    """`tls.renew`: renew cert/key from the online CA (securechat.ca.config.RenewConfig)."""
+    server_id: str | None = None
+    """`tls.server_id`: a DNS name or SPIFFE ID the server's certificate must carry."""
 
 
 @dataclass(frozen=True)
@@ -315,9 +322,9 @@ def _read_yaml(path: Path) -> Any:
 
 
 SERVER_KEYS = ("listen", "tls", "insecure", "insecure_allow_non_loopback", "authz", "crl", "health_port", "limits", "log", "grace_seconds", "keepalive", "metrics_port", "broker")
-SERVER_TLS_KEYS = ("cert", "key", "client_ca", "mtls")
+SERVER_TLS_KEYS = ("cert", "key", "client_ca", "mtls", "renew")
 CLIENT_KEYS = ("target", "tls", "insecure")
-CLIENT_TLS_KEYS = ("ca", "cert", "key", "server_name")
+CLIENT_TLS_KEYS = ("ca", "cert", "key", "server_name", "renew", "server_id")
 
 
 def load_server_config(path: Path | str, *, listen: str | None = None) -> ServerConfig:
@@ -388,7 +395,10 @@ def _server_tls(root: _Section, insecure: bool) -> ServerTls | None:
             "missing while mtls is true: the server cannot verify client certificates without it.",
             "Set tls.client_ca to the CA that signs client certificates (e.g. certs/ca.pem), or set tls.mtls: false.",
         )
-    return ServerTls(cert=tls.path("cert"), key=tls.path("key"), client_ca=client_ca, mtls=mtls)  # type: ignore[arg-type]
+    from securechat.ca.config import parse_renew  # it builds on this module
+
+    renew = parse_renew(tls, default_ca_cert=client_ca, ca_cert_field="tls.client_ca")
+    return ServerTls(cert=tls.path("cert"), key=tls.path("key"), client_ca=client_ca, mtls=mtls, renew=renew)  # type: ignore[arg-type]
 
 
 AUTHZ_KEYS = ("allow", "methods")
@@ -510,5 +520,17 @@ def load_client_config(path: Path | str, *, target: str | None = None) -> Client
         if section.has("cert") != section.has("key"):
             present, absent = ("cert", "key") if section.has("cert") else ("key", "cert")
             raise section.error(absent, f"missing while tls.{present} is set.", "Give both tls.cert and tls.key, or neither for server-only TLS.")
-        tls = ClientTls(ca=section.path("ca"), cert=section.path("cert"), key=section.path("key"), server_name=section.string("server_name"))  # type: ignore[arg-type]
+        from securechat.ca.config import parse_renew, parse_server_id  # they build on this module
+
+        renew = parse_renew(section, default_ca_cert=section.path("ca"), ca_cert_field="tls.ca")
+        if renew is not None and not section.has("cert"):
+            raise section.error("renew", "is set but tls.cert and tls.key are not: there is nothing to renew.", "Add tls.cert and tls.key, or remove tls.renew.")
+        tls = ClientTls(
+            ca=section.path("ca"),  # type: ignore[arg-type]
+            cert=section.path("cert"),
+            key=section.path("key"),
+            server_name=section.string("server_name"),
+            renew=renew,
+            server_id=parse_server_id(section),
+        )
     return ClientConfig(source=source, target=address, tls=tls, insecure=insecure)

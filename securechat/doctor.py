@@ -7,6 +7,13 @@ certificate covers the target name, the server trusts our certificate,
 ALPN h2, and a WhoAmI round trip. It never raises for a broken setup and
 never prints; `securechat.cli.doctor` renders the findings.
 
+Doctor decides nothing about certificates itself: the key match, the chain
+up to the trust anchors (leaf + intermediates, any length), EKU, validity,
+the server's name and revocation are `securechat.tls.checks`' verdicts --
+the very code the config loader and the server use, so they cannot
+disagree -- and a failed handshake is named by `securechat.tls.failures`.
+A finding carries the core's problem code (`Finding.code`).
+
 How the handshake failure is decoded: gRPC only reports "Socket closed"
 when the server refuses a client certificate, so the doctor repeats the
 handshake with Python's `ssl`. Under TLS 1.3 the server judges our
@@ -24,36 +31,29 @@ SAN, and the CN is not used when SANs exist.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import os
 import socket
 import ssl
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 from cryptography import x509
-from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from securechat import pki
 from securechat.config import ClientConfig, ServerConfig, load_client_config, load_server_config
 from securechat.errors import SecureChatError
-from securechat.material import _shown as shown
+from securechat.tls import checks, failures
+from securechat.tls.checks import CHAIN_CODES, Code, Problem, Purpose, RevocationIndex
+from securechat.tls.material import shown
+from securechat.tls.revocation import CrlFileError, load_crls, read_crl_file
 
-EXPIRES_SOON = dt.timedelta(days=30)
-"""The same threshold as `certs needs-renewal`: inside it, renew."""
+if TYPE_CHECKING:
+    from securechat.ca.config import RenewConfig
+
 TIMEOUT = 5.0
-
-# TLS alert names (OpenSSL reason strings) -> what the server meant and the fix.
-_ALERTS = (
-    ("UNKNOWN_CA", "it does not trust the CA that signed our certificate", "Issue our certificate from the server's tls.client_ca, or add our CA to that bundle."),
-    ("CERTIFICATE_REQUIRED", "it requires a client certificate and we sent none", "Set tls.cert and tls.key."),
-    ("CERTIFICATE_EXPIRED", "our certificate has expired", "Run 'securechat certs renew NAME'."),
-    ("UNSUPPORTED_CERTIFICATE", "our certificate is not for client authentication (unsupported purpose)", "Use a certificate from 'securechat certs client NAME'."),
-    ("BAD_CERTIFICATE", "it rejected our certificate (bad certificate)", "Check it with 'securechat certs inspect'."),
-    ("CERTIFICATE_REVOKED", "our certificate is revoked", "Ask for a new certificate."),
-)
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,10 @@ class Finding:
     check: str
     message: str
     fix: str = ""
+    code: str = ""
+    """The `tls.checks.Code` (or `tls.failures.TlsFailure` code) behind a failed check, when one decided it."""
+    warning: bool = False
+    """OK but worth acting on (e.g. expiring with nothing renewing it): printed WARN, does not fail."""
 
 
 def run_checks(path: str | os.PathLike[str], *, timeout: float = TIMEOUT) -> list[Finding]:
@@ -74,10 +78,12 @@ def run_checks(path: str | os.PathLike[str], *, timeout: float = TIMEOUT) -> lis
         data = None
     is_client = isinstance(data, dict) and "target" in data
     try:
-        config = load_client_config(path) if is_client else load_server_config(path)
+        config = load_client_config(Path(path)) if is_client else load_server_config(Path(path))
     except SecureChatError as exc:
         return [Finding(False, "config", str(exc), "Fix the config file.")]
-    findings = [Finding(True, "config", f"{config.source.name} is a valid {'client' if is_client else 'server'} config")]
+    findings = [
+        Finding(True, "config", f"{config.source.name} is a valid {'client' if is_client else 'server'} config")
+    ]
     if isinstance(config, ClientConfig):
         findings += _client_checks(config, timeout=timeout)
     else:
@@ -99,86 +105,201 @@ class _Report:
     def ok(self, check: str, message: str) -> None:
         self.findings.append(Finding(True, check, message))
 
-    def fail(self, check: str, message: str, fix: str, *, stop: bool = False) -> None:
-        self.findings.append(Finding(False, check, message, fix))
+    def warn(self, check: str, message: str, fix: str) -> None:
+        self.findings.append(Finding(True, check, message, fix, warning=True))
+
+    def fail(self, check: str, message: str, fix: str, *, stop: bool = False, code: str = "") -> None:
+        self.findings.append(Finding(False, check, message, fix, code))
         if stop:
             raise _Stop
+
+    def problem(self, check: str, problem: Problem, fix: str | None = None, *, stop: bool = False) -> None:
+        self.fail(check, problem.message, problem.fix if fix is None else fix, stop=stop, code=problem.code.value)
 
 
 def _load_cas(report: _Report, label: str, path: Path) -> list[x509.Certificate]:
     if not path.is_file():
-        report.fail(f"{label} file", f"{shown(path)} not found", "Run 'securechat certs init' or fix the path.", stop=True)
+        report.fail(
+            f"{label} file", f"{shown(path)} not found", "Run 'securechat certs init' or fix the path.", stop=True
+        )
     try:
         cas = pki.load_certificates(path)
     except SecureChatError as exc:
         report.fail(f"{label} file", str(exc), "Point it at the CA's ca.pem.", stop=True)
-    if not all(pki.is_ca_certificate(ca) for ca in cas):
-        report.fail(f"{label} file", f"{shown(path)} holds a certificate that is not a CA", "Point it at ca.pem.", stop=True)
+    not_a_ca = checks.check_anchors(cas, where=shown(path))
+    if not_a_ca is not None:
+        report.problem(f"{label} file", not_a_ca, stop=True)
     report.ok(f"{label} file", f"{shown(path)}: {len(cas)} CA certificate(s)")
     return cas
 
 
+_LEAF_CODES = (Code.WRONG_EKU, Code.LEAF_IS_CA, Code.KEY_USAGE, Code.NO_SAN)
+
+
+@dataclass(frozen=True)
+class _Leaf:
+    cert: x509.Certificate
+    chain: tuple[x509.Certificate, ...]
+    """What the owner presents: the leaf, then the intermediates of its file."""
+    verdict: checks.Verdict
+
+
 def _check_leaf(
-    report: _Report, role: str, cert_path: Path, key_path: Path, cas: list[x509.Certificate], ca_label: str
-) -> x509.Certificate:
+    report: _Report,
+    role: str,
+    cert_path: Path,
+    key_path: Path,
+    cas: list[x509.Certificate],
+    ca_path: Path,
+    ca_field: str,
+    renew: RenewConfig | None = None,
+) -> _Leaf:
     name = cert_path.stem
+    purpose = Purpose.SERVER if role == "server" else Purpose.CLIENT
     for label, path in (("tls.cert", cert_path), ("tls.key", key_path)):
         if not path.is_file():
-            report.fail(f"{label} file", f"{shown(path)} not found", f"Run 'securechat certs {role} {name}' or fix the path.", stop=True)
+            report.fail(
+                f"{label} file",
+                f"{shown(path)} not found",
+                f"Run 'securechat certs {role} {name}' or fix the path.",
+                stop=True,
+            )
     report.ok("files", f"{shown(cert_path)} and {shown(key_path)} exist")
     mode = stat.S_IMODE(key_path.stat().st_mode)
     if mode & 0o007:
-        report.fail("key permissions", f"{shown(key_path)} is readable by other users (mode {mode:04o})", f"Run 'chmod 600 {shown(key_path)}'.")
+        report.fail(
+            "key permissions",
+            f"{shown(key_path)} is readable by other users (mode {mode:04o})",
+            f"Run 'chmod 600 {shown(key_path)}'.",
+        )
     else:
         report.ok("key permissions", f"{shown(key_path)} is mode {mode:04o}")
     try:
-        cert = pki.load_certificate(cert_path)
+        chain = pki.load_certificates(cert_path)
         key = pki.load_private_key(key_path)
     except SecureChatError as exc:
-        report.fail("key matches certificate", str(exc), "Point tls.cert/tls.key at NAME.pem and NAME-key.pem.", stop=True)
-    if pki.key_matches_certificate(key, cert):
+        report.fail(
+            "key matches certificate", str(exc), "Point tls.cert/tls.key at NAME.pem and NAME-key.pem.", stop=True
+        )
+    cert = chain[0]
+    mismatch = checks.check_key(cert, key, where=shown(key_path), cert_where=shown(cert_path))
+    if mismatch is None:
         report.ok("key matches certificate", f"{shown(key_path)} is the key of {shown(cert_path)}")
     else:
-        report.fail("key matches certificate", f"{shown(key_path)} does not match {shown(cert_path)}", f"Use the key issued with it, or 'securechat certs renew {name}'.")
-    if any(pki.is_signed_by(cert, ca) for ca in cas):
-        report.ok("chain", f"{shown(cert_path)} is signed by a CA in {ca_label}")
+        report.problem(
+            "key matches certificate", mismatch, f"Use the key issued with it, or 'securechat certs renew {name}'."
+        )
+    verdict = checks.verify_chain(
+        cert,
+        chain[1:],
+        cas,
+        purpose=purpose,
+        where=shown(cert_path),
+        anchors_where=shown(ca_path),
+        anchors_field=ca_field,
+    )
+    broken = [p for p in verdict.problems if p.code in CHAIN_CODES or p.depth > 0]
+    if broken:
+        report.problem("chain", broken[0])
     else:
-        report.fail("chain", f"{shown(cert_path)} was not signed by the CA in {ca_label} (its issuer: {cert.issuer.rfc4514_string()})", f"Issue it from that CA, or point {ca_label} at its CA.")
-    wanted = ExtendedKeyUsageOID.SERVER_AUTH if role == "server" else ExtendedKeyUsageOID.CLIENT_AUTH
-    ekus = pki.extended_key_usages(cert)
-    if wanted in ekus:
-        report.ok("extended key usage", f"{pki.eku_name(wanted)}, as a {role} needs")
+        built = checks.build_path(cert, chain[1:], cas) or [cert]
+        via = f" through {len(built) - 2} intermediate(s)" if len(built) > 2 else ""
+        report.ok("chain", f"{shown(cert_path)} chains{via} to {checks.describe(built[-1])} in {ca_field}")
+    wrong = verdict.of(_LEAF_CODES)
+    if wrong:
+        report.problem("extended key usage", wrong[0], f"Issue it with 'securechat certs {role} {name}'.")
     else:
-        have = ", ".join(sorted(pki.eku_name(e) for e in ekus)) or "none"
-        report.fail("extended key usage", f"{shown(cert_path)} lacks {pki.eku_name(wanted)} (has {have})", f"Issue it with 'securechat certs {role} {name}'.")
+        report.ok("extended key usage", f"{purpose.eku_name}, as a {role} needs")
+    invalid = [p for p in verdict.of((Code.EXPIRED, Code.NOT_YET_VALID)) if p.depth == 0]
+    if invalid and invalid[0].code is Code.NOT_YET_VALID:
+        report.problem("validity", invalid[0], "Check this machine's clock.")
+    else:
+        _check_validity(report, cert, cert_path, name, renew)
+    return _Leaf(cert, tuple(chain), verdict)
+
+
+def _check_validity(report: _Report, cert: x509.Certificate, cert_path: Path, name: str, renew: RenewConfig | None) -> None:
+    """Expiry judged against the certificate's own lifetime and whether tls.renew renews it (pki.judge_expiry)."""
     now = pki.utc_now()
-    left = pki.days_left(cert, now=now)
-    if cert.not_valid_after_utc < now:
-        report.fail("validity", f"{shown(cert_path)} expired on {cert.not_valid_after_utc:%Y-%m-%d} ({-left} days ago)", f"Run 'securechat certs renew {name}'.")
-    elif cert.not_valid_before_utc > now:
+    verdict = pki.judge_expiry(cert, now=now, renewal_configured=renew is not None)
+    if cert.not_valid_before_utc > now:
         report.fail("validity", f"{shown(cert_path)} is not valid until {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC", "Check this machine's clock.")
-    elif cert.not_valid_after_utc - now < EXPIRES_SOON:
-        report.fail("validity", f"{shown(cert_path)} expires soon: {cert.not_valid_after_utc:%Y-%m-%d} ({left} days left)", f"Run 'securechat certs renew {name}'.")
+    elif verdict.level == "fail" and renew is not None and cert.not_valid_after_utc > now:
+        report.fail("validity", f"{shown(cert_path)}: {verdict.message}", f"Check that the CA at {renew.ca} is up and reachable (the renewer logs why it fails), or renew now: 'securechat certs renew {name} --ca {renew.ca}'.")
+    elif verdict.level == "fail":
+        fix = "Enroll again with a new token ('securechat ca token NAME' on the CA): an expired certificate cannot renew." if renew is not None else f"Run 'securechat certs renew {name}'."
+        report.fail("validity", f"{shown(cert_path)} {verdict.message}", fix)
+    elif verdict.level == "warn":
+        report.warn("validity", f"{shown(cert_path)} {verdict.message}", f"Run 'securechat certs renew {name}', or set tls.renew so it renews itself.")
     else:
-        report.ok("validity", f"valid until {cert.not_valid_after_utc:%Y-%m-%d} ({left} days left)")
-    return cert
+        report.ok("validity", verdict.message)
+    if renew is not None:
+        _check_renewal_ca(report, renew)
 
 
-def _check_crl(report: _Report, crl_path: Path | None, cas: list[x509.Certificate], cert: x509.Certificate | None) -> None:
-    if crl_path is None or not crl_path.is_file():
+def _check_renewal_ca(report: _Report, renew: RenewConfig) -> None:
+    """tls.renew: the CA service answers TrustBundle over TLS verified with tls.renew.ca_cert."""
+    from securechat.ca.client import CaClient, CaError, CaTarget
+
+    try:
+        target = CaTarget(str(renew.ca), renew.ca_cert.read_bytes(), renew.server_name)
+    except OSError as exc:
+        report.fail("renewal CA", f"{shown(renew.ca_cert)} cannot be read ({exc.strerror})", "Fix tls.renew.ca_cert.")
+        return
+
+    async def probe() -> bytes:
+        async with CaClient(target) as client:
+            return await client.trust_bundle(timeout=TIMEOUT)
+
+    try:
+        asyncio.run(probe())
+    except CaError as exc:
+        report.fail("renewal CA", str(exc), f"Start the CA service, or fix tls.renew.ca ({renew.ca}).")
+    else:
+        report.ok("renewal CA", f"the CA at {renew.ca} answers and is trusted by {shown(renew.ca_cert)}")
+
+
+def _check_crl(
+    report: _Report,
+    crl_path: Path | None,
+    signers: list[x509.Certificate],
+    leaf: _Leaf | None,
+    cas: list[x509.Certificate],
+) -> None:
+    if crl_path is None or not crl_path.exists():
         report.ok("revocation", f"no CRL at {shown(crl_path)}" if crl_path else "no CRL configured")
         return
     try:
-        revoked = pki.load_crl(crl_path.read_bytes(), cas, where=str(crl_path))
-    except SecureChatError as exc:
-        report.fail("revocation", str(exc), "Re-sign it with 'securechat certs crl' in the CA's directory.")
+        data = read_crl_file(crl_path, where=shown(crl_path))
+    except CrlFileError as exc:
+        report.problem("revocation", exc.problem)
         return
-    if revoked.stale:
-        report.fail("revocation", f"{shown(crl_path)} is past its nextUpdate", "Run 'securechat certs crl' and ship the new crl.pem.")
-    if cert is not None and revoked.revokes(cert.issuer.rfc4514_string(), cert.serial_number):
-        report.fail("revocation", f"our certificate (serial {cert.serial_number:x}) is revoked in {shown(crl_path)}", f"Ask for a new certificate: 'securechat certs client {cert_name(cert)} --force'.")
+    lists = load_crls(data, signers, where=shown(crl_path))
+    if isinstance(lists, Problem):
+        report.problem("revocation", lists, "Re-sign it with 'securechat certs crl' in the CA's directory.")
+        return
+    for item in lists:
+        if item.stale():
+            report.fail(
+                "revocation",
+                f"{shown(crl_path)} (CRL number {item.number}) is past its nextUpdate",
+                "Run 'securechat certs crl' and ship the new crl.pem.",
+                code="crl-stale",
+            )
+    numbers = ", ".join(str(item.number) for item in lists)
+    if leaf is None:
+        report.ok("revocation", f"{shown(crl_path)} (CRL number {numbers}) is signed by the client CA")
+        return
+    path = leaf.verdict.chain or tuple(checks.build_path(leaf.cert, leaf.chain[1:], cas) or (leaf.cert,))
+    revoked = checks.revocation_problems(path, RevocationIndex(lists), where="our certificate")
+    if revoked:
+        report.problem(
+            "revocation",
+            revoked[0],
+            f"Ask for a new certificate: 'securechat certs client {cert_name(leaf.cert)} --force'.",
+        )
     else:
-        report.ok("revocation", f"{shown(crl_path)} (CRL number {revoked.number}) does not list our certificate" if cert is not None else f"{shown(crl_path)} (CRL number {revoked.number}) is signed by the client CA")
+        report.ok("revocation", f"{shown(crl_path)} (CRL number {numbers}) lists no certificate of our chain")
 
 
 def cert_name(cert: x509.Certificate) -> str:
@@ -195,8 +316,14 @@ def _server_checks(config: ServerConfig) -> list[Finding]:
         return report.findings
     try:
         cas = _load_cas(report, "tls.client_ca", config.tls.client_ca) if config.tls.client_ca else []
-        _check_leaf(report, "server", config.tls.cert, config.tls.key, cas, "tls.client_ca") if cas else None
-        _check_crl(report, crl_location(config)[0], cas, None)
+        if cas and config.tls.client_ca is not None:
+            leaf = _check_leaf(
+                report, "server", config.tls.cert, config.tls.key, cas, config.tls.client_ca, "tls.client_ca", config.tls.renew
+            )
+            signers = cas + [c for c in leaf.chain[1:] if checks.is_ca(c)]
+        else:
+            signers = cas
+        _check_crl(report, crl_location(config)[0], signers, None, cas)
     except _Stop:
         pass
     return report.findings
@@ -208,16 +335,19 @@ def _server_checks(config: ServerConfig) -> list[Finding]:
 def _client_checks(config: ClientConfig, *, timeout: float) -> list[Finding]:
     report = _Report()
     if config.tls is None:
-        report.fail("tls", "insecure: true: the connection is plaintext and unauthenticated", "Configure tls: {ca, cert, key}.")
+        report.fail(
+            "tls", "insecure: true: the connection is plaintext and unauthenticated", "Configure tls: {ca, cert, key}."
+        )
         return report.findings
     tls = config.tls
-    cert: x509.Certificate | None = None
+    leaf: _Leaf | None = None
     try:
         cas = _load_cas(report, "tls.ca", tls.ca)
         if tls.cert is not None and tls.key is not None:
-            cert = _check_leaf(report, "client", tls.cert, tls.key, cas, "tls.ca")
-            _check_crl(report, tls.ca.parent / "crl.pem", cas, cert)
-        _check_network(report, config, cert, timeout=timeout)
+            leaf = _check_leaf(report, "client", tls.cert, tls.key, cas, tls.ca, "tls.ca", tls.renew)
+            signers = cas + [c for c in leaf.chain[1:] if checks.is_ca(c)]
+            _check_crl(report, tls.ca.parent / "crl.pem", signers, leaf, cas)
+        _check_network(report, config, leaf, cas, timeout=timeout)
     except _Stop:
         pass
     return report.findings
@@ -234,14 +364,22 @@ def _context(config: ClientConfig, *, client_cert: bool, check_hostname: bool) -
     return context
 
 
-def _check_network(report: _Report, config: ClientConfig, cert: x509.Certificate | None, *, timeout: float) -> None:
+def _check_network(
+    report: _Report, config: ClientConfig, leaf: _Leaf | None, cas: list[x509.Certificate], *, timeout: float
+) -> None:
     assert config.tls is not None
+    cert = leaf.cert if leaf is not None else None
     host, port = config.target.host, config.target.port
     name = config.tls.server_name or host
     try:
         socket.create_connection((host, port), timeout=timeout).close()
     except OSError as exc:
-        report.fail("reachable", f"cannot connect to {config.target}: {exc.strerror or exc}", f"Start the server, or fix target in {config.source.name}.", stop=True)
+        report.fail(
+            "reachable",
+            f"cannot connect to {config.target}: {exc.strerror or exc}",
+            f"Start the server, or fix target in {config.source.name}.",
+            stop=True,
+        )
     report.ok("reachable", f"{config.target} accepts connections")
 
     try:
@@ -249,29 +387,71 @@ def _check_network(report: _Report, config: ClientConfig, cert: x509.Certificate
         report.ok("server name", f"'{name}' matches the server's certificate")
     except ssl.SSLCertVerificationError as exc:
         if exc.verify_code not in (62, 64):  # X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH
-            report.fail("server trusted", f"the server's certificate is not signed by the CA in {shown(config.tls.ca)} ({exc.verify_message})", "Point tls.ca at the CA that signed the server's certificate.", stop=True)
+            report.fail(
+                "server trusted",
+                f"the server's certificate is not signed by the CA in {shown(config.tls.ca)} ({exc.verify_message})",
+                "Point tls.ca at the CA that signed the server's certificate.",
+                stop=True,
+            )
         served = _handshake(host, port, _context(config, client_cert=False, check_hostname=False), name, timeout)[0]
-        sans = ", ".join(pki.san_to_text(n) for n in pki.subject_alternative_names(served)) or "none"
-        kind = "an IP SAN" if _is_ip(name) else "a DNS SAN"
-        report.fail("server name", f"'{name}' is not among the server certificate's names ({sans}); it needs {kind}", f"Reissue it with 'securechat certs server NAME --san {name}', or set tls.server_name.")
+        verdict = checks.verify_chain(
+            served, [], cas, purpose=Purpose.SERVER, server_name=name, where="the server certificate"
+        )
+        mismatch = verdict.of([Code.SAN_MISMATCH])
+        if mismatch:
+            report.problem("server name", mismatch[0])
+        else:  # OpenSSL's host check refused what cryptography's accepts: say what OpenSSL said
+            report.fail(
+                "server name",
+                f"'{name}' does not match the server's certificate ({exc.verify_message})",
+                f"Reissue it with 'securechat certs server NAME --san {name}', or set tls.server_name.",
+                code=failures.TlsFailure.SERVER_NAME_MISMATCH.code,
+            )
     except (OSError, ssl.SSLError) as exc:
-        report.fail("server trusted", f"TLS handshake with {config.target} failed: {exc}", "Is it a securechat TLS port?", stop=True)
+        report.fail(
+            "server trusted",
+            f"TLS handshake with {config.target} failed: {exc}",
+            "Is it a securechat TLS port?",
+            stop=True,
+        )
 
     try:
         context = _context(config, client_cert=True, check_hostname=False)
     except (OSError, ssl.SSLError) as exc:
-        report.fail("server accepts our certificate", f"our certificate and key cannot be used ({exc})", "Fix the key/certificate pair first.", stop=True)
+        report.fail(
+            "server accepts our certificate",
+            f"our certificate and key cannot be used ({exc})",
+            "Fix the key/certificate pair first.",
+            stop=True,
+        )
     served, alpn, alert = _handshake(host, port, context, name, timeout, read=True)
-    if alert == "":
-        alert = _likely_refusal(cert)
     if alpn == "h2":
         report.ok("ALPN", "h2 negotiated")
     else:
-        report.fail("ALPN", f"the server negotiated {alpn!r}, not h2", "Connect to the gRPC port directly, not through an HTTP/1 proxy.")
+        report.fail(
+            "ALPN",
+            f"the server negotiated {alpn!r}, not h2",
+            "Connect to the gRPC port directly, not through an HTTP/1 proxy.",
+        )
     if alert is not None:
-        meaning, fix = next(((m, f) for key, m, f in _ALERTS if key in alert), (f"TLS alert {alert}", "Check the server's log."))
-        report.fail("server accepts our certificate", f"the server refused our certificate: {meaning} ({alert})", fix, stop=True)
-    report.ok("server accepts our certificate", "the TLS handshake completed with our certificate" if cert else "the server does not require a client certificate")
+        local = leaf.verdict.first if leaf is not None else None
+        failure = failures.diagnose(failures.Evidence(alert=alert, sent_certificate=cert is not None, local=local))
+        seen = alert if alert else f"{failure.code}, inferred from our certificate: the server closed without an alert"
+        meaning = failure.client_view if failure is not failures.TlsFailure.OTHER else f"TLS alert {alert}"
+        fix = failure.fix.replace("NAME", cert_name(cert)) if cert is not None else failure.fix
+        report.fail(
+            "server accepts our certificate",
+            f"the server refused our certificate: {meaning} ({seen})",
+            fix,
+            stop=True,
+            code=failure.code,
+        )
+    report.ok(
+        "server accepts our certificate",
+        "the TLS handshake completed with our certificate"
+        if cert
+        else "the server does not require a client certificate",
+    )
     _check_who_am_i(report, config, cert)
 
 
@@ -279,7 +459,10 @@ def _handshake(
     host: str, port: int, context: ssl.SSLContext, name: str, timeout: float, *, read: bool = False
 ) -> tuple[x509.Certificate, str | None, str | None]:
     """(server certificate, ALPN, TLS alert reason the server sent after the handshake or None)."""
-    with socket.create_connection((host, port), timeout=timeout) as raw, context.wrap_socket(raw, server_hostname=name) as tls:
+    with (
+        socket.create_connection((host, port), timeout=timeout) as raw,
+        context.wrap_socket(raw, server_hostname=name) as tls,
+    ):
         der = tls.getpeercert(binary_form=True)
         alpn = tls.selected_alpn_protocol()
         alert = None
@@ -293,17 +476,6 @@ def _handshake(
                 pass
     assert der is not None
     return x509.load_der_x509_certificate(der), alpn, alert
-
-
-def _likely_refusal(cert: x509.Certificate | None) -> str:
-    """The alert a verifier would have sent for CERT: what gRPC core decided but did not say."""
-    if cert is None:
-        return "CERTIFICATE_REQUIRED (inferred)"
-    if cert.not_valid_after_utc < pki.utc_now():
-        return "CERTIFICATE_EXPIRED (inferred)"
-    if ExtendedKeyUsageOID.CLIENT_AUTH not in pki.extended_key_usages(cert):
-        return "UNSUPPORTED_CERTIFICATE (inferred)"
-    return "UNKNOWN_CA (inferred)"
 
 
 def _is_ip(name: str) -> bool:

@@ -43,11 +43,12 @@ class FileExistsRefused(PkiError):
 class ConfigError(SecureChatError):
     """A config file is invalid: names the file, the field and the fix."""
 
-    def __init__(self, source: str, field: str | None, problem: str, fix: str = "") -> None:
+    def __init__(self, source: str, field: str | None, problem: str, fix: str = "", *, code: str | None = None) -> None:
         self.source = source
         self.field = field
         self.problem = problem
         self.fix = fix
+        self.code = code  # the machine-readable reason when a TLS check decided it (securechat.tls.checks.Code)
         where = f"{source}: {field}" if field else source
         text = f"{where}: {problem}"
         if fix:

@@ -366,12 +366,32 @@ class ReconnectingChat:
 async def reconnecting_chat(
     config: ClientConfig, *, backoff: Backoff | None = None, on_gap: Callable[[ResumeGap], None] | None = None
 ) -> AsyncIterator[ReconnectingChat]:
-    """A Chat session that survives broken streams and server restarts; closed when the block exits."""
-    async with open_channel(config) as channel:
+    """A Chat session that survives broken streams and server restarts; closed when the block exits.
+
+    With `tls.renew` the certificate is renewed meanwhile, and each renewal
+    moves the session onto a new channel (`reopen_channel`): nothing is lost.
+    """
+    from securechat.rotation import renewing
+
+    async with renewing(config), open_channel(config, renew=False) as channel:
         session = ReconnectingChat(
-            channel, backoff=backoff or Backoff(), on_gap=on_gap, open_new_channel=lambda: open_channel(config)
+            channel, backoff=backoff or Backoff(), on_gap=on_gap, open_new_channel=lambda: open_channel(config, renew=False)
         )
+        follower = None
+        if config.tls is not None and config.tls.renew is not None:
+            follower = asyncio.create_task(_follow_renewals(config, session), name="securechat-follow-renewals")
         try:
             yield session
         finally:
+            if follower is not None:
+                follower.cancel()
             await session.close()
+
+
+async def _follow_renewals(config: ClientConfig, session: ReconnectingChat) -> None:
+    from securechat.client import certificate_rotations
+
+    async for material in certificate_rotations(config):
+        serial = f"{material.certificate.serial_number:x}" if material.certificate is not None else "?"
+        log.info("client certificate renewed (serial %s): moving the chat onto a new connection", serial)
+        await session.reopen_channel()

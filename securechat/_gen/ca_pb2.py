@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19securechat/ca/v1/ca.proto\x12\x10securechat.ca.v1\"/\n\rEnrollRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0f\n\x07\x63sr_pem\x18\x02 \x01(\x0c\"\x1f\n\x0cRenewRequest\x12\x0f\n\x07\x63sr_pem\x18\x01 \x01(\x0c\"n\n\x10\x43\x65rtificateReply\x12\x1d\n\x15\x63\x65rtificate_chain_pem\x18\x01 \x01(\x0c\x12\x18\n\x10trust_bundle_pem\x18\x02 \x01(\x0c\x12\x0e\n\x06serial\x18\x03 \x01(\t\x12\x11\n\tnot_after\x18\x04 \x01(\t\"\x14\n\x12TrustBundleRequest\",\n\x10TrustBundleReply\x12\x18\n\x10trust_bundle_pem\x18\x01 \x01(\x0c\x32\x8b\x02\n\x14\x43\x65rtificateAuthority\x12M\n\x06\x45nroll\x12\x1f.securechat.ca.v1.EnrollRequest\x1a\".securechat.ca.v1.CertificateReply\x12K\n\x05Renew\x12\x1e.securechat.ca.v1.RenewRequest\x1a\".securechat.ca.v1.CertificateReply\x12W\n\x0bTrustBundle\x12$.securechat.ca.v1.TrustBundleRequest\x1a\".securechat.ca.v1.TrustBundleReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19securechat/ca/v1/ca.proto\x12\x10securechat.ca.v1\"/\n\rEnrollRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0f\n\x07\x63sr_pem\x18\x02 \x01(\x0c\"h\n\x0cRenewRequest\x12\x0f\n\x07\x63sr_pem\x18\x01 \x01(\x0c\x12\x19\n\x11\x63urrent_chain_pem\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\x12\x19\n\x11signed_at_unix_ms\x18\x04 \x01(\x03\"n\n\x10\x43\x65rtificateReply\x12\x1d\n\x15\x63\x65rtificate_chain_pem\x18\x01 \x01(\x0c\x12\x18\n\x10trust_bundle_pem\x18\x02 \x01(\x0c\x12\x0e\n\x06serial\x18\x03 \x01(\t\x12\x11\n\tnot_after\x18\x04 \x01(\t\"\x14\n\x12TrustBundleRequest\",\n\x10TrustBundleReply\x12\x18\n\x10trust_bundle_pem\x18\x01 \x01(\x0c\x32\x8b\x02\n\x14\x43\x65rtificateAuthority\x12M\n\x06\x45nroll\x12\x1f.securechat.ca.v1.EnrollRequest\x1a\".securechat.ca.v1.CertificateReply\x12K\n\x05Renew\x12\x1e.securechat.ca.v1.RenewRequest\x1a\".securechat.ca.v1.CertificateReply\x12W\n\x0bTrustBundle\x12$.securechat.ca.v1.TrustBundleRequest\x1a\".securechat.ca.v1.TrustBundleReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,13 +34,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ENROLLREQUEST']._serialized_start=47
   _globals['_ENROLLREQUEST']._serialized_end=94
   _globals['_RENEWREQUEST']._serialized_start=96
-  _globals['_RENEWREQUEST']._serialized_end=127
-  _globals['_CERTIFICATEREPLY']._serialized_start=129
-  _globals['_CERTIFICATEREPLY']._serialized_end=239
-  _globals['_TRUSTBUNDLEREQUEST']._serialized_start=241
-  _globals['_TRUSTBUNDLEREQUEST']._serialized_end=261
-  _globals['_TRUSTBUNDLEREPLY']._serialized_start=263
-  _globals['_TRUSTBUNDLEREPLY']._serialized_end=307
-  _globals['_CERTIFICATEAUTHORITY']._serialized_start=310
-  _globals['_CERTIFICATEAUTHORITY']._serialized_end=577
+  _globals['_RENEWREQUEST']._serialized_end=200
+  _globals['_CERTIFICATEREPLY']._serialized_start=202
+  _globals['_CERTIFICATEREPLY']._serialized_end=312
+  _globals['_TRUSTBUNDLEREQUEST']._serialized_start=314
+  _globals['_TRUSTBUNDLEREQUEST']._serialized_end=334
+  _globals['_TRUSTBUNDLEREPLY']._serialized_start=336
+  _globals['_TRUSTBUNDLEREPLY']._serialized_end=380
+  _globals['_CERTIFICATEAUTHORITY']._serialized_start=383
+  _globals['_CERTIFICATEAUTHORITY']._serialized_end=650
 # @@protoc_insertion_point(module_scope)

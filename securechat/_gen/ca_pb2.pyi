@@ -13,10 +13,16 @@ class EnrollRequest(_message.Message):
     def __init__(self, token: _Optional[str] = ..., csr_pem: _Optional[bytes] = ...) -> None: ...
 
 class RenewRequest(_message.Message):
-    __slots__ = ("csr_pem",)
+    __slots__ = ("csr_pem", "current_chain_pem", "signature", "signed_at_unix_ms")
     CSR_PEM_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_CHAIN_PEM_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    SIGNED_AT_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     csr_pem: bytes
-    def __init__(self, csr_pem: _Optional[bytes] = ...) -> None: ...
+    current_chain_pem: bytes
+    signature: bytes
+    signed_at_unix_ms: int
+    def __init__(self, csr_pem: _Optional[bytes] = ..., current_chain_pem: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., signed_at_unix_ms: _Optional[int] = ...) -> None: ...
 
 class CertificateReply(_message.Message):
     __slots__ = ("certificate_chain_pem", "trust_bundle_pem", "serial", "not_after")

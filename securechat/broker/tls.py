@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import ssl
 
+from cryptography import x509
+
 from securechat.broker.config import BrokerConfig
 from securechat.errors import ConfigError
+from securechat.tls import checks
 
 
 def client_context(config: BrokerConfig) -> ssl.SSLContext:
@@ -27,7 +30,11 @@ def client_context(config: BrokerConfig) -> ssl.SSLContext:
     except FileNotFoundError as exc:
         raise _missing(config, "tls.ca", tls.ca) from exc
     except ssl.SSLError as exc:
-        raise config.error("tls.ca", f"{tls.ca} holds no usable PEM certificate ({exc.reason or exc}).", "Point it at our CA (certs/ca.pem).") from exc
+        raise config.error(
+            "tls.ca",
+            f"{tls.ca} holds no usable PEM certificate ({exc.reason or exc}).",
+            "Point it at our CA (certs/ca.pem).",
+        ) from exc
     try:
         context.load_cert_chain(certfile=str(tls.cert), keyfile=str(tls.key))
     except FileNotFoundError as exc:
@@ -40,9 +47,28 @@ def client_context(config: BrokerConfig) -> ssl.SSLContext:
             "Issue a pair with 'securechat certs client NAME' and point tls.cert and tls.key at it.",
         ) from exc
     except OSError as exc:
-        raise config.error("tls.key", f"cannot read {tls.key} ({exc.__class__.__name__}).", "Check its permissions.") from exc
+        raise config.error(
+            "tls.key", f"cannot read {tls.key} ({exc.__class__.__name__}).", "Check its permissions."
+        ) from exc
+    _check_own_certificate(config)
     assert context.check_hostname and context.verify_mode == ssl.CERT_REQUIRED
     return context
+
+
+def _check_own_certificate(config: BrokerConfig) -> None:
+    """The decision core's verdict on our certificate as a client leaf; ConfigError for its first problem."""
+    assert config.tls is not None
+    try:
+        leaf = x509.load_pem_x509_certificates(config.tls.cert.read_bytes())[0]
+    except (OSError, ValueError):
+        return  # ssl has just loaded it: a file that changed under us is the next load's problem
+    problems = checks.check_leaf(leaf, purpose=checks.Purpose.CLIENT, where=str(config.tls.cert))
+    if problems:
+        raise config.error(
+            "tls.cert",
+            problems[0].message,
+            "Issue a pair with 'securechat certs client NAME' (or peer) and point tls.cert and tls.key at it.",
+        )
 
 
 def _missing(config: BrokerConfig, field: str, path: object) -> ConfigError:

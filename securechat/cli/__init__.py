@@ -50,6 +50,8 @@ def build_app(*, certs_only: bool = False) -> typer.Typer:
     app.add_typer(certs_app, name="certs")
     if certs_only:
         return app
+    from securechat.cli.agent import agent
+    from securechat.cli.ca import ca_app
     from securechat.cli.client import chat, health, hello
     from securechat.cli.doctor import doctor
     from securechat.cli.quickstart import quickstart
@@ -61,6 +63,8 @@ def build_app(*, certs_only: bool = False) -> typer.Typer:
     app.command()(chat)
     app.command()(health)
     app.command()(doctor)
+    app.add_typer(ca_app, name="ca")
+    app.command()(agent)
     return app
 
 

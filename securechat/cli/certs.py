@@ -45,7 +45,6 @@ class KeyTypeChoice(str, Enum):
 PASSPHRASE_ENV = "SECURECHAT_CA_PASSPHRASE"  # noqa: S105 - the variable's name, not a secret
 """Where a signing command finds the CA passphrase when no file is given (cron, systemd)."""
 P12_PASSWORD_ENV = "SECURECHAT_P12_PASSWORD"  # noqa: S105 - the variable's name, not a secret
-DEFAULT_WITHIN = "30d"
 
 DirOption = Annotated[
     Path,
@@ -67,8 +66,12 @@ CaPassphraseOption = Annotated[
     ),
 ]
 WithinOption = Annotated[
-    str,
-    typer.Option("--within", help="Renewal threshold: due when it expires within this long (e.g. 30d, 12h)."),
+    str | None,
+    typer.Option(
+        "--within",
+        help="Also due when it expires within this long (e.g. 30d, 12h). Always due past 2/3 of its lifetime.",
+        show_default=False,
+    ),
 ]
 
 DEFAULT_DIR = Path("certs")
@@ -179,10 +182,19 @@ def init(
         bool,
         typer.Option("--force", help="Replace an existing CA; certificates it issued stop being trusted."),
     ] = False,
+    intermediate: Annotated[
+        bool,
+        typer.Option(
+            "--intermediate",
+            help="Make a root (root.pem, root-key.pem: move the key offline) and an issuing intermediate"
+            " (ca.pem, ca-key.pem, pathLen 0, --permit-dns applies to it). Leaves are written as chains.",
+        ),
+    ] = False,
 ) -> None:
-    """Create a private CA: DIR/ca.pem and DIR/ca-key.pem.
+    """Create a private CA: DIR/ca.pem and DIR/ca-key.pem (with --intermediate, also DIR/root.pem and DIR/root-key.pem).
 
     Example: securechat certs init --dir certs --encrypt --permit-dns example.org
+    Example: securechat certs init --intermediate --dir certs
     """
     store = pki.CertStore(directory)
     orphaned = _valid_leaves(store) if force else []
@@ -194,6 +206,16 @@ def init(
                 f"--encrypt needs a passphrase. Pass --passphrase-file FILE, set {PASSPHRASE_ENV},"
                 " or run in a terminal to be asked."
             )
+    if intermediate:
+        from securechat.cli.certs_online import report_hierarchy
+
+        root, issuing = store.init_hierarchy(
+            common_name=name, key_type=key_type.value, days=days, force=force, passphrase=passphrase,
+            permitted_dns=tuple(permit_dns or ()),
+        )
+        report_hierarchy(store, root, issuing, encrypted=passphrase is not None)
+        _warn_if_directory_open(store)
+        return
     ca = store.init_ca(
         common_name=name,
         key_type=key_type.value,
@@ -363,10 +385,10 @@ def client(
 def list_(
     directory: DirOption = DEFAULT_DIR,
     as_json: Annotated[bool, typer.Option("--json", help="Print index.json entries as JSON.")] = False,
-    within: WithinOption = DEFAULT_WITHIN,
+    within: WithinOption = None,
 ) -> None:
-    """List what was issued in DIR, with days left and status; 'renew soon' marks those due within --within."""
-    threshold = parse_within(within)
+    """List what was issued in DIR, with days left and status; 'renew soon' marks those past 2/3 of their lifetime (or within --within)."""
+    threshold = parse_within(within) if within is not None else None
     store = pki.CertStore(directory)
     if not store.directory.is_dir():
         raise PkiError(f"{store.directory} not found. Run 'securechat certs init --dir {store.directory}' first.")
@@ -389,7 +411,7 @@ def list_(
         status = entry.status
         if entry.status == "valid" and entry.not_after < now:
             status = "expired"
-        elif entry.status == "valid" and entry.not_after - now <= threshold:
+        elif entry.status == "valid" and now >= _renew_by(entry.not_before, entry.not_after, threshold):
             status = "renew soon"
         cells = (entry.name, entry.kind, entry.serial[:16], entry.not_after.strftime("%Y-%m-%d"), str(left), status)
         table.add_row(*(Text(cell) for cell in cells))  # Text: never markup or emoji codes
@@ -438,6 +460,14 @@ def inspect(
     _say(str(file))
     for label, value in rows:
         _say(f"  {label + ':':<14}{value}")
+
+
+def _renew_by(not_before: dt.datetime, not_after: dt.datetime, within: dt.timedelta | None) -> dt.datetime:
+    # pki.renew_by's rule, from an index entry's times (no certificate to parse).
+    from securechat.pki.expiry import RENEW_AT
+
+    point = not_before + (not_after - not_before) * RENEW_AT
+    return point if within is None else min(point, not_after - within)
 
 
 def parse_within(text: str) -> dt.timedelta:
@@ -524,14 +554,31 @@ def renew(
     directory: DirOption = DEFAULT_DIR,
     days: LeafDaysOption = pki.LEAF_DEFAULT_DAYS,
     ca_passphrase_file: CaPassphraseOption = None,
+    ca_address: Annotated[
+        str | None,
+        typer.Option("--ca", help="Renew online from the CA service at HOST:PORT with the current certificate.", show_default=False),
+    ] = None,
+    ca_cert: Annotated[
+        Path | None,
+        typer.Option("--ca-cert", help="With --ca: the trust anchor for the CA service (default: DIR's root.pem or ca.pem).", show_default=False),
+    ] = None,
 ) -> None:
     """Re-issue NAME with the same identity, SANs and EKU: a new serial and, by default, a new key.
 
     The old certificate is marked superseded. Running servers and `securechat chat`
-    pick the new files up without a restart.
+    pick the new files up without a restart. With --ca the CA service renews it
+    (no CA key needed here; the index is not updated: the CA's database records it).
 
     Example: securechat certs renew server --dir certs
+    Example: securechat certs renew alice --ca ca.internal:50052 --dir certs
     """
+    if ca_address is not None:
+        from securechat.cli.certs_online import renew_online
+
+        if keep_key:
+            raise PkiError("--keep-key cannot be used with --ca: an online renewal always makes a new key.")
+        renew_online(name, ca=ca_address, ca_cert=ca_cert, directory=directory)
+        return
     store = pki.CertStore(directory)
     pki.validate_name(name)
     ca = _load_ca(store, ca_passphrase_file)
@@ -551,9 +598,9 @@ def renew(
 def needs_renewal(
     name: Annotated[str | None, typer.Argument(help="Check only this certificate; default: every valid one.")] = None,
     directory: DirOption = DEFAULT_DIR,
-    within: WithinOption = DEFAULT_WITHIN,
+    within: WithinOption = None,
 ) -> None:
-    """Say what expires within --within (default 30d), for cron jobs and systemd timers.
+    """Say what is due: past 2/3 of its lifetime, or expiring within --within; for cron jobs and systemd timers.
 
     Exit codes: 0 nothing is due; 1 something must be renewed (printed, one line each,
     with the command that renews it); 2 the check itself failed (one line on stderr).
@@ -561,17 +608,18 @@ def needs_renewal(
     Example: securechat certs needs-renewal server --within 30d || securechat certs renew server
     """
     try:
-        due, fine = _renewal_due(pki.CertStore(directory), name, parse_within(within))
+        due, fine = _renewal_due(pki.CertStore(directory), name, parse_within(within) if within is not None else None)
     except PkiError as exc:
         fail(str(exc), code=2)
     for line in due:
         _say(line)
     if due:
         raise typer.Exit(code=1)
-    _say(f"Nothing to renew within {within}: {', '.join(fine) or 'no certificates'}.")
+    rule = f"within {within}" if within is not None else "(none is past 2/3 of its lifetime)"
+    _say(f"Nothing to renew {rule}: {', '.join(fine) or 'no certificates'}.")
 
 
-def _renewal_due(store: pki.CertStore, name: str | None, threshold: dt.timedelta) -> tuple[list[str], list[str]]:
+def _renewal_due(store: pki.CertStore, name: str | None, threshold: dt.timedelta | None) -> tuple[list[str], list[str]]:
     """(one line per certificate due, 'NAME (N days left)' per one that is not)."""
     if not store.directory.is_dir():
         raise PkiError(f"{store.directory} not found. Run 'securechat certs init --dir {store.directory}' first.")
@@ -579,22 +627,26 @@ def _renewal_due(store: pki.CertStore, name: str | None, threshold: dt.timedelta
         pki.validate_name(name)
         checks = [(name, store.cert_path(name))]
     else:
-        checks = [("ca", store.ca_cert_path)]
+        checks = [("root", store.root_cert_path)] if store.has_hierarchy else []
+        checks += [("ca", store.ca_cert_path)]
         checks += [(e.name, store.cert_path(e.name)) for e in store.entries() if e.kind != "ca" and e.status == "valid"]
     now = pki.utc_now()
     due, fine = [], []
     for label, path in checks:
         cert = pki.load_certificate(path)
         left = pki.days_left(cert, now=now)
-        if cert.not_valid_after_utc - now > threshold:
+        if now < pki.renew_by(cert, within=threshold):
             fine.append(f"{label} ({left} days left)")
             continue
         when = "expired" if left <= 0 else "expires"
-        fix = (
-            f"Create a new CA with 'securechat certs init --force --dir {store.directory}' and reissue."
-            if label == "ca"
-            else f"Run 'securechat certs renew {label} --dir {store.directory}'."
-        )
+        if label == "root":
+            fix = f"Make a new hierarchy with 'securechat certs init --intermediate --force --dir {store.directory}' and reissue."
+        elif label == "ca" and store.has_hierarchy:
+            fix = f"Sign a new intermediate with 'securechat certs intermediate --root-dir ROOT_DIR --dir {store.directory}'."
+        elif label == "ca":
+            fix = f"Create a new CA with 'securechat certs init --force --dir {store.directory}' and reissue."
+        else:
+            fix = f"Run 'securechat certs renew {label} --dir {store.directory}'."
         due.append(f"{label}: {when} {_date(cert.not_valid_after_utc)} ({left} days left). {fix}")
     return due, fine
 
@@ -675,3 +727,14 @@ def k8s_secret(
     import yaml  # only this command writes YAML
 
     sys.stdout.write(yaml.safe_dump(secret, sort_keys=False))
+
+
+def _register_online_commands() -> None:
+    # TODO(merge): these live in cli/certs_online.py until the cli/certs/ package (branch configpkg) lands.
+    from securechat.cli.certs_online import enroll, intermediate
+
+    certs_app.command("intermediate")(intermediate)
+    certs_app.command("enroll")(enroll)
+
+
+_register_online_commands()

@@ -97,7 +97,9 @@ async def _chat(config: ClientConfig, room: str, *, interactive: bool) -> None:
     # resumes with last-event-id; unechoed lines are resent. A renewed client
     # certificate moves it onto a new channel the same way.
     async with reconnecting_chat(config, on_gap=on_gap) as session:
-        watcher = asyncio.create_task(_follow_rotations(config, session))
+        # With tls.renew the session follows its own renewals; otherwise watch the files here.
+        renewing = config.tls is not None and config.tls.renew is not None
+        watcher = asyncio.create_task(_follow_rotations(config, session) if not renewing else asyncio.sleep(0))
         await session.join(room)
         echoes: asyncio.Queue[chat_pb2.ChatEvent] = asyncio.Queue()
         printer = asyncio.create_task(_print_events(session, session.me, echoes))

@@ -22,9 +22,9 @@ def doctor(config: Annotated[Path, typer.Option("--config", "-c", help="A server
     """
     findings = run_checks(config)
     for finding in findings:
-        status = "[green]OK  [/]" if finding.ok else "[bold red]FAIL[/]"
+        status = "[bold yellow]WARN[/]" if finding.warning else "[green]OK  [/]" if finding.ok else "[bold red]FAIL[/]"
         stdout.print(f"{status} {finding.check}: ", end="", soft_wrap=True)
-        line = finding.message if finding.ok else f"{finding.message}. Fix: {finding.fix}"
+        line = finding.message if finding.ok and not finding.warning else f"{finding.message}. Fix: {finding.fix}"
         stdout.print(line, markup=False, highlight=False, emoji=False, soft_wrap=True)
     if not all(f.ok for f in findings):
         raise typer.Exit(code=1)

@@ -1,16 +1,19 @@
 """Certificates: the CA, server and client profiles, the certs directory.
 
-    ca.py        create_ca, CertificateAuthority — the CA profile
-    issue.py     issue_server_cert, issue_client_cert(s), issue_peer_cert, IssuedCert — leaf profiles
+    ca.py        create_ca, create_root_ca, issue_intermediate, CertificateAuthority — CA profiles
+    issue.py     issue_server_cert, issue_client_cert(s), issue_peer_cert, IssuedCert — leaf profiles;
+                 sign_leaf — a leaf for someone else's public key (the online CA)
     names.py     validate_name, parse_san — the one place names become x509 names
-    validity.py  how long certificates live (named limits, capping at the CA)
+    validity.py  how long certificates live (named limits, capping at the CA, lifetimes)
     keys.py      key types, key generation, key_matches_certificate
     pem.py       load_certificate(s), load_private_key — errors name the file
     inspect.py   summarize -> CertSummary, EKUs, is_signed_by — data, not text
     store.py     CertStore: the certs directory, atomic writes, index.json,
-                 bulk issuance (issue_clients), renewal and revocation
+                 bulk issuance (issue_clients), renewal and revocation, and a
+                 hierarchy (init_hierarchy, write_intermediate)
     workers.py   run_in_forks — bulk issuance on every CPU
     revoke.py    reason codes, build_crl / load_crl — the signed CRL
+    expiry.py    judge_expiry — "expires soon" relative to the lifetime and renewal
     export.py    pkcs12_bundle — PKCS#12 for browsers and Java
 
 Library code here never prints or exits; `securechat.cli.certs` does.
@@ -18,7 +21,15 @@ Library code here never prints or exits; `securechat.cli.certs` does.
 
 from __future__ import annotations
 
-from securechat.pki.ca import DEFAULT_CA_COMMON_NAME, CertificateAuthority, create_ca
+from securechat.pki.ca import (
+    DEFAULT_CA_COMMON_NAME,
+    INTERMEDIATE_DEFAULT_DAYS,
+    CertificateAuthority,
+    create_ca,
+    create_root_ca,
+    issue_intermediate,
+)
+from securechat.pki.expiry import ExpiryVerdict, judge_expiry, renew_by
 from securechat.pki.export import pkcs12_bundle
 from securechat.pki.inspect import (
     CertSummary,
@@ -34,13 +45,16 @@ from securechat.pki.inspect import (
 )
 from securechat.pki.issue import (
     DEFAULT_SERVER_SANS,
+    CertificatePublicKey,
     IssuedCert,
     LeafKind,
+    SignedCert,
     issue_client_cert,
     issue_client_certs,
     issue_peer_cert,
     issue_server_cert,
     reissue,
+    sign_leaf,
 )
 from securechat.pki.keys import (
     DEFAULT_KEY_TYPE,
@@ -80,6 +94,7 @@ from securechat.pki.store import (
     CertStore,
     IndexEntry,
     WrittenLeaf,
+    replace_files,
     write_private_file,
 )
 from securechat.pki.validity import (
@@ -88,6 +103,8 @@ from securechat.pki.validity import (
     CLOCK_SKEW_BACKDATE,
     LEAF_DEFAULT_DAYS,
     LEAF_MAX_DAYS,
+    Validity,
+    lifetime_window,
     utc_now,
 )
 
@@ -105,7 +122,19 @@ __all__ = [
     "pkcs12_bundle",
     "reason_of",
     "reissue",
+    "ExpiryVerdict",
+    "judge_expiry",
+    "renew_by",
+    "sign_leaf",
+    "SignedCert",
+    "CertificatePublicKey",
+    "create_root_ca",
+    "issue_intermediate",
+    "INTERMEDIATE_DEFAULT_DAYS",
+    "Validity",
+    "lifetime_window",
     "write_private_file",
+    "replace_files",
     "CA_DEFAULT_DAYS",
     "CA_KEY_MODE",
     "CA_MAX_DAYS",

@@ -2,8 +2,9 @@
 
 These functions return facts and never raise for a "bad" certificate: an
 expired or foreign certificate is a normal answer here. What is *not*
-checked: hostname matching (TLS stacks do that), revocation, and chains
-longer than one CA.
+decided here: whether a certificate is good for a purpose -- chains of any
+length, revocation, names -- that is `securechat.tls.checks`, which these
+helpers share their definitions with.
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ import math
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 
 from securechat.pki.keys import key_type_name
 from securechat.pki.validity import utc_now
+from securechat.tls import checks
 
 _EKU_NAMES: dict[ObjectIdentifier, str] = {
     ExtendedKeyUsageOID.SERVER_AUTH: "serverAuth",
@@ -80,20 +81,17 @@ def subject_alternative_names(cert: x509.Certificate) -> list[x509.GeneralName]:
 
 
 def is_ca_certificate(cert: x509.Certificate) -> bool:
-    """True if CERT says basicConstraints CA:TRUE."""
-    try:
-        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
-    except x509.ExtensionNotFound:
-        return False
+    """True if CERT says basicConstraints CA:TRUE (`tls.checks.is_ca`: one definition)."""
+    return checks.is_ca(cert)
 
 
 def is_signed_by(cert: x509.Certificate, ca_cert: x509.Certificate) -> bool:
-    """True if CA_CERT's key signed CERT and CA_CERT's subject is CERT's issuer."""
-    try:
-        cert.verify_directly_issued_by(ca_cert)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return True
+    """True if CA_CERT's key signed CERT and CA_CERT's subject is CERT's issuer (`tls.checks.signed_by`).
+
+    One link only; whether a chain reaches a trust anchor is
+    `tls.checks.verify_chain`'s decision.
+    """
+    return checks.signed_by(cert, ca_cert)
 
 
 def fingerprint_sha256(cert: x509.Certificate) -> str:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, ObjectIdentifier
 
 from securechat.errors import PkiError
@@ -41,7 +42,16 @@ from securechat.pki.keys import (
     signature_hash,
 )
 from securechat.pki.names import check_name_constraints, parse_san, spiffe_id, validate_name
-from securechat.pki.validity import LEAF_DEFAULT_DAYS, LEAF_MAX_DAYS, validity_window
+from securechat.pki.validity import LEAF_DEFAULT_DAYS, LEAF_MAX_DAYS, lifetime_window, validity_window
+
+CertificatePublicKey: TypeAlias = ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey
+"""The public keys a CSR may bring (`sign_leaf`): the same families securechat makes."""
+
+_EKUS: dict[str, list[ObjectIdentifier]] = {
+    "server": [ExtendedKeyUsageOID.SERVER_AUTH],
+    "client": [ExtendedKeyUsageOID.CLIENT_AUTH],
+    "peer": [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
+}
 
 LeafKind: TypeAlias = Literal["server", "client", "peer"]
 
@@ -61,6 +71,21 @@ class IssuedCert:
     """The subjectAltName entries, as issued (the index records them without parsing CERT again)."""
     capped_at_ca_expiry: bool = False
     """True if the requested validity ran past the CA's expiry and was cut there."""
+    chain: tuple[x509.Certificate, ...] = ()
+    """The CA certificates written after the leaf in NAME.pem (the issuing
+    intermediate and its parents); empty under a flat CA."""
+
+
+@dataclass(frozen=True)
+class SignedCert:
+    """A leaf signed for someone else's key (a CSR): no private key here, ever."""
+
+    name: str
+    kind: LeafKind
+    cert: x509.Certificate
+    chain: tuple[x509.Certificate, ...]
+    """The CA certificates that follow the leaf in its chain file."""
+    capped_at_ca_expiry: bool = False
 
 
 def _leaf_key_usage(key_type: str) -> x509.KeyUsage:
@@ -105,14 +130,18 @@ class _LeafProfile:
         days: int,
         not_before: dt.datetime | None,
         not_after: dt.datetime | None,
+        lifetime: dt.timedelta | None = None,
     ) -> _LeafProfile:
-        validity = validity_window(
-            days=days,
-            max_days=LEAF_MAX_DAYS,
-            not_before=not_before,
-            not_after=not_after,
-            ca_not_after=ca.cert.not_valid_after_utc,
-        )
+        if lifetime is not None:
+            validity = lifetime_window(lifetime, ca_not_after=ca.cert.not_valid_after_utc)
+        else:
+            validity = validity_window(
+                days=days,
+                max_days=LEAF_MAX_DAYS,
+                not_before=not_before,
+                not_after=not_after,
+                ca_not_after=ca.cert.not_valid_after_utc,
+            )
         template = (
             x509.CertificateBuilder()
             .issuer_name(ca.cert.subject)
@@ -132,10 +161,20 @@ class _LeafProfile:
         )
 
     def issue(self, name: str, sans: list[x509.GeneralName], key: PrivateKey | None = None) -> IssuedCert:
-        check_name_constraints(self.ca.cert, sans)
         key = key or generate_private_key(self.key_type)
-        public_key = key.public_key()
-        cert = (
+        return IssuedCert(
+            name=name,
+            kind=self.kind,
+            cert=self.sign(name, sans, key.public_key()),
+            key=key,
+            sans=tuple(sans),
+            capped_at_ca_expiry=self.capped_at_ca_expiry,
+            chain=self.ca.leaf_chain,
+        )
+
+    def sign(self, name: str, sans: list[x509.GeneralName], public_key: CertificatePublicKey) -> x509.Certificate:
+        check_name_constraints(self.ca.cert, sans)
+        return (
             self.template.subject_name(subject_name(name))
             .public_key(public_key)
             .serial_number(x509.random_serial_number())
@@ -143,14 +182,6 @@ class _LeafProfile:
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
             .add_extension(self.authority_key_id, critical=False)
             .sign(private_key=self.ca.key, algorithm=signature_hash(self.ca.key))
-        )
-        return IssuedCert(
-            name=name,
-            kind=self.kind,
-            cert=cert,
-            key=key,
-            sans=tuple(sans),
-            capped_at_ca_expiry=self.capped_at_ca_expiry,
         )
 
 
@@ -330,3 +361,39 @@ def reissue(
         not_after=None,
     )
     return profile.issue(name, subject_alternative_names(old), key=key)
+
+
+def sign_leaf(
+    ca: CertificateAuthority,
+    name: str,
+    public_key: CertificatePublicKey,
+    *,
+    kind: LeafKind,
+    sans: Sequence[x509.GeneralName],
+    lifetime: dt.timedelta,
+) -> SignedCert:
+    """Sign a KIND leaf for NAME with SANS for someone else's PUBLIC_KEY, valid for LIFETIME.
+
+    The profile is the one `issue_server_cert` / `issue_client_cert` use
+    (one EKU per kind, both for "peer"); the caller decides NAME, KIND and
+    SANS (the online CA takes them from a token or the current certificate,
+    never from the CSR alone). Capped at the CA's expiry.
+    """
+    validate_name(name)
+    if not sans:
+        raise PkiError(f"certificate {name!r} needs at least one SAN.")
+    eku = _EKUS[kind]
+    profile = _LeafProfile.build(
+        ca,
+        kind=kind,
+        eku=eku if len(eku) > 1 else eku[0],
+        key_type=key_type_name(public_key),
+        days=LEAF_DEFAULT_DAYS,
+        not_before=None,
+        not_after=None,
+        lifetime=lifetime,
+    )
+    cert = profile.sign(name, list(sans), public_key)
+    return SignedCert(
+        name=name, kind=kind, cert=cert, chain=ca.leaf_chain, capped_at_ca_expiry=profile.capped_at_ca_expiry
+    )

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Literal, TypeAlias, get_args
 
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509 import Certificate
 
 from securechat.errors import PkiError
+from securechat.tls import checks
 
 KeyType: TypeAlias = Literal["ecdsa-p256", "ecdsa-p384", "rsa-2048", "rsa-3072", "rsa-4096", "ed25519"]
 KEY_TYPES: tuple[str, ...] = get_args(KeyType)
@@ -45,7 +46,7 @@ def key_type_name(public_key: object) -> str:
     return type(public_key).__name__
 
 
-def signature_hash(signing_key: PrivateKey) -> hashes.HashAlgorithm | None:
+def signature_hash(signing_key: PrivateKey) -> hashes.SHA256 | hashes.SHA384 | None:
     """The digest to sign with: matched to the curve size; None for Ed25519 (it hashes itself)."""
     if isinstance(signing_key, ed25519.Ed25519PrivateKey):
         return None
@@ -55,6 +56,5 @@ def signature_hash(signing_key: PrivateKey) -> hashes.HashAlgorithm | None:
 
 
 def key_matches_certificate(key: PrivateKey, cert: Certificate) -> bool:
-    """True if KEY is the private half of CERT's public key."""
-    spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    return bool(key.public_key().public_bytes(*spki) == cert.public_key().public_bytes(*spki))
+    """True if KEY is the private half of CERT's public key (`tls.checks.key_matches`: one definition)."""
+    return checks.key_matches(key, cert)

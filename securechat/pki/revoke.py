@@ -11,8 +11,10 @@ The CRL profile, and why (RFC 5280 section 5):
   reason is "unspecified", a reasonCode entry extension (5.3.1: the
   unspecified code SHOULD be left out rather than written).
 
-`load_crl` is what a server uses: it accepts a CRL only if a CA in the
-bundle it trusts signed it. What is *not* done: delta CRLs, indirect CRLs,
+`load_crl` reads one CRL back and accepts it only if a CA in the bundle
+signed it (by key: `tls.checks.verify_crl`). The server and `doctor` use
+`securechat.tls.revocation`, which also handles several CRLs per file and
+CRL-number rollbacks. What is *not* done: delta CRLs, indirect CRLs,
 distribution points, and certificateHold (a hold cannot be undone here).
 """
 
@@ -23,13 +25,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
 from securechat.errors import PkiError
 from securechat.pki.ca import CertificateAuthority, authority_key_identifier
 from securechat.pki.keys import signature_hash
 from securechat.pki.validity import CLOCK_SKEW_BACKDATE, utc_now
+from securechat.tls import checks
 
 CRL_DEFAULT_DAYS = 30
 """How long a CRL stays current; `certs revoke` and `certs crl` sign a new one."""
@@ -124,15 +126,10 @@ def parse_crl(data: bytes, *, where: str) -> x509.CertificateRevocationList:
 
 
 def crl_signer(crl: x509.CertificateRevocationList, cas: Sequence[x509.Certificate]) -> x509.Certificate | None:
-    """The CA in CAS whose name is the CRL's issuer and whose key signed it, if any."""
+    """The CA in CAS that signed CRL -- matched by key (`tls.checks.verify_crl`), never by name alone -- if any."""
     for ca in cas:
-        if ca.subject != crl.issuer:
-            continue
-        try:
-            if crl.is_signature_valid(ca.public_key()):  # type: ignore[arg-type]
-                return ca
-        except (TypeError, ValueError, InvalidSignature):
-            continue
+        if isinstance(checks.verify_crl(crl, [ca]), checks.RevocationList):
+            return ca
     return None
 
 
@@ -154,10 +151,22 @@ class RevokedSet:
         return self.next_update is not None and self.next_update < utc_now()
 
 
-def load_crl(data: bytes, cas: Sequence[x509.Certificate], *, where: str) -> RevokedSet:
-    """Parse DATA and accept it only if a CA in CAS signed it; PkiError naming WHERE otherwise."""
+def load_crl(
+    data: bytes,
+    cas: Sequence[x509.Certificate],
+    *,
+    where: str,
+    intermediates: Sequence[x509.Certificate] = (),
+) -> RevokedSet:
+    """Parse DATA and accept it only if a CA in CAS signed it; PkiError naming WHERE otherwise.
+
+    Under a hierarchy the CRL is signed by the issuing intermediate, not by
+    the root that CAS holds: INTERMEDIATES (say, those in the server's own
+    chain file) are accepted as signers too, each only if it is a CA whose
+    path leads to a CA in CAS.
+    """
     crl = parse_crl(data, where=where)
-    if crl_signer(crl, cas) is None:
+    if crl_signer(crl, [*cas, *_linked_cas(cas, intermediates)]) is None:
         raise PkiError(
             f"{where} is not signed by the client CA (its issuer is {crl.issuer.rfc4514_string()})."
             " Use the crl.pem written by 'securechat certs revoke' in the CA's directory."
@@ -168,3 +177,35 @@ def load_crl(data: bytes, cas: Sequence[x509.Certificate], *, where: str) -> Rev
         number=crl_number(crl),
         next_update=crl.next_update_utc,
     )
+
+
+def _linked_cas(anchors: Sequence[x509.Certificate], candidates: Sequence[x509.Certificate]) -> list[x509.Certificate]:
+    """The CA certificates of CANDIDATES that chain to ANCHORS (directly or through each other)."""
+    trusted = list(anchors)
+    linked: list[x509.Certificate] = []
+    pending = [c for c in candidates if _is_ca(c)]
+    progress = True
+    while pending and progress:
+        progress = False
+        for cert in list(pending):
+            if any(_issued_by(cert, issuer) for issuer in trusted):
+                trusted.append(cert)
+                linked.append(cert)
+                pending.remove(cert)
+                progress = True
+    return linked
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
+
+
+def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True

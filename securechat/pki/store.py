@@ -2,8 +2,14 @@
 
 Layout of DIR (every `securechat certs` command takes `--dir DIR`):
 
-    ca.pem  ca-key.pem     the CA (key 0400)
-    NAME.pem NAME-key.pem  each leaf (cert 0644, key 0600)
+    ca.pem  ca-key.pem     the issuing CA (key 0400): a flat CA, or the
+                           intermediate of a hierarchy
+    root.pem root-key.pem  a hierarchy's root (`init_hierarchy`); the root
+                           key signs only intermediates, so it may be moved
+                           offline once the intermediate exists
+    NAME.pem NAME-key.pem  each leaf (cert 0644, key 0600); under an
+                           intermediate NAME.pem is the chain: the leaf,
+                           then the intermediate
     index.json             what was issued (0644), see below
     crl.pem                the revocation list (written by revocation work)
 
@@ -33,7 +39,8 @@ index.json, format version 1:
       ]
     }
 
-`kind` is "ca", "server", "client" or "peer"; `serial` lowercase hex; times are UTC
+`kind` is "ca", "server", "client" or "peer" (a hierarchy records its root
+as name "root", kind "ca", and each intermediate as name "ca"); `serial` lowercase hex; times are UTC
 ISO 8601 with a trailing Z; `sans` are OpenSSL-style `DNS:`/`IP:`/`URI:`
 strings. `status` is "valid", "superseded" (the name was reissued with
 --force or renewed; the old certificate still verifies until it expires —
@@ -66,13 +73,37 @@ from typing import Any
 from cryptography import x509
 
 from securechat.errors import FileExistsRefused, PkiError
-from securechat.pki.ca import DEFAULT_CA_COMMON_NAME, CertificateAuthority, check_ca, create_ca
-from securechat.pki.inspect import is_ca_certificate, subject_alternative_names
+from securechat.pki.ca import (
+    DEFAULT_CA_COMMON_NAME,
+    INTERMEDIATE_DEFAULT_DAYS,
+    CertificateAuthority,
+    check_ca,
+    create_ca,
+    create_root_ca,
+    issue_intermediate,
+)
+from securechat.pki.inspect import is_ca_certificate, is_signed_by, subject_alternative_names
 from securechat.pki.issue import IssuedCert, issue_client_certs, reissue
-from securechat.pki.keys import DEFAULT_KEY_TYPE
+from securechat.pki.keys import DEFAULT_KEY_TYPE, PrivateKey
 from securechat.pki.names import san_to_text, validate_name
-from securechat.pki.pem import certificate_pem, load_certificate, load_private_key, private_key_pem
-from securechat.pki.revoke import CRL_DEFAULT_DAYS, Revocation, build_crl, crl_number, crl_pem, parse_crl, parse_reason
+from securechat.pki.pem import (
+    certificate_pem,
+    load_certificate,
+    load_certificates,
+    load_private_key,
+    private_key_pem,
+)
+from securechat.pki.revoke import (
+    CRL_DEFAULT_DAYS,
+    Revocation,
+    build_crl,
+    crl_number,
+    crl_pem,
+    crl_signer,
+    parse_crl,
+    parse_reason,
+    reason_of,
+)
 from securechat.pki.validity import CA_DEFAULT_DAYS, LEAF_DEFAULT_DAYS, utc_now
 from securechat.pki.workers import default_workers, run_in_forks, split
 
@@ -219,6 +250,24 @@ class CertStore:
         return self.directory / "ca-key.pem"
 
     @property
+    def root_cert_path(self) -> Path:
+        return self.directory / "root.pem"
+
+    @property
+    def root_key_path(self) -> Path:
+        return self.directory / "root-key.pem"
+
+    @property
+    def has_hierarchy(self) -> bool:
+        """True if DIR holds a root (root.pem): ca.pem is then its intermediate."""
+        return self.root_cert_path.is_file()
+
+    @property
+    def trust_anchor_path(self) -> Path:
+        """What servers and clients should trust: root.pem in a hierarchy, else ca.pem."""
+        return self.root_cert_path if self.has_hierarchy else self.ca_cert_path
+
+    @property
     def index_path(self) -> Path:
         return self.directory / "index.json"
 
@@ -268,7 +317,7 @@ class CertStore:
         self._write_all(
             [
                 _Write(self.ca_key_path, private_key_pem(ca.key, password=passphrase), CA_KEY_MODE),
-                _Write(self.ca_cert_path, certificate_pem(ca.cert), CERT_MODE),
+                _Write(self.ca_cert_path, b"".join(certificate_pem(c) for c in (ca.cert, *ca.parents)), CERT_MODE),
             ],
             force=force,
         )
@@ -281,18 +330,127 @@ class CertStore:
         for path in (self.ca_cert_path, self.ca_key_path):
             if not path.exists():
                 raise PkiError(f"{path} not found. {init}")
-        cert = load_certificate(self.ca_cert_path)
+        bundle = load_certificates(self.ca_cert_path)
+        cert = bundle[0]
         if not is_ca_certificate(cert):
             raise PkiError(f"{self.ca_cert_path} is not a CA certificate. {init}")
+        key = self._load_ca_key(self.ca_key_path, passphrase)
+        # An intermediate's ca.pem may carry the CAs above it (never the
+        # root, which peers must already trust): a leaf's chain file gets them.
+        parents = tuple(c for c in bundle[1:] if c.issuer != c.subject)
+        ca = check_ca(CertificateAuthority(cert=cert, key=key, parents=parents), where=str(self.ca_cert_path))
+        if not ca.is_root and self.has_hierarchy:
+            root = load_certificate(self.root_cert_path)
+            top = (ca.cert, *ca.parents)[-1]
+            if not is_signed_by(top, root):
+                raise PkiError(
+                    f"{self.ca_cert_path} was not signed by the root in {self.root_cert_path}."
+                    f" Sign a new intermediate with 'securechat certs intermediate --root-dir ROOT_DIR --dir {self.directory}'."
+                )
+        return ca
+
+    def _load_ca_key(self, path: Path, passphrase: bytes | None) -> PrivateKey:
         try:
-            key = load_private_key(self.ca_key_path, password=passphrase)
+            return load_private_key(path, password=passphrase)
         except PkiError as exc:
             if passphrase is None and isinstance(exc.__cause__, TypeError):  # encrypted, no passphrase
-                raise PkiError(
-                    f"{self.ca_key_path} is encrypted. Pass --ca-passphrase-file FILE with its passphrase."
-                ) from exc
+                raise PkiError(f"{path} is encrypted. Pass --ca-passphrase-file FILE with its passphrase.") from exc
             raise
-        return check_ca(CertificateAuthority(cert=cert, key=key), where=str(self.ca_cert_path))
+
+    # -- a hierarchy: root and intermediate ----------------------------------
+
+    def init_hierarchy(
+        self,
+        *,
+        common_name: str = DEFAULT_CA_COMMON_NAME,
+        key_type: str = DEFAULT_KEY_TYPE,
+        days: int = CA_DEFAULT_DAYS,
+        intermediate_days: int = INTERMEDIATE_DEFAULT_DAYS,
+        force: bool = False,
+        passphrase: bytes | None = None,
+        permitted_dns: tuple[str, ...] = (),
+    ) -> tuple[CertificateAuthority, CertificateAuthority]:
+        """A root (root.pem, root-key.pem) and its issuing intermediate (ca.pem, ca-key.pem); a new index.
+
+        The intermediate has pathLen 0 and, with PERMITTED_DNS, the name
+        constraints; both keys are encrypted with PASSPHRASE when given.
+        Existing files are checked first, so a refusal costs no key generation.
+        """
+        self._refuse_existing(
+            [self.root_cert_path, self.root_key_path, self.ca_cert_path, self.ca_key_path], force=force
+        )
+        root = create_root_ca(common_name=common_name, key_type=key_type, days=days)
+        intermediate = issue_intermediate(
+            root, key_type=key_type, days=min(intermediate_days, days), permitted_dns=permitted_dns
+        )
+        self._write_all(
+            [
+                _Write(self.root_key_path, private_key_pem(root.key, password=passphrase), CA_KEY_MODE),
+                _Write(self.root_cert_path, certificate_pem(root.cert), CERT_MODE),
+                *self._intermediate_writes(intermediate, passphrase),
+            ],
+            force=force,
+        )
+        self._write_index(
+            [
+                IndexEntry.for_certificate("root", "ca", root.cert),
+                IndexEntry.for_certificate("ca", "ca", intermediate.cert),
+            ]
+        )
+        return root, intermediate
+
+    def load_root(self, *, passphrase: bytes | None = None) -> CertificateAuthority:
+        """The root in this directory (root.pem and root-key.pem), checked."""
+        for path in (self.root_cert_path, self.root_key_path):
+            if not path.exists():
+                raise PkiError(
+                    f"{path} not found. Point --root-dir at the directory holding the root's root.pem and"
+                    " root-key.pem (made by 'securechat certs init --intermediate')."
+                )
+        cert = load_certificate(self.root_cert_path)
+        if not is_ca_certificate(cert):
+            raise PkiError(f"{self.root_cert_path} is not a CA certificate. Point --root-dir at the root's directory.")
+        key = self._load_ca_key(self.root_key_path, passphrase)
+        return check_ca(CertificateAuthority(cert=cert, key=key), where=str(self.root_cert_path))
+
+    def write_intermediate(
+        self, intermediate: CertificateAuthority, root_cert: x509.Certificate, *, passphrase: bytes | None = None
+    ) -> None:
+        """Install INTERMEDIATE (signed under ROOT_CERT) as this directory's issuing CA.
+
+        ca.pem and ca-key.pem are replaced; root.pem is written if missing and
+        must otherwise be ROOT_CERT (a different root would orphan every
+        leaf). Leaves issued by the previous intermediate stay valid: their
+        chain files carry it. The index records the new "ca"; the old one
+        becomes superseded.
+        """
+        top = (intermediate.cert, *intermediate.parents)[-1]
+        if not is_signed_by(top, root_cert):
+            raise PkiError("the intermediate was not signed by that root. Sign it with the root in --root-dir.")
+        writes = self._intermediate_writes(intermediate, passphrase)
+        if self.root_cert_path.exists():
+            if load_certificate(self.root_cert_path) != root_cert:
+                raise PkiError(
+                    f"{self.root_cert_path} is a different root than the one in --root-dir. Use the root that"
+                    " this directory's certificates chain to, or a new directory."
+                )
+        else:
+            writes.append(_Write(self.root_cert_path, certificate_pem(root_cert), CERT_MODE))
+        self._write_all(writes, force=True)
+        entries = [
+            replace(e, status="superseded") if e.name == "ca" and e.status == "valid" else e for e in self.entries()
+        ]
+        if not any(e.name == "root" for e in entries):
+            entries.insert(0, IndexEntry.for_certificate("root", "ca", root_cert))
+        entries.append(IndexEntry.for_certificate("ca", "ca", intermediate.cert))
+        self._write_index(entries)
+
+    def _intermediate_writes(self, intermediate: CertificateAuthority, passphrase: bytes | None) -> list[_Write]:
+        bundle = b"".join(certificate_pem(c) for c in (intermediate.cert, *intermediate.parents))
+        return [
+            _Write(self.ca_key_path, private_key_pem(intermediate.key, password=passphrase), CA_KEY_MODE),
+            _Write(self.ca_cert_path, bundle, CERT_MODE),
+        ]
 
     # -- leaves ------------------------------------------------------------
 
@@ -314,9 +472,11 @@ class CertStore:
         Lets a caller refuse before spending time generating keys;
         `write_leaves` checks again anyway.
         """
+        names = list(names)
+        if "root" in names and self.has_hierarchy:
+            raise PkiError(f"'root' names the root CA's files in {self.directory}. Choose another certificate name.")
         if force:
             return
-        names = list(names)
         present = self._entry_names() if len(names) > _LIST_DIRECTORY_FROM else None
         for name in names:
             for file_name in _leaf_file_names(name):
@@ -378,7 +538,8 @@ class CertStore:
         for item in issued:
             cert_name, key_name = _leaf_file_names(item.name)
             files.append((os.path.join(directory, key_name), private_key_pem(item.key), KEY_MODE))
-            files.append((os.path.join(directory, cert_name), certificate_pem(item.cert), CERT_MODE))
+            chain = b"".join(certificate_pem(c) for c in (item.cert, *item.chain))
+            files.append((os.path.join(directory, cert_name), chain, CERT_MODE))
         staged = _stage(files, fsync_each=fsync_each)
         return [
             _StagedLeaf(IndexEntry.for_issued(item), item.capped_at_ca_expiry, staged[2 * i], staged[2 * i + 1])
@@ -467,16 +628,39 @@ class CertStore:
     def _publish_crl(
         self, ca: CertificateAuthority, entries: Sequence[IndexEntry], *, days: int
     ) -> x509.CertificateRevocationList:
+        return self.publish_crl(
+            ca,
+            [
+                Revocation(serial=int(e.serial, 16), revoked_at=e.revoked_at, reason=e.reason or "unspecified")
+                for e in entries
+                if e.status == "revoked" and e.revoked_at is not None
+            ],
+            days=days,
+        )
+
+    def publish_crl(
+        self, ca: CertificateAuthority, revoked: Sequence[Revocation], *, days: int = CRL_DEFAULT_DAYS
+    ) -> x509.CertificateRevocationList:
+        """Sign and write crl.pem listing REVOKED plus every entry of the current crl.pem that CA signed.
+
+        Revocation is never undone, so entries carry over: `certs revoke`
+        (from index.json) and the online CA (`ca revoke`, from its database)
+        can both publish here without dropping each other's revocations. A
+        crl.pem signed by another key (an older CA) starts afresh.
+        """
         number = 1
+        listed = {r.serial for r in revoked}
+        carried: list[Revocation] = []
         if self.crl_path.exists():
             previous = parse_crl(self.crl_path.read_bytes(), where=str(self.crl_path))
             number = crl_number(previous) + 1
-        revoked = [
-            Revocation(serial=int(e.serial, 16), revoked_at=e.revoked_at, reason=e.reason or "unspecified")
-            for e in entries
-            if e.status == "revoked" and e.revoked_at is not None
-        ]
-        crl = build_crl(ca, revoked, number=number, days=days)
+            if crl_signer(previous, [ca.cert]) is not None:
+                carried = [
+                    Revocation(serial=e.serial_number, revoked_at=e.revocation_date_utc, reason=reason_of(e))
+                    for e in previous
+                    if e.serial_number not in listed
+                ]
+        crl = build_crl(ca, [*revoked, *carried], number=number, days=days)
         self._write_all([_Write(self.crl_path, crl_pem(crl), CERT_MODE)], force=True)
         return crl
 
@@ -560,6 +744,21 @@ def _normalize_serial(text: str) -> str:
         return f"{int(cleaned, 16):x}"
     except ValueError:
         raise PkiError(f"serial {text!r} is not hexadecimal. Copy it from 'securechat certs list'.") from None
+
+
+def replace_files(files: Sequence[tuple[Path, bytes, int]]) -> None:
+    """Replace each (PATH, DATA, MODE) atomically, in order, then make the directories durable.
+
+    For renewal: every new file is complete and durable in a temp file
+    before the first rename, and the renames follow one another at once, so
+    a reader sees the old pair or the new one (keys are written first: a
+    reader that catches the gap sees a new key with the old certificate,
+    which it refuses and reads again). Keys are created 0600 and never
+    readable by others, not even for a moment.
+    """
+    _write_atomic_many(list(files), replace_existing=True)
+    for directory in {path.parent for path, _, _ in files}:
+        _fsync_directory(directory)
 
 
 def write_private_file(path: Path, data: bytes, *, force: bool = False) -> Path:

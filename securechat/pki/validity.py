@@ -22,6 +22,12 @@ CLOCK_SKEW_BACKDATE = dt.timedelta(minutes=5)
 """not_valid_before is set this far in the past so a peer whose clock runs
 slightly behind does not reject a certificate issued a moment ago."""
 
+SHORT_LIVED_BACKDATE_SHARE = 10
+"""A certificate given as a lifetime is backdated by at most a tenth of it
+(and never more than CLOCK_SKEW_BACKDATE): five minutes in the past would
+be most of a 5-minute certificate, and renewal at 2/3 of the validity
+window would then come due at once."""
+
 
 def utc_now() -> dt.datetime:
     """Now, timezone-aware UTC, truncated to whole seconds (X.509 has no fractions)."""
@@ -86,4 +92,40 @@ def validity_window(
             )
     if end <= start:
         raise PkiError(f"not_after {end.isoformat()} is not after not_before {start.isoformat()}. Swap or fix them.")
+    return Validity(not_before=start, not_after=end, capped_at_ca_expiry=capped)
+
+
+def lifetime_window(
+    lifetime: dt.timedelta,
+    *,
+    max_lifetime: dt.timedelta = dt.timedelta(days=LEAF_MAX_DAYS),
+    ca_not_after: dt.datetime | None = None,
+    now: dt.datetime | None = None,
+) -> Validity:
+    """A validity window from NOW (default: now) lasting LIFETIME, for short-lived certificates.
+
+    Backdated by min(CLOCK_SKEW_BACKDATE, LIFETIME / SHORT_LIVED_BACKDATE_SHARE);
+    capped at CA_NOT_AFTER (then `capped_at_ca_expiry` is set). Raises PkiError
+    if LIFETIME is not positive or exceeds MAX_LIFETIME, or the CA has expired.
+    """
+    if lifetime <= dt.timedelta(0):
+        raise PkiError(f"lifetime {lifetime} is not positive. Give a lifetime such as 24h.")
+    if lifetime > max_lifetime:
+        raise PkiError(f"lifetime {lifetime} is longer than the {max_lifetime} allowed here. Shorten it.")
+    start_at = now or dt.datetime.now(dt.timezone.utc)
+    backdate = min(CLOCK_SKEW_BACKDATE, lifetime / SHORT_LIVED_BACKDATE_SHARE)
+    # Whole seconds: X.509 times have no fractions, and a truncated end would
+    # make the certificate a little shorter than asked, never longer.
+    start = (start_at - backdate).replace(microsecond=0)
+    end = (start_at + lifetime).replace(microsecond=0)
+    capped = False
+    if ca_not_after is not None:
+        ca_end = _aware(ca_not_after, "CA not_after")
+        if ca_end <= start_at:
+            raise PkiError(
+                f"the issuing CA expired on {ca_end.isoformat()}, so it cannot issue valid certificates."
+                " Sign a new intermediate with 'securechat certs intermediate --root-dir DIR'."
+            )
+        if end > ca_end:
+            end, capped = ca_end, True
     return Validity(not_before=start, not_after=end, capped_at_ca_expiry=capped)

@@ -25,7 +25,6 @@ from grpc_reflection.v1alpha import reflection
 from securechat._gen import chat_pb2
 from securechat.config import Keepalive, Limits, ServerConfig
 from securechat.errors import SecureChatError
-from securechat.material import load_server_material
 from securechat.protocol import Reason, Refusal
 from securechat.server.broker import InMemoryBroker
 from securechat.server.connections import ConnectionGuard, GuardLimits, channelz_server_ids
@@ -35,6 +34,7 @@ from securechat.server.metrics import ServerMetrics
 from securechat.server.probes import CallCap, health_server
 from securechat.server.rooms import RoomHub
 from securechat.server.service import SERVICE_NAME, ChatService, method_handlers
+from securechat.tls.material import load_server_material
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,8 @@ class RunningServer:
     hub: RoomHub | None = None
     guards: list[ConnectionGuard] = field(default_factory=list)
     health_cap: CallCap | None = None
+    renewal: asyncio.Task[None] | None = None
+    """`tls.renew`: the task renewing tls.cert/tls.key from the online CA (the lifecycle serves the new files)."""
 
     @property
     def mode(self) -> str:
@@ -71,6 +73,8 @@ class RunningServer:
     async def stop(self, grace: float | None = None) -> None:
         """Turn health NOT_SERVING, refuse new calls, drain open streams, stop."""
         grace = self.config.grace_seconds if grace is None else grace
+        if self.renewal is not None:
+            self.renewal.cancel()
         if self.lifecycle is not None:
             await self.lifecycle.stop()
         for guard in self.guards:
@@ -138,6 +142,12 @@ async def start_server(config: ServerConfig) -> RunningServer:
     )
     lifecycle.start(service)
     running.lifecycle = lifecycle
+    if config.tls is not None and config.tls.renew is not None:
+        from securechat.ca.renewal import Renewer  # only a server with tls.renew loads the CA client
+
+        renewer = Renewer(cert=config.tls.cert, key=config.tls.key, settings=config.tls.renew)
+        running.renewal = asyncio.create_task(renewer.run(), name="securechat-renewal")
+        log.info("tls.renew: %s renews from the CA at %s", config.tls.cert.name, config.tls.renew.ca)
     guard_limits = GuardLimits(
         max_handshakes=limits.max_handshakes,
         handshake_timeout_seconds=limits.handshake_timeout_seconds,

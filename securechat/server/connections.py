@@ -44,7 +44,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import json
 import logging
 import os
 import socket
@@ -55,7 +54,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
-from grpc._cython import cygrpc  # channelz: the only view of core's connections (what grpcio-channelz wraps)
+from google.protobuf import json_format
+from grpc_channelz.v1 import channelz, channelz_pb2
 
 log = logging.getLogger(__name__)
 
@@ -71,12 +71,38 @@ Remote = tuple[str, int]
 OnClose = Callable[[str], None]
 
 
+class _Answer:
+    """Where grpcio-channelz's servicer puts a NOT_FOUND when it is called in-process, not over the wire."""
+
+    def __init__(self) -> None:
+        self.code: object = None
+
+    def set_code(self, code: object) -> None:
+        self.code = code
+
+    def set_details(self, details: str) -> None:
+        pass
+
+
+def _query(method: str, request: object) -> dict:
+    """Ask gRPC core's channelz through grpcio-channelz's public servicer, in-process; {} if not found.
+
+    The answer is the channelz message as a dict in its JSON field names
+    (`socketRef`, `streamsFailed`, ...), as core itself writes it.
+    """
+    answer = _Answer()
+    response = getattr(channelz.ChannelzServicer, method)(request, answer)
+    if answer.code is not None or response is None:
+        return {}
+    return json_format.MessageToDict(response)
+
+
 def channelz_server_ids() -> set[int]:
     """The channelz ids of every gRPC server in this process."""
     ids: set[int] = set()
     start = 0
     while True:
-        page = json.loads(cygrpc.channelz_get_servers(start))
+        page = _query("GetServers", channelz_pb2.GetServersRequest(start_server_id=start))
         for server in page.get("server", []):
             ids.add(int(server["ref"]["serverId"]))
         if page.get("end", True) or not page.get("server"):
@@ -265,7 +291,10 @@ class ConnectionGuard:
         listed: dict[int, Remote] = {}
         start = 0
         while True:
-            page = json.loads(cygrpc.channelz_get_server_sockets(self._server_id, start, 100_000))
+            page = _query(
+                "GetServerSockets",
+                channelz_pb2.GetServerSocketsRequest(server_id=self._server_id, start_socket_id=start, max_results=100_000),
+            )
             refs = page.get("socketRef", [])
             for ref in refs:
                 remote = parse_peer(ref.get("name", ""))
@@ -308,7 +337,7 @@ class ConnectionGuard:
         abusive: dict[Remote, tuple[int, int]] = {}
         for socket_id in ids:
             try:
-                data = json.loads(cygrpc.channelz_get_socket(socket_id))["socket"]["data"]
+                data = _query("GetSocket", channelz_pb2.GetSocketRequest(socket_id=socket_id))["socket"]["data"]
             except (ValueError, KeyError):
                 continue  # closed meanwhile
             failed = int(data.get("streamsFailed", 0))
@@ -335,7 +364,7 @@ class ConnectionGuard:
         """Whether the whole server failed more calls in the window than one connection may reset (one cheap read)."""
         assert self._server_id is not None
         try:
-            data = json.loads(cygrpc.channelz_get_server(self._server_id))["server"]["data"]
+            data = _query("GetServer", channelz_pb2.GetServerRequest(server_id=self._server_id))["server"]["data"]
         except (ValueError, KeyError):
             return False
         failed = int(data.get("callsFailed", 0))

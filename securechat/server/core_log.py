@@ -12,7 +12,7 @@ never reported to Python at all: the server's code does not run for it.
 `CoreLogBridge` puts a pipe on fd 2 and reads it in a thread. Core lines
 become records of the `grpc.core` logger, in the server's log format; a
 failed handshake is logged as one line saying why and what to do, and
-counted by reason (`handshake_reason`); anything else written to fd 2
+counted by reason (`handshake_reason`, by `tls.failures`' taxonomy); anything else written to fd 2
 passes through unchanged. Python's own `sys.stderr` is moved to a copy of
 the original fd first, so the server's log lines never go through the pipe
 (a thread that logs into the pipe it drains could block on itself). It fails
@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import array
 import contextlib
-import fcntl
 import faulthandler
+import fcntl
 import logging
 import os
 import re
@@ -39,6 +39,8 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
+from securechat.tls.failures import TlsFailure, from_core_log
+
 log = logging.getLogger("securechat.server.tls")
 core_log = logging.getLogger("grpc.core")
 
@@ -47,59 +49,20 @@ _CORE_LINE = re.compile(r"([IWEF])\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+ ([\w.-]+:\d+)\
 _LEVELS = {"I": logging.DEBUG, "W": logging.WARNING, "E": logging.ERROR, "F": logging.CRITICAL}
 PIPE_BYTES = 1 << 20
 
-# (reason label, what is in core's message, what it means for the operator)
-HANDSHAKE_REASONS: tuple[tuple[str, tuple[str, ...], str], ...] = (
-    (
-        "no_certificate",
-        ("PEER_DID_NOT_RETURN_A_CERTIFICATE",),
-        "the client sent no certificate; mTLS needs one (tls.cert and tls.key in the client's config)",
-    ),
-    (
-        "expired",
-        ("certificate has expired",),
-        "the client's certificate has expired; renew it with 'securechat certs renew NAME'",
-    ),
-    (
-        "not_yet_valid",
-        ("certificate is not yet valid",),
-        "the client's certificate is not valid yet; check the clocks of the issuing machine and this one",
-    ),
-    (
-        "unknown_ca",
-        ("unable to get local issuer certificate", "self-signed certificate", "self signed certificate"),
-        "the client's certificate is not signed by this server's tls.client_ca; issue it from that CA",
-    ),
-    (
-        "wrong_eku",
-        ("unsupported certificate purpose",),
-        "the client's certificate is not for client authentication (extended key usage); issue it with"
-        " 'securechat certs client NAME'",
-    ),
-    (
-        # A client that refuses our certificate aborts with an alert, which
-        # BoringSSL reports as BAD_PACKET_LENGTH (seen with OpenSSL and
-        # Python clients), or as the alert itself.
-        "client_rejected_server",
-        ("BAD_PACKET_LENGTH", "ALERT_UNKNOWN_CA", "ALERT_BAD_CERTIFICATE", "ALERT_CERTIFICATE_UNKNOWN"),
-        "the client broke off the handshake, most likely refusing this server's certificate: it must trust the"
-        " CA that issued tls.cert, and the name it dials must be one of that certificate's SANs",
-    ),
-    (
-        "not_tls",
-        ("HTTP_REQUEST", "WRONG_VERSION_NUMBER", "UNKNOWN_PROTOCOL", "HTTPS_PROXY_REQUEST"),
-        "the peer did not speak TLS (a plaintext gRPC or HTTP client on the TLS port?)",
-    ),
-)
-
 
 def handshake_reason(message: str) -> tuple[str, str] | None:
-    """(reason label, explanation) if MESSAGE is core's report of a failed handshake, else None."""
-    if not message.startswith("Handshake failed"):
+    """(reason label, explanation) if MESSAGE is core's report of a failed handshake, else None.
+
+    The reasons are `securechat.tls.failures.TlsFailure`, the one taxonomy the
+    client and `doctor` use too; the label is its code, the explanation its
+    server's view.
+    """
+    failure = from_core_log(message)
+    if failure is None:
         return None
-    for reason, needles, explanation in HANDSHAKE_REASONS:
-        if any(needle in message for needle in needles):
-            return reason, explanation
-    return "other", f"gRPC said: {message}"
+    if failure is TlsFailure.OTHER:
+        return failure.code, f"gRPC said: {message}"
+    return failure.code, failure.server_view
 
 
 class CoreLogBridge:

@@ -1,11 +1,15 @@
 """Authentication and authorization for every call, before the servicer runs.
 
-Under mutual TLS gRPC has verified the client's chain; this interceptor
-reads the peer certificate from the auth context, turns it into a
-`PeerIdentity` (refusing certificates without clientAuth), checks the
-allow-list, and hands the identity to the servicer through `current_peer`.
-Failures end the call with UNAUTHENTICATED or PERMISSION_DENIED and a
-message naming the reason; each is logged with the peer's address.
+Under mutual TLS gRPC has verified the client's chain with BoringSSL's
+defaults; this interceptor reads the peer certificate and its chain from the
+auth context and has the policy decide about them with securechat's own
+rules (`tls.identity.PeerVerifier`: end entity, clientAuth, basicConstraints
+and pathLen up to the client CA, a valid DNS name or SPIFFE ID as the
+identity; cached per certificate, so a call costs a dictionary lookup), checks
+revocation and the allow-list, and hands the identity to the servicer through
+`current_peer`. Failures end the call with UNAUTHENTICATED or
+PERMISSION_DENIED and a message naming the reason (escaped: nothing from a
+certificate reaches a log raw); each is logged with the peer's address.
 """
 
 from __future__ import annotations
@@ -19,8 +23,15 @@ from typing import Any, NoReturn, Protocol
 
 import grpc
 
-from securechat.identity import PeerIdentity, PeerRejected, identity_from_pem, peer_certificate_pem
 from securechat.protocol import Reason, Refusal
+from securechat.tls.identity import (
+    AuthzPolicy,
+    PeerIdentity,
+    PeerRejected,
+    identity_from_pem,
+    peer_certificate_pem,
+    peer_chain_pem,
+)
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +45,11 @@ OnRefusal = Callable[[Refusal], None]
 
 
 class CallPolicy(Protocol):
-    """What may change while serving (CRL, authz): asked for every authenticated call."""
+    """What may change while serving (trust anchors, CRL, authz): asked for every authenticated call."""
+
+    def identify(self, pem: bytes, chain_pem: bytes | None) -> PeerIdentity:
+        """The caller's identity from its certificate and chain; PeerRejected (escaped text) if refused."""
+        ...
 
     def refusal(self, peer: PeerIdentity, method: str) -> Refusal | None: ...
 
@@ -51,7 +66,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         on_refusal: OnRefusal | None = None,
     ) -> None:
         self._require_identity = require_identity
-        self._allow = allow
+        self._allow = AuthzPolicy(allow) if allow is not None else None
         self._policy = policy  # when set, it replaces the static allow-list
         self._on_refusal = on_refusal
         # gRPC Python has no connection hook: the first call on a connection
@@ -82,25 +97,31 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         return guarded
 
     async def _authenticate(self, method: str, context: grpc.aio.ServicerContext) -> PeerIdentity | None:
-        pem = peer_certificate_pem(context.auth_context())
+        auth_context = context.auth_context()
+        pem = peer_certificate_pem(auth_context)
         if pem is None:
             if self._require_identity:
                 await self._refuse(context, Refusal(grpc.StatusCode.UNAUTHENTICATED, Reason.NO_CERTIFICATE, "no client certificate was presented"), method)
             return None
         try:
-            peer = identity_from_pem(pem)
+            if self._policy is not None:
+                peer = self._policy.identify(pem, peer_chain_pem(auth_context))
+            else:
+                peer = identity_from_pem(pem)
         except PeerRejected as exc:
             await self._refuse(context, Refusal(grpc.StatusCode.UNAUTHENTICATED, Reason.BAD_CERTIFICATE, str(exc)), method)
         if self._policy is not None:
             refusal = self._policy.refusal(peer, method)
             if refusal is not None:
                 await self._refuse(context, refusal, method)
-        elif self._allow is not None and peer.name not in self._allow:
+        elif self._allow is not None and not self._allow.permits(peer, method):
             await self._refuse(
                 context, Refusal(grpc.StatusCode.PERMISSION_DENIED, Reason.NOT_ALLOWED, f"identity '{peer.name}' is not allowed to call {method}"), method
             )
-        self._note_connection(context.peer(), peer)
-        log.debug("call %s from %s (serial %s, peer %s)", method, peer.name, peer.serial, context.peer())
+        address = context.peer()
+        self._note_connection(address, peer)
+        if log.isEnabledFor(logging.DEBUG):  # per call: no formatting work unless asked for
+            log.debug("call %s from %s (serial %s, peer %s)", method, peer.name, peer.serial, address)
         return peer
 
     def _note_connection(self, address: str, peer: PeerIdentity) -> None:

@@ -11,10 +11,26 @@ POLL_SECONDS (or at once on SIGHUP):
   lock. A key that does not match its certificate, an expired certificate
   or one the client CA did not sign is logged and ignored: the running pair
   stays in force. Open connections and streams keep their TLS session.
-- The CRL (`crl:`, default crl.pem next to tls.client_ca): accepted only if a
-  CA in the client CA bundle signed it; a bad one is logged and the previous
-  one stays in force. New calls from a revoked certificate get
-  UNAUTHENTICATED; its open Chat streams are ended at once.
+- The CRL (`crl:`, default crl.pem next to tls.client_ca; one file may hold
+  several PEM CRLs, one per CA): each CRL is accepted only if a CA in the
+  client CA bundle or in the server's own certificate chain signed it -- by
+  key, never by name alone (`tls.checks.verify_crl`) -- and only if its CRL
+  number is not lower than the highest already seen from that CA key, a
+  mark kept across restarts (`tls.revocation.CrlHighWater`): an older CRL
+  would un-revoke. Revocation applies to every certificate of a caller's
+  chain (a revoked intermediate refuses all its leaves). Fail closed: at
+  start, a configured CRL that is missing, and any CRL that is unreadable,
+  not a regular file (a FIFO is never opened for a blocking read), unsigned
+  or rolled back stops the server; a missing default crl.pem stops it too
+  when a CRL was seen before or index.json next to it records a
+  revocation. While running, a bad or vanished CRL is logged at ERROR and
+  the last good one stays in force. A CRL past its nextUpdate is logged at
+  WARNING at start, when accepted, and hourly while it stays stale. New
+  calls from a revoked certificate get UNAUTHENTICATED; its open Chat
+  streams are ended at once.
+- Callers' certificates: `identify` decides about each distinct
+  certificate and chain once (`tls.identity.PeerVerifier`, rebuilt when the
+  client CA changes).
 - The config file (authz.allow, authz.methods, crl, tls paths): re-read when
   it changes or on SIGHUP; a broken config is logged and the running one
   kept. Streams whose caller is no longer allowed are ended with
@@ -28,23 +44,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 from cryptography import x509
 
-from securechat import pki
 from securechat.config import ServerConfig, load_server_config
 from securechat.errors import ConfigError, SecureChatError
-from securechat.identity import AuthzPolicy, PeerIdentity
-from securechat.material import TlsMaterial, load_server_material
 from securechat.protocol import Reason, Refusal
 from securechat.server.service import SERVICE_NAME, ChatService
-from securechat.tls import dynamic_server_credentials, server_certificate_configuration
-from securechat.watch import FileWatch
+from securechat.tls import checks
+from securechat.tls.checks import Problem, RevocationIndex
+from securechat.tls.credentials import dynamic_server_credentials, server_certificate_configuration
+from securechat.tls.identity import AuthzPolicy, PeerIdentity, PeerVerifier
+from securechat.tls.material import TlsMaterial, load_server_material
+from securechat.tls.revocation import CrlFileError, CrlHighWater, load_crls, read_crl_file
+from securechat.tls.watch import FileWatch
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +76,8 @@ MAX_CONFIG_BYTES = 1 << 20
 """A config file bigger than this is not reloaded (a server.yaml is a few hundred bytes)."""
 CHAT_METHOD = f"/{SERVICE_NAME}/Chat"
 RESTART_FIELDS = ("insecure", "limits", "health_port", "log_level", "log_format", "grace_seconds")
+STALE_REMINDER_SECONDS = 3600.0
+"""How often a CRL that stays past its nextUpdate is logged again."""
 
 
 def crl_location(config: ServerConfig) -> tuple[Path | None, bool]:
@@ -67,30 +89,72 @@ def crl_location(config: ServerConfig) -> tuple[Path | None, bool]:
     return None, False
 
 
-def load_revocations(config: ServerConfig, material: TlsMaterial | None) -> pki.RevokedSet | None:
-    """The verified CRL the config points at; None when the default one is absent.
+def load_revocations(
+    config: ServerConfig, material: TlsMaterial | None, *, high_water: CrlHighWater | None = None
+) -> RevocationIndex | None:
+    """The verified CRLs the config points at; None when the default one is absent and nothing says it should exist.
 
-    Raises ConfigError when `crl:` names a missing file, or a CRL is present
-    but unreadable or not signed by the client CA: fail closed at start.
+    Raises ConfigError (fail closed) when `crl:` names a missing file; when
+    a CRL file is unreadable, not a regular file, not signed by a CA we
+    trust, or older than one already seen (HIGH_WATER); and when the default
+    crl.pem is missing although a CRL was seen before or index.json records
+    a revocation.
     """
     path, explicit = crl_location(config)
     if path is None:
         return None
     field_name = "crl" if explicit else "tls.client_ca"
+    source = config.source.name
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
+        data = read_crl_file(path)
+    except CrlFileError as exc:
+        if not exc.missing:
+            raise ConfigError(source, field_name, exc.problem.message, exc.problem.fix, code=exc.problem.code) from None
         if explicit:
             raise ConfigError(
-                config.source.name, "crl", f"{path} not found.", "Write it with 'securechat certs revoke NAME', or remove crl."
+                source, "crl", f"{path} not found.", "Write it with 'securechat certs revoke NAME', or remove crl."
             ) from None
-        return None
-    except OSError as exc:
-        raise ConfigError(config.source.name, field_name, f"{path} cannot be read ({exc.strerror}).", "Fix its permissions.") from exc
+        reason = _why_a_crl_is_expected(path, high_water)
+        if reason is None:
+            return None
+        raise ConfigError(
+            source,
+            "tls.client_ca",
+            f"{path} not found, but {reason}: without it revoked certificates would be accepted.",
+            "Restore crl.pem, or sign it again with 'securechat certs crl' in the CA's directory.",
+            code=checks.Code.CRL_UNREADABLE.value,
+        ) from None
+    lists = load_crls(data, crl_signers(material), where=str(path))
+    if isinstance(lists, Problem):
+        raise ConfigError(source, field_name, lists.message, lists.fix, code=lists.code)
+    if high_water is not None:
+        rollback = high_water.rollback(lists)
+        if rollback is not None:
+            raise ConfigError(source, field_name, rollback.message, rollback.fix, code=rollback.code)
+    return RevocationIndex(lists)
+
+
+def _why_a_crl_is_expected(path: Path, high_water: CrlHighWater | None) -> str | None:
+    """Why a missing default crl.pem is suspicious, or None when it simply was never written."""
+    if high_water is not None and high_water.issuers:
+        seen = max(high_water.issuers.values(), key=lambda s: s.number)
+        return f"CRL number {seen.number} of {seen.issuer} was loaded before (recorded in {high_water.path})"
+    revoked = _revoked_in_index(path.parent / "index.json")
+    if revoked:
+        return f"{path.parent / 'index.json'} records {revoked} revoked certificate(s)"
+    return None
+
+
+def _revoked_in_index(index: Path) -> int:
+    """How many entries of a certs directory's index.json (format version 1) say "revoked"; 0 if unreadable."""
     try:
-        return pki.load_crl(data, client_cas(material), where=str(path))
-    except SecureChatError as exc:
-        raise ConfigError(config.source.name, field_name, str(exc)) from exc
+        if not index.is_file() or index.stat().st_size > 64 * 1024 * 1024:
+            return 0
+        data = json.loads(index.read_text(encoding="utf-8"))
+        entries = data.get("certificates", []) if isinstance(data, dict) else []
+        return sum(1 for e in entries if isinstance(e, dict) and e.get("status") == "revoked")
+    except (OSError, ValueError, RecursionError):
+        return 0
 
 
 def client_cas(material: TlsMaterial | None) -> list[x509.Certificate]:
@@ -99,13 +163,21 @@ def client_cas(material: TlsMaterial | None) -> list[x509.Certificate]:
     return x509.load_pem_x509_certificates(material.ca_bundle)
 
 
+def crl_signers(material: TlsMaterial | None) -> list[x509.Certificate]:
+    """Who may sign our CRLs: the client CA bundle and the CAs in the server's own chain (an issuing intermediate)."""
+    signers = client_cas(material)
+    if material is not None and material.cert_chain is not None:
+        signers += [c for c in x509.load_pem_x509_certificates(material.cert_chain)[1:] if checks.is_ca(c)]
+    return signers
+
+
 @dataclass
 class _Changes:
     """What one poll found, computed in a worker thread and applied on the event loop."""
 
     config: ServerConfig | None = None
     material: TlsMaterial | None = None
-    revoked: pki.RevokedSet | None = None
+    revoked: RevocationIndex | None = None
     errors: list[str] = field(default_factory=list)
 
 
@@ -117,7 +189,14 @@ class ServerLifecycle:
         self._material = material
         self._mtls = config.tls is not None and config.tls.mtls
         self._policy = AuthzPolicy(config.allow, dict(config.authz_methods))
-        self._revoked = load_revocations(config, material)
+        self._verifier = PeerVerifier(client_cas(material))
+        crl_path = crl_location(config)[0]
+        self._high_water = CrlHighWater.for_crl(crl_path) if crl_path is not None else None
+        self._high_water_crl = crl_path  # the CRL path _high_water belongs to
+        self._revoked = load_revocations(config, material, high_water=self._high_water)
+        self._stale_logged_at: float | None = None
+        self._record_crls(self._revoked)
+        self._log_crls_at_start(crl_path)
         self._pending: grpc.ServerCertificateConfiguration | None = None
         self._lock = threading.Lock()
         self._service: ChatService | None = None
@@ -144,13 +223,38 @@ class ServerLifecycle:
             pending, self._pending = self._pending, None
         return pending
 
+    def identify(self, pem: bytes, chain_pem: bytes | None) -> PeerIdentity:
+        """The caller's identity, decided once per certificate and chain (PeerRejected if refused)."""
+        return self._verifier.identify(pem, chain_pem)
+
     def refusal(self, peer: PeerIdentity, method: str) -> Refusal | None:
-        """Why PEER may not call METHOD now (revoked, not allowed), or None."""
+        """Why PEER may not call METHOD now (revoked, anywhere in its chain; expired; not allowed), or None."""
         revoked = self._revoked
-        if revoked is not None and revoked.revokes(peer.issuer, int(peer.serial, 16)):
-            return Refusal(grpc.StatusCode.UNAUTHENTICATED, Reason.REVOKED, f"certificate serial {peer.serial} ({peer.name}) is revoked")
+        if revoked:
+            for depth, (issuer_key, serial) in enumerate(peer.links):
+                found = revoked.revoked(issuer_key, serial)
+                if found is None:
+                    continue
+                if depth == 0:
+                    message = f"certificate serial {peer.serial} ({peer.name}) is revoked"
+                else:
+                    message = (
+                        f"certificate serial {peer.serial} ({peer.name}) is refused: the CA certificate serial {serial:x}"
+                        f" in its chain is revoked by {found.issuer}"
+                    )
+                return Refusal(grpc.StatusCode.UNAUTHENTICATED, Reason.REVOKED, message)
+        if time.time() >= peer.valid_until:
+            return Refusal(
+                grpc.StatusCode.UNAUTHENTICATED,
+                Reason.BAD_CERTIFICATE,
+                f"certificate serial {peer.serial} ({peer.name}) has expired",
+            )
         if not self._policy.permits(peer, method):
-            return Refusal(grpc.StatusCode.PERMISSION_DENIED, Reason.NOT_ALLOWED, f"identity '{peer.name}' is not allowed to call {method}")
+            return Refusal(
+                grpc.StatusCode.PERMISSION_DENIED,
+                Reason.NOT_ALLOWED,
+                f"identity '{peer.name}' is not allowed to call {method}",
+            )
         return None
 
     @property
@@ -204,7 +308,11 @@ class ServerLifecycle:
         """
         if self._retarget and self._inflight.keys().isdisjoint(("tls", "crl")):
             self._tls_watch.retarget(_tls_paths(self.config))
-            self._crl_watch.retarget([crl_location(self.config)[0]])
+            crl_path = crl_location(self.config)[0]
+            self._crl_watch.retarget([crl_path])
+            if crl_path != self._high_water_crl:
+                self._high_water = CrlHighWater.for_crl(crl_path) if crl_path is not None else None
+                self._high_water_crl = crl_path
             self._retarget = False
         jobs = {"config": self._look_config, "tls": self._look_tls, "crl": self._look_crl}
         started: dict[str, asyncio.Future[_Changes]] = {}
@@ -274,15 +382,13 @@ class ServerLifecycle:
         config = self.config
         if self._crl_watch.changed() or forced:
             try:
-                changes.revoked = load_revocations(config, self._material)
+                changes.revoked = load_revocations(config, self._material, high_water=self._high_water)
             except SecureChatError as exc:
-                number = self._revoked.number if self._revoked is not None else None
-                changes.errors.append(f"CRL rejected, CRL number {number} stays in force: {exc}")
+                changes.errors.append(f"CRL rejected, {self._in_force()} stays in force: {exc}")
             else:
-                if changes.revoked is None and self._revoked is not None:
-                    changes.errors.append(
-                        f"{crl_location(config)[0]} disappeared; CRL number {self._revoked.number} stays in force"
-                    )
+                if changes.revoked is None and self._revoked:
+                    changes.errors.append(f"{crl_location(config)[0]} disappeared; {self._in_force()} stays in force")
+                self._record_crls(changes.revoked)
         return changes
 
     def _apply(self, changes: _Changes) -> None:
@@ -294,6 +400,8 @@ class ServerLifecycle:
             self._retarget = True
             sweep = True
         if changes.material is not None and changes.material.certificate is not None:
+            if changes.material.ca_bundle != (self._material.ca_bundle if self._material is not None else None):
+                self._verifier = PeerVerifier(client_cas(changes.material))
             ready = server_certificate_configuration(changes.material, mtls=self._mtls)
             with self._lock:
                 self._pending = ready
@@ -306,18 +414,74 @@ class ServerLifecycle:
             )
         if changes.revoked is not None and changes.revoked != self._revoked:
             self._revoked = changes.revoked
-            log.info(
-                "CRL number %d from %s accepted: %d revoked certificate(s)%s",
-                changes.revoked.number,
-                changes.revoked.issuer,
-                len(changes.revoked.serials),
-                " (STALE: past its nextUpdate; run 'securechat certs crl')" if changes.revoked.stale else "",
-            )
+            for item in changes.revoked.lists:
+                log.info(
+                    "CRL number %d from %s accepted: %d revoked certificate(s)",
+                    item.number,
+                    item.issuer,
+                    len(item.serials),
+                )
+            self._stale_logged_at = None
             sweep = True
+        self._warn_if_stale()
         if sweep and self._service is not None:
             ended = self._service.end_streams_of(lambda peer: self.refusal(peer, CHAT_METHOD))
             if ended:
                 log.warning("ended %d open chat stream(s) whose certificate is revoked or no longer allowed", ended)
+
+    # -- CRL bookkeeping -------------------------------------------------------
+
+    def _in_force(self) -> str:
+        if not self._revoked:
+            return "no CRL"
+        lists = self._revoked.lists
+        if len(lists) == 1:
+            return f"CRL number {lists[0].number}"
+        return "CRL numbers " + ", ".join(f"{item.number} of {item.issuer}" for item in lists)
+
+    def _record_crls(self, revoked: RevocationIndex | None) -> None:
+        if revoked is None or self._high_water is None:
+            return
+        self._high_water.record(revoked.lists)
+        if self._high_water.error is not None:
+            log.warning(
+                "CRL numbers are remembered in memory only (a rollback after a restart goes unseen): %s",
+                self._high_water.error,
+            )
+
+    def _log_crls_at_start(self, crl_path: Path | None) -> None:
+        if self._revoked is None:
+            if crl_path is not None:
+                log.debug("no CRL at %s: no certificate is revoked yet", crl_path)
+            return
+        for item in self._revoked.lists:
+            log.info(
+                "CRL number %d from %s in force: %d revoked certificate(s)", item.number, item.issuer, len(item.serials)
+            )
+        if self._high_water is not None:
+            log.info("highest CRL numbers seen are kept in %s", self._high_water.path)
+        self._warn_if_stale()
+
+    def _warn_if_stale(self) -> None:
+        """WARNING for every CRL in force past its nextUpdate: when first seen, then hourly."""
+        if not self._revoked:
+            return
+        stale = [item for item in self._revoked.lists if item.stale()]
+        if not stale:
+            self._stale_logged_at = None
+            return
+        now = time.monotonic()
+        if self._stale_logged_at is not None and now - self._stale_logged_at < STALE_REMINDER_SECONDS:
+            return
+        self._stale_logged_at = now
+        for item in stale:
+            log.warning(
+                "CRL number %d from %s is past its nextUpdate (%s): it is still enforced, but a newer one should exist."
+                " Run 'securechat certs crl' in the CA's directory and ship the new crl.pem",
+                item.number,
+                item.issuer,
+                f"{item.next_update:%Y-%m-%d %H:%M} UTC" if item.next_update else "?",
+            )
 
     def _apply_config(self, new: ServerConfig) -> None:
         old = self.config

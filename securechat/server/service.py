@@ -17,12 +17,12 @@ import grpc
 
 from securechat._gen import chat_pb2
 from securechat.config import Limits
-from securechat.identity import PeerIdentity
 from securechat.protocol import DEFAULT_ROOM, LAST_EVENT_ID, ROOM_RULE, Reason, Refusal, valid_room
 from securechat.server.admission import Admission
 from securechat.server.interceptors import current_peer
 from securechat.server.metrics import ServerMetrics
 from securechat.server.rooms import Member, RoomHub
+from securechat.tls.identity import PeerIdentity
 
 log = logging.getLogger(__name__)
 

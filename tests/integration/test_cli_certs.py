@@ -312,9 +312,11 @@ def test_list_shows_a_table(tmp_path: Path) -> None:
     rows = {line.split()[0]: line.split() for line in lines[1:]}
     assert rows["ca"][1] == "ca" and rows["ca"][4] == "3650"
     assert rows["server"][1:2] == ["server"] and rows["server"][4:] == ["365", "valid"]
-    assert rows["alice"][4:] == ["30", "renew", "soon"]  # due within the default --within 30d
+    assert rows["alice"][4:] == ["30", "valid"]  # a fresh 30-day certificate is not past 2/3 of its lifetime
     serial = f"{pki.load_certificate(directory / 'alice.pem').serial_number:x}"
     assert rows["alice"][2] == serial[:16]
+    within = {line.split()[0]: line.split() for line in _certs("list", "--within", "30d", directory=directory).stdout.splitlines()[1:]}
+    assert within["alice"][4:] == ["30", "renew", "soon"] and within["server"][4:] == ["365", "valid"]
 
 
 def test_list_json(tmp_path: Path) -> None:

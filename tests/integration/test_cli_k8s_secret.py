@@ -11,7 +11,7 @@ import yaml
 
 from securechat import pki
 from securechat.config import load_server_config
-from securechat.material import load_server_material
+from securechat.tls.material import load_server_material
 
 
 def k8s_secret(*args: str, cwd) -> subprocess.CompletedProcess[str]:

@@ -58,7 +58,8 @@ def test_needs_renewal_exit_codes(certs: Path) -> None:
     """0 when nothing is due; 1 naming the certificate and the renew command; 2 when it cannot check."""
     fine = _certs("needs-renewal", directory=certs)
     assert fine.exit_code == 0, fine.output
-    assert fine.stdout.startswith("Nothing to renew within 30d: ca (3650 days left), server (365 days left)")
+    assert fine.stdout.startswith("Nothing to renew (none is past 2/3 of its lifetime): ca (3650 days left), server (365 days left)")
+    assert _certs("needs-renewal", "--within", "30d", directory=certs).stdout.startswith("Nothing to renew within 30d: ca")
     due = _certs("needs-renewal", "server", "--within", "400d", directory=certs)
     assert due.exit_code == 1
     assert "server: expires" in due.stdout and f"Run 'securechat certs renew server --dir {certs}'." in due.stdout
@@ -68,15 +69,15 @@ def test_needs_renewal_exit_codes(certs: Path) -> None:
 
 
 def test_renew_cli_then_list_flags_nothing(certs: Path) -> None:
-    """A 10-day certificate is flagged by list and needs-renewal; after renew it is not."""
+    """A 10-day certificate is flagged by list and needs-renewal --within 30d; after renew it is not."""
     assert _certs("client", "carol", "--days", "10", directory=certs).exit_code == 0
-    assert "renew soon" in _certs("list", directory=certs).stdout
-    assert _certs("needs-renewal", "carol", directory=certs).exit_code == 1
+    assert "renew soon" in _certs("list", "--within", "30d", directory=certs).stdout
+    assert _certs("needs-renewal", "carol", "--within", "30d", directory=certs).exit_code == 1
     renewed = _certs("renew", "carol", "--keep-key", directory=certs)
     assert renewed.exit_code == 0, renewed.output
     assert 'Renewed client certificate "carol" (DNS:carol)' in renewed.stdout and "same key" in renewed.stdout
-    assert _certs("needs-renewal", "carol", directory=certs).exit_code == 0
-    assert "renew soon" not in _certs("list", directory=certs).stdout
+    assert _certs("needs-renewal", "carol", "--within", "30d", directory=certs).exit_code == 0
+    assert "renew soon" not in _certs("list", "--within", "30d", directory=certs).stdout
 
 
 @pytest.mark.parametrize("source", ["file", "env"])

@@ -1,4 +1,4 @@
-"""The files a config names (securechat.material), and config errors through the real CLI.
+"""The files a config names (securechat.tls.material), and config errors through the real CLI.
 
 Real certificates from the session CA in tmp_path; every failing case names
 the config file, the field, the offending file and the fix.
@@ -20,7 +20,7 @@ import pytest
 from securechat import pki
 from securechat.config import load_client_config, load_server_config
 from securechat.errors import ConfigError
-from securechat.material import TlsMaterial, load_client_material, load_server_material
+from securechat.tls.material import TlsMaterial, load_client_material, load_server_material
 
 DAY = dt.timedelta(days=1)
 CERTS = Path("certs")  # as errors show it: relative to the working directory (the deployment root)

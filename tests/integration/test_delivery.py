@@ -12,8 +12,8 @@ from securechat.protocol import Reason, reason_of, resume_from
 from securechat._gen import chat_pb2, chat_pb2_grpc
 from securechat.client import open_channel, open_chat
 from securechat.errors import ConnectError
-from securechat.material import load_client_material
-from securechat.tls import channel_credentials
+from securechat.tls.material import load_client_material
+from securechat.tls.credentials import channel_credentials
 
 Kind = chat_pb2.ChatEvent.Kind
 STEP = 5.0

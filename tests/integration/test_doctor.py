@@ -100,7 +100,9 @@ async def test_wrong_extended_key_usage(deployment, start):
     """A server certificate used as a client certificate: EKU fails locally, the server says unsupported purpose."""
     server = await start()
     bad = failed(await doctor(deployment.client_yaml("server", server.port)))
-    assert "lacks clientAuth (has serverAuth)" in bad["extended key usage"].message
+    # The decision core's wording, the same the config loader raises (issue 12: one core, one message).
+    assert bad["extended key usage"].message.endswith("is not a client certificate (its extended key usage lacks clientAuth).")
+    assert bad["extended key usage"].code == "wrong-eku"
     assert "unsupported purpose" in bad["server accepts our certificate"].message
 
 
@@ -111,7 +113,7 @@ async def test_key_mismatch_and_world_readable_key(deployment, start):
     key.write_bytes(deployment.store.key_path("bob").read_bytes())
     key.chmod(0o644)
     bad = failed(await doctor(deployment.client_yaml("alice", server.port, tls={"key": "wrong-key.pem"})))
-    assert bad["key matches certificate"].message == f"{key} does not match {deployment.store.cert_path('alice')}"
+    assert bad["key matches certificate"].message == f"{key} does not match the certificate {deployment.store.cert_path('alice')}."
     assert bad["key permissions"].message.endswith("is readable by other users (mode 0644)")
     assert bad["key permissions"].fix.startswith("Run 'chmod 600 ")
 
@@ -127,15 +129,37 @@ async def test_revoked_client(deployment, start):
 
 
 def test_server_config_and_cli_output(deployment) -> None:
-    """A server config with a certificate expiring in 10 days: one FAIL line with the renew command, exit 1."""
-    deployment.issue_server("server", days=10)
+    """A server certificate 10 days from expiry, past 2/3 of its 30, with nothing renewing it: one WARN line, exit 0."""
+    now = pki.utc_now()
+    deployment.issue_server("server", not_before=now - dt.timedelta(days=20), not_after=now + dt.timedelta(days=10))
     result = runner.invoke(app, ["doctor", "--config", str(deployment.server_yaml())])
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[0] == "OK   config: server.yaml is a valid server config"
-    (fail,) = [line for line in lines if line.startswith("FAIL")]
-    assert fail.startswith("FAIL validity: ") and "expires soon" in fail and "(10 days left)" in fail
-    assert fail.endswith("Fix: Run 'securechat certs renew server'.")
+    (warning,) = [line for line in lines if line.startswith("WARN")]
+    assert warning.startswith("WARN validity: ") and "expires soon" in warning and "(10 days left, 67% of its lifetime gone)" in warning
+    assert warning.endswith("Fix: Run 'securechat certs renew server', or set tls.renew so it renews itself.")
+    assert not [line for line in lines if line.startswith("FAIL")]
+
+
+def test_a_fresh_short_lived_certificate_is_fine(deployment) -> None:
+    """The twin of the old 30-day rule: a fresh 1-day certificate is OK, not 'expires soon'."""
+    deployment.issue_server("server", days=1)
+    result = runner.invoke(app, ["doctor", "--config", str(deployment.server_yaml())])
+    assert result.exit_code == 0, result.output
+    assert any(line.startswith("OK   validity: valid until") for line in result.stdout.splitlines())
+
+
+def test_renewal_configured_but_failing_fails(deployment) -> None:
+    """With tls.renew, a certificate past 80% of its lifetime means renewal is failing: FAIL, and the CA probe says why."""
+    now = pki.utc_now()
+    deployment.issue_server("server", not_before=now - dt.timedelta(hours=20), not_after=now + dt.timedelta(hours=4))
+    config = deployment.server_yaml(tls={"renew": {"ca": "localhost:1"}})
+    result = runner.invoke(app, ["doctor", "--config", str(config)])
+    assert result.exit_code == 1, result.output
+    fails = {line.split(":", 1)[0]: line for line in result.stdout.splitlines() if line.startswith("FAIL")}
+    assert "renewal is failing: it should have been renewed by" in fails["FAIL validity"]
+    assert "CA service not reachable at localhost:1" in fails["FAIL renewal CA"]
 
 
 def test_a_broken_config_is_one_failing_line(deployment) -> None:

@@ -14,9 +14,9 @@ from serve_process import ServeProcess as Server
 
 from securechat._gen import chat_pb2, chat_pb2_grpc
 from securechat.client import open_channel, open_chat, say_hello
-from securechat.material import load_client_material
 from securechat.protocol import ROOM_NAME
-from securechat.tls import channel_credentials
+from securechat.tls.credentials import channel_credentials
+from securechat.tls.material import load_client_material
 
 Kind = chat_pb2.ChatEvent.Kind
 STEP = 5.0

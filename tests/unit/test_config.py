@@ -1,7 +1,7 @@
 """YAML -> frozen dataclasses (securechat.config): every mistake names the file, the field and the fix.
 
 These tests only parse YAML; the files a config names are checked by
-securechat.material (tests/integration/test_config_files.py).
+securechat.tls.material (tests/integration/test_config_files.py).
 """
 
 from __future__ import annotations
@@ -204,7 +204,7 @@ def test_listen_and_target_overrides_replace_the_file_value(deployment):
         ({"tls": SERVER_TLS, "log": {"levle": "debug"}}, "log.levle", "Did you mean 'log.level'?"),
         ({"tls": SERVER_TLS, "authz": {"allowed": ["a"]}}, "authz.allowed", "Did you mean 'authz.allow'?"),
         ({"tls": SERVER_TLS, "colour": "blue"}, "colour", f"Valid keys: {SERVER_KEYS}."),
-        ({"tls": {**SERVER_TLS, "password": "x"}}, "tls.password", "Valid keys: cert, key, client_ca, mtls."),
+        ({"tls": {**SERVER_TLS, "password": "x"}}, "tls.password", "Valid keys: cert, key, client_ca, mtls, renew."),
     ],
 )
 def test_server_unknown_key_names_it_and_suggests(deployment, data, field, hint):
@@ -227,7 +227,7 @@ def test_server_unknown_key_names_it_and_suggests(deployment, data, field, hint)
         (
             {"target": "localhost:1", "tls": {**CLIENT_TLS, "client_ca": "x"}},
             "tls.client_ca",
-            "Valid keys: ca, cert, key, server_name.",
+            "Valid keys: ca, cert, key, server_name, renew, server_id.",
         ),
         ({"target": "localhost:1", "tls": CLIENT_TLS, "listen": "x"}, "listen", "Valid keys: target, tls, insecure."),
     ],

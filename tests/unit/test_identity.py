@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from securechat import pki
-from securechat.identity import PeerIdentity, PeerRejected, identity_from_pem, peer_certificate_pem
+from securechat.tls.identity import PeerIdentity, PeerRejected, identity_from_pem, peer_certificate_pem
 
 
 def test_client_certificate_names_its_identity(pki_ca):

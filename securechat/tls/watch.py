@@ -3,17 +3,25 @@
 Content, not mtime: an atomic rename, a Kubernetes `..data` symlink swap,
 a copy that keeps the mtime and an edit within the same second all change
 what `read_bytes()` returns. The files watched here are a few kilobytes,
-so reading them once a second costs nothing. Used by the server (its
+so reading them once a second costs nothing. Only regular files are read,
+opened non-blocking and checked with fstat first: a FIFO or a device
+planted at a watched path is a state of its own ("not a regular file"),
+never a read that blocks the poller forever. Used by the server (its
 certificate, key, client CA, CRL and config) and by `securechat chat` (its
 client certificate). Not thread-safe: one poller owns a watch.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 
-_Snapshot = tuple[bytes | None, ...]
+MAX_WATCHED_BYTES = 64 * 1024 * 1024
+"""Beyond this a file's size and mtime stand for its content (no watched file is that large)."""
+
+_Snapshot = tuple[bytes | tuple[int, int, int] | None, ...]
 
 
 class FileWatch:
@@ -46,8 +54,20 @@ class FileWatch:
         return tuple(_content(path) for path in self._paths)
 
 
-def _content(path: Path) -> bytes | None:
+def _content(path: Path) -> bytes | tuple[int, int, int] | None:
     try:
-        return path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError:  # missing, or replaced mid-read: "absent" is a state too
         return None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_WATCHED_BYTES:
+            return (info.st_mode, info.st_size, info.st_mtime_ns)
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)

@@ -8,10 +8,11 @@ never chosen here: the caller asks for it by name (`insecure: true`).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 import grpc
 
-from securechat.material import TlsMaterial
+from securechat.tls.material import TlsMaterial
 
 
 def server_credentials(material: TlsMaterial, *, mtls: bool) -> grpc.ServerCredentials:
@@ -53,4 +54,6 @@ def dynamic_server_credentials(
     current one; returning the same object every time would rebuild the TLS
     context for every connection).
     """
-    return grpc.dynamic_ssl_server_credentials(initial, fetch, require_client_authentication=mtls)
+    # grpc's stubs type the fetcher as never returning None, but its docs (and core) take None as "no change".
+    fetcher = cast("Callable[[], grpc.ServerCertificateConfiguration]", fetch)
+    return grpc.dynamic_ssl_server_credentials(initial, fetcher, require_client_authentication=mtls)

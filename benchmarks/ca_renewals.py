@@ -1,0 +1,379 @@
+"""Online CA renewals/s against the chat server's SayHello req/s, in the same run; then a renewal storm.
+
+A report, never a test: JSON on stdout. The CA service (`securechat ca serve`)
+and the chat server (`securechat serve`, mTLS) run as users run them, each
+in its own process, logging at info to a file; the load client is this
+process. Rounds alternate the three measurements and report medians:
+
+- sayhello: SayHello on one persistent mTLS connection, C calls in flight;
+- renew_mtls_persistent: Renew over kept mTLS connections (the CA's
+  `mtls_listen`), one per identity, authenticated by the handshake
+  certificate; C in flight;
+- renew_proof_persistent: Renew (a fresh ECDSA key, a CSR, the proof of
+  the current key) on one kept TLS connection, C in flight; each worker
+  renews its identities over and over, always from the newest certificate;
+- renew_new_connection: the same, but every renewal opens a new connection
+  (a full TLS handshake) and closes it;
+- storm: N identities (issued offline, imported by the CA at start) renew
+  all at once over K connections; every reply must be a certificate (no
+  refusal) and every returned serial must be in the CA's database
+  afterwards (none lost). Requests are built before the clock starts, so
+  the storm measures the CA, not this process's key generation.
+
+Every renewal's record is durable before its reply (SQLite WAL,
+synchronous=FULL; group commit shares one fsync between the renewals that
+arrive together); the run checks afterwards that every serial it received
+is in the database.
+
+    python -m benchmarks.ca_renewals                       # 3 rounds of 5 s, C=32, storm of 10,000
+    python -m benchmarks.ca_renewals --rounds 1 --seconds 3 --storm 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from securechat import pki
+from securechat._gen import ca_pb2, ca_pb2_grpc, chat_pb2, chat_pb2_grpc
+from securechat.ca.client import CaClient, CaError, CaTarget
+from securechat.ca.policy import proof_message, sign_proof
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _pct(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * pct / 100))] if ordered else float("nan")
+
+
+@dataclass
+class Identity:
+    name: str
+    chain_pem: bytes
+    key: pki.PrivateKey
+
+
+class Process:
+    def __init__(self, args: list[str], cwd: Path, port: int, log: Path) -> None:
+        self.log = open(log, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen([sys.executable, "-m", "securechat", *args], cwd=cwd, stdout=self.log, stderr=self.log)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise RuntimeError(f"{' '.join(args)} did not start; see {log}")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+def setup(root: Path, identities: int, storm: int) -> pki.CertStore:
+    store = pki.CertStore(root / "certs")
+    store.init_hierarchy()
+    ca = store.load_ca()
+    store.write_leaves([pki.issue_server_cert(ca, "ca-service"), pki.issue_server_cert(ca, "server"), pki.issue_client_cert(ca, "alice")])
+    store.issue_clients(ca, [f"r{i}" for i in range(identities)], days=2)
+    if storm:
+        store.issue_clients(ca, [f"s{i}" for i in range(storm)], days=2)
+    return store
+
+
+def load_identities(store: pki.CertStore, prefix: str, count: int) -> list[Identity]:
+    return [
+        Identity(f"{prefix}{i}", store.cert_path(f"{prefix}{i}").read_bytes(), pki.load_private_key(store.key_path(f"{prefix}{i}")))
+        for i in range(count)
+    ]
+
+
+async def sayhello(port: int, store: pki.CertStore, seconds: float, concurrency: int) -> dict[str, float]:
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=store.root_cert_path.read_bytes(),
+        private_key=store.key_path("alice").read_bytes(),
+        certificate_chain=store.cert_path("alice").read_bytes(),
+    )
+    async with grpc.aio.secure_channel(f"localhost:{port}", credentials) as channel:
+        stub = chat_pb2_grpc.ChatServiceStub(channel)
+        for _ in range(200):
+            await stub.SayHello(chat_pb2.HelloRequest())
+        latencies: list[float] = []
+        deadline = time.perf_counter() + seconds
+
+        async def worker() -> None:
+            while (start := time.perf_counter()) < deadline:
+                await stub.SayHello(chat_pb2.HelloRequest())
+                latencies.append(time.perf_counter() - start)
+
+        began = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - began
+    return {"per_second": len(latencies) / elapsed, "p50_ms": _pct(latencies, 50) * 1e3, "p99_ms": _pct(latencies, 99) * 1e3, "calls": len(latencies)}
+
+
+async def renewals(
+    target: CaTarget, fleet: list[list[Identity]], seconds: float, *, mode: str, serials: list[str]
+) -> dict[str, float]:
+    """MODE: 'mtls' (one kept mTLS connection per identity, authenticated by its handshake certificate),
+    'proof' (one kept TLS connection, the proof of the current key in each request), or
+    'new_connection' (a new TLS connection and handshake for every renewal, with the proof)."""
+    latencies: list[float] = []
+    failures: list[str] = []
+    deadline = time.perf_counter() + seconds
+    shared = CaClient(target) if mode == "proof" else None
+    kept: dict[int, CaClient] = {}
+    if mode == "mtls":
+        for mine in fleet:
+            for identity in mine:
+                kept[id(identity)] = CaClient(target, identity=(identity.chain_pem, pki.private_key_pem(identity.key)))
+
+    async def worker(mine: list[Identity]) -> None:
+        turn = 0
+        while time.perf_counter() < deadline:
+            identity = mine[turn % len(mine)]
+            turn += 1
+            new_key = pki.generate_private_key()
+            start = time.perf_counter()
+            try:
+                if mode == "mtls":
+                    # The connection keeps the certificate it was opened with: each renewal
+                    # renews that one again, as a client would until it reconnects.
+                    issued = await kept[id(identity)].renew_over_mtls(name=identity.name, new_key=new_key)
+                elif shared is not None:
+                    issued = await shared.renew(chain_pem=identity.chain_pem, key=identity.key, new_key=new_key)
+                else:
+                    async with CaClient(target) as client:
+                        issued = await client.renew(chain_pem=identity.chain_pem, key=identity.key, new_key=new_key)
+            except CaError as exc:
+                failures.append(exc.reason)
+                continue
+            latencies.append(time.perf_counter() - start)
+            serials.append(issued.serial)
+            if mode != "mtls":
+                identity.chain_pem, identity.key = issued.chain_pem, new_key
+
+    began = time.perf_counter()
+    try:
+        await asyncio.gather(*(worker(mine) for mine in fleet))
+    finally:
+        if shared is not None:
+            await shared.close()
+        await asyncio.gather(*(client.close() for client in kept.values()))
+    elapsed = time.perf_counter() - began
+    return {
+        "per_second": len(latencies) / elapsed,
+        "p50_ms": _pct(latencies, 50) * 1e3,
+        "p99_ms": _pct(latencies, 99) * 1e3,
+        "renewals": len(latencies),
+        "failures": len(failures),
+    }
+
+
+async def storm(target: CaTarget, identities: list[Identity], connections: int, serials: list[str]) -> dict[str, object]:
+    prepared = time.perf_counter()
+    requests = []
+    for identity in identities:
+        new_key = pki.generate_private_key()
+        csr = pki_csr(new_key, identity)
+        der = _der(csr)
+        signed_at = int(time.time() * 1000)
+        requests.append(
+            ca_pb2.RenewRequest(
+                csr_pem=csr,
+                current_chain_pem=identity.chain_pem,
+                signature=sign_proof(identity.key, proof_message(der, signed_at)),
+                signed_at_unix_ms=signed_at,
+            )
+        )
+    prep_seconds = time.perf_counter() - prepared
+    credentials = grpc.ssl_channel_credentials(root_certificates=target.trust_pem)
+    channels = [grpc.aio.secure_channel(target.address, credentials, options=[("grpc.use_local_subchannel_pool", 1)]) for _ in range(connections)]
+    try:
+        await asyncio.gather(*(ch.channel_ready() for ch in channels))
+        stubs = [ca_pb2_grpc.CertificateAuthorityStub(ch) for ch in channels]
+        outcomes: dict[str, int] = {}
+        done_at: list[float] = []
+        began = time.perf_counter()
+
+        async def one(index: int, request: ca_pb2.RenewRequest) -> None:
+            try:
+                reply = await stubs[index % connections].Renew(request, timeout=300)
+            except grpc.aio.AioRpcError as exc:
+                key = dict(exc.trailing_metadata() or ()).get("securechat-refusal") or exc.code().name
+                outcomes[str(key)] = outcomes.get(str(key), 0) + 1
+                return
+            serials.append(reply.serial)
+            outcomes["ok"] = outcomes.get("ok", 0) + 1
+            done_at.append(time.perf_counter() - began)
+
+        await asyncio.gather(*(one(i, r) for i, r in enumerate(requests)))
+        elapsed = time.perf_counter() - began
+    finally:
+        await asyncio.gather(*(ch.close() for ch in channels))
+    return {
+        "clients": len(identities),
+        "connections": connections,
+        "outcomes": outcomes,
+        "seconds": elapsed,
+        "per_second": outcomes.get("ok", 0) / elapsed,
+        "time_to_50pct_s": _pct(done_at, 50),
+        "time_to_100pct_s": max(done_at) if done_at else None,
+        "request_prep_seconds": prep_seconds,
+    }
+
+
+def pki_csr(key: pki.PrivateKey, identity: Identity) -> bytes:
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    from securechat.ca.client import make_csr
+
+    leaf = x509.load_pem_x509_certificates(identity.chain_pem)[0]
+    return make_csr(key, str(leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value))
+
+
+def _der(csr_pem: bytes) -> bytes:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    return x509.load_pem_x509_csr(csr_pem).public_bytes(serialization.Encoding.DER)
+
+
+def durable(db_path: Path, serials: list[str]) -> dict[str, int]:
+    with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True) as db:
+        known = {row[0] for row in db.execute("SELECT serial FROM certificates WHERE via = 'renew'")}
+    missing = [s for s in serials if s not in known]
+    return {"replies": len(serials), "in_database": len(serials) - len(missing), "missing": len(missing)}
+
+
+async def run(args: argparse.Namespace) -> dict[str, object]:
+    with tempfile.TemporaryDirectory(prefix="ca-bench-") as raw:
+        root = Path(raw)
+        identities = args.concurrency * 4
+        started = time.perf_counter()
+        store = setup(root, identities, args.storm)
+        setup_seconds = time.perf_counter() - started
+        ca_port, chat_port = free_port(), free_port()
+        mtls_port = free_port()
+        (root / "ca.yaml").write_text(
+            f"listen: 127.0.0.1:{ca_port}\nmtls_listen: 127.0.0.1:{mtls_port}\ncerts: certs\ntls: {{cert: certs/ca-service.pem, key: certs/ca-service-key.pem}}\n"
+            "database: ca.db\nlog: {level: info}\n"
+        )
+        (root / "server.yaml").write_text(
+            f"listen: 127.0.0.1:{chat_port}\ntls: {{cert: certs/server.pem, key: certs/server-key.pem, client_ca: certs/root.pem}}\n"
+            "log: {level: info}\n"
+        )
+        ca = Process(["ca", "serve", "--config", "ca.yaml"], root, ca_port, root / "ca.log")
+        chat = Process(["serve", "--config", "server.yaml"], root, chat_port, root / "server.log")
+        target = CaTarget(f"localhost:{ca_port}", store.root_cert_path.read_bytes())
+        mtls_target = CaTarget(f"localhost:{mtls_port}", store.root_cert_path.read_bytes())
+        pool = load_identities(store, "r", identities)
+        fleet = [pool[i :: args.concurrency] for i in range(args.concurrency)]
+        serials: list[str] = []
+        rounds: list[dict[str, object]] = []
+        try:
+            if args.rounds:
+                await renewals(target, fleet, 1.0, mode="proof", serials=serials)  # warm up
+            for number in range(args.rounds):
+                entry: dict[str, object] = {"round": number + 1}
+                chat_cpu = cpu_seconds(chat.proc.pid)
+                hello = await sayhello(chat_port, store, args.seconds, args.concurrency)
+                hello["server_cpu_us_per_call"] = (cpu_seconds(chat.proc.pid) - chat_cpu) / max(1, hello["calls"]) * 1e6
+                entry["sayhello"] = hello
+                for name, mode in (("renew_mtls_persistent", "mtls"), ("renew_proof_persistent", "proof"), ("renew_new_connection", "new_connection")):
+                    ca_cpu = cpu_seconds(ca.proc.pid)
+                    result = await renewals(mtls_target if mode == "mtls" else target, fleet, args.seconds, mode=mode, serials=serials)
+                    result["ca_cpu_us_per_renewal"] = (cpu_seconds(ca.proc.pid) - ca_cpu) / max(1, result["renewals"]) * 1e6
+                    entry[name] = result
+                rounds.append(entry)
+            storm_report = None
+            if args.storm:
+                storm_serials: list[str] = []
+                storm_report = await storm(target, load_identities(store, "s", args.storm), args.storm_connections, storm_serials)
+                storm_report["durable"] = durable(root / "ca.db", storm_serials)
+            durability = durable(root / "ca.db", serials)
+        finally:
+            ca.stop()
+            chat.stop()
+
+    def median(mode: str, key: str = "per_second") -> float:
+        return statistics.median(float(r[mode][key]) for r in rounds)  # type: ignore[index]
+
+    hello = median("sayhello") if rounds else float("nan")
+    return {
+        "parameters": {
+            "seconds": args.seconds,
+            "rounds": args.rounds,
+            "concurrency": args.concurrency,
+            "identities": identities,
+            "storm": args.storm,
+            "storm_connections": args.storm_connections,
+            "python": platform.python_version(),
+            "grpcio": grpc.__version__,
+            "cpus": os.cpu_count(),
+            "tmpdir": tempfile.gettempdir(),
+            "setup_seconds": setup_seconds,
+        },
+        "rounds": rounds,
+        "median": {} if not rounds else {
+            "sayhello_per_second": hello,
+            "renew_mtls_persistent_per_second": median("renew_mtls_persistent"),
+            "renew_proof_persistent_per_second": median("renew_proof_persistent"),
+            "renew_new_connection_per_second": median("renew_new_connection"),
+            "ratio_mtls_persistent_to_sayhello": median("renew_mtls_persistent") / hello,
+            "ratio_proof_persistent_to_sayhello": median("renew_proof_persistent") / hello,
+            "ratio_new_connection_to_sayhello": median("renew_new_connection") / hello,
+            "target_ratio": 0.5,
+        },
+        "durable": durability,
+        "storm": storm_report,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--storm", type=int, default=10_000, help="clients in the renewal storm (0: none)")
+    parser.add_argument("--storm-connections", type=int, default=100)
+    args = parser.parse_args()
+    print(json.dumps(asyncio.run(run(args)), indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,490 @@
+"""The online CA's decisions and records, apart from gRPC: enrol, renew, revoke, mint tokens.
+
+`OnlineCa(config)` loads the issuing CA from the certs directory (ca.pem,
+ca-key.pem; root.pem as the trust anchor in a hierarchy, else ca.pem
+itself), opens the database and imports index.json. Each request is
+checked on the caller's side (CSR, chain, proof) and then decided and
+recorded in one database job (`database.CaDatabase`), whose result is
+only handed back once committed. The gRPC servicer (`service.py`) and the
+CLI (`securechat ca token|revoke`) call this; nothing here prints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from securechat import pki
+from securechat.ca import audit
+from securechat.ca.config import CaConfig, format_duration
+from securechat.ca.database import CaDatabase, CertRecord, TokenRecord, Transaction
+from securechat.ca.metrics import CaMetrics
+from securechat.ca.policy import (
+    CsrRequest,
+    check_chain,
+    check_enrolment,
+    parse_csr,
+    spki_fingerprint,
+    verify_renewal_proof,
+)
+from securechat.ca.refusals import CaRefusal, RefusalReason
+from securechat.ca.tokens import TokenGrant, grant_for, mint_token, san_from_text, token_hash
+from securechat.errors import ConfigError, PkiError
+
+log = logging.getLogger(__name__)
+
+NEXT_ANCHORS_FILE = "root-next.pem"
+"""During a root rollover: the next trust anchors, served by TrustBundle beside the current ones."""
+
+
+class _NeedsChainCheck(Exception):
+    """The presented certificate is not one this CA recorded with its key: judge its chain first."""
+
+
+@dataclass(frozen=True)
+class _RenewalRequest:
+    request: CsrRequest
+    presented: tuple[x509.Certificate, ...]
+    serial: str
+    identity: str
+    spki_sha256: str
+    handshake: bool
+
+
+@dataclass(frozen=True)
+class Issuance:
+    """A certificate the CA issued (and recorded) for a request."""
+
+    record: CertRecord
+    chain_pem: bytes
+    replayed: bool = False
+    """True when a repeated Enroll (same token, same key) got the recorded certificate back."""
+
+
+class OnlineCa:
+    """The issuing CA, its trust anchors, its database, its metrics."""
+
+    def __init__(self, config: CaConfig, *, metrics: CaMetrics | None = None, passphrase: bytes | None = None) -> None:
+        self.config = config
+        self.store = pki.CertStore(config.certs)
+        if passphrase is None and config.ca_passphrase_file is not None:
+            passphrase = _read_first_line(config, config.ca_passphrase_file)
+        try:
+            self.ca = self.store.load_ca(passphrase=passphrase)
+            self.anchors = pki.load_certificates(self.store.trust_anchor_path)
+        except PkiError as exc:
+            raise ConfigError(config.source.name, "certs", str(exc)) from exc
+        self._anchors_pem = b"".join(pki.certificate_pem(c) for c in self.anchors)
+        self.metrics = metrics or CaMetrics()
+        self.metrics.watch_certificates(self.ca.cert, self.anchors)
+        self.issuer = self.ca.cert.subject.rfc4514_string()
+        self.db = CaDatabase(config.database)
+        imported = self.import_index()
+        if imported:
+            log.info("imported %d certificate(s) from %s", imported, self.store.index_path)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- what clients should trust -------------------------------------------
+
+    def trust_bundle_pem(self) -> bytes:
+        """The current trust anchors, then the next ones during a rollover (certs/root-next.pem)."""
+        upcoming = self.store.directory / NEXT_ANCHORS_FILE
+        if not upcoming.is_file():
+            return self._anchors_pem
+        pems = [pki.certificate_pem(c) for c in pki.load_certificates(upcoming) if c not in self.anchors]
+        return self._anchors_pem + b"".join(pems)
+
+    # -- tokens --------------------------------------------------------------
+
+    def mint_token(
+        self, name: str, *, kind: pki.LeafKind, sans: tuple[str, ...] = (), ttl: dt.timedelta | None = None
+    ) -> tuple[str, TokenGrant]:
+        """A new single-use token for NAME (stored as its hash); PkiError for bad names or TTL."""
+        ttl = ttl or self.config.tokens.default_ttl
+        if not dt.timedelta(seconds=1) <= ttl <= self.config.tokens.max_ttl:
+            raise PkiError(
+                f"--ttl {format_duration(ttl)} is outside what {self.config.source.name} allows (1s to tokens.max_ttl,"
+                f" {format_duration(self.config.tokens.max_ttl)}). Pass a shorter --ttl."
+            )
+        now = dt.datetime.now(dt.timezone.utc)
+        grant = grant_for(name, kind=kind, sans=sans, expires_at=now + ttl)
+        pki.check_name_constraints(self.ca.cert, list(grant.sans))
+        token, digest = mint_token()
+        record = TokenRecord(
+            hash=digest, name=name, kind=kind, sans=grant.san_texts, created_at=now, expires_at=grant.expires_at
+        )
+        self.db.run(lambda tx: tx.add_token(record))
+        audit.record("token", identity=name, kind=kind, not_after=grant.expires_at)
+        return token, grant
+
+    # -- Enroll --------------------------------------------------------------
+
+    def enroll(self, token: str, csr_pem: bytes, *, caller: str) -> Issuance:
+        """Run in a worker thread or the CLI: blocks until the record is durable."""
+        return self.db.run(self.enroll_job(token, csr_pem, caller=caller))
+
+    def enroll_job(self, token: str, csr_pem: bytes, *, caller: str) -> Callable[[Transaction], Issuance]:
+        """Checks done now (the CSR); the job decides on the token and records, in one transaction."""
+        request = parse_csr(csr_pem)
+        digest = token_hash(token)
+        now = dt.datetime.now(dt.timezone.utc)
+
+        def job(tx: Transaction) -> Issuance:
+            grant = tx.token(digest)
+            if grant is None:
+                raise CaRefusal(
+                    RefusalReason.TOKEN_UNKNOWN,
+                    "this token is not known to the CA (mistyped, or made for another CA)."
+                    " Ask for a new one: 'securechat ca token NAME --config ca.yaml'",
+                )
+            if grant.used_at is not None:
+                earlier = tx.certificate(grant.used_serial) if grant.used_serial else None
+                if earlier is not None and earlier.chain_pem and grant.used_spki == request.spki_sha256:
+                    # The same key asking again: the reply was lost (a crash, a cut
+                    # connection). Hand back what was issued; nothing new is made.
+                    return Issuance(earlier, earlier.chain_pem, replayed=True)
+                raise CaRefusal(
+                    RefusalReason.TOKEN_USED,
+                    f"this token was already used at {grant.used_at:%Y-%m-%d %H:%M:%S} UTC (certificate serial"
+                    f" {grant.used_serial}); a token works once. Ask for a new one:"
+                    f" 'securechat ca token {grant.name} --config ca.yaml'",
+                    identity=grant.name,
+                )
+            if grant.expires_at <= now:
+                raise CaRefusal(
+                    RefusalReason.TOKEN_EXPIRED,
+                    f"this token expired at {grant.expires_at:%Y-%m-%d %H:%M:%S} UTC. Ask for a new one:"
+                    f" 'securechat ca token {grant.name} --config ca.yaml'",
+                    identity=grant.name,
+                )
+            allowed = [san_from_text(text) for text in grant.sans]
+            try:
+                check_enrolment(request, name=grant.name, allowed=allowed)
+            except CaRefusal as refusal:
+                refusal.identity = grant.name
+                raise
+            issuance = self._sign(
+                tx, request, name=grant.name, kind=grant.kind, sans=allowed, via="enroll", caller=caller
+            )
+            tx.use_token(digest, at=now, serial=issuance.record.serial, spki_sha256=request.spki_sha256)
+            return issuance
+
+        return job
+
+    # -- Renew ---------------------------------------------------------------
+
+    async def renew(
+        self,
+        csr_pem: bytes,
+        *,
+        presented: Sequence[x509.Certificate],
+        proof: tuple[bytes, int] | None,
+        caller: str,
+    ) -> Issuance:
+        """Renew the caller's current certificate (PRESENTED, its chain) for the CSR's key; the record is durable on return.
+
+        How the current certificate is believed, cheapest first:
+        - over mTLS (PROOF None) gRPC core verified its chain to the trust
+          anchors in the handshake;
+        - otherwise PROOF (a signature by its key) is verified here, and if
+          the database holds the very key this CA issued under that serial,
+          that record is what is renewed: its name, SANs, expiry and
+          revocation decide, not what the presented certificate claims;
+        - for anything else (imported from index.json, or unknown) the
+          presented chain is judged by the chain check (`policy.check_chain`)
+          before the record is looked at again.
+        """
+        checked = self._check_renewal(csr_pem, presented=presented, proof=proof)
+        try:
+            return await asyncio.wrap_future(
+                self.db.submit(self._renew_job(checked, caller=caller, chain_checked=False))
+            )
+        except _NeedsChainCheck:
+            pass
+        await asyncio.to_thread(self._check_presented_chain, checked)
+        return await asyncio.wrap_future(self.db.submit(self._renew_job(checked, caller=caller, chain_checked=True)))
+
+    def _check_renewal(
+        self, csr_pem: bytes, *, presented: Sequence[x509.Certificate], proof: tuple[bytes, int] | None
+    ) -> _RenewalRequest:
+        if not presented:
+            raise CaRefusal(
+                RefusalReason.NO_CERTIFICATE,
+                "Renew needs the current certificate: over mTLS, or as current_chain_pem with a signature",
+            )
+        leaf = presented[0]
+        serial = f"{leaf.serial_number:x}"
+        identity = _identity(leaf)
+        now = dt.datetime.now(dt.timezone.utc)
+        if leaf.not_valid_after_utc <= now:
+            raise self._expired(serial, identity, leaf.not_valid_after_utc)
+        request = parse_csr(csr_pem)
+        if proof is not None:
+            signature, signed_at = proof
+            try:
+                verify_renewal_proof(
+                    leaf, signature=signature, csr_der=request.der, signed_at_unix_ms=signed_at, now=now
+                )
+            except CaRefusal as refusal:
+                refusal.identity, refusal.serial = identity, serial
+                raise
+        leaf_spki = spki_fingerprint(leaf.public_key())  # type: ignore[arg-type]
+        if request.spki_sha256 == leaf_spki:
+            raise CaRefusal(
+                RefusalReason.SAME_KEY,
+                f"the CSR reuses the key of certificate serial {serial}; a renewal needs a new key",
+                identity=identity,
+                serial=serial,
+            )
+        return _RenewalRequest(
+            request=request,
+            presented=tuple(presented),
+            serial=serial,
+            identity=identity,
+            spki_sha256=leaf_spki,
+            handshake=proof is None,
+        )
+
+    def _check_presented_chain(self, checked: _RenewalRequest) -> None:
+        leaf = checked.presented[0]
+        now = dt.datetime.now(dt.timezone.utc)
+        problems = check_chain(
+            leaf, [*checked.presented[1:], *self.ca.leaf_chain], self.anchors, kind=_kind(leaf), now=now
+        )
+        if problems:
+            raise CaRefusal(
+                RefusalReason.UNTRUSTED,
+                f"certificate serial {checked.serial} ({checked.identity}) {problems[0]}: it cannot renew here",
+                identity=checked.identity,
+                serial=checked.serial,
+            )
+
+    def _expired(self, serial: str, identity: str, at: dt.datetime) -> CaRefusal:
+        return CaRefusal(
+            RefusalReason.EXPIRED,
+            f"certificate serial {serial} ({identity}) expired at {at:%Y-%m-%d %H:%M:%S} UTC: an expired certificate"
+            f" cannot renew. Enroll again with a new token ('securechat ca token {identity}')",
+            identity=identity,
+            serial=serial,
+        )
+
+    def _renew_job(
+        self, checked: _RenewalRequest, *, caller: str, chain_checked: bool
+    ) -> Callable[[Transaction], Issuance]:
+        serial, identity = checked.serial, checked.identity
+        now = dt.datetime.now(dt.timezone.utc)
+
+        def job(tx: Transaction) -> Issuance:
+            current = tx.certificate(serial)
+            recorded = (
+                current is not None and current.spki_sha256 == checked.spki_sha256 and current.issuer == self.issuer
+            )
+            if not (checked.handshake or recorded or chain_checked):
+                raise _NeedsChainCheck
+            if current is None:
+                raise CaRefusal(
+                    RefusalReason.UNKNOWN_CERTIFICATE,
+                    f"certificate serial {serial} ({identity}) is not in this CA's records, so it cannot renew here."
+                    " Enroll with a token instead",
+                    identity=identity,
+                    serial=serial,
+                )
+            if current.revoked_at is not None:
+                raise CaRefusal(
+                    RefusalReason.REVOKED,
+                    f"certificate serial {serial} ({current.name}) was revoked at"
+                    f" {current.revoked_at:%Y-%m-%d %H:%M:%S} UTC ({current.reason or 'unspecified'}): a revoked"
+                    " certificate cannot renew",
+                    identity=current.name,
+                    serial=serial,
+                )
+            if current.not_after <= now:
+                raise self._expired(serial, current.name, current.not_after)
+            # Identity, kind and SANs come from the record of what was issued,
+            # never from the CSR: a renewal cannot widen a certificate.
+            sans = [san_from_text(text) for text in current.sans]
+            return self._sign(
+                tx,
+                checked.request,
+                name=current.name,
+                kind=current.kind,
+                sans=sans,
+                via="renew",
+                caller=caller,
+                renewed_from=serial,
+            )
+
+        return job
+
+    # -- Revoke --------------------------------------------------------------
+
+    def revoke(self, name: str, *, serial: str | None = None, reason: str = "unspecified") -> list[CertRecord]:
+        """Revoke NAME's unexpired certificates (or only SERIAL) in the database, then publish crl.pem.
+
+        Renewal of a revoked certificate is refused from the moment the
+        transaction commits (passive revocation); servers enforce crl.pem
+        for the rest of its lifetime.
+        """
+        pki.validate_name(name)
+        if reason not in pki.REASONS:
+            raise PkiError(f"unknown revocation reason {reason!r}. Use one of: {', '.join(pki.REASONS)}.")
+        wanted = _normalize_serial(serial) if serial is not None else None
+        now = dt.datetime.now(dt.timezone.utc)
+
+        def job(tx: Transaction) -> list[CertRecord]:
+            known = tx.certificates(name)
+            if not known:
+                raise PkiError(f"{name} is not in the CA's database {self.config.database}. Check the name.")
+            targets = [
+                r
+                for r in known
+                if r.revoked_at is None and (r.serial == wanted if wanted is not None else r.not_after > now)
+            ]
+            if not targets:
+                what = f"serial {wanted}" if wanted is not None else "unexpired certificate"
+                raise PkiError(f"{name} has no {what} left to revoke (already revoked or expired). Nothing to do.")
+            tx.revoke([r.serial for r in targets], at=now, reason=reason)
+            return [tx.certificate(r.serial) for r in targets]  # type: ignore[misc]
+
+        self.import_index()
+        revoked = self.db.run(job)
+        self.publish_crl()
+        for record in revoked:
+            audit.record(
+                "revoked",
+                identity=record.name,
+                serial=record.serial,
+                kind=record.kind,
+                not_after=record.not_after,
+                reason=reason,
+            )
+        return revoked
+
+    def publish_crl(self) -> x509.CertificateRevocationList:
+        """crl.pem in the certs directory: every revocation this issuing CA recorded, plus what it already listed."""
+        records = self.db.run(lambda tx: tx.revoked())
+        revocations = [
+            pki.Revocation(serial=int(r.serial, 16), revoked_at=r.revoked_at, reason=r.reason or "unspecified")
+            for r in records
+            if r.revoked_at is not None and r.issuer in ("", self.issuer)
+        ]
+        return self.store.publish_crl(self.ca, revocations, days=self.config.crl_days)
+
+    # -- index.json ----------------------------------------------------------
+
+    def import_index(self) -> int:
+        """Make what `securechat certs` issued here known (and its revocations); returns how many were new."""
+        try:
+            entries = [e for e in self.store.entries() if e.kind != "ca"]
+        except PkiError as exc:
+            log.warning("%s not imported: %s", self.store.index_path, exc)
+            return 0
+        if not entries:
+            return 0
+        issuer = self.issuer
+
+        def job(tx: Transaction) -> int:
+            added = 0
+            for entry in entries:
+                existing = tx.certificate(entry.serial)
+                if existing is None:
+                    tx.insert_certificate(
+                        CertRecord(
+                            serial=entry.serial,
+                            name=entry.name,
+                            kind=entry.kind,
+                            sans=entry.sans,
+                            not_before=entry.not_before,
+                            not_after=entry.not_after,
+                            issued_at=entry.not_before,
+                            via="import",
+                            revoked_at=entry.revoked_at if entry.status == "revoked" else None,
+                            reason=entry.reason if entry.status == "revoked" else None,
+                            issuer=issuer,
+                        )
+                    )
+                    added += 1
+                elif entry.status == "revoked" and existing.revoked_at is None and entry.revoked_at is not None:
+                    tx.revoke([entry.serial], at=entry.revoked_at, reason=entry.reason or "unspecified")
+            return added
+
+        return self.db.run(job)
+
+    # -- signing, inside a job -----------------------------------------------
+
+    def _sign(
+        self,
+        tx: Transaction,
+        request: CsrRequest,
+        *,
+        name: str,
+        kind: str,
+        sans: list[x509.GeneralName],
+        via: str,
+        caller: str,
+        renewed_from: str | None = None,
+    ) -> Issuance:
+        lifetime = self.config.lifetimes.of(kind)
+        try:
+            signed = pki.sign_leaf(self.ca, name, request.public_key, kind=kind, sans=sans, lifetime=lifetime)  # type: ignore[arg-type]
+        except PkiError as exc:
+            raise CaRefusal(RefusalReason.CA_UNAVAILABLE, f"the CA cannot issue now: {exc}", identity=name) from exc
+        chain_pem = b"".join(pki.certificate_pem(c) for c in (signed.cert, *signed.chain))
+        record = CertRecord(
+            serial=f"{signed.cert.serial_number:x}",
+            name=name,
+            kind=kind,
+            sans=tuple(pki.san_to_text(s) for s in sans),
+            not_before=signed.cert.not_valid_before_utc,
+            not_after=signed.cert.not_valid_after_utc,
+            issued_at=dt.datetime.now(dt.timezone.utc),
+            via=via,
+            caller=caller,
+            renewed_from=renewed_from,
+            spki_sha256=request.spki_sha256,
+            chain_pem=chain_pem,
+            issuer=self.issuer,
+        )
+        tx.insert_certificate(record)
+        return Issuance(record, chain_pem)
+
+
+def _kind(cert: x509.Certificate) -> str:
+    ekus = pki.extended_key_usages(cert)
+    server = ExtendedKeyUsageOID.SERVER_AUTH in ekus
+    client = ExtendedKeyUsageOID.CLIENT_AUTH in ekus
+    return "peer" if server and client else "server" if server else "client"
+
+
+def _identity(cert: x509.Certificate) -> str:
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(names[0].value) if names else f"serial {cert.serial_number:x}"
+
+
+def _normalize_serial(text: str) -> str:
+    cleaned = text.strip().lower().removeprefix("0x").replace(":", "")
+    try:
+        return f"{int(cleaned, 16):x}"
+    except ValueError:
+        raise PkiError(f"serial {text!r} is not hexadecimal. Copy it from the CA's audit log.") from None
+
+
+def _read_first_line(config: CaConfig, path: Path) -> bytes:
+    try:
+        lines = path.read_bytes().splitlines()
+    except OSError as exc:
+        raise ConfigError(config.source.name, "ca_passphrase_file", f"{path} cannot be read ({exc.strerror}).") from exc
+    if not lines or not lines[0]:
+        raise ConfigError(
+            config.source.name, "ca_passphrase_file", f"{path} is empty.", "Put the passphrase on its first line."
+        )
+    return lines[0]

@@ -1,0 +1,268 @@
+"""The CA service: `securechat.ca.v1.CertificateAuthority` over grpc.aio, `start_ca_server(config)`.
+
+Ports:
+- `listen` (TLS, the CA service's own server certificate): Enroll,
+  TrustBundle, and Renew with a proof of the current key (RenewRequest
+  `current_chain_pem` + `signature`). grpcio can only require a client
+  certificate or not ask for one, so a port that serves Enroll (whose
+  callers have no certificate yet) cannot also take one in the handshake;
+  and a server certificate (serverAuth only) is refused as a TLS client
+  certificate anyway, so servers renew this way everywhere.
+- `mtls_listen` (optional, mutual TLS against the trust anchors): Renew
+  authenticated by the client certificate of the handshake; TrustBundle.
+
+Every refusal ends the call with its status code and the reason in the
+`securechat-refusal` trailing metadata, and is one audit line; every
+issuance is one audit line after its record is durable.
+
+Fault injection for tests: with SECURECHAT_CA_CRASH_AFTER_COMMIT=1 in its
+environment the process exits (code 75) after the first record is
+committed and before its reply is sent — the crash the database's
+ordering exists for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from dataclasses import dataclass
+
+import grpc
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from securechat import pki
+from securechat._gen import ca_pb2, ca_pb2_grpc
+from securechat.ca import audit
+from securechat.ca.authority import Issuance, OnlineCa
+from securechat.ca.config import CaConfig, format_duration
+from securechat.ca.metrics import CaMetrics
+from securechat.ca.refusals import CaRefusal
+from securechat.errors import ConfigError, PkiError, SecureChatError
+from securechat.protocol import REFUSAL_KEY
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "securechat.ca.v1.CertificateAuthority"
+CRASH_AFTER_COMMIT_ENV = "SECURECHAT_CA_CRASH_AFTER_COMMIT"
+CRASH_EXIT_CODE = 75
+MAX_PENDING_CALLS = 20_000
+"""Calls gRPC core may hold before the servicer picks them up: a 10,000-client renewal storm fits."""
+MAX_QUEUED_SECONDS = 300
+"""How long such a call may wait for the servicer before core cancels it (core's default: 30 s)."""
+
+
+class CaServicer(ca_pb2_grpc.CertificateAuthorityServicer):
+    def __init__(self, authority: OnlineCa) -> None:
+        self._ca = authority
+        self._metrics = authority.metrics
+        self._crash_after_commit = os.environ.get(CRASH_AFTER_COMMIT_ENV) == "1"
+
+    async def Enroll(self, request: ca_pb2.EnrollRequest, context: grpc.aio.ServicerContext) -> ca_pb2.CertificateReply:  # noqa: N802
+        caller = context.peer()
+        try:
+            job = self._ca.enroll_job(request.token, request.csr_pem, caller=caller)
+            issuance: Issuance = await asyncio.wrap_future(self._ca.db.submit(job))
+        except CaRefusal as refusal:
+            await self._refuse(context, refusal, caller)
+        self._committed()
+        record = issuance.record
+        if not issuance.replayed:
+            self._metrics.issued.labels(kind=record.kind).inc()
+        audit.record(
+            "issued",
+            identity=record.name,
+            serial=record.serial,
+            kind=record.kind,
+            not_after=record.not_after,
+            caller=caller,
+            reason="enroll (repeated: the recorded certificate)" if issuance.replayed else "enroll",
+        )
+        return self._reply(issuance)
+
+    async def Renew(self, request: ca_pb2.RenewRequest, context: grpc.aio.ServicerContext) -> ca_pb2.CertificateReply:  # noqa: N802
+        caller = context.peer()
+        try:
+            presented, proof = _current_certificate(request, context)
+            issuance = await self._ca.renew(request.csr_pem, presented=presented, proof=proof, caller=caller)
+        except CaRefusal as refusal:
+            await self._refuse(context, refusal, caller)
+        self._committed()
+        record = issuance.record
+        self._metrics.renewed.labels(kind=record.kind).inc()
+        audit.record(
+            "renewed",
+            identity=record.name,
+            serial=record.serial,
+            kind=record.kind,
+            not_after=record.not_after,
+            caller=caller,
+            reason=f"renew of {record.renewed_from}",
+        )
+        return self._reply(issuance)
+
+    async def TrustBundle(  # noqa: N802
+        self, request: ca_pb2.TrustBundleRequest, context: grpc.aio.ServicerContext
+    ) -> ca_pb2.TrustBundleReply:
+        return ca_pb2.TrustBundleReply(trust_bundle_pem=self._ca.trust_bundle_pem())
+
+    def _reply(self, issuance: Issuance) -> ca_pb2.CertificateReply:
+        return ca_pb2.CertificateReply(
+            certificate_chain_pem=issuance.chain_pem,
+            trust_bundle_pem=self._ca.trust_bundle_pem(),
+            serial=issuance.record.serial,
+            not_after=issuance.record.not_after.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        )
+
+    def _committed(self) -> None:
+        if self._crash_after_commit:
+            log.error("%s=1: exiting after the commit, before the reply (fault injection)", CRASH_AFTER_COMMIT_ENV)
+            logging.shutdown()
+            os._exit(CRASH_EXIT_CODE)
+
+    async def _refuse(self, context: grpc.aio.ServicerContext, refusal: CaRefusal, caller: str) -> None:
+        self._metrics.refused.labels(reason=refusal.reason.value).inc()
+        audit.record(
+            "refused", identity=refusal.identity, serial=refusal.serial, caller=caller, reason=refusal.reason.value
+        )
+        context.set_trailing_metadata(((REFUSAL_KEY, refusal.reason.value),))
+        await context.abort(refusal.code, refusal.message)
+
+
+def _current_certificate(
+    request: ca_pb2.RenewRequest, context: grpc.aio.ServicerContext
+) -> tuple[list[x509.Certificate], tuple[bytes, int] | None]:
+    """The caller's current chain: from the mTLS handshake, else from the request with its proof."""
+    from securechat.ca.refusals import RefusalReason
+
+    auth = context.auth_context()
+    handshake = auth.get("x509_pem_cert")
+    if handshake:
+        # gRPC verified this certificate's chain to the anchors in the handshake.
+        return [x509.load_pem_x509_certificate(handshake[0])], None
+    if not request.current_chain_pem:
+        raise CaRefusal(
+            RefusalReason.NO_CERTIFICATE,
+            "Renew needs the current certificate: send current_chain_pem with a signature, or call the mTLS port",
+        )
+    try:
+        chain = x509.load_pem_x509_certificates(request.current_chain_pem)
+    except ValueError:
+        raise CaRefusal(RefusalReason.BAD_PROOF, "current_chain_pem holds no readable PEM certificate") from None
+    if not request.signature:
+        raise CaRefusal(RefusalReason.BAD_PROOF, "current_chain_pem came without the signature that proves its key")
+    return chain, (request.signature, request.signed_at_unix_ms)
+
+
+@dataclass
+class RunningCa:
+    config: CaConfig
+    authority: OnlineCa
+    server: grpc.aio.Server
+    port: int
+    mtls_port: int | None = None
+    metrics_port: int | None = None
+
+    async def stop(self, grace: float = 1.0) -> None:
+        await self.server.stop(grace)
+        self.authority.metrics.close()
+        await asyncio.to_thread(self.authority.close)
+        log.info("CA service stopped")
+
+
+def _server_pair(config: CaConfig) -> tuple[bytes, bytes, x509.Certificate]:
+    source = config.source.name
+    try:
+        chain = pki.load_certificates(config.tls_cert)
+        key = pki.load_private_key(config.tls_key)
+    except PkiError as exc:
+        raise ConfigError(
+            source, "tls", str(exc), "Issue one with 'securechat certs server ca-service --dir certs'."
+        ) from exc
+    leaf = chain[0]
+    if not pki.key_matches_certificate(key, leaf):
+        raise ConfigError(
+            source, "tls.key", f"{config.tls_key} does not match {config.tls_cert}.", "Use the key issued with it."
+        )
+    if ExtendedKeyUsageOID.SERVER_AUTH not in pki.extended_key_usages(leaf):
+        raise ConfigError(
+            source,
+            "tls.cert",
+            f"{config.tls_cert} is not a server certificate.",
+            "Issue one with 'securechat certs server ca-service'.",
+        )
+    if leaf.not_valid_after_utc <= pki.utc_now():
+        raise ConfigError(
+            source, "tls.cert", f"{config.tls_cert} has expired.", "Renew it with 'securechat certs renew ca-service'."
+        )
+    return config.tls_key.read_bytes(), config.tls_cert.read_bytes(), leaf
+
+
+async def start_ca_server(config: CaConfig, *, authority: OnlineCa | None = None) -> RunningCa:
+    """Load the CA, open the database, bind the port(s) and start serving; errors before any port opens."""
+    key_pem, chain_pem, _ = _server_pair(config)
+    if authority is None:
+        authority = await asyncio.to_thread(OnlineCa, config, metrics=CaMetrics())
+    metrics = authority.metrics
+    if config.testing_short_lifetimes:
+        log.warning(
+            "testing_short_lifetimes: true in %s: lifetimes under 5 minutes are allowed (client %s, server %s)."
+            " Never in production.",
+            config.source.name,
+            format_duration(config.lifetimes.client),
+            format_duration(config.lifetimes.server),
+        )
+    server = grpc.aio.server(
+        options=[
+            ("grpc.so_reuseport", 0),
+            # A fleet renewing together (after a CA outage, say) arrives at once:
+            # core's default sheds beyond 1,000 unrequested calls with a bare CANCELLED.
+            ("grpc.server.max_pending_requests", MAX_PENDING_CALLS),
+            ("grpc.server.max_pending_requests_hard_limit", 2 * MAX_PENDING_CALLS),
+            # ... and cancels a call still waiting after 30 s (a storm of 10,000
+            # at a few hundred renewals a second waits longer than that).
+            ("grpc.server_max_unrequested_time_in_server", MAX_QUEUED_SECONDS),
+        ]
+    )
+    ca_pb2_grpc.add_CertificateAuthorityServicer_to_server(CaServicer(authority), server)  # type: ignore[no-untyped-call]
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+    try:
+        port = _bind(server, str(config.listen), grpc.ssl_server_credentials([(key_pem, chain_pem)]))
+        mtls_port = None
+        if config.mtls_listen is not None:
+            anchors = b"".join(pki.certificate_pem(c) for c in authority.anchors)
+            credentials = grpc.ssl_server_credentials(
+                [(key_pem, chain_pem)], root_certificates=anchors, require_client_auth=True
+            )
+            mtls_port = _bind(server, str(config.mtls_listen), credentials)
+        await server.start()
+    except BaseException:
+        await asyncio.to_thread(authority.close)
+        raise
+    running = RunningCa(config=config, authority=authority, server=server, port=port, mtls_port=mtls_port)
+    if config.metrics_port is not None:
+        running.metrics_port = metrics.serve(config.listen.host, config.metrics_port)
+        log.info("Prometheus metrics on http://%s:%d/metrics", config.listen.host, running.metrics_port)
+    return running
+
+
+class CaBindError(SecureChatError):
+    """The CA service's listen address could not be bound."""
+
+
+def _bind(server: grpc.aio.Server, address: str, credentials: grpc.ServerCredentials) -> int:
+    try:
+        port = int(server.add_secure_port(address, credentials))
+    except RuntimeError as exc:
+        raise CaBindError(
+            f"cannot listen on {address}: {exc}. Is another process using the port? Pick another with --listen."
+        ) from exc
+    if port == 0:
+        raise CaBindError(
+            f"cannot listen on {address}: the address is in use or not available here. Pick another with --listen."
+        )
+    return port
