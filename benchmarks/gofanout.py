@@ -34,10 +34,17 @@ def missing_tools() -> list[str]:
     return missing
 
 
+def _tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise RuntimeError(f"grpc-go fan-out server: {name} not found on PATH")
+    return path
+
+
 def build(dest: Path) -> Path:
     """Compile the fan-out server into DEST/fanout and return its path; RuntimeError naming what is missing."""
     if missing_tools():
-        subprocess.run(["bash", str(ROOT / "scripts" / "install-deps.sh"), "go"], check=False)
+        subprocess.run([shutil.which("bash") or "/bin/bash", str(ROOT / "scripts" / "install-deps.sh"), "go"], check=False)
     missing = missing_tools()
     if missing:
         raise RuntimeError(f"grpc-go fan-out server: {', '.join(missing)} not installed; run scripts/install-deps.sh go as root")
@@ -47,7 +54,7 @@ def build(dest: Path) -> Path:
     mapping = f"M{PROTO}={GO_PACKAGE}"
     subprocess.run(
         [
-            "protoc",
+            _tool("protoc"),
             f"-I{ROOT / 'protos'}",
             f"--go_out={package}",
             f"--go_opt={mapping}",
@@ -73,7 +80,7 @@ def build(dest: Path) -> Path:
         "GOPATH": f"{workspace}:{DEBIAN_GOCODE}",
         "GOCACHE": str(dest / "gocache"),
     }
-    subprocess.run(["go", "build", "-o", str(binary), "fanout"], check=True, env=env, cwd=workspace)
+    subprocess.run([_tool("go"), "build", "-o", str(binary), "fanout"], check=True, env=env, cwd=workspace)
     return binary
 
 

@@ -25,6 +25,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from securechat._gen import chat_pb2, chat_pb2_grpc
+from securechat.chat_stream import ChatStream
 from securechat.config import ClientConfig
 from securechat.errors import ConnectError, SecureChatError
 from securechat.protocol import reason_of
@@ -103,9 +104,14 @@ async def check_health(channel: Channel, service: str = "", *, timeout: float = 
 class ChatSession:
     """One open Chat stream: `send()` messages, iterate for events."""
 
-    def __init__(self, channel: Channel, call: grpc.aio.StreamStreamCall) -> None:
+    def __init__(self, channel: Channel, call: ChatStream) -> None:
         self._channel = channel
         self._call = call
+
+    @property
+    def batched(self) -> bool:
+        """True while the stream is ChatBatched; False once it fell back to Chat (a server without ChatBatched)."""
+        return self._call.batched
 
     async def send(self, text: str, *, room: str = "") -> None:
         """Post `text` to `room` (joining it); empty text only joins."""
@@ -146,7 +152,7 @@ async def open_chat(config: ClientConfig, *, metadata: Sequence[tuple[str, str]]
     from securechat.rotation import renewing
 
     async with renewing(config), open_channel(config, renew=False) as channel:
-        call = channel.stub.Chat(metadata=tuple(metadata) or None)
+        call = ChatStream(channel.stub, metadata=metadata)
         session = ChatSession(channel, call)
         try:
             yield session

@@ -36,6 +36,7 @@ from typing import Any
 import grpc
 
 from securechat._gen import chat_pb2
+from securechat.chat_stream import ChatStream
 from securechat.client import Channel, open_channel, own_identity
 from securechat.config import ClientConfig
 from securechat.errors import ConnectError
@@ -152,7 +153,8 @@ class ReconnectingChat:
         self._stream_number = 0
         self._resent = asyncio.Event()  # set unless unechoed messages wait to be resent
         self._resent.set()
-        self._call: grpc.aio.StreamStreamCall | None = None
+        self._call: ChatStream | None = None
+        self._batched = True  # open ChatBatched until a server answers UNIMPLEMENTED; then Chat
         self._connected = asyncio.Event()
         self._events: asyncio.Queue[chat_pb2.ChatEvent | BaseException | None] = asyncio.Queue()
         self._closing = False
@@ -162,6 +164,11 @@ class ReconnectingChat:
         self._resends: set[asyncio.Task[None]] = set()
         self.reconnects = 0
         self._runner = asyncio.create_task(self._run())
+
+    @property
+    def batched(self) -> bool:
+        """True while the session uses ChatBatched; False once a server answered it UNIMPLEMENTED (then Chat)."""
+        return self._call.batched if self._call is not None else self._batched
 
     @property
     def me(self) -> str | None:
@@ -268,7 +275,7 @@ class ReconnectingChat:
             while True:
                 resume = self.marks.reconnecting()
                 metadata = ((LAST_EVENT_ID, str(resume)),) if resume is not None else None
-                call = self._channel.stub.Chat(metadata=metadata)
+                call = ChatStream(self._channel.stub, metadata=metadata or (), batched=self._batched)
                 self._call = call
                 try:
                     await self._rejoin(call)
@@ -299,13 +306,14 @@ class ReconnectingChat:
                     await asyncio.sleep(delay)
                 finally:
                     self._connected.clear()
+                    self._batched = call.batched  # a server without ChatBatched: reconnect on Chat
         except asyncio.CancelledError:
             self._events.put_nowait(None)
             raise
         except BaseException as exc:  # handed to the reader, who raises it
             self._events.put_nowait(exc)
 
-    async def _rejoin(self, call: grpc.aio.StreamStreamCall) -> None:
+    async def _rejoin(self, call: ChatStream) -> None:
         self._stream_number += 1
         async with self._write_lock:
             for room in self._rooms:

@@ -99,6 +99,10 @@ class ChatService:
         if refusal is not None:
             self._count_end(refusal)
             await refusal.abort(context)
+        if batched:
+            # Response headers at once: a client learns that this server has
+            # ChatBatched before it writes (one without answers UNIMPLEMENTED).
+            await context.send_initial_metadata(())
         member = Member(name, queue_size=self._limits.queue_size, resume_after=resume_after, batched=batched)
         self._members.add(member)
         if peer is not None:

@@ -14,10 +14,10 @@ import pytest
 
 from securechat._gen import chat_pb2, chat_pb2_grpc
 from securechat.client import open_channel
-from securechat.tls.material import load_client_material
 from securechat.protocol import LAST_EVENT_ID, Reason, reason_of
 from securechat.server.service import MAX_BATCH_BYTES
 from securechat.tls.credentials import channel_credentials
+from securechat.tls.material import load_client_material
 
 Kind = chat_pb2.ChatEvent.Kind
 STEP = 5.0
