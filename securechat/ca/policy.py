@@ -30,8 +30,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.x509 import verification
 from cryptography.x509.oid import NameOID
 
-from securechat.ca.config import Lifetimes
 from securechat.ca.refusals import CaRefusal, RefusalReason
+from securechat.config.ca import Lifetimes
 from securechat.pki import CertificatePublicKey, san_to_text
 
 PROOF_CONTEXT = b"securechat.ca.v1.Renew\n"

@@ -48,7 +48,7 @@ from securechat.ca.client import (
     presents_client_certificate,
     write_credentials,
 )
-from securechat.ca.config import RenewConfig
+from securechat.config.ca import RenewConfig
 from securechat.errors import PkiError, SecureChatError
 
 log = logging.getLogger(__name__)
