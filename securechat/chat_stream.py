@@ -65,7 +65,8 @@ class ChatStream:
         return bool(self._call.done())
 
     async def code(self) -> grpc.StatusCode:
-        return await self._call.code()
+        code: grpc.StatusCode = await self._call.code()
+        return code
 
     async def details(self) -> str:
         return str(await self._call.details())

@@ -31,6 +31,8 @@ ANONYMOUS = "anonymous"
 # A ChatEventBatch stays well below gRPC's default receive limit (4 MiB), so
 # a client with default options can read any batch, also a long replay.
 MAX_BATCH_BYTES = 256 * 1024
+# Chat and ChatBatched read ChatMessages and write pre-serialized bytes.
+ChatContext = grpc.aio.ServicerContext[chat_pb2.ChatMessage, bytes]
 
 
 class ChatService:
@@ -78,16 +80,16 @@ class ChatService:
             await Refusal(grpc.StatusCode.UNAUTHENTICATED, Reason.NO_CERTIFICATE, "no client certificate: WhoAmI needs mutual TLS").abort(context)
         return chat_pb2.Identity(name=peer.name, spiffe_id=peer.spiffe_id, serial=peer.serial, not_after=peer.not_after)
 
-    async def chat(self, requests: AsyncIterator[chat_pb2.ChatMessage], context: grpc.aio.ServicerContext) -> None:
+    async def chat(self, requests: AsyncIterator[chat_pb2.ChatMessage], context: ChatContext) -> None:
         """Read messages and write events concurrently until either side ends."""
         await self._stream(requests, context, batched=False)
 
-    async def chat_batched(self, requests: AsyncIterator[chat_pb2.ChatMessage], context: grpc.aio.ServicerContext) -> None:
+    async def chat_batched(self, requests: AsyncIterator[chat_pb2.ChatMessage], context: ChatContext) -> None:
         """Chat, with every event ready for this member sent in one ChatEventBatch."""
         await self._stream(requests, context, batched=True)
 
     async def _stream(
-        self, requests: AsyncIterator[chat_pb2.ChatMessage], context: grpc.aio.ServicerContext, *, batched: bool
+        self, requests: AsyncIterator[chat_pb2.ChatMessage], context: ChatContext, *, batched: bool
     ) -> None:
         peer = current_peer.get()
         name = peer.name if peer is not None else ANONYMOUS
@@ -201,7 +203,7 @@ class ChatService:
         return None
 
 
-async def _write(member: Member, context: grpc.aio.ServicerContext) -> None:
+async def _write(member: Member, context: ChatContext) -> None:
     """Write the member's events until its stream ends: one message, one `context.write`, per event."""
     # Events arrive as bytes serialized once by the hub; the method's
     # response serializer is the identity, so they go out as they are.
@@ -210,7 +212,7 @@ async def _write(member: Member, context: grpc.aio.ServicerContext) -> None:
             await context.write(event)
 
 
-async def _write_batches(member: Member, context: grpc.aio.ServicerContext) -> None:
+async def _write_batches(member: Member, context: ChatContext) -> None:
     """Write the member's events as ChatEventBatch messages until its stream ends: one write per batch.
 
     A batched member's queue holds events already framed as elements of
