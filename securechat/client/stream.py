@@ -1,6 +1,5 @@
 """One chat stream: ChatBatched where the server offers it, Chat where it does not.
 
-
 `ChatStream` writes `ChatMessage`s and yields `ChatEvent`s whichever RPC
 carries them. It opens `ChatBatched` (every event ready for this member in
 one `ChatEventBatch`) and, before the first message goes out, waits for the
