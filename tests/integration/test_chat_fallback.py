@@ -20,7 +20,7 @@ from securechat._gen import chat_pb2
 from securechat.client import open_chat
 from securechat.errors import ConnectError
 from securechat.protocol import Reason
-from securechat.reconnect import reconnecting_chat
+from securechat.client import reconnecting_chat
 
 Kind = chat_pb2.ChatEvent.Kind
 STEP = 5.0
