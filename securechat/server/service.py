@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import grpc
 
@@ -19,6 +20,7 @@ from securechat._gen import chat_pb2
 from securechat.config import Limits
 from securechat.protocol import DEFAULT_ROOM, LAST_EVENT_ID, ROOM_RULE, Reason, Refusal, valid_room
 from securechat.server.admission import Admission
+from securechat.server.handlers import Handler
 from securechat.server.interceptors import current_peer
 from securechat.server.metrics import ServerMetrics
 from securechat.server.rooms import Hub, Member
@@ -69,15 +71,21 @@ class ChatService:
                 ended += 1
         return ended
 
-    async def say_hello(self, request: chat_pb2.HelloRequest, context: grpc.aio.ServicerContext) -> chat_pb2.HelloReply:
+    async def say_hello(
+        self, request: chat_pb2.HelloRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> chat_pb2.HelloReply:
         peer = current_peer.get()
         name = peer.name if peer is not None else (request.name or "stranger")
         return chat_pb2.HelloReply(message=f"Hello, {name}!")
 
-    async def who_am_i(self, request: chat_pb2.WhoAmIRequest, context: grpc.aio.ServicerContext) -> chat_pb2.Identity:
+    async def who_am_i(
+        self, request: chat_pb2.WhoAmIRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> chat_pb2.Identity:
         peer = current_peer.get()
         if peer is None:
-            await Refusal(grpc.StatusCode.UNAUTHENTICATED, Reason.NO_CERTIFICATE, "no client certificate: WhoAmI needs mutual TLS").abort(context)
+            await Refusal(
+                grpc.StatusCode.UNAUTHENTICATED, Reason.NO_CERTIFICATE, "no client certificate: WhoAmI needs mutual TLS"
+            ).abort(context)
         return chat_pb2.Identity(name=peer.name, spiffe_id=peer.spiffe_id, serial=peer.serial, not_after=peer.not_after)
 
     async def chat(self, requests: AsyncIterator[chat_pb2.ChatMessage], context: ChatContext) -> None:
@@ -110,7 +118,10 @@ class ChatService:
         if peer is not None:
             self._peers[member] = peer
         log.info(
-            "chat stream opened by %s (peer %s%s)", name, address, f", resuming after {resume_after}" if resume_after is not None else "",
+            "chat stream opened by %s (peer %s%s)",
+            name,
+            address,
+            f", resuming after {resume_after}" if resume_after is not None else "",
             extra={"identity": name, "peer": address},
         )
         reader = asyncio.create_task(self._read(requests, member))
@@ -187,7 +198,11 @@ class ChatService:
     def _check(self, member: Member, room: str, text: str) -> Refusal | None:
         limits = self._limits
         if not valid_room(room):
-            return Refusal(grpc.StatusCode.INVALID_ARGUMENT, Reason.INVALID_ROOM, f"room name {room[:80]!r} is invalid: use {ROOM_RULE}")
+            return Refusal(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                Reason.INVALID_ROOM,
+                f"room name {room[:80]!r} is invalid: use {ROOM_RULE}",
+            )
         if len(text) > limits.max_text_length:
             return Refusal(
                 grpc.StatusCode.INVALID_ARGUMENT,
@@ -242,7 +257,7 @@ def _split(batch: list[bytes], limit: int) -> list[list[bytes]]:
     return parts
 
 
-def _resume_point(context: grpc.aio.ServicerContext) -> int | Refusal | None:
+def _resume_point(context: grpc.aio.ServicerContext[Any, Any]) -> int | Refusal | None:
     """The `last-event-id` metadata as an int, None when absent, or the refusal."""
     for key, value in context.invocation_metadata() or ():
         if key == LAST_EVENT_ID:
@@ -259,7 +274,7 @@ def _resume_point(context: grpc.aio.ServicerContext) -> int | Refusal | None:
 
 def method_handlers(service: ChatService) -> grpc.GenericRpcHandler:
     """The ChatService handlers; Chat's events and ChatBatched's batches are pre-serialized bytes."""
-    handlers = {
+    handlers: dict[str, Handler] = {
         "SayHello": grpc.unary_unary_rpc_method_handler(
             service.say_hello,
             request_deserializer=chat_pb2.HelloRequest.FromString,
