@@ -36,13 +36,9 @@ sys.path.insert(0, str(ROOT / "tests" / "faults"))
 from fault_checker import ClientRecord, check  # noqa: E402
 from fault_run import Deployment, RunOptions, _drain, _save_logs, client_rooms, schedule  # noqa: E402
 
+from securechat.client.reconnect import reconnecting_chat  # noqa: E402
 from securechat.config import load_client_config  # noqa: E402
 from securechat.errors import ConnectError  # noqa: E402
-
-try:  # TODO(merge): the terminal branch moves the client into securechat/client/
-    from securechat.client.reconnect import reconnecting_chat
-except ImportError:  # pragma: no cover
-    from securechat.reconnect import reconnecting_chat  # type: ignore[no-redef]
 
 SOAK_FAULTS = ("drop", "stall", "slow-consumer", "replica-stop", "nats-restart", "nats-quorum")
 SERIES = ("rss_kb", "fds", "tasks", "streams")

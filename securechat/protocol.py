@@ -45,6 +45,10 @@ MAX_CLIENT_MSG_ID = 128
 """ChatMessage.client_msg_id: at most this many characters (a UUID is 36)."""
 
 
+RULE_INHERITS = {"/securechat.v1.ChatService/ChatBatched": "/securechat.v1.ChatService/Chat"}
+"""Authorization: a method without a rule of its own is decided by this one's (ChatBatched is Chat, batched)."""
+
+
 def valid_room(room: str) -> bool:
     """True if ROOM is a room name the server accepts (the empty room means `general`)."""
     return ROOM_NAME.fullmatch(room) is not None

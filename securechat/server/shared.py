@@ -1,20 +1,27 @@
-"""Rooms shared by several replicas: RoomHub over a remote broker (NATS JetStream).
+"""Rooms shared by several replicas: `Rooms` over a remote broker (NATS JetStream).
 
-`SharedRoomHub` keeps RoomHub's membership and local fan-out (one deque
-append per member per event) and replaces the in-memory broker with
-`securechat.broker.Broker` (JetStreamBroker), whose calls are async:
+`SharedRoomHub` composes the same membership and local fan-out as the single
+server's hub (`securechat.server.rooms.Rooms`: one deque append per member
+per event) with any `securechat.broker.Broker` -- JetStreamBroker in
+production; the in-memory broker fits too -- whose calls are async:
 
-- Accepting a message = JetStream acknowledged it. `accept` publishes the
-  ChatEvent (without id) with a msg_id: for a message with a
-  `client_msg_id`, one derived from the sender's identity and that id
-  (`client_msg_key`), the same on every replica, so JetStream's duplicate
-  window (`broker.duplicate_window`) stores a resend once, whichever replica
-  it reaches; otherwise one unique to this accepted message (replica id +
-  counter), so the broker's own retries are deduplicated. The id is the
-  stream sequence. A repeat is answered with the original event to its
-  sender only (see `RoomHub.repeat`), fetched from JetStream by id. If the publish fails, the SENDER's stream ends
-  with UNAVAILABLE naming the broker: never a silent drop. The sender's
-  echo, delivered like everyone's from the subscription, is its ack.
+- Accepting a message = JetStream stored it. `accept` sends the ChatEvent
+  (without id) with a msg_id unique to this accepted message (replica id +
+  counter), so the broker's retries are deduplicated, and does not wait for
+  the acknowledgement: up to PUBLISH_WINDOW of a stream's messages are in
+  flight at once, in the order the stream sent them (waiting for each ack
+  left one message in flight per sender, and each replica writing every
+  event to every member on its own). The id is the stream sequence. If a
+  message is not stored, the SENDER's stream ends with UNAVAILABLE naming
+  the broker: never a silent drop. The sender's echo, delivered like
+  everyone's from the subscription, is its ack.
+- Idempotent sends: a message with a `client_msg_id` is sent with a msg_id
+  derived from the sender's identity and that id (`client_msg_key`), the
+  same on every replica, so JetStream's duplicate window
+  (`broker.duplicate_window`) stores a resend once, whichever replica it
+  reaches. A repeat is answered with the original event, to its sender only
+  and only if its stream does not already carry it (`Member.since`), read
+  back from JetStream by id.
 - Delivery: one live subscription per room per replica, attached while the
   room has local members (or a member is joining). Members on every replica
   get what JetStream hands back, in stream order: one order per room.
@@ -47,13 +54,12 @@ from securechat._gen import chat_pb2
 from securechat.broker import Broker, OutOfRange, Stored, Subscription
 from securechat.errors import BrokerError
 from securechat.protocol import Reason, Refusal, history_gone
-from securechat.server.rooms import FanOutObserver, Kind, Member, RoomHub
+from securechat.server.rooms import FanOutObserver, Kind, Member, Presence, Rooms
 
 log = logging.getLogger(__name__)
 
 BROKER_NAME = "NATS JetStream"
-HISTORY_ATTEMPTS = 5  # reads of a resuming member's history that may come back short (a lagging JetStream replica)
-HISTORY_RETRY_SECONDS = 0.1
+PUBLISH_WINDOW = 64  # a stream's messages in flight to JetStream at once (sent in order, acknowledged later)
 
 
 @dataclass(eq=False)
@@ -64,26 +70,39 @@ class _RoomLink:
     ready: asyncio.Future[Subscription]
     holding: dict[Member, list[tuple[int, bytes]]] = field(default_factory=dict)
     joining: int = 0  # members waiting for `ready` or for their history
-    delivered: int = 0  # the id of the last event of this room the subscription handed to members
 
 
-class SharedRoomHub(RoomHub):
-    """Membership and local fan-out; ids, order and history from a shared broker."""
+class SharedRoomHub:
+    """`Rooms` (membership and local fan-out) with ids, order and history from a shared broker."""
 
     remote = True
 
     def __init__(
         self, broker: Broker, *, announce_max_members: int, on_fan_out: FanOutObserver | None = None, replica: str | None = None
     ) -> None:
-        self._rooms: dict[str, dict[Member, None]] = {}
+        self._local = Rooms(on_fan_out=on_fan_out)
         self._announce_max = announce_max_members
-        self._on_fan_out = on_fan_out
         self._shared = broker
         self._links: dict[str, _RoomLink] = {}
         self._replica = replica or uuid.uuid4().hex[:12]
         self._counter = itertools.count(1)
         self._tasks: set[asyncio.Task[None]] = set()
-        self.presence = None
+        self._windows: dict[Member, asyncio.Semaphore] = {}  # per stream: messages sent, not yet acknowledged
+        self.presence: Presence | None = None
+
+    def room_size(self, room: str) -> int:
+        return self._local.size(room)
+
+    @property
+    def room_count(self) -> int:
+        return self._local.count
+
+    def members(self) -> set[Member]:
+        return self._local.members()
+
+    def announces(self, identity: str) -> bool:
+        """Whether a JOIN/LEAVE of IDENTITY is announced now (`presence`: its budget; always without one)."""
+        return self.presence is None or self.presence(identity)
 
     # The in-memory entry points do not apply: the service awaits enter/accept.
     def join(self, member: Member, room: str) -> None:
@@ -108,8 +127,7 @@ class SharedRoomHub(RoomHub):
                 if not member.ended:
                     member.abort(_feed_lost(room, "the room's subscription was lost while joining"))
                 return
-            members = self._rooms.setdefault(room, {})
-            members[member] = None
+            size, _ = self._local.add(member, room)
             # From here on the subscription hands this member every event after
             # its last one (after resume_after, the replay and held events did).
             member.since[room] = member.resume_after if member.resume_after is not None else link.ready.result().last_id
@@ -119,40 +137,69 @@ class SharedRoomHub(RoomHub):
         finally:
             link.joining -= 1
             self._release_if_unused(room)
-        log.info("%s joined room %s (%d members here)", member.name, room, len(members), extra={"identity": member.name, "room": room})
-        if len(members) <= self._announce_max and (len(members) == 1 or self.announces(member.name)):
+        log.info("%s joined room %s (%d members here)", member.name, room, size, extra={"identity": member.name, "room": room})
+        if size <= self._announce_max and (size == 1 or self.announces(member.name)):
             await self._publish(member, room, "", Kind.JOIN)
 
     async def accept(self, member: Member, room: str, text: str, client_msg_id: str = "") -> bool:
-        """Accepted = stored by JetStream; otherwise the sender's stream ends with UNAVAILABLE. False if not accepted now."""
-        await self.enter(member, room)
+        """Send a message to JetStream; if it is not stored, the sender's stream ends with UNAVAILABLE. False if not sent.
+
+        Does not wait for JetStream's acknowledgement: up to PUBLISH_WINDOW of
+        a stream's messages are in flight at once, sent in the order read.
+        """
+        if room not in member.rooms:
+            await self.enter(member, room)
         if member.ended:
             return False
-        msg_id = client_msg_key(member.name, client_msg_id) if client_msg_id else None
-        stored = await self._publish(member, room, text, Kind.MESSAGE, msg_id=msg_id)
-        if stored is None or not stored.duplicate:
-            return stored is not None
-        if not (room in member.rooms and stored.id > member.since.get(room, stored.id)):
-            try:
-                event = await self._shared.event(stored.id)
-            except BrokerError as exc:
-                member.abort(_not_accepted(exc))
-                return False
-            # The original's room, as stored: a repeat names the id, not the room.
-            self.repeat(member, chat_pb2.ChatEvent.FromString(event).room, stored.id, event)
-        return False
+        msg_id = client_msg_key(member.name, client_msg_id) if client_msg_id else self._msg_id()
+        window = self._windows.get(member)
+        if window is None:
+            window = self._windows[member] = asyncio.Semaphore(PUBLISH_WINDOW)
+        await window.acquire()
+        try:
+            stored = await self._shared.send(room, _event(room, member.name, text, Kind.MESSAGE), msg_id=msg_id)
+        except BrokerError as exc:
+            window.release()
+            self._not_stored(member, room, Kind.MESSAGE, exc)
+            return False
+
+        def done(stored: asyncio.Future[Stored]) -> None:
+            window.release()
+            exc = stored.exception() if not stored.cancelled() else BrokerError("the broker was closed before it answered")
+            if exc is not None:
+                self._not_stored(member, room, Kind.MESSAGE, exc)
+            elif stored.result().duplicate:
+                self._spawn(self._repeat(member, room, stored.result().id))
+
+        stored.add_done_callback(done)
+        return True
+
+    async def _repeat(self, member: Member, room: str, event_id: int) -> None:
+        """A resend of a stored message: its sender gets the original event, unless its stream already carries it."""
+        if member.ended or (room in member.rooms and event_id > member.since.get(room, event_id)):
+            return
+        read = getattr(self._shared, "event", None)  # JetStreamBroker; the in-memory broker never reports a duplicate
+        if read is None:
+            return
+        try:
+            event: bytes = await read(event_id)
+        except BrokerError as exc:
+            self._not_stored(member, room, Kind.MESSAGE, exc)
+            return
+        log.debug("%s repeated an accepted message: echoing event %d again", member.name, event_id)
+        member.offer(event)
 
     def leave_all(self, member: Member) -> None:
         for room in sorted(member.rooms):
-            members = self._rooms.get(room)
-            if members is None or members.pop(member, "absent") == "absent":
+            left = self._local.remove(member, room)
+            if left is None:
                 continue
-            if not members:
-                del self._rooms[room]
+            if not left:
                 self._release_if_unused(room)
-            if len(members) < self._announce_max and self.announces(member.name):
+            if left < self._announce_max and self.announces(member.name):
                 self._spawn(self._announce_leave(member.name, room))
         member.rooms.clear()
+        self._windows.pop(member, None)
 
     async def close(self) -> None:
         """Unsubscribe every room and wait for pending announcements (bounded by the broker's timeouts)."""
@@ -178,10 +225,9 @@ class SharedRoomHub(RoomHub):
         def deliver(event_id: int, event: bytes) -> None:
             if self._links.get(room) is not link:
                 return  # a subscription being replaced or closed
-            link.delivered = event_id
             for held in link.holding.values():
                 held.append((event_id, event))
-            self._deliver(room, event_id, event)
+            self._local.deliver(room, event_id, event)
 
         try:
             sub = await self._shared.subscribe(room, deliver, on_lost=lambda exc: self._lose(link, exc))
@@ -201,7 +247,7 @@ class SharedRoomHub(RoomHub):
         if self._links.get(room) is link:
             del self._links[room]
         refusal = _feed_lost(room, str(exc))
-        for member in list(self._rooms.get(room, ())) + list(link.holding):
+        for member in list(self._local.of(room) or ()) + list(link.holding):
             member.abort(refusal)
         self._spawn(self._unsubscribe(link))
 
@@ -210,50 +256,41 @@ class SharedRoomHub(RoomHub):
         assert member.resume_after is not None
         held: list[tuple[int, bytes]] = []
         link.holding[member] = held
-        # Everything up to `horizon` went past this member before it was
-        # holding, so the history must reach at least that far. It may not
-        # at first: the read's consumer sits on one JetStream replica of the
-        # stream, which can lag behind the leader right after a node came
-        # back (the fault checker's seed 10 lost two events that way).
-        horizon = link.delivered
         try:
-            for attempt in range(HISTORY_ATTEMPTS):
-                history = await self._shared.history(link.room, member.resume_after)
-                last = history[-1][0] if history else member.resume_after
-                if last >= horizon or horizon <= member.resume_after:
-                    break
-                log.info("room %s: history for %s ends at %d, before %d already delivered; reading it again", link.room, member.name, last, horizon)
-                await asyncio.sleep(HISTORY_RETRY_SECONDS * (attempt + 1))
-            else:
-                member.abort(_feed_lost(link.room, f"its history could not be read up to event {horizon}"))
-                return False
+            history = await self._shared.history(link.room, member.resume_after)
         except OutOfRange as gap:
             log.info("resume refused for %s in room %s: OUT_OF_RANGE (oldest held %s)", member.name, link.room, gap.oldest)
             member.abort(history_gone(str(gap), gap.resume_from))
             return False
         finally:
             link.holding.pop(member, None)
+        last = history[-1][0] if history else member.resume_after
         member.replay([event for _, event in history] + [event for event_id, event in held if event_id > last])
         return True
 
-    async def _publish(self, member: Member, room: str, text: str, kind: int, *, msg_id: str | None = None) -> Stored | None:
+    async def _publish(self, member: Member, room: str, text: str, kind: int) -> None:
         event = _event(room, member.name, text, kind)
         try:
-            return await self._shared.store(room, event, msg_id=msg_id or f"{self._replica}-{next(self._counter)}")
+            await (await self._shared.send(room, event, msg_id=self._msg_id()))
         except BrokerError as exc:
-            log.warning("room %s: %s from %s not accepted: %s", room, Kind.Name(kind), member.name, exc)  # type: ignore[arg-type]
-            member.abort(_not_accepted(exc))
-            return None
+            self._not_stored(member, room, kind, exc)
+
+    def _not_stored(self, member: Member, room: str, kind: int, exc: BaseException) -> None:
+        log.warning("room %s: %s from %s not accepted: %s", room, Kind.Name(kind), member.name, exc)  # type: ignore[arg-type]
+        member.abort(_not_accepted(exc) if isinstance(exc, BrokerError) else _not_accepted(BrokerError(str(exc))))
+
+    def _msg_id(self) -> str:
+        return f"{self._replica}-{next(self._counter)}"
 
     async def _announce_leave(self, name: str, room: str) -> None:
         try:
-            await self._shared.publish(room, _event(room, name, "", Kind.LEAVE), msg_id=f"{self._replica}-{next(self._counter)}")
+            await (await self._shared.send(room, _event(room, name, "", Kind.LEAVE), msg_id=self._msg_id()))
         except BrokerError as exc:
             log.warning("room %s: LEAVE of %s not announced: %s", room, name, exc)
 
     def _release_if_unused(self, room: str) -> None:
         link = self._links.get(room)
-        if link is not None and not self._rooms.get(room) and link.joining == 0 and not link.holding:
+        if link is not None and not self._local.size(room) and link.joining == 0 and not link.holding:
             del self._links[room]
             if link.ready.done():
                 self._spawn(self._unsubscribe(link))

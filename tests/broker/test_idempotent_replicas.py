@@ -117,7 +117,7 @@ async def test_the_ordered_consumer_restarts_after_where_it_started(make_broker)
 
 async def test_a_replica_does_not_claim_one_order(nats_server: NatsServer, deployment, start) -> None:
     """No securechat-order: global from a replica: its rooms come from separate subscriptions, so the client keeps per-room marks."""
-    from securechat.reconnect import reconnecting_chat
+    from securechat.client.reconnect import reconnecting_chat
 
     a = await start(broker=broker_section(nats_server, "replica-a"))
     async with reconnecting_chat(deployment.client("alice", a.port, name="alice-order.yaml")) as alice:

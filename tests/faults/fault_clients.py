@@ -25,19 +25,12 @@ from typing import Any
 
 import grpc
 import yaml
-
-from securechat.config import load_client_config
-from securechat.errors import ConnectError
-
-try:  # TODO(merge): the terminal branch moves the client into securechat/client/
-    from securechat.client.reconnect import Backoff, ReconnectingChat, ResumeGap
-
-    from securechat.client import Channel
-except ImportError:  # pragma: no cover - before that move
-    from securechat.client import Channel
-    from securechat.reconnect import Backoff, ReconnectingChat, ResumeGap  # type: ignore[no-redef]
 from fault_procs import Certificates
 
+from securechat.client import Channel
+from securechat.client.reconnect import Backoff, ReconnectingChat, ResumeGap
+from securechat.config import load_client_config
+from securechat.errors import ConnectError
 from securechat.tls.credentials import channel_credentials
 from securechat.tls.material import load_client_material
 

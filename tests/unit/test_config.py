@@ -24,6 +24,7 @@ from securechat.config import (
     parse_address,
 )
 from securechat.errors import ConfigError
+from securechat.tls.identity import AuthzPolicy
 
 SERVER_TLS = {"cert": "certs/server.pem", "key": "certs/server-key.pem", "client_ca": "certs/ca.pem"}
 CLIENT_TLS = {"ca": "certs/ca.pem", "cert": "certs/alice.pem", "key": "certs/alice-key.pem"}
@@ -455,7 +456,7 @@ def test_config_path_is_a_directory(tmp_path):
     with pytest.raises(
         ConfigError,
         match=re.escape(
-            f"{tmp_path}: cannot read the config file (IsADirectoryError). Check its permissions and encoding."
+            f"{tmp_path}: is a directory, not a config file. Pass the YAML file in it, e.g. --config {tmp_path / 'alice.yaml'}."
         ),
     ):
         load_server_config(tmp_path)
@@ -639,7 +640,7 @@ def test_client_target_missing(deployment):
 # --- authz.methods ------------------------------------------------------------
 
 METHOD_FIX = (
-    "Use one of SayHello, Chat, WhoAmI, or a full name such as /grpc.health.v1.Health/Check or /grpc.health.v1.Health/*."
+    "Use one of SayHello, Chat, ChatBatched, WhoAmI, or a full name such as /grpc.health.v1.Health/Check or /grpc.health.v1.Health/*."
 )
 
 
@@ -680,3 +681,14 @@ def test_authz_methods_resolve_to_full_method_names(deployment):
         "/grpc.health.v1.Health/*": frozenset({"probe"}),
         "/securechat.v1.ChatService/WhoAmI": frozenset({"*"}),
     }
+
+
+def test_chat_rule_covers_chatbatched_unless_it_has_its_own(deployment):
+    """ChatBatched is decided by Chat's rule; given a rule of its own, by that one (and the denial names which)."""
+    inherited = load_server_config(deployment.server_yaml(authz={"methods": {"Chat": ["alice"]}}))
+    own = load_server_config(deployment.server_yaml(authz={"methods": {"Chat": ["alice"], "ChatBatched": ["bob"]}}))
+    batched = "/securechat.v1.ChatService/ChatBatched"
+    assert AuthzPolicy(inherited.allow, dict(inherited.authz_methods)).rule_for(batched) == (
+        "authz.methods['/securechat.v1.ChatService/Chat']"
+    )
+    assert AuthzPolicy(own.allow, dict(own.authz_methods)).rule_for(batched) == f"authz.methods['{batched}']"

@@ -18,8 +18,6 @@ cert-manager's Secret swap, a person with `securechat certs renew`. With a
         stub = chat_pb2_grpc.ChatServiceStub(channel)
         while True:
             await stub.SayHello(chat_pb2.HelloRequest())   # always with the current certificate
-
-TODO(merge): move into the securechat/client/ package (branch terminal) once it lands.
 """
 
 from __future__ import annotations
@@ -36,8 +34,8 @@ import grpc
 from securechat import pki
 from securechat.config import ClientConfig
 from securechat.errors import ConnectError, SecureChatError
-from securechat.tls.material import TlsMaterial, load_client_material
 from securechat.tls.credentials import channel_credentials
+from securechat.tls.material import TlsMaterial, load_client_material
 from securechat.tls.watch import FileWatch
 
 log = logging.getLogger(__name__)
@@ -128,7 +126,7 @@ class _Following:
         return self._owner._call(self._kind, self._args, args, kwargs)
 
 
-class RotatingChannel(grpc.aio.Channel):  # type: ignore[misc]
+class RotatingChannel(grpc.aio.Channel):
     """A grpc.aio.Channel over a sequence of channels, the newest built from the current files."""
 
     def __init__(
