@@ -36,9 +36,9 @@ import grpc
 from securechat import pki
 from securechat.config import ClientConfig
 from securechat.errors import ConnectError, SecureChatError
-from securechat.material import TlsMaterial, load_client_material
-from securechat.tls import channel_credentials
-from securechat.watch import FileWatch
+from securechat.tls.credentials import channel_credentials
+from securechat.tls.material import TlsMaterial, load_client_material
+from securechat.tls.watch import FileWatch
 
 log = logging.getLogger(__name__)
 
