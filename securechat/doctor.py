@@ -228,7 +228,9 @@ def _check_validity(report: _Report, cert: x509.Certificate, cert_path: Path, na
         report.fail("validity", f"{shown(cert_path)}: {verdict.message}", f"Check that the CA at {renew.ca} is up and reachable (the renewer logs why it fails), or renew now: 'securechat certs renew {name} --ca {renew.ca}'.")
     elif verdict.level == "fail":
         fix = "Enroll again with a new token ('securechat ca token NAME' on the CA): an expired certificate cannot renew." if renew is not None else f"Run 'securechat certs renew {name}'."
-        report.fail("validity", f"{shown(cert_path)} {verdict.message}", fix)
+        # The same code as the core's EXPIRED problem: doctor and the loader agree (tests/integration/test_tls_agreement.py).
+        code = Code.EXPIRED.value if cert.not_valid_after_utc <= now else ""
+        report.fail("validity", f"{shown(cert_path)} {verdict.message}", fix, code=code)
     elif verdict.level == "warn":
         report.warn("validity", f"{shown(cert_path)} {verdict.message}", f"Run 'securechat certs renew {name}', or set tls.renew so it renews itself.")
     else:

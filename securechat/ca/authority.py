@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from securechat import pki
 from securechat.ca import audit
@@ -27,16 +26,19 @@ from securechat.ca.config import CaConfig, format_duration
 from securechat.ca.database import CaDatabase, CertRecord, TokenRecord, Transaction
 from securechat.ca.metrics import CaMetrics
 from securechat.ca.policy import (
+    ChainVerdicts,
     CsrRequest,
-    check_chain,
     check_enrolment,
     parse_csr,
+    presented_name,
     spki_fingerprint,
     verify_renewal_proof,
 )
 from securechat.ca.refusals import CaRefusal, RefusalReason
 from securechat.ca.tokens import TokenGrant, grant_for, mint_token, san_from_text, token_hash
 from securechat.errors import ConfigError, PkiError
+from securechat.tls import checks
+from securechat.tls.revocation import CrlFileError, load_crls, read_crl_file
 
 log = logging.getLogger(__name__)
 
@@ -44,18 +46,14 @@ NEXT_ANCHORS_FILE = "root-next.pem"
 """During a root rollover: the next trust anchors, served by TrustBundle beside the current ones."""
 
 
-class _NeedsChainCheck(Exception):
-    """The presented certificate is not one this CA recorded with its key: judge its chain first."""
-
-
 @dataclass(frozen=True)
-class _RenewalRequest:
+class RenewalRequest:
+    """A Renew whose presented certificate, CSR and proof are checked; the database decides the rest."""
+
     request: CsrRequest
-    presented: tuple[x509.Certificate, ...]
     serial: str
     identity: str
     spki_sha256: str
-    handshake: bool
 
 
 @dataclass(frozen=True)
@@ -85,6 +83,8 @@ class OnlineCa:
         self.metrics = metrics or CaMetrics()
         self.metrics.watch_certificates(self.ca.cert, self.anchors)
         self.issuer = self.ca.cert.subject.rfc4514_string()
+        self.verdicts = ChainVerdicts(self.anchors, self.ca.leaf_chain, anchors_where=str(self.store.trust_anchor_path))
+        self._crl_state: tuple[tuple[int, int, int], checks.RevocationIndex] | None = None
         self.db = CaDatabase(config.database)
         imported = self.import_index()
         if imported:
@@ -192,30 +192,23 @@ class OnlineCa:
     ) -> Issuance:
         """Renew the caller's current certificate (PRESENTED, its chain) for the CSR's key; the record is durable on return.
 
-        How the current certificate is believed, cheapest first:
-        - over mTLS (PROOF None) gRPC core verified its chain to the trust
-          anchors in the handshake;
-        - otherwise PROOF (a signature by its key) is verified here, and if
-          the database holds the very key this CA issued under that serial,
-          that record is what is renewed: its name, SANs, expiry and
-          revocation decide, not what the presented certificate claims;
-        - for anything else (imported from index.json, or unknown) the
-          presented chain is judged by the chain check (`policy.check_chain`)
-          before the record is looked at again.
+        How the current certificate is believed: its chain is judged by the
+        TLS core (`tls.checks.verify_chain` through `policy.ChainVerdicts`:
+        to this CA's trust anchors, valid now, the EKU of its kind, not
+        revoked in the CRLs this CA publishes), whether it came from the
+        mTLS handshake (PROOF None: TLS proved the key) or with PROOF (a
+        signature by its key, checked by the core). Then the database's
+        record of that serial decides, in the transaction that issues: it
+        must exist, be of the presented key and not be revoked; its name,
+        kind and SANs are what the new certificate carries.
         """
-        checked = self._check_renewal(csr_pem, presented=presented, proof=proof)
-        try:
-            return await asyncio.wrap_future(
-                self.db.submit(self._renew_job(checked, caller=caller, chain_checked=False))
-            )
-        except _NeedsChainCheck:
-            pass
-        await asyncio.to_thread(self._check_presented_chain, checked)
-        return await asyncio.wrap_future(self.db.submit(self._renew_job(checked, caller=caller, chain_checked=True)))
+        checked = self.check_renewal(csr_pem, presented=presented, proof=proof)
+        return await asyncio.wrap_future(self.db.submit(self._renew_job(checked, caller=caller)))
 
-    def _check_renewal(
+    def check_renewal(
         self, csr_pem: bytes, *, presented: Sequence[x509.Certificate], proof: tuple[bytes, int] | None
-    ) -> _RenewalRequest:
+    ) -> RenewalRequest:
+        """Everything about a Renew that needs no database: the presented chain, the CSR, the proof, a new key."""
         if not presented:
             raise CaRefusal(
                 RefusalReason.NO_CERTIFICATE,
@@ -223,20 +216,19 @@ class OnlineCa:
             )
         leaf = presented[0]
         serial = f"{leaf.serial_number:x}"
-        identity = _identity(leaf)
+        identity = presented_name(leaf)
         now = dt.datetime.now(dt.timezone.utc)
-        if leaf.not_valid_after_utc <= now:
-            raise self._expired(serial, identity, leaf.not_valid_after_utc)
-        request = parse_csr(csr_pem)
-        if proof is not None:
-            signature, signed_at = proof
-            try:
+        self.verdicts.judge(presented, now=now, crls=self.revocations(), identity=identity)
+        try:
+            request = parse_csr(csr_pem)
+            if proof is not None:
+                signature, signed_at = proof
                 verify_renewal_proof(
                     leaf, signature=signature, csr_der=request.der, signed_at_unix_ms=signed_at, now=now
                 )
-            except CaRefusal as refusal:
-                refusal.identity, refusal.serial = identity, serial
-                raise
+        except CaRefusal as refusal:
+            refusal.identity, refusal.serial = identity, serial
+            raise
         leaf_spki = spki_fingerprint(leaf.public_key())  # type: ignore[arg-type]
         if request.spki_sha256 == leaf_spki:
             raise CaRefusal(
@@ -245,60 +237,71 @@ class OnlineCa:
                 identity=identity,
                 serial=serial,
             )
-        return _RenewalRequest(
-            request=request,
-            presented=tuple(presented),
-            serial=serial,
-            identity=identity,
-            spki_sha256=leaf_spki,
-            handshake=proof is None,
-        )
+        return RenewalRequest(request=request, serial=serial, identity=identity, spki_sha256=leaf_spki)
 
-    def _check_presented_chain(self, checked: _RenewalRequest) -> None:
-        leaf = checked.presented[0]
-        now = dt.datetime.now(dt.timezone.utc)
-        problems = check_chain(
-            leaf, [*checked.presented[1:], *self.ca.leaf_chain], self.anchors, kind=_kind(leaf), now=now
-        )
-        if problems:
-            raise CaRefusal(
-                RefusalReason.UNTRUSTED,
-                f"certificate serial {checked.serial} ({checked.identity}) {problems[0]}: it cannot renew here",
-                identity=checked.identity,
-                serial=checked.serial,
-            )
+    def revocations(self) -> checks.RevocationIndex | None:
+        """The CRLs in certs/crl.pem, verified by the core; read again whenever the file changes.
 
-    def _expired(self, serial: str, identity: str, at: dt.datetime) -> CaRefusal:
+        None when there is no crl.pem (nothing revoked yet). A crl.pem that
+        cannot be read or is not signed by this CA's chain fails closed:
+        every renewal is refused until it is fixed.
+        """
+        path = self.store.crl_path
+        try:
+            info = path.stat()
+        except FileNotFoundError:
+            self._crl_state = None
+            return None
+        except OSError as exc:
+            raise self._crl_unusable(f"{path} cannot be read ({exc.strerror})") from exc
+        stamp = (info.st_ino, info.st_size, info.st_mtime_ns)
+        if self._crl_state is not None and self._crl_state[0] == stamp:
+            return self._crl_state[1]
+        try:
+            data = read_crl_file(path)
+        except CrlFileError as exc:
+            raise self._crl_unusable(exc.problem.message) from exc
+        lists = load_crls(
+            data, [self.ca.cert, *self.ca.leaf_chain, *self.anchors], where=str(path), signers_where="this CA"
+        )
+        if isinstance(lists, checks.Problem):
+            raise self._crl_unusable(lists.message)
+        index = checks.RevocationIndex(lists)
+        self._crl_state = (stamp, index)
+        return index
+
+    def _crl_unusable(self, why: str) -> CaRefusal:
+        log.error("renewals refused until the CRL is fixed: %s", why)
         return CaRefusal(
-            RefusalReason.EXPIRED,
-            f"certificate serial {serial} ({identity}) expired at {at:%Y-%m-%d %H:%M:%S} UTC: an expired certificate"
-            f" cannot renew. Enroll again with a new token ('securechat ca token {identity}')",
-            identity=identity,
-            serial=serial,
+            RefusalReason.CA_UNAVAILABLE,
+            f"the CA cannot check revocation now ({why}); try again later",
         )
 
-    def _renew_job(
-        self, checked: _RenewalRequest, *, caller: str, chain_checked: bool
-    ) -> Callable[[Transaction], Issuance]:
-        serial, identity = checked.serial, checked.identity
-        now = dt.datetime.now(dt.timezone.utc)
+    def _renew_job(self, checked: RenewalRequest, *, caller: str) -> Callable[[Transaction], Issuance]:
+        serial = checked.serial
 
         def job(tx: Transaction) -> Issuance:
             current = tx.certificate(serial)
-            recorded = (
-                current is not None and current.spki_sha256 == checked.spki_sha256 and current.issuer == self.issuer
-            )
-            if not (checked.handshake or recorded or chain_checked):
-                raise _NeedsChainCheck
             if current is None:
                 raise CaRefusal(
                     RefusalReason.UNKNOWN_CERTIFICATE,
-                    f"certificate serial {serial} ({identity}) is not in this CA's records, so it cannot renew here."
-                    " Enroll with a token instead",
-                    identity=identity,
+                    f"certificate serial {serial} ({checked.identity}) is not in this CA's records, so it cannot renew"
+                    " here. Enroll with a token instead",
+                    identity=checked.identity,
+                    serial=serial,
+                )
+            if current.spki_sha256 and current.spki_sha256 != checked.spki_sha256:
+                # Records made online hold the key they were issued for (imports from
+                # index.json do not): another certificate under this serial is not the one recorded.
+                raise CaRefusal(
+                    RefusalReason.UNKNOWN_CERTIFICATE,
+                    f"certificate serial {serial} ({checked.identity}) is not the certificate this CA recorded under"
+                    " that serial (another key), so it cannot renew here. Enroll with a token instead",
+                    identity=checked.identity,
                     serial=serial,
                 )
             if current.revoked_at is not None:
+                # Revoked and committed, maybe not yet in crl.pem: the database orders it before this renewal.
                 raise CaRefusal(
                     RefusalReason.REVOKED,
                     f"certificate serial {serial} ({current.name}) was revoked at"
@@ -307,8 +310,6 @@ class OnlineCa:
                     identity=current.name,
                     serial=serial,
                 )
-            if current.not_after <= now:
-                raise self._expired(serial, current.name, current.not_after)
             # Identity, kind and SANs come from the record of what was issued,
             # never from the CSR: a renewal cannot widen a certificate.
             sans = [san_from_text(text) for text in current.sans]
@@ -456,18 +457,6 @@ class OnlineCa:
         )
         tx.insert_certificate(record)
         return Issuance(record, chain_pem)
-
-
-def _kind(cert: x509.Certificate) -> str:
-    ekus = pki.extended_key_usages(cert)
-    server = ExtendedKeyUsageOID.SERVER_AUTH in ekus
-    client = ExtendedKeyUsageOID.CLIENT_AUTH in ekus
-    return "peer" if server and client else "server" if server else "client"
-
-
-def _identity(cert: x509.Certificate) -> str:
-    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    return str(names[0].value) if names else f"serial {cert.serial_number:x}"
 
 
 def _normalize_serial(text: str) -> str:

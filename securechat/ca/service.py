@@ -30,7 +30,6 @@ from dataclasses import dataclass
 
 import grpc
 from cryptography import x509
-from cryptography.x509.oid import ExtendedKeyUsageOID
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from securechat import pki
@@ -39,9 +38,10 @@ from securechat.ca import audit
 from securechat.ca.authority import Issuance, OnlineCa
 from securechat.ca.config import CaConfig, format_duration
 from securechat.ca.metrics import CaMetrics
-from securechat.ca.refusals import CaRefusal
+from securechat.ca.refusals import CaRefusal, RefusalReason
 from securechat.errors import ConfigError, PkiError, SecureChatError
 from securechat.protocol import REFUSAL_KEY
+from securechat.tls import checks
 
 log = logging.getLogger(__name__)
 
@@ -134,26 +134,32 @@ class CaServicer(ca_pb2_grpc.CertificateAuthorityServicer):
 def _current_certificate(
     request: ca_pb2.RenewRequest, context: grpc.aio.ServicerContext
 ) -> tuple[list[x509.Certificate], tuple[bytes, int] | None]:
-    """The caller's current chain: from the mTLS handshake, else from the request with its proof."""
-    from securechat.ca.refusals import RefusalReason
+    """The caller's current chain: from the mTLS handshake, else from the request with its proof.
 
+    Either way the chain is judged by the TLS core afterwards
+    (`OnlineCa.check_renewal`); the handshake only proved the key.
+    """
     auth = context.auth_context()
     handshake = auth.get("x509_pem_cert")
     if handshake:
-        # gRPC verified this certificate's chain to the anchors in the handshake.
-        return [x509.load_pem_x509_certificate(handshake[0])], None
+        # The leaf, and what else the peer sent (core lists that chain in its own order).
+        chain = checks.parse_certificates(b"".join(handshake), where="the handshake's client certificate")
+        if isinstance(chain, checks.Problem):
+            raise CaRefusal(RefusalReason.NO_CERTIFICATE, chain.message.rstrip("."))
+        sent = checks.parse_certificates(b"".join(auth.get("x509_pem_cert_chain") or ()), where="the handshake")
+        others = [c for c in sent if c != chain[0]] if isinstance(sent, list) else []
+        return [chain[0], *others], None
     if not request.current_chain_pem:
         raise CaRefusal(
             RefusalReason.NO_CERTIFICATE,
             "Renew needs the current certificate: send current_chain_pem with a signature, or call the mTLS port",
         )
-    try:
-        chain = x509.load_pem_x509_certificates(request.current_chain_pem)
-    except ValueError:
-        raise CaRefusal(RefusalReason.BAD_PROOF, "current_chain_pem holds no readable PEM certificate") from None
+    presented = checks.parse_certificates(request.current_chain_pem, where="current_chain_pem")
+    if isinstance(presented, checks.Problem):
+        raise CaRefusal(RefusalReason.BAD_PROOF, "current_chain_pem holds no readable PEM certificate")
     if not request.signature:
         raise CaRefusal(RefusalReason.BAD_PROOF, "current_chain_pem came without the signature that proves its key")
-    return chain, (request.signature, request.signed_at_unix_ms)
+    return presented, (request.signature, request.signed_at_unix_ms)
 
 
 @dataclass
@@ -172,39 +178,45 @@ class RunningCa:
         log.info("CA service stopped")
 
 
-def _server_pair(config: CaConfig) -> tuple[bytes, bytes, x509.Certificate]:
+def _server_pair(config: CaConfig, anchors: list[x509.Certificate]) -> tuple[bytes, bytes]:
+    """The CA service's own key and chain, judged by the TLS core as a server certificate under ANCHORS."""
     source = config.source.name
+    fix = "Issue one with 'securechat certs server ca-service --dir certs'."
     try:
         chain = pki.load_certificates(config.tls_cert)
         key = pki.load_private_key(config.tls_key)
     except PkiError as exc:
-        raise ConfigError(
-            source, "tls", str(exc), "Issue one with 'securechat certs server ca-service --dir certs'."
-        ) from exc
+        raise ConfigError(source, "tls", str(exc), fix) from exc
     leaf = chain[0]
-    if not pki.key_matches_certificate(key, leaf):
+    mismatch = checks.check_key(leaf, key, where=str(config.tls_key), cert_where=str(config.tls_cert))
+    if mismatch is not None:
+        raise ConfigError(source, "tls.key", mismatch.message, "Use the key issued with it.")
+    verdict = checks.verify_chain(
+        leaf,
+        chain[1:],
+        anchors,
+        purpose=checks.Purpose.SERVER,
+        where=str(config.tls_cert),
+        anchors_where="the CA's trust anchors",
+        anchors_field="certs",
+    )
+    if verdict.first is not None:
+        renew = "Renew it with 'securechat certs renew ca-service'."
         raise ConfigError(
-            source, "tls.key", f"{config.tls_key} does not match {config.tls_cert}.", "Use the key issued with it."
+            source, "tls.cert", verdict.first.message, renew if verdict.first.code is checks.Code.EXPIRED else fix
         )
-    if ExtendedKeyUsageOID.SERVER_AUTH not in pki.extended_key_usages(leaf):
-        raise ConfigError(
-            source,
-            "tls.cert",
-            f"{config.tls_cert} is not a server certificate.",
-            "Issue one with 'securechat certs server ca-service'.",
-        )
-    if leaf.not_valid_after_utc <= pki.utc_now():
-        raise ConfigError(
-            source, "tls.cert", f"{config.tls_cert} has expired.", "Renew it with 'securechat certs renew ca-service'."
-        )
-    return config.tls_key.read_bytes(), config.tls_cert.read_bytes(), leaf
+    return config.tls_key.read_bytes(), config.tls_cert.read_bytes()
 
 
 async def start_ca_server(config: CaConfig, *, authority: OnlineCa | None = None) -> RunningCa:
     """Load the CA, open the database, bind the port(s) and start serving; errors before any port opens."""
-    key_pem, chain_pem, _ = _server_pair(config)
     if authority is None:
         authority = await asyncio.to_thread(OnlineCa, config, metrics=CaMetrics())
+    try:
+        key_pem, chain_pem = _server_pair(config, authority.anchors)
+    except BaseException:
+        await asyncio.to_thread(authority.close)
+        raise
     metrics = authority.metrics
     if config.testing_short_lifetimes:
         log.warning(
