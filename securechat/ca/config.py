@@ -267,11 +267,18 @@ def parse_server_id(tls: _Section) -> str | None:
     value = tls.string("server_id")
     if value is None:
         return None
-    if value.startswith("spiffe://"):
-        trust_domain, _, path = value.removeprefix("spiffe://").partition("/")
-        if not trust_domain or not path or not re.fullmatch(r"[a-z0-9._-]+", trust_domain):
-            raise tls.error("server_id", f"'{value}' is not a SPIFFE ID.", "Write it as spiffe://TRUST_DOMAIN/PATH.")
-        return value
+    if value.lower().startswith("spiffe:"):
+        from securechat.tls import names  # the identity syntax, by the SPIFFE ID standard
+
+        try:
+            spiffe = names.spiffe_id(value)
+        except names.InvalidName as exc:
+            raise tls.error("server_id", f"{exc}.", "Write it as spiffe://TRUST_DOMAIN/PATH.") from None
+        if "/" not in spiffe.value.removeprefix("spiffe://"):
+            raise tls.error(
+                "server_id", f"{value} names a trust domain, not a workload.", "Write it as spiffe://TRUST_DOMAIN/PATH."
+            )
+        return spiffe.value
     from securechat.pki import parse_san  # a DNS name or an IP, as a SAN would be
 
     try:
