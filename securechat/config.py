@@ -83,6 +83,8 @@ class Limits:
     health_max_streams: int = 64
     """Open calls (Watch streams) on the plaintext health_port, all connections together."""
     metrics_max_connections: int = 8
+    connection_guard: bool = True
+    """Watch connections from outside gRPC (kernel table + channelz) and close floods; false: only core's caps."""
 
 
 @dataclass(frozen=True)
@@ -473,7 +475,8 @@ def _limits(section: _Section) -> Limits:
         for name, (low, high) in bounds.items()
     }
     handshake = section.number("handshake_timeout_seconds", defaults.handshake_timeout_seconds, minimum=0.1, maximum=600.0)
-    return Limits(**values, handshake_timeout_seconds=handshake)
+    guard = section.boolean("connection_guard", defaults.connection_guard)
+    return Limits(**values, handshake_timeout_seconds=handshake, connection_guard=guard)
 
 
 def _keepalive(section: _Section) -> Keepalive:

@@ -213,6 +213,8 @@ def _check_leaf(
     invalid = [p for p in verdict.of((Code.EXPIRED, Code.NOT_YET_VALID)) if p.depth == 0]
     if invalid and invalid[0].code is Code.NOT_YET_VALID:
         report.problem("validity", invalid[0], "Check this machine's clock.")
+    elif invalid:  # expired: the core's verdict, with the fix that fits how this certificate is renewed
+        report.problem("validity", invalid[0], _renew_fix(name, renew))
     else:
         _check_validity(report, cert, cert_path, name, renew)
     return _Leaf(cert, tuple(chain), verdict)
@@ -227,16 +229,20 @@ def _check_validity(report: _Report, cert: x509.Certificate, cert_path: Path, na
     elif verdict.level == "fail" and renew is not None and cert.not_valid_after_utc > now:
         report.fail("validity", f"{shown(cert_path)}: {verdict.message}", f"Check that the CA at {renew.ca} is up and reachable (the renewer logs why it fails), or renew now: 'securechat certs renew {name} --ca {renew.ca}'.")
     elif verdict.level == "fail":
-        fix = "Enroll again with a new token ('securechat ca token NAME' on the CA): an expired certificate cannot renew." if renew is not None else f"Run 'securechat certs renew {name}'."
-        # The same code as the core's EXPIRED problem: doctor and the loader agree (tests/integration/test_tls_agreement.py).
-        code = Code.EXPIRED.value if cert.not_valid_after_utc <= now else ""
-        report.fail("validity", f"{shown(cert_path)} {verdict.message}", fix, code=code)
+        report.fail("validity", f"{shown(cert_path)} {verdict.message}", _renew_fix(name, renew))
     elif verdict.level == "warn":
         report.warn("validity", f"{shown(cert_path)} {verdict.message}", f"Run 'securechat certs renew {name}', or set tls.renew so it renews itself.")
     else:
         report.ok("validity", verdict.message)
     if renew is not None:
         _check_renewal_ca(report, renew)
+
+
+def _renew_fix(name: str, renew: RenewConfig | None) -> str:
+    """How to replace an expired certificate: an expired certificate cannot renew online."""
+    if renew is not None:
+        return "Enroll again with a new token ('securechat ca token NAME' on the CA): an expired certificate cannot renew."
+    return f"Run 'securechat certs renew {name}'."
 
 
 def _check_renewal_ca(report: _Report, renew: RenewConfig) -> None:

@@ -183,29 +183,14 @@ def _linked_cas(anchors: Sequence[x509.Certificate], candidates: Sequence[x509.C
     """The CA certificates of CANDIDATES that chain to ANCHORS (directly or through each other)."""
     trusted = list(anchors)
     linked: list[x509.Certificate] = []
-    pending = [c for c in candidates if _is_ca(c)]
+    pending = [c for c in candidates if checks.is_ca(c)]
     progress = True
     while pending and progress:
         progress = False
         for cert in list(pending):
-            if any(_issued_by(cert, issuer) for issuer in trusted):
+            if any(checks.signed_by(cert, issuer) for issuer in trusted):
                 trusted.append(cert)
                 linked.append(cert)
                 pending.remove(cert)
                 progress = True
     return linked
-
-
-def _is_ca(cert: x509.Certificate) -> bool:
-    try:
-        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
-    except x509.ExtensionNotFound:
-        return False
-
-
-def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    try:
-        cert.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return True

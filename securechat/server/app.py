@@ -155,7 +155,10 @@ async def start_server(config: ServerConfig) -> RunningServer:
         cap=limits.max_connections + limits.max_handshakes,
     )
     guard = ConnectionGuard(name="chat port", port=port, server_id=server_id, limits=guard_limits, on_close=metrics.connection_closed)
-    guard.start()
+    if limits.connection_guard:
+        guard.start()
+    else:
+        log.warning("limits.connection_guard is false: connections are not watched; only gRPC core's caps and deadlines apply")
     running.guards.append(guard)
     metrics.handshaking.set_function(lambda: guard.handshaking)
     if config.health_port is not None:
@@ -287,7 +290,8 @@ async def _start_health_server(config: ServerConfig, servicer: health.aio.Health
         ),
         on_close=running.metrics.connection_closed if running.metrics is not None else None,
     )
-    guard.start()
+    if limits.connection_guard:
+        guard.start()
     running.guards.append(guard)
     log.info("health probes (grpc.health.v1 only, plaintext) on %s", address.rsplit(":", 1)[0] + f":{port}")
 

@@ -242,8 +242,16 @@ class ConnectionGuard:
         return int(self._limits.max_resets_per_second * RESET_WINDOW_SECONDS)
 
     def start(self) -> None:
+        """Self-test, then poll. What it needs (the kernel's table, our server in channelz) must be there, or it stays off."""
         if tcp_connections(self.port) is None:
             log.info("%s: no /proc/self/net/tcp here; only gRPC's handshake deadline and connection cap apply", self.name)
+            return
+        if self._server_id is None or self._server_id not in channelz_server_ids():
+            log.warning(
+                "%s: connection guard off: gRPC's channelz does not list this server (channelz disabled?);"
+                " only gRPC's handshake deadline and connection cap apply",
+                self.name,
+            )
             return
         self._task = asyncio.create_task(self._run(), name=f"securechat-connections-{self.port}")
 

@@ -70,6 +70,23 @@ async def test_silent_connections_beyond_max_handshakes_are_closed_and_a_client_
             sock.close()
 
 
+async def test_with_the_guard_switched_off_only_cores_cap_applies(deployment, start, caplog):
+    """limits.connection_guard false: the same 40 silent connections are left open (core refuses beyond its cap), and it is logged."""
+    caplog.set_level(logging.WARNING, logger="securechat.server.app")
+    server = await start(
+        limits={"max_connections": 20, "max_handshakes": 5, "handshake_timeout_seconds": 60, "connection_guard": False}
+    )
+    assert "limits.connection_guard is false" in caplog.text
+    silent = await asyncio.to_thread(silent_connections, server.port, 40)
+    try:
+        await asyncio.sleep(2.5)  # two polls a running guard would have made
+        assert server.guards[0].closed["handshake"] == 0
+        assert closed_by_server(silent) <= 15  # only what core's cap (max_connections + max_handshakes = 25) refused
+    finally:
+        for sock in silent:
+            sock.close()
+
+
 async def test_a_few_silent_connections_within_max_handshakes_are_left_to_the_deadline(deployment, start):
     """Twin: 3 silent connections under max_handshakes 5 stay open (until the deadline) and bob is served at once."""
     server = await start(limits={"max_connections": 20, "max_handshakes": 5, "handshake_timeout_seconds": 60})
