@@ -11,14 +11,17 @@ CLI (`securechat ca token|revoke`) call this; nothing here prints.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from securechat import pki
 from securechat.ca import audit
@@ -26,6 +29,7 @@ from securechat.ca.config import CaConfig, format_duration
 from securechat.ca.database import CaDatabase, CertRecord, TokenRecord, Transaction
 from securechat.ca.metrics import CaMetrics
 from securechat.ca.policy import (
+    MAX_CACHED_VERDICTS,
     ChainVerdicts,
     CsrRequest,
     check_enrolment,
@@ -44,6 +48,15 @@ log = logging.getLogger(__name__)
 
 NEXT_ANCHORS_FILE = "root-next.pem"
 """During a root rollover: the next trust anchors, served by TrustBundle beside the current ones."""
+BUNDLE_RECHECK_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class _LeafFacts:
+    serial: str
+    identity: str
+    spki_sha256: str
+    carried: tuple[str, str, tuple[str, ...]] | None
 
 
 @dataclass(frozen=True)
@@ -54,6 +67,8 @@ class RenewalRequest:
     serial: str
     identity: str
     spki_sha256: str
+    carried: tuple[str, str, tuple[str, ...]] | None = None
+    """(name, kind, SANs as the database writes them) the presented certificate carries, if it names one."""
 
 
 @dataclass(frozen=True)
@@ -80,11 +95,14 @@ class OnlineCa:
         except PkiError as exc:
             raise ConfigError(config.source.name, "certs", str(exc)) from exc
         self._anchors_pem = b"".join(pki.certificate_pem(c) for c in self.anchors)
+        self._chain_tail_pem = b"".join(pki.certificate_pem(c) for c in self.ca.leaf_chain)
+        self._bundle: tuple[float, bytes] | None = None
         self.metrics = metrics or CaMetrics()
         self.metrics.watch_certificates(self.ca.cert, self.anchors)
         self.issuer = self.ca.cert.subject.rfc4514_string()
         self.verdicts = ChainVerdicts(self.anchors, self.ca.leaf_chain, anchors_where=str(self.store.trust_anchor_path))
         self._crl_state: tuple[tuple[int, int, int], checks.RevocationIndex] | None = None
+        self._leaf_facts: OrderedDict[bytes, _LeafFacts] = OrderedDict()
         self.db = CaDatabase(config.database)
         imported = self.import_index()
         if imported:
@@ -96,12 +114,21 @@ class OnlineCa:
     # -- what clients should trust -------------------------------------------
 
     def trust_bundle_pem(self) -> bytes:
-        """The current trust anchors, then the next ones during a rollover (certs/root-next.pem)."""
+        """The current trust anchors, then the next ones during a rollover (certs/root-next.pem).
+
+        The file is looked at once a second at most: every reply carries the
+        bundle, and a rollover is announced days ahead, not milliseconds.
+        """
+        now = time.monotonic()
+        if self._bundle is not None and now - self._bundle[0] < BUNDLE_RECHECK_SECONDS:
+            return self._bundle[1]
         upcoming = self.store.directory / NEXT_ANCHORS_FILE
-        if not upcoming.is_file():
-            return self._anchors_pem
-        pems = [pki.certificate_pem(c) for c in pki.load_certificates(upcoming) if c not in self.anchors]
-        return self._anchors_pem + b"".join(pems)
+        bundle = self._anchors_pem
+        if upcoming.is_file():
+            pems = [pki.certificate_pem(c) for c in pki.load_certificates(upcoming) if c not in self.anchors]
+            bundle += b"".join(pems)
+        self._bundle = (now, bundle)
+        return bundle
 
     # -- tokens --------------------------------------------------------------
 
@@ -203,7 +230,28 @@ class OnlineCa:
         kind and SANs are what the new certificate carries.
         """
         checked = self.check_renewal(csr_pem, presented=presented, proof=proof)
-        return await asyncio.wrap_future(self.db.submit(self._renew_job(checked, caller=caller)))
+        # Signed here, on the event loop, with the identity the presented certificate
+        # carries; the job only checks that the record agrees and stores it (or, if the
+        # record says otherwise, signs what the record says). The writer thread does SQL.
+        presigned = self._presign(checked, caller=caller)
+        return await self.db.run_async(self._renew_job(checked, caller=caller, presigned=presigned))
+
+    def _presign(self, checked: RenewalRequest, *, caller: str) -> Issuance | None:
+        if checked.carried is None:
+            return None
+        name, kind, sans = checked.carried
+        try:
+            return self._issue(
+                checked.request,
+                name=name,
+                kind=kind,
+                sans=[san_from_text(text) for text in sans],
+                via="renew",
+                caller=caller,
+                renewed_from=checked.serial,
+            )
+        except (CaRefusal, PkiError, ValueError):
+            return None  # the job signs from the record, or refuses
 
     def check_renewal(
         self, csr_pem: bytes, *, presented: Sequence[x509.Certificate], proof: tuple[bytes, int] | None
@@ -215,10 +263,11 @@ class OnlineCa:
                 "Renew needs the current certificate: over mTLS, or as current_chain_pem with a signature",
             )
         leaf = presented[0]
-        serial = f"{leaf.serial_number:x}"
-        identity = presented_name(leaf)
+        fingerprint = leaf.fingerprint(hashes.SHA256())
+        facts = self._facts(leaf, fingerprint)
+        serial, identity = facts.serial, facts.identity
         now = dt.datetime.now(dt.timezone.utc)
-        self.verdicts.judge(presented, now=now, crls=self.revocations(), identity=identity)
+        self.verdicts.judge(presented, now=now, crls=self.revocations(), identity=identity, fingerprint=fingerprint)
         try:
             request = parse_csr(csr_pem)
             if proof is not None:
@@ -229,7 +278,7 @@ class OnlineCa:
         except CaRefusal as refusal:
             refusal.identity, refusal.serial = identity, serial
             raise
-        leaf_spki = spki_fingerprint(leaf.public_key())  # type: ignore[arg-type]
+        leaf_spki = facts.spki_sha256
         if request.spki_sha256 == leaf_spki:
             raise CaRefusal(
                 RefusalReason.SAME_KEY,
@@ -237,7 +286,24 @@ class OnlineCa:
                 identity=identity,
                 serial=serial,
             )
-        return RenewalRequest(request=request, serial=serial, identity=identity, spki_sha256=leaf_spki)
+        return RenewalRequest(
+            request=request, serial=serial, identity=identity, spki_sha256=leaf_spki, carried=facts.carried
+        )
+
+    def _facts(self, leaf: x509.Certificate, fingerprint: bytes) -> _LeafFacts:
+        """What the CA reads off a presented leaf, read once per certificate (a kept connection renews it often)."""
+        facts = self._leaf_facts.get(fingerprint)
+        if facts is None:
+            facts = _LeafFacts(
+                serial=f"{leaf.serial_number:x}",
+                identity=presented_name(leaf),
+                spki_sha256=spki_fingerprint(leaf.public_key()),  # type: ignore[arg-type]
+                carried=_carried(leaf),
+            )
+            self._leaf_facts[fingerprint] = facts
+            while len(self._leaf_facts) > MAX_CACHED_VERDICTS:
+                self._leaf_facts.popitem(last=False)
+        return facts
 
     def revocations(self) -> checks.RevocationIndex | None:
         """The CRLs in certs/crl.pem, verified by the core; read again whenever the file changes.
@@ -277,7 +343,9 @@ class OnlineCa:
             f"the CA cannot check revocation now ({why}); try again later",
         )
 
-    def _renew_job(self, checked: RenewalRequest, *, caller: str) -> Callable[[Transaction], Issuance]:
+    def _renew_job(
+        self, checked: RenewalRequest, *, caller: str, presigned: Issuance | None = None
+    ) -> Callable[[Transaction], Issuance]:
         serial = checked.serial
 
         def job(tx: Transaction) -> Issuance:
@@ -312,6 +380,13 @@ class OnlineCa:
                 )
             # Identity, kind and SANs come from the record of what was issued,
             # never from the CSR: a renewal cannot widen a certificate.
+            if presigned is not None and (presigned.record.name, presigned.record.kind, presigned.record.sans) == (
+                current.name,
+                current.kind,
+                current.sans,
+            ):
+                tx.insert_certificate(presigned.record)
+                return presigned
             sans = [san_from_text(text) for text in current.sans]
             return self._sign(
                 tx,
@@ -434,12 +509,30 @@ class OnlineCa:
         caller: str,
         renewed_from: str | None = None,
     ) -> Issuance:
+        issuance = self._issue(
+            request, name=name, kind=kind, sans=sans, via=via, caller=caller, renewed_from=renewed_from
+        )
+        tx.insert_certificate(issuance.record)
+        return issuance
+
+    def _issue(
+        self,
+        request: CsrRequest,
+        *,
+        name: str,
+        kind: str,
+        sans: Sequence[x509.GeneralName],
+        via: str,
+        caller: str,
+        renewed_from: str | None = None,
+    ) -> Issuance:
+        """Sign a certificate and make its record, which is not yet stored: nobody sees it until a job records it."""
         lifetime = self.config.lifetimes.of(kind)
         try:
-            signed = pki.sign_leaf(self.ca, name, request.public_key, kind=kind, sans=sans, lifetime=lifetime)  # type: ignore[arg-type]
+            signed = pki.sign_leaf(self.ca, name, request.public_key, kind=kind, sans=list(sans), lifetime=lifetime)  # type: ignore[arg-type]
         except PkiError as exc:
             raise CaRefusal(RefusalReason.CA_UNAVAILABLE, f"the CA cannot issue now: {exc}", identity=name) from exc
-        chain_pem = b"".join(pki.certificate_pem(c) for c in (signed.cert, *signed.chain))
+        chain_pem = pki.certificate_pem(signed.cert) + self._chain_tail_pem
         record = CertRecord(
             serial=f"{signed.cert.serial_number:x}",
             name=name,
@@ -455,8 +548,19 @@ class OnlineCa:
             chain_pem=chain_pem,
             issuer=self.issuer,
         )
-        tx.insert_certificate(record)
         return Issuance(record, chain_pem)
+
+
+def _carried(leaf: x509.Certificate) -> tuple[str, str, tuple[str, ...]] | None:
+    """What LEAF says it is, as a record would: (CN, kind by its EKUs, SANs as text); None without a CN."""
+    common_names = leaf.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    if len(common_names) != 1 or not isinstance(common_names[0].value, str):
+        return None
+    ekus = checks.extended_key_usages(leaf)
+    server = ExtendedKeyUsageOID.SERVER_AUTH in ekus
+    client = ExtendedKeyUsageOID.CLIENT_AUTH in ekus
+    kind = "peer" if server and client else "server" if server else "client"
+    return common_names[0].value, kind, tuple(pki.san_to_text(n) for n in checks.subject_alternative_names(leaf))
 
 
 def _normalize_serial(text: str) -> str:

@@ -69,10 +69,8 @@ class CsrRequest:
     common_name: str | None
     sans: tuple[x509.GeneralName, ...]
     der: bytes
-
-    @property
-    def spki_sha256(self) -> str:
-        return spki_fingerprint(self.public_key)
+    spki_sha256: str
+    """SHA-256 of the CSR's SubjectPublicKeyInfo: what the record keeps of the key."""
 
 
 def spki_fingerprint(public_key: CertificatePublicKey) -> str:
@@ -125,6 +123,7 @@ def parse_csr(pem: bytes) -> CsrRequest:
         common_name=common_name,
         sans=sans,
         der=csr.public_bytes(serialization.Encoding.DER),
+        spki_sha256=spki_fingerprint(public_key),
     )
 
 
@@ -274,13 +273,17 @@ class ChainVerdicts:
         now: dt.datetime,
         crls: checks.RevocationIndex | None,
         identity: str,
+        fingerprint: bytes | None = None,
     ) -> None:
-        """Raise the CaRefusal for the first problem the core finds with PRESENTED (leaf first) at NOW."""
+        """Raise the CaRefusal for the first problem the core finds with PRESENTED (leaf first) at NOW.
+
+        FINGERPRINT, when the caller has it, is the leaf's SHA-256 fingerprint.
+        """
         leaf = presented[0]
         if crls is not self._crls:
             self._good.clear()
             self._crls = crls
-        key = leaf.fingerprint(hashes.SHA256())
+        key = fingerprint if fingerprint is not None else leaf.fingerprint(hashes.SHA256())
         held = self._good.get(key)
         if held is not None and held.valid_from <= now <= held.valid_until:
             self._good.move_to_end(key)

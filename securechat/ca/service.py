@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import grpc
@@ -38,6 +39,7 @@ from securechat.ca import audit
 from securechat.ca.authority import Issuance, OnlineCa
 from securechat.ca.config import CaConfig, format_duration
 from securechat.ca.metrics import CaMetrics
+from securechat.ca.policy import MAX_CACHED_VERDICTS
 from securechat.ca.refusals import CaRefusal, RefusalReason
 from securechat.errors import ConfigError, PkiError, SecureChatError
 from securechat.protocol import REFUSAL_KEY
@@ -59,12 +61,13 @@ class CaServicer(ca_pb2_grpc.CertificateAuthorityServicer):
         self._ca = authority
         self._metrics = authority.metrics
         self._crash_after_commit = os.environ.get(CRASH_AFTER_COMMIT_ENV) == "1"
+        self._handshakes = HandshakeChains()
 
     async def Enroll(self, request: ca_pb2.EnrollRequest, context: grpc.aio.ServicerContext) -> ca_pb2.CertificateReply:  # noqa: N802
         caller = context.peer()
         try:
             job = self._ca.enroll_job(request.token, request.csr_pem, caller=caller)
-            issuance: Issuance = await asyncio.wrap_future(self._ca.db.submit(job))
+            issuance: Issuance = await self._ca.db.run_async(job)
         except CaRefusal as refusal:
             await self._refuse(context, refusal, caller)
         self._committed()
@@ -85,7 +88,7 @@ class CaServicer(ca_pb2_grpc.CertificateAuthorityServicer):
     async def Renew(self, request: ca_pb2.RenewRequest, context: grpc.aio.ServicerContext) -> ca_pb2.CertificateReply:  # noqa: N802
         caller = context.peer()
         try:
-            presented, proof = _current_certificate(request, context)
+            presented, proof = _current_certificate(request, context, self._handshakes)
             issuance = await self._ca.renew(request.csr_pem, presented=presented, proof=proof, caller=caller)
         except CaRefusal as refusal:
             await self._refuse(context, refusal, caller)
@@ -131,8 +134,33 @@ class CaServicer(ca_pb2_grpc.CertificateAuthorityServicer):
         await context.abort(refusal.code, refusal.message)
 
 
+class HandshakeChains:
+    """Handshake certificates as parsed chains, parsed once per connection's PEM (bounded; a kept connection
+    sends the same certificate with every call)."""
+
+    def __init__(self, size: int = MAX_CACHED_VERDICTS) -> None:
+        self.size = size
+        self._parsed: OrderedDict[tuple[bytes, bytes], list[x509.Certificate]] = OrderedDict()
+
+    def chain(self, leaf_pem: bytes, chain_pem: bytes) -> list[x509.Certificate]:
+        """The leaf, and what else the peer sent (core lists that chain in its own order)."""
+        key = (leaf_pem, chain_pem)
+        found = self._parsed.get(key)
+        if found is not None:
+            return found
+        leaf = checks.parse_certificates(leaf_pem, where="the handshake's client certificate")
+        if isinstance(leaf, checks.Problem):
+            raise CaRefusal(RefusalReason.NO_CERTIFICATE, leaf.message.rstrip("."))
+        sent = checks.parse_certificates(chain_pem, where="the handshake") if chain_pem else []
+        chain = [leaf[0], *(c for c in sent if c != leaf[0])] if isinstance(sent, list) else [leaf[0]]
+        self._parsed[key] = chain
+        while len(self._parsed) > self.size:
+            self._parsed.popitem(last=False)
+        return chain
+
+
 def _current_certificate(
-    request: ca_pb2.RenewRequest, context: grpc.aio.ServicerContext
+    request: ca_pb2.RenewRequest, context: grpc.aio.ServicerContext, handshakes: HandshakeChains
 ) -> tuple[list[x509.Certificate], tuple[bytes, int] | None]:
     """The caller's current chain: from the mTLS handshake, else from the request with its proof.
 
@@ -142,13 +170,7 @@ def _current_certificate(
     auth = context.auth_context()
     handshake = auth.get("x509_pem_cert")
     if handshake:
-        # The leaf, and what else the peer sent (core lists that chain in its own order).
-        chain = checks.parse_certificates(b"".join(handshake), where="the handshake's client certificate")
-        if isinstance(chain, checks.Problem):
-            raise CaRefusal(RefusalReason.NO_CERTIFICATE, chain.message.rstrip("."))
-        sent = checks.parse_certificates(b"".join(auth.get("x509_pem_cert_chain") or ()), where="the handshake")
-        others = [c for c in sent if c != chain[0]] if isinstance(sent, list) else []
-        return [chain[0], *others], None
+        return handshakes.chain(b"".join(handshake), b"".join(auth.get("x509_pem_cert_chain") or ())), None
     if not request.current_chain_pem:
         raise CaRefusal(
             RefusalReason.NO_CERTIFICATE,

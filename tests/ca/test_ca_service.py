@@ -16,6 +16,7 @@ from cryptography.x509.oid import NameOID
 
 from securechat import pki
 from securechat._gen import ca_pb2, ca_pb2_grpc
+from securechat.ca.authority import BUNDLE_RECHECK_SECONDS
 from securechat.ca.client import CaClient, CaError, make_csr
 from securechat.ca.policy import proof_message, sign_proof
 from securechat.ca.service import RunningCa
@@ -351,6 +352,7 @@ async def test_trust_bundle_serves_the_root(ca_client: tuple[RunningCa, CaClient
     assert await client.trust_bundle() == ca_env.trust_pem
     next_root = pki.create_root_ca(common_name="securechat CA 2")
     (ca_env.store.directory / "root-next.pem").write_bytes(pki.certificate_pem(next_root.cert))
+    await asyncio.sleep(BUNDLE_RECHECK_SECONDS + 0.1)  # the CA looks at the file once a second at most
     bundle = x509.load_pem_x509_certificates(await client.trust_bundle())
     assert bundle == [pki.load_certificate(ca_env.store.root_cert_path), next_root.cert]
 
