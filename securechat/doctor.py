@@ -39,19 +39,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import yaml
 from cryptography import x509
 
 from securechat import pki
-from securechat.config import ClientConfig, ServerConfig, load_client_config, load_server_config
-from securechat.errors import SecureChatError
+from securechat.config import ClientConfig, ServerConfig, crl_location, load_client_config, load_server_config
+from securechat.config.yaml_reader import config_source, read_yaml
+from securechat.errors import ConfigError, SecureChatError
 from securechat.tls import checks, failures
 from securechat.tls.checks import CHAIN_CODES, Code, Problem, Purpose, RevocationIndex
 from securechat.tls.material import shown
 from securechat.tls.revocation import CrlFileError, load_crls, read_crl_file
 
 if TYPE_CHECKING:
-    from securechat.ca.config import RenewConfig
+    from securechat.config.ca import RenewConfig
 
 TIMEOUT = 5.0
 
@@ -73,12 +73,14 @@ class Finding:
 def run_checks(path: str | os.PathLike[str], *, timeout: float = TIMEOUT) -> list[Finding]:
     """Check the config at PATH: a client config (it has `target`) or a server config."""
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError, UnicodeDecodeError):
-        data = None
+        data = read_yaml(config_source(path))  # the one bounded reader: a FIFO or billion laughs is one finding
+    except ConfigError:
+        data = None  # the loader below reports it
     is_client = isinstance(data, dict) and "target" in data
     try:
-        config = load_client_config(Path(path)) if is_client else load_server_config(Path(path))
+        config = load_client_config(path) if is_client else load_server_config(path)
+    except ConfigError as exc:
+        return [Finding(False, "config", str(problem), "Fix the config file.") for problem in exc.problems]
     except SecureChatError as exc:
         return [Finding(False, "config", str(exc), "Fix the config file.")]
     findings = [
@@ -316,8 +318,6 @@ def cert_name(cert: x509.Certificate) -> str:
 
 
 def _server_checks(config: ServerConfig) -> list[Finding]:
-    from securechat.server.lifecycle import crl_location
-
     report = _Report()
     if config.tls is None:
         report.fail("tls", "insecure: true serves plaintext", "Configure tls (see 'securechat quickstart').")

@@ -3,18 +3,21 @@
     SecureChatError            one line: what is wrong, where, how to fix it
     ├── PkiError               issuing, loading or inspecting certificates
     │   └── FileExistsRefused  a key or certificate would be overwritten
-    ├── ConfigError            a YAML config is wrong (names file and field)
+    ├── ConfigError            a YAML config is wrong: every problem of the file, one per line
+    ├── InputFileError         an input file is not a regular file, or is larger than its limit
     ├── ConnectError           a client could not reach or trust the server
     └── BrokerError            the message broker (NATS JetStream) failed
         ├── BrokerUnavailable  not connected / no answer: the message was not accepted
         └── OutOfRange         a resume id is older than the history still held
 
-The CLI prints `str(error)` as one line and exits non-zero; library code
-never prints. Lower-layer exceptions are chained with `raise ... from exc`.
+The CLI prints `str(error)` -- one line, or one line per problem for a
+ConfigError -- and exits non-zero; library code never prints. Lower-layer exceptions are chained with `raise ... from exc`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -40,20 +43,72 @@ class FileExistsRefused(PkiError):
         super().__init__(f"{path} already exists; refusing to overwrite it. Pass --force to replace it.")
 
 
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One thing wrong with a config: the file (or flag), the dotted field, what is wrong and the fix."""
+
+    source: str
+    field: str | None
+    problem: str
+    fix: str = ""
+    code: str | None = None
+    """The machine-readable reason when a TLS check decided it (securechat.tls.checks.Code)."""
+
+    def __str__(self) -> str:
+        where = f"{self.source}: {self.field}" if self.field else self.source
+        return f"{where}: {self.problem} {self.fix}" if self.fix else f"{where}: {self.problem}"
+
+
 class ConfigError(SecureChatError):
-    """A config file is invalid: names the file, the field and the fix."""
+    """A config file is invalid: names the file, the field and the fix, for every problem found.
+
+    `problems` holds each problem of the file (at least one), in the order
+    they were found; `str()` is one line per problem. `source`, `field`,
+    `problem` and `fix` are the first problem's.
+    """
 
     def __init__(self, source: str, field: str | None, problem: str, fix: str = "", *, code: str | None = None) -> None:
-        self.source = source
-        self.field = field
+        self._init((ConfigProblem(source, field, problem, fix, code=code),))
+
+    @classmethod
+    def from_problems(cls, problems: Sequence[ConfigProblem]) -> ConfigError:
+        """One error carrying every problem in PROBLEMS (which must not be empty)."""
+        if not problems:
+            raise ValueError("a ConfigError needs at least one problem")
+        error = cls.__new__(cls)
+        error._init(tuple(problems))
+        return error
+
+    def _init(self, problems: tuple[ConfigProblem, ...]) -> None:
+        self.problems = problems
+        first = problems[0]
+        self.source = first.source
+        self.field = first.field
+        self.problem = first.problem
+        self.fix = first.fix
+        self.code = first.code  # the machine-readable reason when a TLS check decided it (securechat.tls.checks.Code)
+        super().__init__("\n".join(str(item) for item in problems))
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Exceptions pickle through their args; rebuild from the problems instead.
+        return (ConfigError.from_problems, (self.problems,))
+
+
+class InputFileError(SecureChatError):
+    """An input file was refused before reading: not a regular file (a FIFO, a device, a directory) or too large.
+
+    `path`, `problem` and `fix` are data, so a config loader can name its field:
+    `str()` is `PATH PROBLEM FIX`.
+    """
+
+    def __init__(self, path: str, problem: str, fix: str) -> None:
+        self.path = path
         self.problem = problem
         self.fix = fix
-        self.code = code  # the machine-readable reason when a TLS check decided it (securechat.tls.checks.Code)
-        where = f"{source}: {field}" if field else source
-        text = f"{where}: {problem}"
-        if fix:
-            text += f" {fix}"
-        super().__init__(text)
+        super().__init__(f"{path} {problem} {fix}")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (InputFileError, (self.path, self.problem, self.fix))
 
 
 class ConnectError(SecureChatError):

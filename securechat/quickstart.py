@@ -9,8 +9,13 @@ from pathlib import Path
 from securechat import pki
 from securechat.config import DEFAULT_PORT
 from securechat.errors import FileExistsRefused
+from securechat.pki.atomic import ensure_private_directory, write_atomic
 
 CLIENTS = ("alice", "bob")
+CONFIG_MODE = 0o644
+"""Configs hold paths, not secrets: readable, written by the owner only."""
+CONFIG_DIR_MODE = 0o755
+"""The directory of the configs: never group- or world-writable, whatever the umask."""
 
 SERVER_YAML = f"""\
 # securechat server config, made by `securechat quickstart`.
@@ -51,19 +56,21 @@ def make_quickstart(directory: Path | str, *, force: bool = False) -> Quickstart
     configs = {"server": directory / "server.yaml", **{name: directory / f"{name}.yaml" for name in CLIENTS}}
     if not force:
         for path in configs.values():
-            if path.exists():
+            if os.path.lexists(path):  # a dangling symlink is in the way too
                 raise FileExistsRefused(path)
     store = pki.CertStore(directory / "certs")
     store.refuse_overwrite(["server", *CLIENTS], force=force)
-    directory.mkdir(parents=True, exist_ok=True)
+    # Exact modes whatever the umask: DIR 0755 (configs name paths, no secrets;
+    # a server running as another user can read them), DIR/certs 0700.
+    ensure_private_directory(directory, mode=CONFIG_DIR_MODE)
     ca = store.init_ca(force=force)
     store.write_leaves(
         [pki.issue_server_cert(ca, "server"), *(pki.issue_client_cert(ca, name) for name in CLIENTS)],
         force=force,
     )
-    _write_text(configs["server"], SERVER_YAML)
+    _write_text(configs["server"], SERVER_YAML, force=force)
     for name in CLIENTS:
-        _write_text(configs[name], CLIENT_YAML.format(name=name, port=DEFAULT_PORT))
+        _write_text(configs[name], CLIENT_YAML.format(name=name, port=DEFAULT_PORT), force=force)
     return Quickstart(
         directory=directory,
         certs=store.directory,
@@ -72,8 +79,7 @@ def make_quickstart(directory: Path | str, *, force: bool = False) -> Quickstart
     )
 
 
-def _write_text(path: Path, text: str) -> None:
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.write_text(text)
-    os.chmod(temp, 0o644)
-    os.replace(temp, path)
+def _write_text(path: Path, text: str, *, force: bool) -> None:
+    # A fresh O_EXCL|O_NOFOLLOW temp file, then a rename or no-clobber link:
+    # a name planted in DIR (say a .alice.yaml.tmp symlink) is never followed.
+    write_atomic(path, text.encode(), CONFIG_MODE, replace_existing=force)

@@ -1,6 +1,6 @@
 """The broker: where a room's events get their ids, order and history.
 
-    config.py     broker: section -> BrokerConfig (memory | nats), checked like the rest of the config
+    (config)      the broker: section is securechat.config.broker (BrokerConfig, memory | nats)
     subjects.py   room name <-> one NATS subject token ('.' and '_' escaped)
     tls.py        ssl.SSLContext for the mTLS link to NATS (our CA, a client cert per replica)
     jetstream.py  JetStreamBroker: publish (idempotent per msg_id), history, live subscriptions
@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from securechat.broker.config import BrokerConfig, BrokerTls, Retention, load_broker_config, parse_broker
 from securechat.broker.subjects import room_subject, room_token, token_room, validate_room
+from securechat.config.broker import BrokerConfig, BrokerTls, Retention, load_broker_config, parse_broker
 from securechat.errors import BrokerError, BrokerUnavailable, OutOfRange
 
 

@@ -58,9 +58,9 @@ from nats.aio.msg import Msg
 from nats.js import api
 
 from securechat._gen import chat_pb2
-from securechat.broker.config import BrokerConfig
 from securechat.broker.subjects import room_subject, room_subject_prefix, validate_room
 from securechat.broker.tls import client_context
+from securechat.config.broker import BrokerConfig
 from securechat.errors import BrokerError, BrokerUnavailable, OutOfRange
 
 log = logging.getLogger(__name__)

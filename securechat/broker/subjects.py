@@ -19,7 +19,6 @@ from __future__ import annotations
 import re
 
 ROOM_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-STREAM_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}")
 
 _ESCAPES = {"_": "_5F", ".": "_2E"}
 _UNESCAPE = re.compile(r"_(5F|2E)")

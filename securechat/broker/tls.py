@@ -13,8 +13,9 @@ import ssl
 
 from cryptography import x509
 
-from securechat.broker.config import BrokerConfig
-from securechat.errors import ConfigError
+from securechat.config.broker import BrokerConfig
+from securechat.errors import ConfigError, InputFileError
+from securechat.files import CERTIFICATE_LIMIT, KEY_LIMIT, read_regular_file, require_regular_file
 from securechat.tls import checks
 
 
@@ -23,6 +24,18 @@ def client_context(config: BrokerConfig) -> ssl.SSLContext:
     tls = config.tls
     if tls is None:
         raise config.error("tls", "missing: the link to NATS is mutual TLS.", "Add tls: {ca, cert, key}.")
+    # OpenSSL opens these paths itself: refuse a FIFO or device first (it would block or never end).
+    for field, path, limit, what in (
+        ("tls.ca", tls.ca, CERTIFICATE_LIMIT, "CA certificate"),
+        ("tls.cert", tls.cert, CERTIFICATE_LIMIT, "certificate"),
+        ("tls.key", tls.key, KEY_LIMIT, "private key"),
+    ):
+        try:
+            require_regular_file(path, limit=limit, what=what)
+        except InputFileError as exc:
+            raise config.error(field, f"{path} {exc.problem}", exc.fix) from exc
+        except OSError:
+            pass  # missing or unreadable: the load below words it
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verify_mode CERT_REQUIRED, check_hostname on
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
@@ -59,8 +72,9 @@ def _check_own_certificate(config: BrokerConfig) -> None:
     """The decision core's verdict on our certificate as a client leaf; ConfigError for its first problem."""
     assert config.tls is not None
     try:
-        leaf = x509.load_pem_x509_certificates(config.tls.cert.read_bytes())[0]
-    except (OSError, ValueError):
+        data = read_regular_file(config.tls.cert, limit=CERTIFICATE_LIMIT, what="certificate")
+        leaf = x509.load_pem_x509_certificates(data)[0]
+    except (OSError, ValueError, InputFileError):
         return  # ssl has just loaded it: a file that changed under us is the next load's problem
     problems = checks.check_leaf(leaf, purpose=checks.Purpose.CLIENT, where=str(config.tls.cert))
     if problems:

@@ -1,6 +1,6 @@
 """The online CA: short-lived certificates on request, renewed by their holders, revoked passively.
 
-    config.py     ca.yaml -> CaConfig (lifetimes, tokens, ports, database)
+    (config)      ca.yaml is securechat.config.ca (CaConfig: lifetimes, tokens, ports, database)
     tokens.py     single-use enrolment tokens, stored only as a hash
     database.py   SQLite (WAL) with group commit: durable before a reply
     policy.py     CSR checks, renewal proofs, the chain check adapter

@@ -25,7 +25,6 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from securechat import pki
 from securechat.ca import audit
-from securechat.ca.config import CaConfig, format_duration
 from securechat.ca.database import CaDatabase, CertRecord, TokenRecord, Transaction
 from securechat.ca.metrics import CaMetrics
 from securechat.ca.policy import (
@@ -40,6 +39,7 @@ from securechat.ca.policy import (
 )
 from securechat.ca.refusals import CaRefusal, RefusalReason
 from securechat.ca.tokens import TokenGrant, grant_for, mint_token, san_from_text, token_hash
+from securechat.config.ca import CaConfig, format_duration
 from securechat.errors import ConfigError, PkiError
 from securechat.tls import checks
 from securechat.tls.revocation import CrlFileError, load_crls, read_crl_file

@@ -46,8 +46,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from securechat.ca.config import Lifetimes
 from securechat.ca.refusals import CaRefusal, RefusalReason
+from securechat.config.ca import Lifetimes
 from securechat.pki import CertificatePublicKey, san_to_text
 from securechat.tls import checks, names
 

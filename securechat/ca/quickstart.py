@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from securechat import pki
-from securechat.ca.config import DEFAULT_CA_PORT, DEFAULT_LIFETIME, MIN_LIFETIME, format_duration
 from securechat.config import DEFAULT_PORT
+from securechat.config.ca import DEFAULT_CA_PORT, DEFAULT_LIFETIME, MIN_LIFETIME, format_duration
 from securechat.errors import FileExistsRefused
 
 CLIENTS = ("alice", "bob")

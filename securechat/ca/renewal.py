@@ -48,8 +48,8 @@ from securechat.ca.client import (
     presents_client_certificate,
     write_credentials,
 )
-from securechat.ca.config import RenewConfig
 from securechat.ca.policy import purpose_of
+from securechat.config.ca import RenewConfig
 from securechat.errors import PkiError, SecureChatError
 from securechat.tls import checks
 

@@ -37,10 +37,10 @@ from securechat import pki
 from securechat._gen import ca_pb2, ca_pb2_grpc
 from securechat.ca import audit
 from securechat.ca.authority import Issuance, OnlineCa
-from securechat.ca.config import CaConfig, format_duration
 from securechat.ca.metrics import CaMetrics
 from securechat.ca.policy import MAX_CACHED_VERDICTS
 from securechat.ca.refusals import CaRefusal, RefusalReason
+from securechat.config.ca import CaConfig, format_duration
 from securechat.errors import ConfigError, PkiError, SecureChatError
 from securechat.protocol import REFUSAL_KEY
 from securechat.tls import checks

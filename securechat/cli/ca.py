@@ -62,7 +62,7 @@ def serve(
 
     Example: securechat ca serve --config ca.yaml --listen 127.0.0.1:50052
     """
-    from securechat.ca.config import load_ca_config
+    from securechat.config.ca import load_ca_config
     from securechat.logs import configure_logging
 
     settings = load_ca_config(config, listen=listen)
@@ -73,8 +73,8 @@ def serve(
 async def _serve(settings: object) -> None:
     import logging
 
-    from securechat.ca.config import CaConfig, format_duration
     from securechat.ca.service import start_ca_server
+    from securechat.config.ca import CaConfig, format_duration
 
     assert isinstance(settings, CaConfig)
     log = logging.getLogger("securechat.ca")
@@ -125,7 +125,7 @@ def token(
     Example: securechat ca token alice --config ca.yaml --ttl 15m
     """
     from securechat.ca.authority import OnlineCa
-    from securechat.ca.config import load_ca_config, parse_duration
+    from securechat.config.ca import load_ca_config, parse_duration
     from securechat.errors import PkiError
 
     settings = load_ca_config(config)
@@ -180,7 +180,7 @@ def revoke(
     """
     from securechat import pki
     from securechat.ca.authority import OnlineCa
-    from securechat.ca.config import load_ca_config
+    from securechat.config.ca import load_ca_config
 
     authority = OnlineCa(load_ca_config(config))
     try:

@@ -35,12 +35,16 @@ def __getattr__(name: str) -> Console:
 
 
 def fail(message: str, *, code: int = 1) -> NoReturn:
-    """Print `error: message` on stderr as one line and exit with code."""
+    """Print `error: message` on stderr and exit with code; each line of MESSAGE gets its own `error:`.
+
+    A ConfigError holds every problem of a file, one per line.
+    """
     # Text, not markup: a message may hold '[...]' or ':cd:' (fingerprints,
     # paths, YAML) that Rich would otherwise read as markup or emoji codes.
     from rich.text import Text
 
-    console(stderr=True).print(Text.assemble(("error:", "bold red"), " ", message), soft_wrap=True, emoji=False)
+    for line in message.splitlines() or [""]:
+        console(stderr=True).print(Text.assemble(("error:", "bold red"), " ", line), soft_wrap=True, emoji=False)
     sys.exit(code)
 
 

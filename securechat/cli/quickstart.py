@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from securechat.cli.output import reports_errors, stdout
+from securechat.cli.output import reports_errors, stdout, warn
 from securechat.quickstart import make_quickstart
 
 
@@ -31,6 +32,8 @@ def quickstart(
     Example: securechat quickstart --dir demo && securechat serve --config demo/server.yaml
     Example: securechat quickstart --ca-service --dir demo && securechat ca serve --config demo/ca.yaml
     """
+    if directory.is_symlink():
+        warn(f"{directory} is a symbolic link to {os.readlink(directory)}; the certs and configs are written there.")
     if ca_service:
         _ca_quickstart(directory, force=force, lifetime=ca_lifetime)
         return
@@ -46,8 +49,8 @@ def quickstart(
 
 
 def _ca_quickstart(directory: Path, *, force: bool, lifetime: str) -> None:
-    from securechat.ca.config import parse_duration
     from securechat.ca.quickstart import make_ca_quickstart
+    from securechat.config.ca import parse_duration
     from securechat.errors import PkiError
 
     try:

@@ -8,19 +8,24 @@
     keys.py      key types, key generation, key_matches_certificate
     pem.py       load_certificate(s), load_private_key — errors name the file
     inspect.py   summarize -> CertSummary, EKUs, is_signed_by — data, not text
-    store.py     CertStore: the certs directory, atomic writes, index.json,
-                 bulk issuance (issue_clients), renewal and revocation, and a
-                 hierarchy (init_hierarchy, write_intermediate)
+    store.py     CertStore: issue into the certs directory, load the CA (flat, or a root and
+                 its intermediate: init_hierarchy, write_intermediate), renew, revoke
+    layout.py    CertsLayout: where files live in the certs directory, and their modes
+    index.py     IndexEntry, parse_index / render_index — the index.json format
+    atomic.py    atomic, no-clobber, umask-proof writes; 0700 directories; replace_files
+    policy.py    what renewal and revocation mean for the index (pure decisions)
     workers.py   run_in_forks — bulk issuance on every CPU
     revoke.py    reason codes, build_crl / load_crl — the signed CRL
     expiry.py    judge_expiry — "expires soon" relative to the lifetime and renewal
-    export.py    pkcs12_bundle — PKCS#12 for browsers and Java
+    export.py    pkcs12_bundle — PKCS#12 for browsers and Java; kubernetes_tls_secret
+    secrets.py   read_secret_file — passphrase and password files
 
-Library code here never prints or exits; `securechat.cli.certs` does.
+Library code here never prints or exits; `securechat.cli.certs` (a package) does.
 """
 
 from __future__ import annotations
 
+from securechat.pki.atomic import ensure_private_directory, replace_files, write_private_file
 from securechat.pki.ca import (
     DEFAULT_CA_COMMON_NAME,
     INTERMEDIATE_DEFAULT_DAYS,
@@ -30,7 +35,8 @@ from securechat.pki.ca import (
     issue_intermediate,
 )
 from securechat.pki.expiry import ExpiryVerdict, judge_expiry, renew_by
-from securechat.pki.export import pkcs12_bundle
+from securechat.pki.export import kubernetes_tls_secret, pkcs12_bundle
+from securechat.pki.index import INDEX_VERSION, IndexEntry, parse_index, render_index
 from securechat.pki.inspect import (
     CertSummary,
     days_left,
@@ -65,6 +71,7 @@ from securechat.pki.keys import (
     key_matches_certificate,
     key_type_name,
 )
+from securechat.pki.layout import CA_KEY_MODE, CERT_MODE, DIR_MODE, KEY_MODE, CertsLayout
 from securechat.pki.names import check_name_constraints, parse_san, san_to_text, spiffe_id, validate_name
 from securechat.pki.pem import (
     certificate_pem,
@@ -73,8 +80,10 @@ from securechat.pki.pem import (
     load_private_key,
     private_key_pem,
 )
+from securechat.pki.policy import RenewalCheck, normalize_serial, parse_renewal_window, renewal_point
 from securechat.pki.revoke import (
     CRL_DEFAULT_DAYS,
+    CRL_MAX_DAYS,
     REASONS,
     Revocation,
     RevokedSet,
@@ -85,18 +94,8 @@ from securechat.pki.revoke import (
     parse_crl,
     reason_of,
 )
-from securechat.pki.store import (
-    CA_KEY_MODE,
-    CERT_MODE,
-    DIR_MODE,
-    INDEX_VERSION,
-    KEY_MODE,
-    CertStore,
-    IndexEntry,
-    WrittenLeaf,
-    replace_files,
-    write_private_file,
-)
+from securechat.pki.secrets import is_encrypted_key_file, read_secret_file
+from securechat.pki.store import CertStore, WrittenLeaf
 from securechat.pki.validity import (
     CA_DEFAULT_DAYS,
     CA_MAX_DAYS,
@@ -110,6 +109,7 @@ from securechat.pki.validity import (
 
 __all__ = [
     "CRL_DEFAULT_DAYS",
+    "CRL_MAX_DAYS",
     "REASONS",
     "Revocation",
     "RevokedSet",
@@ -120,6 +120,9 @@ __all__ = [
     "load_crl",
     "parse_crl",
     "pkcs12_bundle",
+    "kubernetes_tls_secret",
+    "is_encrypted_key_file",
+    "read_secret_file",
     "reason_of",
     "reissue",
     "ExpiryVerdict",
@@ -150,6 +153,14 @@ __all__ = [
     "LEAF_DEFAULT_DAYS",
     "LEAF_MAX_DAYS",
     "CertStore",
+    "CertsLayout",
+    "RenewalCheck",
+    "renewal_point",
+    "ensure_private_directory",
+    "normalize_serial",
+    "parse_index",
+    "parse_renewal_window",
+    "render_index",
     "CertSummary",
     "CertificateAuthority",
     "IndexEntry",

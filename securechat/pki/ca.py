@@ -88,6 +88,14 @@ def subject_name(common_name: str) -> x509.Name:
         raise PkiError(
             f"common name {common_name[:20]!r} must be 1 to {MAX_NAME_LENGTH} characters. Pass a shorter --name."
         )
+    if not common_name.isprintable() or common_name != common_name.strip():
+        # A newline or escape in a subject reaches every log line and terminal that
+        # prints an issuer name; isprintable() is False for control, format (bidi)
+        # and separator characters other than the plain space.
+        raise PkiError(
+            f"common name {common_name[:40]!r} holds a control character or surrounding space."
+            " Pass a --name of printable text."
+        )
     return x509.Name(
         [
             # Most significant first (O before CN), as RFC 4514 renders it reversed.

@@ -1,4 +1,4 @@
-"""Export a leaf to PKCS#12 for browsers, Java and other keystores.
+"""Export a leaf: PKCS#12 for browsers, Java and other keystores; a Kubernetes TLS Secret.
 
 The bundle holds the key, the certificate and the CA certificate (so a
 Java trust store can be built from it too), encrypted with the password the
@@ -8,6 +8,8 @@ default; Java reads it since 8u301. The legacy RC2/3DES form is not offered.
 """
 
 from __future__ import annotations
+
+import base64
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -42,3 +44,23 @@ def pkcs12_bundle(
     return pkcs12.serialize_key_and_certificates(
         name.encode(), key, cert, [ca_cert] if ca_cert is not None else None, encryption
     )
+
+
+def kubernetes_tls_secret(
+    *, secret_name: str, namespace: str | None, cert_pem: bytes, key_pem: bytes, ca_pem: bytes
+) -> dict[str, object]:
+    """A kubernetes.io/tls Secret holding tls.crt, tls.key and ca.crt -- the file names cert-manager writes."""
+    metadata: dict[str, str] = {"name": secret_name}
+    if namespace:
+        metadata["namespace"] = namespace
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": metadata,
+        "type": "kubernetes.io/tls",
+        "data": {
+            "tls.crt": base64.b64encode(cert_pem).decode(),
+            "tls.key": base64.b64encode(key_pem).decode(),
+            "ca.crt": base64.b64encode(ca_pem).decode(),
+        },
+    }

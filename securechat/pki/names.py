@@ -41,6 +41,9 @@ RESERVED_NAMES = frozenset({"ca", "crl", "index"})
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 _NAME_RE = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
 _SPIFFE_TRUST_DOMAIN_RE = re.compile(r"[a-z0-9._-]{1,255}")
+_DOTTED_NUMBERS = re.compile(r"[0-9]+(?:\.[0-9]*)*")
+_IPV6_CHARACTERS = re.compile(r"[0-9A-Fa-f:.]+")
+_NUMERIC_LAST_LABEL = re.compile(r"(?:[^.]*\.)+[0-9]+\.?")
 
 
 def validate_name(name: str) -> str:
@@ -99,6 +102,21 @@ def parse_san(text: str) -> x509.GeneralName:
         return x509.IPAddress(ipaddress.ip_address(value))
     except ValueError:
         pass
+    # RFC 1123 2.1: a host name's last label is never all digits, so anything
+    # that reads as an address but is not one is a mistyped IP: 999.1.1.1,
+    # 1.2.3, or 010.0.0.1 (leading zeros, octal in some parsers; refused by
+    # ipaddress since Python 3.9.5). Never let those become DNS names.
+    if _DOTTED_NUMBERS.fullmatch(value):
+        raise PkiError(
+            f"SAN {text!r} is not a valid IPv4 address. Write four numbers 0-255 without leading zeros, e.g. '10.0.0.5'."
+        )
+    if ":" in value and _IPV6_CHARACTERS.fullmatch(value):
+        raise PkiError(f"SAN {text!r} is not a valid IPv6 address. Write it like '::1' or 'fd00::5'.")
+    if _NUMERIC_LAST_LABEL.fullmatch(value):
+        raise PkiError(
+            f"SAN {text!r} is not a DNS name: its last label is all digits, which reads as an address."
+            " Use a host name such as 'api.example.com', or an IP such as '10.0.0.5'."
+        )
     host = value.lower()
     if not host.isascii():
         raise PkiError(f"SAN {text!r} is not ASCII. Give the IDNA A-label instead (the 'xn--...' form).")

@@ -7,19 +7,22 @@ data or a passphrase.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from securechat.errors import PkiError
+from securechat.errors import InputFileError, PkiError
+from securechat.files import CERTIFICATE_LIMIT, KEY_LIMIT, read_regular_file
 from securechat.pki.keys import PrivateKey
 
 
 def _read(path: str | os.PathLike[str], what: str) -> bytes:
+    limit = KEY_LIMIT if what == "key" else CERTIFICATE_LIMIT
     try:
-        return Path(path).read_bytes()
+        return read_regular_file(path, limit=limit, what=what)
+    except InputFileError as exc:
+        raise PkiError(str(exc)) from exc
     except FileNotFoundError:
         raise PkiError(f"{path} not found. Check the path, or issue the {what} with 'securechat certs'.") from None
     except IsADirectoryError:

@@ -35,6 +35,8 @@ from securechat.tls import checks
 
 CRL_DEFAULT_DAYS = 30
 """How long a CRL stays current; `certs revoke` and `certs crl` sign a new one."""
+CRL_MAX_DAYS = 3650
+"""A CRL's nextUpdate at most ten years out (it is capped at the CA's expiry anyway)."""
 
 REASONS: dict[str, x509.ReasonFlags] = {
     "unspecified": x509.ReasonFlags.unspecified,
@@ -75,6 +77,11 @@ def build_crl(
     """Sign a CRL listing REVOKED, with cRLNumber NUMBER, current for DAYS."""
     if days < 1:
         raise PkiError(f"--days {days} is too short for a CRL. Use --days 1 or more.")
+    if days > CRL_MAX_DAYS:
+        # Checked before timedelta(days=...), which overflows past 999,999,999 days.
+        raise PkiError(
+            f"--days {days} is too long for a CRL: at most {CRL_MAX_DAYS}. Use --days {CRL_MAX_DAYS} or less."
+        )
     this_update = (now or utc_now()) - CLOCK_SKEW_BACKDATE
     next_update = min(this_update + CLOCK_SKEW_BACKDATE + dt.timedelta(days=days), ca.cert.not_valid_after_utc)
     aki = authority_key_identifier(ca)
@@ -122,7 +129,9 @@ def parse_crl(data: bytes, *, where: str) -> x509.CertificateRevocationList:
             return x509.load_pem_x509_crl(data)
         return x509.load_der_x509_crl(data)
     except ValueError as exc:
-        raise PkiError(f"{where} is not a readable CRL. Write it with 'securechat certs revoke' or 'certs crl'.") from exc
+        raise PkiError(
+            f"{where} is not a readable CRL. Write it with 'securechat certs revoke' or 'certs crl'."
+        ) from exc
 
 
 def crl_signer(crl: x509.CertificateRevocationList, cas: Sequence[x509.Certificate]) -> x509.Certificate | None:

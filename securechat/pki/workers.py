@@ -79,7 +79,9 @@ def split(items: Sequence[T], parts: int) -> list[Sequence[T]]:
     return slices
 
 
-def run_in_forks(job: Callable[[Sequence[T]], R], slices: Sequence[Sequence[T]], *, abandon: Callable[[R], None]) -> list[R]:
+def run_in_forks(
+    job: Callable[[Sequence[T]], R], slices: Sequence[Sequence[T]], *, abandon: Callable[[R], None]
+) -> list[R]:
     """JOB(slice) for every slice at once; the results in slice order.
 
     The first slice runs here, the rest in forked children. If any slice

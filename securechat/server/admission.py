@@ -27,6 +27,7 @@ from securechat.protocol import Reason, Refusal
 
 log = logging.getLogger(__name__)
 
+
 class TokenBucket:
     """`rate` tokens per second, at most `burst` saved; one token per message."""
 
@@ -65,7 +66,11 @@ class Admission:
     def open_stream(self, identity: str, peer: str) -> Refusal | None:
         limits = self._limits
         if self._streams[identity] >= limits.max_streams_per_identity:
-            log.warning("refused a chat stream of %s: RESOURCE_EXHAUSTED (max_streams_per_identity %d)", identity, limits.max_streams_per_identity)
+            log.warning(
+                "refused a chat stream of %s: RESOURCE_EXHAUSTED (max_streams_per_identity %d)",
+                identity,
+                limits.max_streams_per_identity,
+            )
             return Refusal(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 Reason.TOO_MANY_STREAMS,
@@ -75,7 +80,9 @@ class Admission:
         if peer not in self._connections and len(self._connections) >= limits.max_connections:
             log.warning(
                 "connection limit reached: %d connections with open streams (limits.max_connections); refusing %s from %s",
-                limits.max_connections, identity, peer,
+                limits.max_connections,
+                identity,
+                peer,
             )
             return Refusal(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -85,7 +92,10 @@ class Admission:
         self._streams[identity] += 1
         self._connections[peer] += 1
         if len(self._connections) == limits.max_connections:
-            log.warning("connection limit reached: %d connections (limits.max_connections); new ones are refused until one closes", limits.max_connections)
+            log.warning(
+                "connection limit reached: %d connections (limits.max_connections); new ones are refused until one closes",
+                limits.max_connections,
+            )
         if identity not in self._buckets:
             self._buckets[identity] = TokenBucket(limits.max_messages_per_second, limits.message_burst)
         return None
@@ -126,7 +136,11 @@ class Admission:
         if bucket is None or bucket.take():
             return None
         limits = self._limits
-        log.warning("refused a new room of %s: creating rooms faster than its message budget", identity, extra={"identity": identity})
+        log.warning(
+            "refused a new room of %s: creating rooms faster than its message budget",
+            identity,
+            extra={"identity": identity},
+        )
         return Refusal(
             grpc.StatusCode.RESOURCE_EXHAUSTED,
             Reason.RATE_LIMITED,

@@ -16,6 +16,7 @@ import resource
 import signal
 import socket
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import grpc
@@ -154,22 +155,30 @@ async def start_server(config: ServerConfig) -> RunningServer:
         max_resets_per_second=limits.max_resets_per_second,
         cap=limits.max_connections + limits.max_handshakes,
     )
-    guard = ConnectionGuard(name="chat port", port=port, server_id=server_id, limits=guard_limits, on_close=metrics.connection_closed)
+    guard = ConnectionGuard(
+        name="chat port", port=port, server_id=server_id, limits=guard_limits, on_close=metrics.connection_closed
+    )
     if limits.connection_guard:
         guard.start()
     else:
-        log.warning("limits.connection_guard is false: connections are not watched; only gRPC core's caps and deadlines apply")
+        log.warning(
+            "limits.connection_guard is false: connections are not watched; only gRPC core's caps and deadlines apply"
+        )
     running.guards.append(guard)
     metrics.handshaking.set_function(lambda: guard.handshaking)
     if config.health_port is not None:
         await _start_health_server(config, health_servicer, running)
     if config.metrics_port is not None:
-        running.metrics_port = await metrics.serve(config.listen.host, config.metrics_port, max_connections=limits.metrics_max_connections)
+        running.metrics_port = await metrics.serve(
+            config.listen.host, config.metrics_port, max_connections=limits.metrics_max_connections
+        )
         log.info("Prometheus metrics on http://%s:%d/metrics", config.listen.host, running.metrics_port)
     return running
 
 
-async def _open_port(config: ServerConfig, server: grpc.aio.Server, lifecycle: ServerLifecycle, material: object) -> int:
+async def _open_port(
+    config: ServerConfig, server: grpc.aio.Server, lifecycle: ServerLifecycle, material: object
+) -> int:
     address = str(config.listen)
     if config.tls is None:
         log.warning(
@@ -200,7 +209,9 @@ async def _room_hub(config: ServerConfig, metrics: ServerMetrics) -> RoomHub:
     replica = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     shared = JetStreamBroker(config.broker, name=f"securechat {replica}")
     await shared.start()  # BrokerUnavailable / ConfigError before the port opens
-    return SharedRoomHub(shared, announce_max_members=limits.announce_max_members, on_fan_out=metrics.observe_fan_out, replica=replica)
+    return SharedRoomHub(
+        shared, announce_max_members=limits.announce_max_members, on_fan_out=metrics.observe_fan_out, replica=replica
+    )
 
 
 def pending_call_options(limits: Limits) -> list[tuple[str, int]]:
@@ -268,7 +279,9 @@ def raise_open_file_limit() -> tuple[int, int]:
     return soft, hard
 
 
-async def _start_health_server(config: ServerConfig, servicer: health.aio.HealthServicer, running: RunningServer) -> None:
+async def _start_health_server(
+    config: ServerConfig, servicer: health.aio.HealthServicer, running: RunningServer
+) -> None:
     host = config.listen.host
     address = f"[{host}]:{config.health_port}" if ":" in host else f"{host}:{config.health_port}"
     before = channelz_server_ids()
@@ -296,15 +309,17 @@ async def _start_health_server(config: ServerConfig, servicer: health.aio.Health
     log.info("health probes (grpc.health.v1 only, plaintext) on %s", address.rsplit(":", 1)[0] + f":{port}")
 
 
-def _bind(add_port: object, address: str) -> int:
+def _bind(add_port: Callable[[], int], address: str) -> int:
     try:
-        port = add_port()  # type: ignore[operator]
+        port = add_port()
     except RuntimeError as exc:
-
-        raise BindError(f"cannot listen on {address}: {exc}. Is another server using the port? Pick another with --listen.") from exc
+        raise BindError(
+            f"cannot listen on {address}: {exc}. Is another server using the port? Pick another with --listen."
+        ) from exc
     if port == 0:
-
-        raise BindError(f"cannot listen on {address}: the address is in use or not available here. Pick another with --listen.")
+        raise BindError(
+            f"cannot listen on {address}: the address is in use or not available here. Pick another with --listen."
+        )
     return port
 
 
@@ -330,7 +345,9 @@ async def serve_until_signalled(config: ServerConfig, *, on_ready: object = None
     running = await start_server(config)
     log.info(
         "open-file limit raised to %d (hard %s): about that many connections fit; limits.max_connections is %d",
-        soft, "unlimited" if hard == resource.RLIM_INFINITY else hard, config.limits.max_connections,
+        soft,
+        "unlimited" if hard == resource.RLIM_INFINITY else hard,
+        config.limits.max_connections,
     )
     log.info(
         "securechat listening on %s:%d (%s%s)",

@@ -52,10 +52,11 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import unquote
 
 from google.protobuf import json_format
-from grpc_channelz.v1 import channelz, channelz_pb2
+from grpc_channelz.v1 import channelz, channelz_pb2  # type: ignore[import-untyped]  # ships no type stubs
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ class _Answer:
         pass
 
 
-def _query(method: str, request: object) -> dict:
+def _query(method: str, request: object) -> dict[str, Any]:
     """Ask gRPC core's channelz through grpcio-channelz's public servicer, in-process; {} if not found.
 
     The answer is the channelz message as a dict in its JSON field names
@@ -220,7 +221,9 @@ class GuardLimits:
 class ConnectionGuard:
     """Polls one gRPC server's port; closes connections stuck in the handshake or resetting streams."""
 
-    def __init__(self, *, name: str, port: int, server_id: int | None, limits: GuardLimits, on_close: OnClose | None = None) -> None:
+    def __init__(
+        self, *, name: str, port: int, server_id: int | None, limits: GuardLimits, on_close: OnClose | None = None
+    ) -> None:
         self.name = name
         self.port = port
         self._server_id = server_id
@@ -244,7 +247,9 @@ class ConnectionGuard:
     def start(self) -> None:
         """Self-test, then poll. What it needs (the kernel's table, our server in channelz) must be there, or it stays off."""
         if tcp_connections(self.port) is None:
-            log.info("%s: no /proc/self/net/tcp here; only gRPC's handshake deadline and connection cap apply", self.name)
+            log.info(
+                "%s: no /proc/self/net/tcp here; only gRPC's handshake deadline and connection cap apply", self.name
+            )
             return
         if self._server_id is None or self._server_id not in channelz_server_ids():
             log.warning(
@@ -289,7 +294,10 @@ class ConnectionGuard:
                 now,
                 "%s: connection cap reached: %d connections (limits.max_connections + max_handshakes = %d), %d of them"
                 " still in the TLS handshake; new connections are refused until some close",
-                self.name, len(accepted), self._limits.cap, len(pending),
+                self.name,
+                len(accepted),
+                self._limits.cap,
+                len(pending),
             )
 
     def _listed_sockets(self) -> dict[int, Remote]:
@@ -301,7 +309,9 @@ class ConnectionGuard:
         while True:
             page = _query(
                 "GetServerSockets",
-                channelz_pb2.GetServerSocketsRequest(server_id=self._server_id, start_socket_id=start, max_results=100_000),
+                channelz_pb2.GetServerSocketsRequest(
+                    server_id=self._server_id, start_socket_id=start, max_results=100_000
+                ),
             )
             refs = page.get("socketRef", [])
             for ref in refs:
@@ -319,7 +329,9 @@ class ConnectionGuard:
         excess = len(pending) - self._limits.max_handshakes
         if excess <= 0:
             return
-        old = sorted((seen, remote) for remote, seen in self._first_seen.items() if now - seen >= HANDSHAKE_GRACE_SECONDS)
+        old = sorted(
+            (seen, remote) for remote, seen in self._first_seen.items() if now - seen >= HANDSHAKE_GRACE_SECONDS
+        )
         victims = {remote: pending[remote] for _, remote in old[:excess]}
         closed = self._close(victims, "handshake")
         self._warn(
@@ -328,7 +340,11 @@ class ConnectionGuard:
             "%s: %d connections have not completed the TLS handshake (limits.max_handshakes %d): closed the %d"
             " oldest; gRPC closes any handshake unfinished after %.1f s (limits.handshake_timeout_seconds). A client"
             " opening connections without speaking TLS is probably flooding the port; %d connections completed TLS.",
-            self.name, len(pending), self._limits.max_handshakes, closed, self._limits.handshake_timeout_seconds,
+            self.name,
+            len(pending),
+            self._limits.max_handshakes,
+            closed,
+            self._limits.handshake_timeout_seconds,
             self.established,
         )
 
@@ -364,7 +380,13 @@ class ConnectionGuard:
             log.warning(
                 "%s: closed the connection of %s:%d: its client reset %d streams within %.0f s (limits.max_resets_per_second"
                 " %d allows %d; %d streams started on it): an HTTP/2 rapid-reset flood",
-                self.name, *remote, resets, RESET_WINDOW_SECONDS, self._limits.max_resets_per_second, self.reset_limit, started,
+                self.name,
+                *remote,
+                resets,
+                RESET_WINDOW_SECONDS,
+                self._limits.max_resets_per_second,
+                self.reset_limit,
+                started,
             )
         self._close({remote: accepted[remote] for remote in abusive}, "resets")
 
@@ -397,4 +419,3 @@ class ConnectionGuard:
         if now - self._warned.get(key, -WARN_EVERY_SECONDS) >= WARN_EVERY_SECONDS:
             self._warned[key] = now
             log.warning(message, *args)
-

@@ -134,7 +134,7 @@ class CoreLogBridge:
         for handler in logging.getLogger().handlers:
             if isinstance(handler, logging.StreamHandler) and handler.stream is stderr:
                 handler.setStream(sys.stderr)
-        if faulthandler.is_enabled():
+        if faulthandler.is_enabled() and sys.stderr is not None:
             faulthandler.enable(file=sys.stderr)
         stderr.close()
         if self._thread is None or not self._thread.is_alive():  # else it may still pass a line through

@@ -24,6 +24,7 @@ from typing import Any, NoReturn, Protocol
 import grpc
 
 from securechat.protocol import Reason, Refusal
+from securechat.server.handlers import Handler, rewrapped
 from securechat.tls.identity import (
     AuthzPolicy,
     PeerIdentity,
@@ -40,7 +41,7 @@ KNOWN_METHODS = 256
 
 current_peer: contextvars.ContextVar[PeerIdentity | None] = contextvars.ContextVar("current_peer", default=None)
 
-Authenticate = Callable[[grpc.aio.ServicerContext], Awaitable[PeerIdentity | None]]
+Authenticate = Callable[[grpc.aio.ServicerContext[Any, Any]], Awaitable[PeerIdentity | None]]
 OnRefusal = Callable[[Refusal], None]
 
 
@@ -73,13 +74,13 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         # (peer address and port) is where we learn who connected.
         self._known_connections: OrderedDict[str, None] = OrderedDict()
         # Per method, the guarded handler built for the handler gRPC resolved: built once, not per call.
-        self._guarded: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+        self._guarded: dict[str, tuple[Handler, Handler]] = {}
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Handler | None:
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
@@ -88,7 +89,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         if cached is not None and cached[0] is handler:
             return cached[1]
 
-        async def authenticate(context: grpc.aio.ServicerContext) -> PeerIdentity | None:
+        async def authenticate(context: grpc.aio.ServicerContext[Any, Any]) -> PeerIdentity | None:
             return await self._authenticate(method, context)
 
         guarded = _guarded(handler, authenticate)
@@ -96,12 +97,18 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             self._guarded[method] = (handler, guarded)
         return guarded
 
-    async def _authenticate(self, method: str, context: grpc.aio.ServicerContext) -> PeerIdentity | None:
+    async def _authenticate(self, method: str, context: grpc.aio.ServicerContext[Any, Any]) -> PeerIdentity | None:
         auth_context = context.auth_context()
         pem = peer_certificate_pem(auth_context)
         if pem is None:
             if self._require_identity:
-                await self._refuse(context, Refusal(grpc.StatusCode.UNAUTHENTICATED, Reason.NO_CERTIFICATE, "no client certificate was presented"), method)
+                await self._refuse(
+                    context,
+                    Refusal(
+                        grpc.StatusCode.UNAUTHENTICATED, Reason.NO_CERTIFICATE, "no client certificate was presented"
+                    ),
+                    method,
+                )
             return None
         try:
             if self._policy is not None:
@@ -109,14 +116,22 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             else:
                 peer = identity_from_pem(pem)
         except PeerRejected as exc:
-            await self._refuse(context, Refusal(grpc.StatusCode.UNAUTHENTICATED, Reason.BAD_CERTIFICATE, str(exc)), method)
+            await self._refuse(
+                context, Refusal(grpc.StatusCode.UNAUTHENTICATED, Reason.BAD_CERTIFICATE, str(exc)), method
+            )
         if self._policy is not None:
             refusal = self._policy.refusal(peer, method)
             if refusal is not None:
                 await self._refuse(context, refusal, method)
         elif self._allow is not None and not self._allow.permits(peer, method):
             await self._refuse(
-                context, Refusal(grpc.StatusCode.PERMISSION_DENIED, Reason.NOT_ALLOWED, f"identity '{peer.name}' is not allowed to call {method}"), method
+                context,
+                Refusal(
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    Reason.NOT_ALLOWED,
+                    f"identity '{peer.name}' is not allowed to call {method}",
+                ),
+                method,
             )
         address = context.peer()
         self._note_connection(address, peer)
@@ -133,7 +148,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             self._known_connections.popitem(last=False)
         log.info("connection from %s authenticated as %s (serial %s)", address, peer.name, peer.serial)
 
-    async def _refuse(self, context: grpc.aio.ServicerContext, refusal: Refusal, method: str) -> NoReturn:
+    async def _refuse(self, context: grpc.aio.ServicerContext[Any, Any], refusal: Refusal, method: str) -> NoReturn:
         log.warning(
             "refused %s from %s: %s (%s): %s",
             method,
@@ -148,39 +163,22 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         await refusal.abort(context)
 
 
-# grpc's public constructor for each kind of method handler.
-_CONSTRUCTORS: tuple[tuple[str, Callable[..., grpc.RpcMethodHandler]], ...] = (
-    ("unary_unary", grpc.unary_unary_rpc_method_handler),
-    ("unary_stream", grpc.unary_stream_rpc_method_handler),
-    ("stream_unary", grpc.stream_unary_rpc_method_handler),
-    ("stream_stream", grpc.stream_stream_rpc_method_handler),
-)
-
-
-def _guarded(handler: grpc.RpcMethodHandler, authenticate: Authenticate) -> grpc.RpcMethodHandler:
-    """The same handler, with `authenticate` run first in the call's own task (built with grpc's public constructors)."""
-    for kind, constructor in _CONSTRUCTORS:
-        behavior = getattr(handler, kind)
-        if behavior is not None:
-            return constructor(
-                _wrap(behavior, authenticate),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-    return handler
+def _guarded(handler: Handler, authenticate: Authenticate) -> Handler:
+    """The same handler, with `authenticate` run first in the call's own task."""
+    return rewrapped(handler, lambda behavior: _wrap(behavior, authenticate))
 
 
 def _wrap(behavior: Callable[..., Any], authenticate: Authenticate) -> Callable[..., Any]:
     if inspect.isasyncgenfunction(behavior):
 
-        async def streaming(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def streaming(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             current_peer.set(await authenticate(context))
             async for response in behavior(request, context):
                 yield response
 
         return streaming
 
-    async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         current_peer.set(await authenticate(context))
         result = behavior(request, context)
         return await result if inspect.isawaitable(result) else result

@@ -54,8 +54,9 @@ from pathlib import Path
 import grpc
 from cryptography import x509
 
-from securechat.config import ServerConfig, load_server_config
+from securechat.config import ServerConfig, crl_location, load_server_config
 from securechat.errors import ConfigError, SecureChatError
+from securechat.files import CONFIG_LIMIT
 from securechat.protocol import Reason, Refusal
 from securechat.server.service import SERVICE_NAME, ChatService
 from securechat.tls import checks
@@ -72,21 +73,12 @@ POLL_SECONDS = 0.5
 """How often files are looked at: a revocation or rotation is seen within this."""
 RELOAD_SECONDS = 10.0
 """How long one source (config, TLS files, CRL) may take to be looked at before the poll goes on without it."""
-MAX_CONFIG_BYTES = 1 << 20
-"""A config file bigger than this is not reloaded (a server.yaml is a few hundred bytes)."""
+MAX_CONFIG_BYTES = CONFIG_LIMIT
+"""A config file bigger than this is not reloaded (a server.yaml is a few hundred bytes); the config reader enforces it."""
 CHAT_METHOD = f"/{SERVICE_NAME}/Chat"
 RESTART_FIELDS = ("insecure", "limits", "health_port", "log_level", "log_format", "grace_seconds")
 STALE_REMINDER_SECONDS = 3600.0
 """How often a CRL that stays past its nextUpdate is logged again."""
-
-
-def crl_location(config: ServerConfig) -> tuple[Path | None, bool]:
-    """(the CRL path, whether the config names it): `crl:`, else crl.pem next to tls.client_ca."""
-    if config.crl is not None:
-        return config.crl, True
-    if config.tls is not None and config.tls.client_ca is not None:
-        return config.tls.client_ca.parent / "crl.pem", False
-    return None, False
 
 
 def load_revocations(
@@ -333,7 +325,9 @@ class ServerLifecycle:
                 log.error(
                     "reloading %s has taken more than %.0f s (%s); what is in force stays, the other reloads go on,"
                     " and it is tried again once this read returns",
-                    source, RELOAD_SECONDS, self._describe(source),
+                    source,
+                    RELOAD_SECONDS,
+                    self._describe(source),
                 )
                 continue
             del self._inflight[source]
@@ -343,28 +337,25 @@ class ServerLifecycle:
             self._apply(future.result())
 
     def _describe(self, source: str) -> str:
-        paths = {"config": [self.config.source], "tls": _tls_paths(self.config), "crl": [crl_location(self.config)[0]]}[source]
-        named = ", ".join(str(path) for path in paths if path is not None)
+        paths: dict[str, list[Path | None]] = {
+            "config": [self.config.source],
+            "tls": list(_tls_paths(self.config)),
+            "crl": [crl_location(self.config)[0]],
+        }
+        named = ", ".join(str(path) for path in paths[source] if path is not None)
         return f"{named}: a FIFO, a hung mount, or a file too big or too nested to parse?"
 
     def _look_config(self, forced: bool) -> _Changes:
         changes = _Changes()
         if not (self._config_watch.changed() or forced):
             return changes
-        # TODO(merge): replace with configpkg's bounded file and YAML readers (size, non-regular files, aliases, depth).
-        try:
-            size = self.config.source.stat().st_size
-        except OSError:
-            size = 0
-        if size > MAX_CONFIG_BYTES:
-            changes.errors.append(
-                f"config reload refused, the running config stays: {self.config.source} is {size} bytes (more than {MAX_CONFIG_BYTES})"
-            )
-            return changes
+        # The one bounded reader: size (MAX_CONFIG_BYTES), regular files only, nesting depth, alias expansion.
         try:
             changes.config = load_server_config(self.config.source, listen=str(self.config.listen))
         except SecureChatError as exc:
-            changes.errors.append(f"config reload refused, the running config stays: {exc}")
+            # One log line whatever the error holds: a ConfigError lists every problem.
+            problems = "; ".join(str(exc).splitlines())
+            changes.errors.append(f"config reload refused, the running config stays: {problems}")
         return changes
 
     def _look_tls(self, forced: bool) -> _Changes:

@@ -49,19 +49,42 @@ class ServerMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         registry = self.registry
-        self.connections = Gauge("securechat_connections", "Connections with at least one open chat stream.", registry=registry)
-        self.streams = Gauge("securechat_streams", "Open chat streams.", registry=registry)
-        self.queue_depth = Gauge("securechat_queue_depth_events", "Events queued to members and not yet written, summed.", registry=registry)
-        self.messages_accepted = Counter("securechat_messages_accepted", "Chat messages given an id.", registry=registry)
-        self.deliveries = Counter("securechat_deliveries", "Events handed to a member's queue.", registry=registry)
-        self.slow_consumers = Counter("securechat_slow_consumer_disconnects", "Streams ended because the member fell a whole queue behind.", registry=registry)
-        self.refusals = Counter("securechat_auth_failures", "Calls refused after the TLS handshake, by reason.", ["reason"], registry=registry)
-        self.handshake_failures = Counter(
-            "securechat_tls_handshake_failures", "TLS handshakes gRPC core refused, by reason (read from its log).", ["reason"], registry=registry
+        self.connections = Gauge(
+            "securechat_connections", "Connections with at least one open chat stream.", registry=registry
         )
-        self.stream_ends = Counter("securechat_streams_ended", "Chat streams ended, by status code.", ["code"], registry=registry)
+        self.streams = Gauge("securechat_streams", "Open chat streams.", registry=registry)
+        self.queue_depth = Gauge(
+            "securechat_queue_depth_events", "Events queued to members and not yet written, summed.", registry=registry
+        )
+        self.messages_accepted = Counter(
+            "securechat_messages_accepted", "Chat messages given an id.", registry=registry
+        )
+        self.deliveries = Counter("securechat_deliveries", "Events handed to a member's queue.", registry=registry)
+        self.slow_consumers = Counter(
+            "securechat_slow_consumer_disconnects",
+            "Streams ended because the member fell a whole queue behind.",
+            registry=registry,
+        )
+        self.refusals = Counter(
+            "securechat_auth_failures",
+            "Calls refused after the TLS handshake, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.handshake_failures = Counter(
+            "securechat_tls_handshake_failures",
+            "TLS handshakes gRPC core refused, by reason (read from its log).",
+            ["reason"],
+            registry=registry,
+        )
+        self.stream_ends = Counter(
+            "securechat_streams_ended", "Chat streams ended, by status code.", ["code"], registry=registry
+        )
         self.fan_out = Histogram(
-            "securechat_fan_out_seconds", "Time to hand one event to every member of its room.", buckets=FAN_OUT_BUCKETS, registry=registry
+            "securechat_fan_out_seconds",
+            "Time to hand one event to every member of its room.",
+            buckets=FAN_OUT_BUCKETS,
+            registry=registry,
         )
         self.handshaking = Gauge(
             "securechat_handshaking_connections",
@@ -76,7 +99,9 @@ class ServerMetrics:
         )
         self._http: MetricsEndpoint | None = None
 
-    def watch(self, *, streams: Callable[[], int], connections: Callable[[], int], queue_depth: Callable[[], int]) -> None:
+    def watch(
+        self, *, streams: Callable[[], int], connections: Callable[[], int], queue_depth: Callable[[], int]
+    ) -> None:
         self.streams.set_function(streams)
         self.connections.set_function(connections)
         self.queue_depth.set_function(queue_depth)
@@ -143,7 +168,8 @@ class MetricsEndpoint:
             if self._turned_away == 1 or self._turned_away % 1000 == 0:
                 log.warning(
                     "metrics port: turned away %d connection(s) so far: %d open (limits.metrics_max_connections)",
-                    self._turned_away, len(self._open),
+                    self._turned_away,
+                    len(self._open),
                 )
             await _respond(writer, 503, b"too many connections\n")
             return
@@ -151,7 +177,13 @@ class MetricsEndpoint:
         try:
             try:
                 head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), REQUEST_SECONDS)
-            except (TimeoutError, asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+            except (
+                TimeoutError,
+                asyncio.TimeoutError,
+                asyncio.IncompleteReadError,
+                asyncio.LimitOverrunError,
+                ConnectionError,
+            ):
                 await _respond(writer, 408, b"request head not received in time or too long\n")
                 return
             method, _, rest = head.split(b"\r\n", 1)[0].partition(b" ")
@@ -162,12 +194,20 @@ class MetricsEndpoint:
                 await _respond(writer, 404, b"not found: metrics are at /metrics\n")
             else:
                 body = generate_latest(self._registry)
-                await _respond(writer, 200, body, content_type=CONTENT_TYPE_LATEST.encode(), head_only=method == b"HEAD")
+                await _respond(
+                    writer, 200, body, content_type=CONTENT_TYPE_LATEST.encode(), head_only=method == b"HEAD"
+                )
         finally:
             self._open.discard(task)
 
 
-_REASONS = {200: b"OK", 404: b"Not Found", 405: b"Method Not Allowed", 408: b"Request Timeout", 503: b"Service Unavailable"}
+_REASONS = {
+    200: b"OK",
+    404: b"Not Found",
+    405: b"Method Not Allowed",
+    408: b"Request Timeout",
+    503: b"Service Unavailable",
+}
 
 
 async def _respond(
@@ -179,9 +219,12 @@ async def _respond(
     extra: bytes = b"",
     head_only: bool = False,
 ) -> None:
-    head = (
-        b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\nConnection: close\r\n%s\r\n"
-        % (status, _REASONS[status], content_type, len(body), extra)
+    head = b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\nConnection: close\r\n%s\r\n" % (
+        status,
+        _REASONS[status],
+        content_type,
+        len(body),
+        extra,
     )
     try:
         writer.write(head if head_only else head + body)

@@ -26,6 +26,7 @@ from grpc_health.v1 import health, health_pb2_grpc
 
 from securechat.config import ServerConfig
 from securechat.protocol import Reason, Refusal
+from securechat.server.handlers import Handler, rewrapped
 
 log = logging.getLogger(__name__)
 
@@ -45,17 +46,13 @@ class CallCap(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Handler | None:
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
-        for kind in ("unary_unary", "unary_stream", "stream_unary", "stream_stream"):
-            behavior = getattr(handler, kind)
-            if behavior is not None:
-                return handler._replace(**{kind: self._wrap(behavior)})
-        return handler
+        return rewrapped(handler, self._wrap)
 
     def _refusal(self) -> Refusal:
         return Refusal(
@@ -68,7 +65,12 @@ class CallCap(grpc.aio.ServerInterceptor):
         if self.open >= self.limit:
             self._refused += 1
             if self._refused == 1 or self._refused % 1000 == 0:
-                log.warning("health port: refused %d call(s) so far: %d open (limits.%s)", self._refused, self.open, self._limit_name)
+                log.warning(
+                    "health port: refused %d call(s) so far: %d open (limits.%s)",
+                    self._refused,
+                    self.open,
+                    self._limit_name,
+                )
             return False
         self.open += 1
         return True

@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from securechat.errors import ConfigError
+from securechat.errors import ConfigError, InputFileError
+from securechat.files import CERTIFICATE_LIMIT, KEY_LIMIT, read_regular_file
 from securechat.tls import checks
 from securechat.tls.checks import Code, Problem, Purpose
 
@@ -93,10 +94,11 @@ def load_client_material(config: ClientConfig) -> TlsMaterial | None:
     return TlsMaterial(ca_bundle=ca_bundle, cert_chain=_pem(chain), private_key=key_pem, certificate=chain[0])
 
 
-def _read(field: _Field, path: Path, fix: str) -> bytes:
-    # TODO(merge): replace with configpkg's bounded reader of regular files.
+def _read(field: _Field, path: Path, fix: str, *, limit: int = CERTIFICATE_LIMIT, what: str = "certificate") -> bytes:
     try:
-        return path.read_bytes()
+        return read_regular_file(path, limit=limit, what=what)
+    except InputFileError as exc:  # a FIFO, a device, or far too large
+        raise field.error(f"{shown(path)} {exc.problem}", exc.fix) from exc
     except FileNotFoundError as exc:
         raise field.error(f"{shown(path)} not found.", fix) from exc
     except PermissionError as exc:
@@ -134,7 +136,7 @@ def _read_pair(
     if isinstance(chain, Problem):
         raise cert_field.raise_problem(chain)
     leaf = chain[0]
-    key_data = _read(key_field, key_path, f"Run '{issue}' or fix the path.")
+    key_data = _read(key_field, key_path, f"Run '{issue}' or fix the path.", limit=KEY_LIMIT, what="private key")
     _check_key_mode(key_field, key_path)
     key = checks.parse_private_key(key_data, where=shown(key_path))
     if isinstance(key, Problem):

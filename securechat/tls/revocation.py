@@ -33,7 +33,6 @@ import hashlib
 import json
 import os
 import re
-import stat
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,9 +40,11 @@ from pathlib import Path
 
 from cryptography import x509
 
+from securechat.errors import InputFileError
+from securechat.files import CRL_LIMIT, read_regular_file
 from securechat.tls.checks import Code, Problem, RevocationList, verify_crl
 
-MAX_CRL_BYTES = 64 * 1024 * 1024
+MAX_CRL_BYTES = CRL_LIMIT
 """A CRL listing a million certificates is about 40 MB; more is not a CRL we should parse."""
 _PEM_CRL = re.compile(rb"-----BEGIN X509 CRL-----.+?-----END X509 CRL-----", re.DOTALL)
 
@@ -60,13 +61,13 @@ class CrlFileError(Exception):
 def read_crl_file(path: Path, *, where: str | None = None) -> bytes:
     """The bytes of the CRL file at PATH; CrlFileError (missing=True when absent) otherwise.
 
-    Opened non-blocking and checked with fstat before any read, so a FIFO
-    planted at the path can never freeze the caller.
+    Read by `securechat.files.read_regular_file`: opened non-blocking and
+    checked with fstat before any read, so a FIFO planted at the path can
+    never freeze the caller; at most MAX_CRL_BYTES.
     """
-    # TODO(merge): configpkg's bounded reader of regular files may replace this.
     shown = where or str(path)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        return read_regular_file(path, limit=MAX_CRL_BYTES, what="CRL")
     except FileNotFoundError:
         raise CrlFileError(
             Problem(
@@ -77,63 +78,21 @@ def read_crl_file(path: Path, *, where: str | None = None) -> bytes:
             ),
             missing=True,
         ) from None
+    except IsADirectoryError as exc:
+        raise CrlFileError(
+            Problem(
+                Code.CRL_UNREADABLE,
+                "crl",
+                f"{shown} is a directory, not a regular file.",
+                "Point crl at the crl.pem file written by 'securechat certs revoke'.",
+            )
+        ) from exc
+    except InputFileError as exc:  # a FIFO, a device, a socket, or too large
+        raise CrlFileError(Problem(Code.CRL_UNREADABLE, "crl", f"{shown} {exc.problem}", exc.fix)) from exc
     except OSError as exc:
         raise CrlFileError(
             Problem(Code.CRL_UNREADABLE, "crl", f"{shown} cannot be read ({exc.strerror}).", "Fix its permissions.")
         ) from exc
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise CrlFileError(
-                Problem(
-                    Code.CRL_UNREADABLE,
-                    "crl",
-                    f"{shown} is not a regular file ({_kind(info.st_mode)}).",
-                    "Point crl at the crl.pem file written by 'securechat certs revoke'.",
-                )
-            )
-        if info.st_size > MAX_CRL_BYTES:
-            raise CrlFileError(
-                Problem(
-                    Code.CRL_UNREADABLE,
-                    "crl",
-                    f"{shown} is {info.st_size} bytes; a CRL here is at most {MAX_CRL_BYTES}.",
-                    "Point crl at the real crl.pem.",
-                )
-            )
-        chunks: list[bytes] = []
-        size = 0
-        while chunk := os.read(fd, 1 << 20):
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > MAX_CRL_BYTES:
-                raise CrlFileError(
-                    Problem(
-                        Code.CRL_UNREADABLE,
-                        "crl",
-                        f"{shown} is larger than {MAX_CRL_BYTES} bytes.",
-                        "Point crl at the real crl.pem.",
-                    )
-                )
-        return b"".join(chunks)
-    except BlockingIOError as exc:  # pragma: no cover - a regular file never blocks
-        raise CrlFileError(
-            Problem(Code.CRL_UNREADABLE, "crl", f"{shown} would block.", "Point crl at a regular file.")
-        ) from exc
-    except OSError as exc:
-        raise CrlFileError(
-            Problem(Code.CRL_UNREADABLE, "crl", f"{shown} cannot be read ({exc.strerror}).", "Fix its permissions.")
-        ) from exc
-    finally:
-        os.close(fd)
-
-
-def _kind(mode: int) -> str:
-    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):  # fmt: skip
-        if test(mode):
-            return name
-    return "not a regular file"
 
 
 def parse_crls(data: bytes, *, where: str) -> list[x509.CertificateRevocationList] | Problem:

@@ -2,10 +2,10 @@
 
 Content, not mtime: an atomic rename, a Kubernetes `..data` symlink swap,
 a copy that keeps the mtime and an edit within the same second all change
-what `read_bytes()` returns. The files watched here are a few kilobytes,
+what reading them returns. The files watched here are a few kilobytes,
 so reading them once a second costs nothing. Only regular files are read,
-opened non-blocking and checked with fstat first: a FIFO or a device
-planted at a watched path is a state of its own ("not a regular file"),
+through `securechat.files` (non-blocking, fstat first, bounded): a FIFO or a
+device planted at a watched path is a state of its own ("not a regular file"),
 never a read that blocks the poller forever. Used by the server (its
 certificate, key, client CA, CRL and config) and by `securechat chat` (its
 client certificate). Not thread-safe: one poller owns a watch.
@@ -14,9 +14,11 @@ client certificate). Not thread-safe: one poller owns a watch.
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Sequence
 from pathlib import Path
+
+from securechat.errors import InputFileError
+from securechat.files import read_regular_file
 
 MAX_WATCHED_BYTES = 64 * 1024 * 1024
 """Beyond this a file's size and mtime stand for its content (no watched file is that large)."""
@@ -56,18 +58,14 @@ class FileWatch:
 
 def _content(path: Path) -> bytes | tuple[int, int, int] | None:
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        return read_regular_file(path, limit=MAX_WATCHED_BYTES, what="watched")
+    except (InputFileError, IsADirectoryError):
+        # Not read: a FIFO, a device, a directory or a file too large; its kind,
+        # size and mtime stand for it, so a swap is still seen as a change.
+        try:
+            info = os.stat(path)
+        except OSError:
+            return None
+        return (info.st_mode, info.st_size, info.st_mtime_ns)
     except OSError:  # missing, or replaced mid-read: "absent" is a state too
         return None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_WATCHED_BYTES:
-            return (info.st_mode, info.st_size, info.st_mtime_ns)
-        chunks = []
-        while chunk := os.read(fd, 1 << 20):
-            chunks.append(chunk)
-        return b"".join(chunks)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)

@@ -16,7 +16,7 @@ import yaml
 
 from securechat import pki
 from securechat.ca.client import CaClient, CaTarget
-from securechat.ca.config import CaConfig, load_ca_config
+from securechat.config.ca import CaConfig, load_ca_config
 from securechat.ca.service import RunningCa, start_ca_server
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from securechat import pki
-from securechat.ca.config import load_ca_config
+from securechat.config.ca import load_ca_config
 from securechat.cli import app
 from securechat.config import load_client_config, load_server_config
 from tests.ca.conftest import CaEnv

@@ -140,7 +140,7 @@ async def test_missing_default_crl_fails_closed_after_one_was_seen(deployment, s
 async def test_fifo_at_the_crl_path_fails_closed_at_once(deployment):
     """A FIFO at the CRL path is refused without ever blocking on it; the server does not start."""
     os.mkfifo(crl_path(deployment))
-    with pytest.raises(ConfigError, match=r"crl.pem is not a regular file \(a FIFO\)"):
+    with pytest.raises(ConfigError, match=r"crl.pem is a FIFO \(named pipe\), not a regular file\. Point to the CRL file itself\."):
         await start_server(deployment.server())
 
 
@@ -153,7 +153,7 @@ async def test_fifo_replacing_the_crl_while_running_keeps_the_last_good_one(depl
     server = await start()
     crl_path(deployment).unlink()
     os.mkfifo(crl_path(deployment))
-    record = await wait_for_log(caplog, "is not a regular file (a FIFO)")
+    record = await wait_for_log(caplog, "is a FIFO (named pipe), not a regular file")
     assert record.levelno == logging.ERROR and "CRL number 1 stays in force" in record.getMessage()
     from chains import Cert
 

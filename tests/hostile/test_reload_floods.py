@@ -74,7 +74,7 @@ async def test_an_authz_edit_is_applied_while_the_crl_is_a_fifo(deployment, star
         refused = await _until_refused(deployment, server.port, seconds=STEP)
         assert refused is not None and "not allowed" in refused
         if fifo:
-            assert "is not a regular file (a FIFO)" in caplog.text
+            assert "is a FIFO (named pipe), not a regular file. Point to the CRL file itself." in caplog.text
         assert "reloading crl has taken" not in caplog.text
 
 
@@ -112,5 +112,5 @@ async def test_a_config_too_big_to_reload_is_refused_and_the_running_one_stays(d
         if "config reload refused" in caplog.text:
             break
         await asyncio.sleep(0.1)
-    assert f"bytes (more than {lifecycle.MAX_CONFIG_BYTES})" in caplog.text
+    assert "is larger than 1 MiB, the limit for a config file" in caplog.text
     assert await _hello_refused(deployment, server.port) is None

@@ -1,4 +1,4 @@
-"""The broker: section (securechat.broker.config) and room subjects: every mistake names the file, the field and the fix."""
+"""The broker: section (securechat.config.broker) and room subjects: every mistake names the file, the field and the fix."""
 
 from __future__ import annotations
 

@@ -179,7 +179,7 @@ def test_a_large_batch_is_synced_once_with_safe_modes_and_no_temp_files(
     pki_store: pki.CertStore, pki_ca: pki.CertificateAuthority, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Past BATCH_SYNC_MIN_FILES the data is made durable by one syncfs before any link; modes stay exact."""
-    from securechat.pki import store as store_module
+    from securechat.pki import atomic as store_module
 
     if store_module._syncfs is None:
         pytest.skip("syncfs(2) is Linux-only")
@@ -207,7 +207,7 @@ def test_a_large_batch_refuses_a_name_that_appears_meanwhile(
 
     `issue_clients` runs in two processes when the platform can fork.
     """
-    from securechat.pki import store as store_module
+    from securechat.pki import atomic as store_module
 
     if store_module._syncfs is None:
         pytest.skip("syncfs(2) is Linux-only")

@@ -13,20 +13,20 @@ and `tls` must name our CA and this replica's client certificate. A
 plaintext `nats://` URL is refused unless `insecure: true` is said, and
 then only to a loopback host. Paths resolve against the config file.
 Files are read when the broker starts (`securechat.broker.tls`), and a
-bad one is a ConfigError naming the field.
+bad one is a ConfigError naming the field. Every problem of the section is
+reported, not just the first.
 """
 
 from __future__ import annotations
 
-import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
-from securechat.broker.subjects import STREAM_PATTERN
-from securechat.config import Address, _kind, _read_yaml, _Section
+from securechat.config.address import Address
+from securechat.config.yaml_reader import Problems, Section, config_source, kind_of, quoted, read_yaml, shown
 from securechat.errors import ConfigError
 
 BROKER_TYPES = ("memory", "nats")
@@ -47,9 +47,8 @@ BROKER_TLS_KEYS = ("ca", "cert", "key", "server_name")
 RETENTION_KEYS = ("max_age", "max_bytes", "max_msgs", "max_msgs_per_room")
 DEFAULT_STREAM = "SECURECHAT"
 DEFAULT_NATS_PORT = 4222
-
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+STREAM_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}")
+"""A JetStream stream name securechat accepts (NATS allows more; these survive every tool)."""
 
 
 @dataclass(frozen=True)
@@ -98,22 +97,30 @@ class BrokerConfig:
         return ConfigError(self.source.name, f"broker.{key}" if key else "broker", problem, fix)
 
 
-def parse_broker(section: _Section) -> BrokerConfig:
-    """Check a `broker:` mapping read as `section` (prefix 'broker'); raise ConfigError on any problem."""
+def parse_broker(section: Section) -> BrokerConfig:
+    """Check a `broker:` mapping read as `section` (prefix 'broker'); problems go to `section.problems`.
+
+    The result is only meaningful once the caller has checked that no problem was recorded.
+    """
     kind = section.choice("type", BROKER_TYPES, "memory")
+    if section.raw("type") not in (None, kind):
+        return BrokerConfig(source=section.source)  # an unknown type: nothing else can be judged
     if kind == "memory":
-        extra = [key for key in BROKER_KEYS if key != "type" and key in section.data]
-        if extra:
-            raise section.error(extra[0], "only applies with type: nats.", "Remove it, or set broker.type: nats.")
+        for key in BROKER_KEYS:
+            if key != "type" and key in section.data:
+                section.problem(key, "only applies with type: nats.", "Remove it, or set broker.type: nats.")
         return BrokerConfig(source=section.source)
     insecure = section.boolean("insecure", False)
     servers = _servers(section, insecure)
     retention = _retention(section.section("retention", RETENTION_KEYS))
-    duplicate_window = _duration(section, "duplicate_window", 120.0, minimum=1.0)
-    assert duplicate_window is not None
+    duplicate_window = section.duration("duplicate_window", 120.0, minimum=1.0)
     if retention.max_age_seconds is not None and duplicate_window > retention.max_age_seconds:
         # JetStream refuses a stream whose dedup window outlives its messages.
-        raise section.error("duplicate_window", f"{duplicate_window:g}s is longer than retention.max_age ({retention.max_age_seconds:g}s).", "Make it at most retention.max_age.")
+        section.problem(
+            "duplicate_window",
+            f"{duplicate_window:g}s is longer than retention.max_age ({retention.max_age_seconds:g}s).",
+            "Make it at most retention.max_age.",
+        )
     return BrokerConfig(
         source=section.source,
         type=kind,
@@ -121,85 +128,114 @@ def parse_broker(section: _Section) -> BrokerConfig:
         tls=_tls(section, insecure),
         insecure=insecure,
         stream=_stream(section),
-        replicas=section.integer("replicas", 1, minimum=1, maximum=5),  # type: ignore[arg-type]
+        replicas=section.integer("replicas", 1, minimum=1, maximum=5),
         retention=retention,
         duplicate_window_seconds=duplicate_window,
-        publish_timeout_seconds=_duration(section, "publish_timeout", 5.0, minimum=0.05, maximum=300.0),  # type: ignore[arg-type]
-        connect_timeout_seconds=_duration(section, "connect_timeout", 5.0, minimum=0.05, maximum=300.0),  # type: ignore[arg-type]
-        reconnect_wait_seconds=_duration(section, "reconnect_wait", 1.0, minimum=0.01, maximum=300.0),  # type: ignore[arg-type]
+        publish_timeout_seconds=section.duration("publish_timeout", 5.0, minimum=0.05, maximum=300.0),
+        connect_timeout_seconds=section.duration("connect_timeout", 5.0, minimum=0.05, maximum=300.0),
+        reconnect_wait_seconds=section.duration("reconnect_wait", 1.0, minimum=0.01, maximum=300.0),
     )
 
 
-def load_broker_config(path: Path | str) -> BrokerConfig | None:
+def load_broker_config(path: str | os.PathLike[str]) -> BrokerConfig | None:
     """Read the `broker:` section of a YAML file (other top-level keys are left to their own loader)."""
-    source = Path(path).resolve()
-    data = _read_yaml(source)
+    source = config_source(path)
+    data = read_yaml(source)
     if not isinstance(data, dict):
-        raise ConfigError(source.name, None, f"must be a mapping of keys to values, got {_kind(data)}.")
+        raise ConfigError(source.name, None, f"must be a mapping of keys to values, got {kind_of(data)}.")
     if data.get("broker") is None:
         return None
-    return parse_broker(_Section(source, data["broker"], "broker", BROKER_KEYS))
+    problems = Problems(source)
+    config = parse_broker(Section(problems, data["broker"], "broker", BROKER_KEYS))
+    problems.raise_if_any()
+    return config
 
 
-def _servers(section: _Section, insecure: bool) -> tuple[str, ...]:
-    value = section.data.get("servers")
+def _servers(section: Section, insecure: bool) -> tuple[str, ...]:
+    value = section.raw("servers")
     example = f"tls://nats.example.internal:{DEFAULT_NATS_PORT}"
     if value is None:
-        raise section.error("servers", "missing.", f"List the NATS server URLs, e.g. servers: [{example}].")
+        section.missing("servers", "missing.", f"List the NATS server URLs, e.g. servers: [{example}].")
+        return ()
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list):
-        raise section.error("servers", f"expected a list of URLs, got {_kind(value)}.", f"Write e.g. servers: [{example}].")
+        section.problem(
+            "servers", f"expected a list of URLs, got {kind_of(value)}.", f"Write e.g. servers: [{example}]."
+        )
+        return ()
     if not value:
-        raise section.error("servers", "is empty.", f"List at least one NATS server URL, e.g. servers: [{example}].")
+        section.problem("servers", "is empty.", f"List at least one NATS server URL, e.g. servers: [{example}].")
+        return ()
     urls = []
     for index, url in enumerate(value):
         key = f"servers[{index}]"
         if not isinstance(url, str) or not url.strip():
-            raise section.error(key, f"expected a URL string, got {_kind(url)} ({url!r}).", f"Write e.g. {example}.")
-        urls.append(_server_url(section, key, url.strip(), insecure))
+            section.problem(key, f"expected a URL string, got {kind_of(url)} ({shown(url)}).", f"Write e.g. {example}.")
+            continue
+        checked = _server_url(section, key, url.strip(), insecure)
+        if checked is not None:
+            urls.append(checked)
     return tuple(urls)
 
 
-def _server_url(section: _Section, key: str, url: str, insecure: bool) -> str:
+def _server_url(section: Section, key: str, url: str, insecure: bool) -> str | None:
     parts = urlsplit(url if "://" in url else f"//{url}")
     scheme = parts.scheme
     try:
         host, port = parts.hostname, parts.port
-    except ValueError as exc:
-        raise section.error(key, f"'{url}' has an invalid port.", "Write tls://HOST:PORT, e.g. tls://nats:4222.") from exc
+    except ValueError:
+        section.problem(key, f"{quoted(url)} has an invalid port.", "Write tls://HOST:PORT, e.g. tls://nats:4222.")
+        return None
     if scheme not in ("tls", "nats") or not host or parts.path not in ("", "/") or parts.username or parts.password:
-        raise section.error(key, f"'{url}' is not a NATS URL.", f"Write tls://HOST:PORT, e.g. tls://{host or 'nats'}:{DEFAULT_NATS_PORT}.")
+        section.problem(
+            key,
+            f"{quoted(url)} is not a NATS URL.",
+            f"Write tls://HOST:PORT, e.g. tls://{host or 'nats'}:{DEFAULT_NATS_PORT}.",
+        )
+        return None
     port = port or DEFAULT_NATS_PORT
     if scheme == "nats" and not insecure:
-        raise section.error(
+        section.problem(
             key,
-            f"'{url}' is plaintext: securechat will not send chat events to NATS unencrypted unless asked.",
+            f"{quoted(url)} is plaintext: securechat will not send chat events to NATS unencrypted unless asked.",
             f"Use tls://{host}:{port} with broker.tls (see deploy/nats/README.md), or set broker.insecure: true for a loopback-only test.",
         )
+        return None
     if scheme == "tls" and insecure:
-        raise section.error(key, f"'{url}' is a TLS URL but broker.insecure is true.", "Remove broker.insecure to use TLS, or use a nats:// URL.")
+        section.problem(
+            key,
+            f"{quoted(url)} is a TLS URL but broker.insecure is true.",
+            "Remove broker.insecure to use TLS, or use a nats:// URL.",
+        )
+        return None
     if insecure and not Address(host, port).is_loopback:
-        raise section.error(
+        section.problem(
             key,
             f"insecure: true would send events in plaintext to non-loopback host {host}.",
             f"Use tls://{host}:{port} with broker.tls, or a NATS server on 127.0.0.1.",
         )
+        return None
     bracketed = f"[{host}]" if ":" in host else host
     return f"{scheme}://{bracketed}:{port}"
 
 
-def _tls(section: _Section, insecure: bool) -> BrokerTls | None:
+def _tls(section: Section, insecure: bool) -> BrokerTls | None:
     if insecure:
         if section.has("tls"):
-            raise section.error("insecure", "is true but a tls section is configured too.", "Remove one: the broker link is either TLS or, when asked by name, plaintext.")
+            section.problem(
+                "insecure",
+                "is true but a tls section is configured too.",
+                "Remove one: the broker link is either TLS or, when asked by name, plaintext.",
+            )
         return None
     if not section.has("tls"):
-        raise section.error(
+        section.missing(
             "tls",
             "missing: the link to NATS is mutual TLS.",
             "Add tls: {ca, cert, key} with our CA and this replica's client certificate ('securechat certs client NAME').",
         )
+        return None
     tls = section.section("tls", BROKER_TLS_KEYS)
     hints = {
         "ca": "the CA that signed the NATS server certificate (e.g. certs/ca.pem)",
@@ -208,50 +244,57 @@ def _tls(section: _Section, insecure: bool) -> BrokerTls | None:
     }
     for key, what in hints.items():
         if not tls.has(key):
-            raise tls.error(key, "missing.", f"Set broker.tls.{key} to {what}.")
-    return BrokerTls(ca=tls.path("ca"), cert=tls.path("cert"), key=tls.path("key"), server_name=tls.string("server_name"))  # type: ignore[arg-type]
+            tls.missing(key, "missing.", f"Set broker.tls.{key} to {what}.")
+    ca, cert, key_path = tls.path("ca"), tls.path("cert"), tls.path("key")
+    server_name = tls.string("server_name")
+    if ca is None or cert is None or key_path is None:
+        return None
+    return BrokerTls(ca=ca, cert=cert, key=key_path, server_name=server_name)
 
 
-def _stream(section: _Section) -> str:
+def _stream(section: Section) -> str:
     stream = section.string("stream", DEFAULT_STREAM)
-    assert stream is not None
     if not STREAM_PATTERN.fullmatch(stream):
-        raise section.error("stream", f"'{stream}' is not a usable stream name.", "Use 1 to 32 of A-Z a-z 0-9 _ -, starting with a letter or digit.")
+        section.problem(
+            "stream",
+            f"{quoted(stream)} is not a usable stream name.",
+            "Use 1 to 32 of A-Z a-z 0-9 _ -, starting with a letter or digit.",
+        )
+        return DEFAULT_STREAM
     return stream
 
 
-def _retention(section: _Section) -> Retention:
+def _retention(section: Section) -> Retention:
     defaults = Retention()
-    limits = {
+    limits: dict[str, tuple[int | None, int, int]] = {
         "max_bytes": (defaults.max_bytes, 1024, 1 << 50),
         "max_msgs": (defaults.max_msgs, 1, 1 << 50),
         "max_msgs_per_room": (defaults.max_msgs_per_room, 1, 1 << 40),
     }
-    values: dict[str, Any] = {}
+    values: dict[str, int | None] = {}
     for key, (default, low, high) in limits.items():
         # `none` (YAML null) keeps the default; 0 or -1 would be ambiguous, so
         # "no limit" is spelled `unlimited`.
-        values[key] = None if section.data.get(key) == "unlimited" else section.integer(key, default, minimum=low, maximum=high)
-    max_age = None if section.data.get("max_age") == "unlimited" else _duration(section, "max_age", defaults.max_age_seconds, minimum=1.0)
-    if max_age is None and values["max_bytes"] is None and values["max_msgs"] is None and values["max_msgs_per_room"] is None:
-        raise section.error(None, "every limit is unlimited: the stream would grow until the disk is full.", "Keep at least one of max_age, max_bytes, max_msgs, max_msgs_per_room.")
-    return Retention(max_age_seconds=max_age, **values)
-
-
-def _duration(section: _Section, key: str, default: float | None, *, minimum: float, maximum: float = math.inf) -> float | None:
-    """A number of seconds, or a string like '90s', '15m', '24h', '7d', '250ms'."""
-    value = section.data.get(key)
-    if value is None:
-        return default
-    if isinstance(value, bool):
-        raise section.error(key, f"expected a duration, got a boolean ({value}).", "Write seconds (30) or a duration such as 30s, 15m, 24h, 7d.")
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    elif isinstance(value, str) and (match := _DURATION.fullmatch(value.strip())):
-        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-    else:
-        raise section.error(key, f"expected a duration, got {_kind(value)} ({value!r}).", "Write seconds (30) or a duration such as 30s, 15m, 24h, 7d.")
-    if not minimum <= seconds <= maximum:
-        top = "" if math.isinf(maximum) else f" to {maximum:g}"
-        raise section.error(key, f"{value} is out of range; use {minimum:g}{top} seconds.")
-    return seconds
+        if section.raw(key) == "unlimited":
+            values[key] = None
+        elif default is None:
+            values[key] = section.integer(key, None, minimum=low, maximum=high)
+        else:
+            values[key] = section.integer(key, default, minimum=low, maximum=high)
+    max_age = (
+        None
+        if section.raw("max_age") == "unlimited"
+        else section.duration("max_age", defaults.max_age_seconds, minimum=1.0)
+    )
+    if max_age is None and all(value is None for value in values.values()):
+        section.problem(
+            None,
+            "every limit is unlimited: the stream would grow until the disk is full.",
+            "Keep at least one of max_age, max_bytes, max_msgs, max_msgs_per_room.",
+        )
+    return Retention(
+        max_age_seconds=max_age,
+        max_bytes=values["max_bytes"],
+        max_msgs=values["max_msgs"],
+        max_msgs_per_room=values["max_msgs_per_room"],
+    )

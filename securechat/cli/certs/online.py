@@ -1,6 +1,5 @@
 """`securechat certs` commands for a hierarchy and the online CA: init --intermediate, intermediate, enroll, renew --ca.
 
-TODO(merge): move into the cli/certs/ package (branch configpkg) once it lands.
 grpc and the CA client are imported only by the commands that talk to the CA,
 so `securechat certs ...` keeps its fast start.
 """
@@ -16,7 +15,8 @@ import typer
 
 from securechat import pki
 from securechat.cli.output import reports_errors, warn
-from securechat.errors import PkiError
+from securechat.errors import InputFileError, PkiError
+from securechat.files import CERTIFICATE_LIMIT, read_regular_file
 
 
 def _say(text: str = "") -> None:
@@ -95,7 +95,7 @@ def intermediate(
     root = pki.CertStore(root_dir).load_root(passphrase=_first_line(root_passphrase_file))
     store = pki.CertStore(directory)
     new = pki.issue_intermediate(root, days=days, permitted_dns=tuple(permit_dns or ()))
-    store.write_intermediate(new, root.cert, passphrase=_first_line(passphrase_file))
+    store.write_intermediate(new, root.cert, passphrase=_first_line(passphrase_file, "--passphrase-file"))
     _say(f'Installed a new intermediate "{_cn(new.cert)}" signed by "{_cn(root.cert)}".')
     _say(f"  intermediate: {store.ca_cert_path}, {store.ca_key_path}")
     _say(f"  trust anchor: {store.root_cert_path} (unchanged)")
@@ -104,16 +104,8 @@ def intermediate(
     )
 
 
-def _first_line(path: Path | None) -> bytes | None:
-    if path is None:
-        return None
-    try:
-        lines = path.read_bytes().splitlines()
-    except OSError as exc:
-        raise PkiError(f"{path} could not be read ({exc.strerror}).") from exc
-    if not lines or not lines[0]:
-        raise PkiError(f"{path} is empty. Put the passphrase on its first line.")
-    return lines[0]
+def _first_line(path: Path | None, flag: str = "--root-passphrase-file") -> bytes | None:
+    return None if path is None else pki.read_secret_file(path, flag=flag)
 
 
 @reports_errors
@@ -169,7 +161,9 @@ def enroll(
 
 def _read_trust(path: Path) -> bytes:
     try:
-        data = path.read_bytes()
+        data = read_regular_file(path, limit=CERTIFICATE_LIMIT, what="certificate")
+    except InputFileError as exc:
+        raise PkiError(f"--ca-cert {exc}") from exc
     except OSError as exc:
         raise PkiError(f"--ca-cert {path} could not be read ({exc.strerror}). Point it at the CA's root.pem.") from exc
     pki.load_certificates(path)  # a readable PEM bundle, or a one-line error naming the file
@@ -178,8 +172,8 @@ def _read_trust(path: Path) -> bytes:
 
 def renew_online(name: str, *, ca: str, ca_cert: Path | None, directory: Path) -> None:
     """`certs renew NAME --ca HOST:PORT`: renew NAME.pem from the CA service with the current certificate."""
-    from securechat.ca.config import RenewConfig, parse_address_text
     from securechat.ca.renewal import Renewer
+    from securechat.config.ca import RenewConfig, parse_address_text
 
     store = pki.CertStore(directory)
     pki.validate_name(name)
