@@ -533,7 +533,8 @@ CLUSTER_BROKER = """broker:
 
 async def cluster_fan_out(material: Pki, n: int, senders: int, seconds: float, rate: float, run: int) -> dict:
     """NATS JetStream + 2 replicas; N streams and the senders split over both replicas."""
-    from securechat.demo_cluster import start_nats
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))  # the demo drivers import each other by bare name
+    from demo_cluster import start_nats
 
     shutil.rmtree(material.root / "jetstream", ignore_errors=True)  # each run starts from an empty store
     nats, port = start_nats(material.root, echo=False)

@@ -58,10 +58,13 @@ from nats.aio.msg import Msg
 from nats.js import api
 
 from securechat._gen import chat_pb2
+from securechat.broker.events import Stored, stamp_id
 from securechat.broker.subjects import room_subject, room_subject_prefix, validate_room
 from securechat.broker.tls import client_context
 from securechat.config.broker import BrokerConfig
 from securechat.errors import BrokerError, BrokerUnavailable, OutOfRange
+
+__all__ = ["MSG_ID_HEADER", "Deliver", "JetStreamBroker", "OnLost", "RoomSubscription", "Stored", "stamp_id"]
 
 log = logging.getLogger(__name__)
 
@@ -72,16 +75,6 @@ _HISTORY_BATCH = 256
 
 Deliver = Callable[[int, bytes], None]
 OnLost = Callable[[BrokerError], None]
-
-
-def stamp_id(event: bytes, event_id: int) -> bytes:
-    """A serialized ChatEvent with its `id` field set, without parsing it.
-
-    Protobuf merges concatenated messages and the last value of a scalar field
-    wins, so appending an encoded `ChatEvent(id=...)` sets the id for every
-    reader. https://protobuf.dev/programming-guides/encoding/#last-one-wins
-    """
-    return event + chat_pb2.ChatEvent(id=str(event_id)).SerializeToString()
 
 
 @dataclass(eq=False)
@@ -465,6 +458,74 @@ class JetStreamBroker:
                 sub._lose(exc)
             except BrokerError as exc:
                 log.debug("rechecking room %s after reconnect: %s", sub.room, exc)
+
+    # -- pipelined publish -------------------------------------------------------
+
+    async def send(self, room: str, event: bytes, *, msg_id: str) -> asyncio.Future[Stored]:
+        """Send one event (without id) for `room` now; the returned future resolves once JetStream stored it.
+
+        `publish` waits for JetStream's acknowledgement before it returns, so
+        a stream that publishes its messages one after another has one in
+        flight at a time. `send` returns as soon as the message is written to
+        the connection: events sent one after another reach the stream in that
+        order (one connection, one stream leader), several in flight at once.
+        The future resolves to the stored id, or fails as `publish` does
+        (BrokerUnavailable, BrokerError). An attempt that failed without an
+        answer (the connection broke, JetStream not answering yet) is retried
+        through `publish` with the same msg_id, so it is still stored at most
+        once; an attempt still unanswered after `broker.publish_timeout` fails
+        as unconfirmed. Raises BrokerUnavailable at once when nothing was sent.
+        """
+        validate_room(room)
+        if not msg_id:
+            raise ValueError("msg_id must not be empty: it is what makes a retried publish safe")
+        if not self._nc.is_connected:
+            raise self._not_accepted(room)
+        subject = room_subject(self.config.stream, room)
+        try:
+            ack = await self._js.publish_async(subject, event, stream=self.config.stream, headers={MSG_ID_HEADER: msg_id})
+        except (nats.errors.OutboundBufferLimitError, nats.errors.ConnectionClosedError):
+            raise self._not_accepted(room) from None  # disconnected between the check and the write
+        except nats.errors.Error as exc:
+            raise self._unavailable(f"sending to room {room}", exc) from exc
+        loop = asyncio.get_running_loop()
+        stored: asyncio.Future[Stored] = loop.create_future()
+        timer = loop.call_later(self.config.publish_timeout_seconds, ack.cancel)
+
+        def acked(ack: asyncio.Future[api.PubAck]) -> None:
+            timer.cancel()
+            if stored.done():
+                return
+            if ack.cancelled():
+                stored.set_exception(self._unconfirmed(room))
+                return
+            exc = ack.exception()
+            if exc is None:
+                result = ack.result()
+                stored.set_result(Stored(result.seq, bool(result.duplicate)))
+            elif isinstance(exc, nats.js.errors.APIError) and not isinstance(exc, nats.js.errors.ServiceUnavailableError):
+                stored.set_exception(self._api_error(f"publishing to room {room}", exc))
+            else:
+                retry = loop.create_task(self._send_again(room, event, msg_id, stored))
+                self._checks.add(retry)
+                retry.add_done_callback(self._checks.discard)
+
+        ack.add_done_callback(acked)
+        return stored
+
+    async def _send_again(self, room: str, event: bytes, msg_id: str, stored: asyncio.Future[Stored]) -> None:
+        try:
+            event_id = await self.publish(room, event, msg_id=msg_id)
+        except BrokerError as exc:
+            if not stored.done():
+                stored.set_exception(exc)
+        except asyncio.CancelledError:  # close(): nobody will wait for it any more
+            if not stored.done():
+                stored.set_exception(self._unconfirmed(room))
+            raise
+        else:
+            if not stored.done():
+                stored.set_result(Stored(event_id))
 
     # -- connection events -------------------------------------------------------
 

@@ -33,7 +33,7 @@ from securechat.server.interceptors import AuthInterceptor
 from securechat.server.lifecycle import ServerLifecycle
 from securechat.server.metrics import ServerMetrics
 from securechat.server.probes import CallCap, health_server
-from securechat.server.rooms import RoomHub
+from securechat.server.rooms import Hub, RoomHub
 from securechat.server.service import SERVICE_NAME, ChatService, method_handlers
 from securechat.tls.material import load_server_material
 
@@ -58,7 +58,7 @@ class RunningServer:
     lifecycle: ServerLifecycle | None = None
     metrics: ServerMetrics | None = None
     metrics_port: int | None = None
-    hub: RoomHub | None = None
+    hub: Hub | None = None
     guards: list[ConnectionGuard] = field(default_factory=list)
     health_cap: CallCap | None = None
     renewal: asyncio.Task[None] | None = None
@@ -196,7 +196,7 @@ async def _open_port(
     return port
 
 
-async def _room_hub(config: ServerConfig, metrics: ServerMetrics) -> RoomHub:
+async def _room_hub(config: ServerConfig, metrics: ServerMetrics) -> Hub:
     """The in-memory hub (one server), or a SharedRoomHub over NATS JetStream when the config has broker.type nats."""
     limits = config.limits
     if config.broker is None:

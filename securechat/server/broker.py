@@ -1,19 +1,18 @@
-"""Where accepted events get their ids and are kept for resume: the broker boundary.
+"""Where accepted events get their ids and are kept for resume, in this process.
 
-`RoomHub` (membership and local fan-out) talks to a `Broker` through three
-calls, so that a shared broker (NATS JetStream, issue 7) can replace the
-in-memory one without touching the hub or the service:
+`InMemoryBroker` (the default, one server) fits the one `Broker` protocol
+(`securechat.broker.Broker`: send, history, subscribe), so the shared-room
+hub runs over it as over NATS JetStream. For the single server's hot path it
+also offers `LocalBroker`, the same work in plain calls:
 
     broker.attach(deliver)                    once: deliver(room, id, event_bytes)
     broker.publish(room, sender, text, kind)  accept: assign an id, keep, deliver
     broker.replay(room, after)                history of `room` after id `after`
 
-`InMemoryBroker` (the default, one server) delivers synchronously from
-`publish`, so the order in which the hub hands events to members is the id
-order. A remote broker delivers from its subscription instead; its ids are
-its stream sequence. `replay` is synchronous here; a broker whose history is
-remote needs an async replay, and the hub then buffers live events for the
-joining member while it waits (see `RoomHub.join`).
+`publish` delivers synchronously, so the order in which `RoomHub` hands
+events to members is the id order, and accepting a message costs no
+coroutine. A remote broker delivers from its subscription instead; its ids
+are its stream sequence (see `securechat.server.shared`).
 
 Ids are integers that increase for the whole server run. They start at the
 run's start time in microseconds, so a later run's ids are above an earlier
@@ -23,14 +22,20 @@ held" (OUT_OF_RANGE) instead of being mistaken for a recent one.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 from securechat._gen import chat_pb2
+from securechat.broker import Broker
+from securechat.broker.events import Stored, stamp_id
+from securechat.errors import BrokerError, OutOfRange
 
 Deliver = Callable[[str, int, bytes], None]
+RoomDeliver = Callable[[int, bytes], None]
 
 
 class HistoryGap(Exception):
@@ -48,12 +53,27 @@ class HistoryGap(Exception):
         )
 
 
-class Broker(Protocol):
+class LocalBroker(Broker, Protocol):
+    """A `Broker` in this process that also accepts and delivers in plain calls: RoomHub's fast path."""
+
     def attach(self, deliver: Deliver) -> None: ...
 
     def publish(self, room: str, sender: str, text: str, kind: int) -> None: ...
 
     def replay(self, room: str, after: int) -> list[bytes]: ...
+
+
+@dataclass(eq=False)
+class LocalSubscription:
+    """One `subscribe` of the in-memory broker: `deliver` gets the room's events until `unsubscribe`."""
+
+    broker: InMemoryBroker
+    room: str
+    deliver: RoomDeliver
+    last_id: int
+
+    async def unsubscribe(self) -> None:
+        self.broker._unsubscribe(self)
 
 
 class _RoomHistory:
@@ -86,14 +106,17 @@ class InMemoryBroker:
         self._rooms: OrderedDict[str, _RoomHistory] = OrderedDict()
         self._by_creator: dict[str, OrderedDict[str, None]] = {}  # identity -> its rooms' histories, least recent first
         self._forgotten_through = 0  # the newest id of any room whose history was dropped whole
-        self._deliver: Deliver = _nowhere
+        self._attached: Deliver = _nowhere
+        self._deliver: Deliver = _nowhere  # _attached, or _deliver_all while there are subscriptions
+        self._subscribers: dict[str, dict[LocalSubscription, None]] = {}
 
     @property
     def last_id(self) -> int:
         return self._next_id - 1
 
     def attach(self, deliver: Deliver) -> None:
-        self._deliver = deliver
+        self._attached = deliver
+        self._deliver = self._deliver_all if self._subscribers else deliver
 
     def publish(self, room: str, sender: str, text: str, kind: int) -> None:
         event_id = self._next_id
@@ -111,6 +134,11 @@ class InMemoryBroker:
 
     def replay(self, room: str, after: int) -> list[bytes]:
         """The events of `room` with ids above `after`, oldest first; HistoryGap if some are gone."""
+        history, start = self._after(room, after)
+        return [] if history is None else [history.events[i] for i in range(start, len(history.ids))]
+
+    def _after(self, room: str, after: int) -> tuple[_RoomHistory | None, int]:
+        """`room`'s history and the index of its first event above `after`; HistoryGap if some are gone."""
         history = self._rooms.get(room)
         oldest = history.ids[0] if history and history.ids else None
         if after > self.last_id:
@@ -120,7 +148,7 @@ class InMemoryBroker:
         if history is None:
             if after < self._forgotten_through:
                 raise HistoryGap(room, after, None, "is older than the history kept")
-            return []
+            return None, 0
         if after < history.dropped_through:
             raise HistoryGap(room, after, oldest, "is older than the history kept")
         ids = history.ids
@@ -129,7 +157,77 @@ class InMemoryBroker:
         start = len(ids)
         while start > 0 and ids[start - 1] > after:
             start -= 1
-        return [history.events[i] for i in range(start, len(ids))]
+        return history, start
+
+    # -- the Broker protocol (securechat.broker.Broker) ---------------------------
+
+    async def start(self) -> None:
+        """Nothing to connect to."""
+
+    async def close(self) -> None:
+        self._subscribers.clear()
+        self._deliver = self._attached
+
+    async def send(self, room: str, event: bytes, *, msg_id: str) -> asyncio.Future[Stored]:
+        """Store and deliver one serialized ChatEvent (without id) now; the future is already done.
+
+        `msg_id` is not remembered: nothing between this broker and its caller
+        can fail and be retried.
+        """
+        sender = chat_pb2.ChatEvent.FromString(event).sender
+        event_id = self._next_id
+        self._next_id += 1
+        event = stamp_id(event, event_id)
+        self._keep(room, sender, event_id, event)
+        self._deliver_all(room, event_id, event)
+        stored: asyncio.Future[Stored] = asyncio.get_running_loop().create_future()
+        stored.set_result(Stored(event_id))
+        return stored
+
+    async def history(self, room: str, after_id: int) -> list[tuple[int, bytes]]:
+        """(id, event) of `room` above `after_id`, oldest first; OutOfRange if some are gone."""
+        try:
+            history, start = self._after(room, after_id)
+        except HistoryGap as gap:
+            raise self._out_of_range(gap) from None
+        if history is None:
+            return []
+        return [(history.ids[i], history.events[i]) for i in range(start, len(history.ids))]
+
+    async def subscribe(
+        self, room: str, deliver: RoomDeliver, *, after_id: int | None = None, on_lost: Callable[[BrokerError], None] | None = None
+    ) -> LocalSubscription:
+        """Deliver `room`'s events: those after `after_id` first (if given), then live ones. Nothing is ever lost here."""
+        held = await self.history(room, after_id) if after_id is not None else []
+        sub = LocalSubscription(self, room, deliver, self.last_id)
+        for event_id, event in held:
+            deliver(event_id, event)
+        self._subscribers.setdefault(room, {})[sub] = None
+        self._deliver = self._deliver_all
+        return sub
+
+    def _unsubscribe(self, sub: LocalSubscription) -> None:
+        subs = self._subscribers.get(sub.room)
+        if subs is not None:
+            subs.pop(sub, None)
+            if not subs:
+                del self._subscribers[sub.room]
+        if not self._subscribers:
+            self._deliver = self._attached
+
+    def _deliver_all(self, room: str, event_id: int, event: bytes) -> None:
+        if self._attached is not _nowhere:
+            self._attached(room, event_id, event)
+        for sub in list(self._subscribers.get(room, ())):
+            sub.last_id = event_id
+            sub.deliver(event_id, event)
+
+    def _out_of_range(self, gap: HistoryGap) -> OutOfRange:
+        if gap.after > self.last_id:
+            return OutOfRange(gap.room, gap.after, gap.oldest or self.last_id + 1, newest=self.last_id)
+        if gap.oldest is not None:
+            return OutOfRange(gap.room, gap.after, gap.oldest)
+        return OutOfRange(gap.room, gap.after, gap.resume_from + 1 if gap.resume_from is not None else self.last_id + 1)
 
     def _keep(self, room: str, sender: str, event_id: int, event: bytes) -> None:
         history = self._rooms.get(room)
@@ -148,7 +246,6 @@ class InMemoryBroker:
             history.dropped_through = history.ids[0]
         history.ids.append(event_id)
         history.events.append(event)
-
 
     def _eviction_victim(self) -> str:
         """The least recently used room of the identity holding the most histories (ties: the oldest room)."""

@@ -1,11 +1,18 @@
 """Rooms, their members, and fan-out.
 
-A `Member` is one open Chat stream. The `RoomHub` has the broker (see
-`securechat.server.broker`) accept each message, which gives it an id and
-serializes the ChatEvent once; the hub appends those same bytes to the
-bounded queue of every member of the room. Everything runs on the one event
-loop, so appending to every queue in turn keeps one order per room, and the
-per-member cost of an event is one deque append.
+A `Member` is one open Chat stream. `Rooms` is membership and local
+fan-out: it appends an event's bytes to the bounded queue of every member of
+the room, here. A hub composes it with a broker (`securechat.broker.Broker`):
+
+    RoomHub        a single server: the in-memory broker's synchronous fast
+                   path (`LocalBroker`) accepts each message, which gives it an
+                   id and serializes the ChatEvent once, and delivers it at once
+    SharedRoomHub  replicas (`securechat.server.shared`): any Broker, NATS
+                   JetStream in production; delivery from its subscriptions
+
+Everything runs on the one event loop, so appending to every queue in turn
+keeps one order per room, and the per-member cost of an event is one deque
+append. `Hub` is what ChatService needs from either.
 
 A member whose queue is full is a slow consumer: its stream is ended with
 RESOURCE_EXHAUSTED instead of slowing the room or blocking the sender. A
@@ -24,12 +31,13 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Protocol
 
 import grpc
 
 from securechat._gen import chat_pb2
 from securechat.protocol import Reason, Refusal, history_gone
-from securechat.server.broker import Broker, HistoryGap
+from securechat.server.broker import HistoryGap, LocalBroker
 
 log = logging.getLogger(__name__)
 
@@ -138,89 +146,48 @@ Presence = Callable[[str], bool]
 """presence(identity): whether a JOIN/LEAVE of identity may be announced now (it spends the identity's budget)."""
 
 
-class RoomHub:
-    """Membership and fan-out for every room of one server."""
+class Rooms:
+    """Membership and local fan-out: each room's members on this server, and one deque append per member per event."""
 
-    remote = False  # True: join/post wait for a remote broker, so the service awaits enter/accept
+    __slots__ = ("_rooms", "_on_fan_out")
 
-    def __init__(self, broker: Broker, *, announce_max_members: int, on_fan_out: FanOutObserver | None = None) -> None:
+    def __init__(self, *, on_fan_out: FanOutObserver | None = None) -> None:
         self._rooms: dict[str, dict[Member, None]] = {}
-        self._announce_max = announce_max_members
-        self._broker = broker
         self._on_fan_out = on_fan_out
-        self.presence: Presence | None = None
-        broker.attach(self._deliver)
 
-    def room_size(self, room: str) -> int:
+    def size(self, room: str) -> int:
         return len(self._rooms.get(room, ()))
 
     @property
-    def room_count(self) -> int:
+    def count(self) -> int:
         return len(self._rooms)
 
-    def join(self, member: Member, room: str) -> None:
-        """Add `member` to `room`: first its history after member.resume_after, then live events.
+    def of(self, room: str) -> dict[Member, None] | None:
+        """The members of `room` here, in join order (None: nobody)."""
+        return self._rooms.get(room)
 
-        A broker with remote history (issue 7) makes replay async; the member
-        must then be added first with its live events held back, and those
-        with ids above the last replayed one released after the replay.
-        """
-        if room in member.rooms:
-            return
-        if member.resume_after is not None:
-            try:
-                member.replay(self._broker.replay(room, member.resume_after))
-            except HistoryGap as gap:
-                log.info("resume refused for %s in room %s: OUT_OF_RANGE (oldest held %s)", member.name, room, gap.oldest)
-                member.abort(history_gone(str(gap), gap.resume_from))
-                return
-        created = room not in self._rooms
-        members = self._rooms.setdefault(room, {})
+    def add(self, member: Member, room: str) -> tuple[int, bool]:
+        """Add `member` to `room`; (members now, whether the room was created)."""
+        members = self._rooms.get(room)
+        created = members is None
+        if members is None:
+            members = self._rooms[room] = {}
         members[member] = None
-        member.rooms.add(room)
-        log.info("%s joined room %s (%d members)", member.name, room, len(members), extra={"identity": member.name, "room": room})
-        # A new room's JOIN was paid for by creating it (ChatService asks Admission).
-        if len(members) <= self._announce_max and (created or self.announces(member.name)):
-            self._broker.publish(room, member.name, "", Kind.JOIN)
+        return len(members), created
 
-    def post(self, member: Member, room: str, text: str) -> None:
-        """Accept a message: give it an id and hand it to every member of the room."""
-        self.join(member, room)
-        if not member.ended:
-            self._broker.publish(room, member.name, text, Kind.MESSAGE)
-
-    # A hub whose broker is remote (securechat.server.shared.SharedRoomHub)
-    # must wait for it: ChatService awaits these two when `remote` is True.
-    # Here they only wrap the synchronous calls.
-    async def enter(self, member: Member, room: str) -> None:
-        self.join(member, room)
-
-    async def accept(self, member: Member, room: str, text: str) -> None:
-        self.post(member, room, text)
-
-    async def close(self) -> None:
-        """Nothing to release for an in-memory broker."""
-
-    def leave_all(self, member: Member) -> None:
-        for room in sorted(member.rooms):
-            members = self._rooms.get(room)
-            if members is None:
-                continue
-            members.pop(member, None)
-            if not members:
-                del self._rooms[room]
-            elif len(members) < self._announce_max and self.announces(member.name):
-                self._broker.publish(room, member.name, "", Kind.LEAVE)
-        member.rooms.clear()
-
-    def announces(self, identity: str) -> bool:
-        """Whether a JOIN/LEAVE of IDENTITY is announced now (`presence`: its budget; always without one)."""
-        return self.presence is None or self.presence(identity)
+    def remove(self, member: Member, room: str) -> int | None:
+        """Take `member` out of `room`; the members left, or None if it was not there."""
+        members = self._rooms.get(room)
+        if members is None or members.pop(member, "absent") == "absent":
+            return None
+        if not members:
+            del self._rooms[room]
+        return len(members)
 
     def members(self) -> set[Member]:
         return {member for members in self._rooms.values() for member in members}
 
-    def _deliver(self, room: str, event_id: int, event: bytes) -> None:
+    def deliver(self, room: str, event_id: int, event: bytes) -> None:
         """Hand one serialized event to every member of `room`: one deque append each."""
         members = self._rooms.get(room)
         if not members:
@@ -232,3 +199,103 @@ class RoomHub:
             member.offer(event)
         if self._on_fan_out is not None:
             self._on_fan_out(len(members), time.perf_counter() - started)
+
+
+class Hub(Protocol):
+    """What ChatService needs from a hub. `remote`: await enter/accept; otherwise call join/post (no coroutine)."""
+
+    remote: bool
+    presence: Presence | None
+
+    def room_size(self, room: str) -> int: ...
+
+    @property
+    def room_count(self) -> int: ...
+
+    def members(self) -> set[Member]: ...
+
+    def join(self, member: Member, room: str) -> None: ...
+
+    def post(self, member: Member, room: str, text: str) -> None: ...
+
+    async def enter(self, member: Member, room: str) -> None: ...
+
+    async def accept(self, member: Member, room: str, text: str) -> None: ...
+
+    def leave_all(self, member: Member) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class RoomHub:
+    """A single server's rooms: `Rooms` over the in-memory broker's synchronous fast path."""
+
+    remote = False  # join/post complete at once: ChatService calls them without a coroutine per message
+
+    def __init__(self, broker: LocalBroker, *, announce_max_members: int, on_fan_out: FanOutObserver | None = None) -> None:
+        self._local = Rooms(on_fan_out=on_fan_out)
+        self._announce_max = announce_max_members
+        self._broker = broker
+        self.presence: Presence | None = None
+        broker.attach(self._local.deliver)
+
+    def room_size(self, room: str) -> int:
+        return self._local.size(room)
+
+    @property
+    def room_count(self) -> int:
+        return self._local.count
+
+    def join(self, member: Member, room: str) -> None:
+        """Add `member` to `room`: first its history after member.resume_after, then live events.
+
+        The history is read synchronously, so no live event can come between
+        it and the member's first live one (SharedRoomHub, whose history is
+        remote, holds them back meanwhile).
+        """
+        if room in member.rooms:
+            return
+        if member.resume_after is not None:
+            try:
+                member.replay(self._broker.replay(room, member.resume_after))
+            except HistoryGap as gap:
+                log.info("resume refused for %s in room %s: OUT_OF_RANGE (oldest held %s)", member.name, room, gap.oldest)
+                member.abort(history_gone(str(gap), gap.resume_from))
+                return
+        size, created = self._local.add(member, room)
+        member.rooms.add(room)
+        log.info("%s joined room %s (%d members)", member.name, room, size, extra={"identity": member.name, "room": room})
+        # A new room's JOIN was paid for by creating it (ChatService asks Admission).
+        if size <= self._announce_max and (created or self.announces(member.name)):
+            self._broker.publish(room, member.name, "", Kind.JOIN)
+
+    def post(self, member: Member, room: str, text: str) -> None:
+        """Accept a message: give it an id and hand it to every member of the room."""
+        self.join(member, room)
+        if not member.ended:
+            self._broker.publish(room, member.name, text, Kind.MESSAGE)
+
+    # The same, for callers that treat every hub alike (ChatService awaits
+    # these only for a remote hub).
+    async def enter(self, member: Member, room: str) -> None:
+        self.join(member, room)
+
+    async def accept(self, member: Member, room: str, text: str) -> None:
+        self.post(member, room, text)
+
+    async def close(self) -> None:
+        """Nothing to release for an in-memory broker."""
+
+    def leave_all(self, member: Member) -> None:
+        for room in sorted(member.rooms):
+            left = self._local.remove(member, room)
+            if left and left < self._announce_max and self.announces(member.name):
+                self._broker.publish(room, member.name, "", Kind.LEAVE)
+        member.rooms.clear()
+
+    def announces(self, identity: str) -> bool:
+        """Whether a JOIN/LEAVE of IDENTITY is announced now (`presence`: its budget; always without one)."""
+        return self.presence is None or self.presence(identity)
+
+    def members(self) -> set[Member]:
+        return self._local.members()

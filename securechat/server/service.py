@@ -1,4 +1,4 @@
-"""ChatService: SayHello, WhoAmI and Chat, thin over the interceptor and RoomHub.
+"""ChatService: SayHello, WhoAmI and Chat, thin over the interceptor and a Hub (RoomHub or SharedRoomHub).
 
 The caller's name always comes from `current_peer` (its verified client
 certificate), never from the payload or metadata. With server-only TLS or
@@ -21,7 +21,7 @@ from securechat.protocol import DEFAULT_ROOM, LAST_EVENT_ID, ROOM_RULE, Reason, 
 from securechat.server.admission import Admission
 from securechat.server.interceptors import current_peer
 from securechat.server.metrics import ServerMetrics
-from securechat.server.rooms import Member, RoomHub
+from securechat.server.rooms import Hub, Member
 from securechat.server.writes import BatchWriter
 from securechat.tls.identity import PeerIdentity
 
@@ -32,7 +32,7 @@ ANONYMOUS = "anonymous"
 
 
 class ChatService:
-    def __init__(self, hub: RoomHub, limits: Limits, *, metrics: ServerMetrics | None = None) -> None:
+    def __init__(self, hub: Hub, limits: Limits, *, metrics: ServerMetrics | None = None) -> None:
         self._hub = hub
         self._remote = hub.remote
         self._limits = limits

@@ -1,15 +1,20 @@
-"""Rooms shared by several replicas: RoomHub over a remote broker (NATS JetStream).
+"""Rooms shared by several replicas: `Rooms` over a remote broker (NATS JetStream).
 
-`SharedRoomHub` keeps RoomHub's membership and local fan-out (one deque
-append per member per event) and replaces the in-memory broker with
-`securechat.broker.Broker` (JetStreamBroker), whose calls are async:
+`SharedRoomHub` composes the same membership and local fan-out as the single
+server's hub (`securechat.server.rooms.Rooms`: one deque append per member
+per event) with any `securechat.broker.Broker` -- JetStreamBroker in
+production; the in-memory broker fits too -- whose calls are async:
 
-- Accepting a message = JetStream acknowledged it. `accept` publishes the
-  ChatEvent (without id) with a msg_id unique to this accepted message
-  (replica id + counter), so the broker's retries are deduplicated. The
-  id is the stream sequence. If the publish fails, the SENDER's stream ends
-  with UNAVAILABLE naming the broker: never a silent drop. The sender's
-  echo, delivered like everyone's from the subscription, is its ack.
+- Accepting a message = JetStream stored it. `accept` sends the ChatEvent
+  (without id) with a msg_id unique to this accepted message (replica id +
+  counter), so the broker's retries are deduplicated, and does not wait for
+  the acknowledgement: up to PUBLISH_WINDOW of a stream's messages are in
+  flight at once, in the order the stream sent them (waiting for each ack
+  left one message in flight per sender, and each replica writing every
+  event to every member on its own). The id is the stream sequence. If a
+  message is not stored, the SENDER's stream ends with UNAVAILABLE naming
+  the broker: never a silent drop. The sender's echo, delivered like
+  everyone's from the subscription, is its ack.
 - Delivery: one live subscription per room per replica, attached while the
   room has local members (or a member is joining). Members on every replica
   get what JetStream hands back, in stream order: one order per room.
@@ -38,14 +43,15 @@ from dataclasses import dataclass, field
 import grpc
 
 from securechat._gen import chat_pb2
-from securechat.broker import Broker, OutOfRange, Subscription
+from securechat.broker import Broker, OutOfRange, Stored, Subscription
 from securechat.errors import BrokerError
 from securechat.protocol import Reason, Refusal, history_gone
-from securechat.server.rooms import FanOutObserver, Kind, Member, RoomHub
+from securechat.server.rooms import FanOutObserver, Kind, Member, Presence, Rooms
 
 log = logging.getLogger(__name__)
 
 BROKER_NAME = "NATS JetStream"
+PUBLISH_WINDOW = 64  # a stream's messages in flight to JetStream at once (sent in order, acknowledged later)
 
 
 @dataclass(eq=False)
@@ -58,23 +64,37 @@ class _RoomLink:
     joining: int = 0  # members waiting for `ready` or for their history
 
 
-class SharedRoomHub(RoomHub):
-    """Membership and local fan-out; ids, order and history from a shared broker."""
+class SharedRoomHub:
+    """`Rooms` (membership and local fan-out) with ids, order and history from a shared broker."""
 
     remote = True
 
     def __init__(
         self, broker: Broker, *, announce_max_members: int, on_fan_out: FanOutObserver | None = None, replica: str | None = None
     ) -> None:
-        self._rooms: dict[str, dict[Member, None]] = {}
+        self._local = Rooms(on_fan_out=on_fan_out)
         self._announce_max = announce_max_members
-        self._on_fan_out = on_fan_out
         self._shared = broker
         self._links: dict[str, _RoomLink] = {}
         self._replica = replica or uuid.uuid4().hex[:12]
         self._counter = itertools.count(1)
         self._tasks: set[asyncio.Task[None]] = set()
-        self.presence = None
+        self._windows: dict[Member, asyncio.Semaphore] = {}  # per stream: messages sent, not yet acknowledged
+        self.presence: Presence | None = None
+
+    def room_size(self, room: str) -> int:
+        return self._local.size(room)
+
+    @property
+    def room_count(self) -> int:
+        return self._local.count
+
+    def members(self) -> set[Member]:
+        return self._local.members()
+
+    def announces(self, identity: str) -> bool:
+        """Whether a JOIN/LEAVE of IDENTITY is announced now (`presence`: its budget; always without one)."""
+        return self.presence is None or self.presence(identity)
 
     # The in-memory entry points do not apply: the service awaits enter/accept.
     def join(self, member: Member, room: str) -> None:
@@ -99,35 +119,57 @@ class SharedRoomHub(RoomHub):
                 if not member.ended:
                     member.abort(_feed_lost(room, "the room's subscription was lost while joining"))
                 return
-            members = self._rooms.setdefault(room, {})
-            members[member] = None
+            size, _ = self._local.add(member, room)
         except BrokerError as exc:
             member.abort(_not_accepted(exc))
             return
         finally:
             link.joining -= 1
             self._release_if_unused(room)
-        log.info("%s joined room %s (%d members here)", member.name, room, len(members), extra={"identity": member.name, "room": room})
-        if len(members) <= self._announce_max and (len(members) == 1 or self.announces(member.name)):
+        log.info("%s joined room %s (%d members here)", member.name, room, size, extra={"identity": member.name, "room": room})
+        if size <= self._announce_max and (size == 1 or self.announces(member.name)):
             await self._publish(member, room, "", Kind.JOIN)
 
     async def accept(self, member: Member, room: str, text: str) -> None:
-        """Accepted = stored by JetStream; otherwise the sender's stream ends with UNAVAILABLE."""
-        await self.enter(member, room)
-        if not member.ended:
-            await self._publish(member, room, text, Kind.MESSAGE)
+        """Send a message to JetStream; if it is not stored, the sender's stream ends with UNAVAILABLE.
+
+        Does not wait for JetStream's acknowledgement: up to PUBLISH_WINDOW of
+        a stream's messages are in flight at once, sent in the order read.
+        """
+        if room not in member.rooms:
+            await self.enter(member, room)
+        if member.ended:
+            return
+        window = self._windows.get(member)
+        if window is None:
+            window = self._windows[member] = asyncio.Semaphore(PUBLISH_WINDOW)
+        await window.acquire()
+        try:
+            stored = await self._shared.send(room, _event(room, member.name, text, Kind.MESSAGE), msg_id=self._msg_id())
+        except BrokerError as exc:
+            window.release()
+            self._not_stored(member, room, Kind.MESSAGE, exc)
+            return
+
+        def done(stored: asyncio.Future[Stored]) -> None:
+            window.release()
+            exc = stored.exception() if not stored.cancelled() else BrokerError("the broker was closed before it answered")
+            if exc is not None:
+                self._not_stored(member, room, Kind.MESSAGE, exc)
+
+        stored.add_done_callback(done)
 
     def leave_all(self, member: Member) -> None:
         for room in sorted(member.rooms):
-            members = self._rooms.get(room)
-            if members is None or members.pop(member, "absent") == "absent":
+            left = self._local.remove(member, room)
+            if left is None:
                 continue
-            if not members:
-                del self._rooms[room]
+            if not left:
                 self._release_if_unused(room)
-            if len(members) < self._announce_max and self.announces(member.name):
+            if left < self._announce_max and self.announces(member.name):
                 self._spawn(self._announce_leave(member.name, room))
         member.rooms.clear()
+        self._windows.pop(member, None)
 
     async def close(self) -> None:
         """Unsubscribe every room and wait for pending announcements (bounded by the broker's timeouts)."""
@@ -155,7 +197,7 @@ class SharedRoomHub(RoomHub):
                 return  # a subscription being replaced or closed
             for held in link.holding.values():
                 held.append((event_id, event))
-            self._deliver(room, event_id, event)
+            self._local.deliver(room, event_id, event)
 
         try:
             sub = await self._shared.subscribe(room, deliver, on_lost=lambda exc: self._lose(link, exc))
@@ -175,7 +217,7 @@ class SharedRoomHub(RoomHub):
         if self._links.get(room) is link:
             del self._links[room]
         refusal = _feed_lost(room, str(exc))
-        for member in list(self._rooms.get(room, ())) + list(link.holding):
+        for member in list(self._local.of(room) or ()) + list(link.holding):
             member.abort(refusal)
         self._spawn(self._unsubscribe(link))
 
@@ -199,20 +241,26 @@ class SharedRoomHub(RoomHub):
     async def _publish(self, member: Member, room: str, text: str, kind: int) -> None:
         event = _event(room, member.name, text, kind)
         try:
-            await self._shared.publish(room, event, msg_id=f"{self._replica}-{next(self._counter)}")
+            await (await self._shared.send(room, event, msg_id=self._msg_id()))
         except BrokerError as exc:
-            log.warning("room %s: %s from %s not accepted: %s", room, Kind.Name(kind), member.name, exc)  # type: ignore[arg-type]
-            member.abort(_not_accepted(exc))
+            self._not_stored(member, room, kind, exc)
+
+    def _not_stored(self, member: Member, room: str, kind: int, exc: BaseException) -> None:
+        log.warning("room %s: %s from %s not accepted: %s", room, Kind.Name(kind), member.name, exc)  # type: ignore[arg-type]
+        member.abort(_not_accepted(exc) if isinstance(exc, BrokerError) else _not_accepted(BrokerError(str(exc))))
+
+    def _msg_id(self) -> str:
+        return f"{self._replica}-{next(self._counter)}"
 
     async def _announce_leave(self, name: str, room: str) -> None:
         try:
-            await self._shared.publish(room, _event(room, name, "", Kind.LEAVE), msg_id=f"{self._replica}-{next(self._counter)}")
+            await (await self._shared.send(room, _event(room, name, "", Kind.LEAVE), msg_id=self._msg_id()))
         except BrokerError as exc:
             log.warning("room %s: LEAVE of %s not announced: %s", room, name, exc)
 
     def _release_if_unused(self, room: str) -> None:
         link = self._links.get(room)
-        if link is not None and not self._rooms.get(room) and link.joining == 0 and not link.holding:
+        if link is not None and not self._local.size(room) and link.joining == 0 and not link.holding:
             del self._links[room]
             if link.ready.done():
                 self._spawn(self._unsubscribe(link))
