@@ -36,8 +36,8 @@ __version__ = "0.1.0"
 _LAZY = {
     "open_channel": "securechat.client",
     "open_chat": "securechat.client",
-    "reconnecting_chat": "securechat.reconnect",
-    "rotating_channel": "securechat.rotation",
+    "reconnecting_chat": "securechat.client",
+    "rotating_channel": "securechat.client",
     "start_server": "securechat.server.app",
     "RunningServer": "securechat.server.app",
     "load_server_config": "securechat.config",
@@ -56,17 +56,24 @@ __all__ = [
     "InputFileError",
     "OutOfRange",
     "PkiError",
+    "Reason",
+    "Refusal",
+    "RunningServer",
     "SecureChatError",
     "__version__",
-    *_LAZY,
+    "load_client_config",
+    "load_server_config",
+    "open_channel",
+    "open_chat",
+    "reconnecting_chat",
+    "rotating_channel",
+    "start_server",
 ]
 
 if TYPE_CHECKING:
-    from securechat.client import open_channel, open_chat
+    from securechat.client import open_channel, open_chat, reconnecting_chat, rotating_channel
     from securechat.config import load_client_config, load_server_config
     from securechat.protocol import Reason, Refusal
-    from securechat.reconnect import reconnecting_chat
-    from securechat.rotation import rotating_channel
     from securechat.server.app import RunningServer, start_server
 
 

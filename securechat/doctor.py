@@ -31,6 +31,7 @@ SAN, and the CN is not used when SANs exist.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import ssl
@@ -122,7 +123,10 @@ class _Report:
 def _load_cas(report: _Report, label: str, path: Path) -> list[x509.Certificate]:
     if not path.is_file():
         report.fail(
-            f"{label} file", f"{shown(path)} not found", "Run 'securechat certs init' or fix the path.", stop=True
+            f"{label} file",
+            f"{shown(path)} not found",
+            f"Run 'securechat certs init{_dir(path)}' or fix the path.",
+            stop=True,
         )
     try:
         cas = pki.load_certificates(path)
@@ -163,7 +167,7 @@ def _check_leaf(
             report.fail(
                 f"{label} file",
                 f"{shown(path)} not found",
-                f"Run 'securechat certs {role} {name}' or fix the path.",
+                f"Run 'securechat certs {role} {name}{_dir(path)}' or fix the path.",
                 stop=True,
             )
     report.ok("files", f"{shown(cert_path)} and {shown(key_path)} exist")
@@ -189,7 +193,9 @@ def _check_leaf(
         report.ok("key matches certificate", f"{shown(key_path)} is the key of {shown(cert_path)}")
     else:
         report.problem(
-            "key matches certificate", mismatch, f"Use the key issued with it, or 'securechat certs renew {name}'."
+            "key matches certificate",
+            mismatch,
+            f"Use the key issued with it, or 'securechat certs renew {name}{_dir(cert_path)}'.",
         )
     verdict = checks.verify_chain(
         cert,
@@ -209,42 +215,60 @@ def _check_leaf(
         report.ok("chain", f"{shown(cert_path)} chains{via} to {checks.describe(built[-1])} in {ca_field}")
     wrong = verdict.of(_LEAF_CODES)
     if wrong:
-        report.problem("extended key usage", wrong[0], f"Issue it with 'securechat certs {role} {name}'.")
+        report.problem(
+            "extended key usage", wrong[0], f"Issue it with 'securechat certs {role} {name} --force{_dir(cert_path)}'."
+        )
     else:
         report.ok("extended key usage", f"{purpose.eku_name}, as a {role} needs")
     invalid = [p for p in verdict.of((Code.EXPIRED, Code.NOT_YET_VALID)) if p.depth == 0]
     if invalid and invalid[0].code is Code.NOT_YET_VALID:
         report.problem("validity", invalid[0], "Check this machine's clock.")
     elif invalid:  # expired: the core's verdict, with the fix that fits how this certificate is renewed
-        report.problem("validity", invalid[0], _renew_fix(name, renew))
+        report.problem("validity", invalid[0], _renew_fix(name, renew, cert_path))
     else:
         _check_validity(report, cert, cert_path, name, renew)
     return _Leaf(cert, tuple(chain), verdict)
 
 
-def _check_validity(report: _Report, cert: x509.Certificate, cert_path: Path, name: str, renew: RenewConfig | None) -> None:
+def _check_validity(
+    report: _Report, cert: x509.Certificate, cert_path: Path, name: str, renew: RenewConfig | None
+) -> None:
     """Expiry judged against the certificate's own lifetime and whether tls.renew renews it (pki.judge_expiry)."""
     now = pki.utc_now()
     verdict = pki.judge_expiry(cert, now=now, renewal_configured=renew is not None)
     if cert.not_valid_before_utc > now:
-        report.fail("validity", f"{shown(cert_path)} is not valid until {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC", "Check this machine's clock.")
+        report.fail(
+            "validity",
+            f"{shown(cert_path)} is not valid until {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC",
+            "Check this machine's clock.",
+        )
     elif verdict.level == "fail" and renew is not None and cert.not_valid_after_utc > now:
-        report.fail("validity", f"{shown(cert_path)}: {verdict.message}", f"Check that the CA at {renew.ca} is up and reachable (the renewer logs why it fails), or renew now: 'securechat certs renew {name} --ca {renew.ca}'.")
+        report.fail(
+            "validity",
+            f"{shown(cert_path)}: {verdict.message}",
+            f"Check that the CA at {renew.ca} is up and reachable (the renewer logs why it fails), or renew now: 'securechat certs renew {name} --ca {renew.ca}'.",
+        )
     elif verdict.level == "fail":
-        report.fail("validity", f"{shown(cert_path)} {verdict.message}", _renew_fix(name, renew))
+        report.fail("validity", f"{shown(cert_path)} {verdict.message}", _renew_fix(name, renew, cert_path))
     elif verdict.level == "warn":
-        report.warn("validity", f"{shown(cert_path)} {verdict.message}", f"Run 'securechat certs renew {name}', or set tls.renew so it renews itself.")
+        report.warn(
+            "validity",
+            f"{shown(cert_path)} {verdict.message}",
+            f"Run 'securechat certs renew {name}{_dir(cert_path)}', or set tls.renew so it renews itself.",
+        )
     else:
         report.ok("validity", verdict.message)
     if renew is not None:
         _check_renewal_ca(report, renew)
 
 
-def _renew_fix(name: str, renew: RenewConfig | None) -> str:
+def _renew_fix(name: str, renew: RenewConfig | None, cert_path: Path) -> str:
     """How to replace an expired certificate: an expired certificate cannot renew online."""
     if renew is not None:
-        return "Enroll again with a new token ('securechat ca token NAME' on the CA): an expired certificate cannot renew."
-    return f"Run 'securechat certs renew {name}'."
+        return (
+            "Enroll again with a new token ('securechat ca token NAME' on the CA): an expired certificate cannot renew."
+        )
+    return f"Run 'securechat certs renew {name}{_dir(cert_path)}'."
 
 
 def _check_renewal_ca(report: _Report, renew: RenewConfig) -> None:
@@ -286,14 +310,14 @@ def _check_crl(
         return
     lists = load_crls(data, signers, where=shown(crl_path))
     if isinstance(lists, Problem):
-        report.problem("revocation", lists, "Re-sign it with 'securechat certs crl' in the CA's directory.")
+        report.problem("revocation", lists, f"Re-sign it with 'securechat certs crl{_dir(crl_path)}'.")
         return
     for item in lists:
         if item.stale():
             report.fail(
                 "revocation",
                 f"{shown(crl_path)} (CRL number {item.number}) is past its nextUpdate",
-                "Run 'securechat certs crl' and ship the new crl.pem.",
+                f"Run 'securechat certs crl{_dir(crl_path)}' and ship the new crl.pem.",
                 code="crl-stale",
             )
     numbers = ", ".join(str(item.number) for item in lists)
@@ -306,10 +330,15 @@ def _check_crl(
         report.problem(
             "revocation",
             revoked[0],
-            f"Ask for a new certificate: 'securechat certs client {cert_name(leaf.cert)} --force'.",
+            f"Ask for a new certificate (renewing a revoked one is refused): 'securechat certs client {cert_name(leaf.cert)} --force{_dir(crl_path)}'.",
         )
     else:
         report.ok("revocation", f"{shown(crl_path)} (CRL number {numbers}) lists no certificate of our chain")
+
+
+def _dir(path: Path) -> str:
+    """` --dir DIR` for a fix command: the certs directory the file sits in, so the fix acts on that CA."""
+    return f" --dir {shown(path.parent)}"
 
 
 def cert_name(cert: x509.Certificate) -> str:
@@ -326,7 +355,14 @@ def _server_checks(config: ServerConfig) -> list[Finding]:
         cas = _load_cas(report, "tls.client_ca", config.tls.client_ca) if config.tls.client_ca else []
         if cas and config.tls.client_ca is not None:
             leaf = _check_leaf(
-                report, "server", config.tls.cert, config.tls.key, cas, config.tls.client_ca, "tls.client_ca", config.tls.renew
+                report,
+                "server",
+                config.tls.cert,
+                config.tls.key,
+                cas,
+                config.tls.client_ca,
+                "tls.client_ca",
+                config.tls.renew,
             )
             signers = cas + [c for c in leaf.chain[1:] if checks.is_ca(c)]
         else:
@@ -497,19 +533,64 @@ def _is_ip(name: str) -> bool:
 
 
 def _check_who_am_i(report: _Report, config: ClientConfig, cert: x509.Certificate | None) -> None:
-    from securechat.client import open_channel, who_am_i
+    """Every method the client will call (WhoAmI, SayHello, Chat), each checked against the server's authz."""
+    import grpc
 
-    async def ask() -> tuple[str, str]:
+    from securechat.client import open_channel, say_hello, who_am_i
+
+    async def ask() -> list[tuple[str, str | SecureChatError]]:
+        results: list[tuple[str, str | SecureChatError]] = []
         async with open_channel(config) as channel:
-            identity = await who_am_i(channel)
-        return identity.name, identity.serial
+            try:
+                identity = await who_am_i(channel)
+                results.append(("WhoAmI", f"{identity.name}\0{identity.serial}"))
+            except SecureChatError as exc:
+                results.append(("WhoAmI", exc))
+                if getattr(exc, "code", None) is not grpc.StatusCode.PERMISSION_DENIED:
+                    return results  # not about this method (unreachable, untrusted, revoked): once is enough
+            try:
+                results.append(("SayHello", await say_hello(channel)))
+            except SecureChatError as exc:
+                results.append(("SayHello", exc))
+            results.append(("Chat", await _open_chat(channel)))
+        return results
 
     try:
-        name, serial = asyncio.run(ask())
+        results = asyncio.run(ask())
     except SecureChatError as exc:
-        report.fail("WhoAmI", str(exc), "See the server's log for the refusal.")
+        report.fail("WhoAmI", str(exc), "")
         return
-    if cert is not None and serial != f"{cert.serial_number:x}":
-        report.fail("WhoAmI", f"the server sees serial {serial}, not our {cert.serial_number:x}", "Check tls.cert.")
-        return
-    report.ok("WhoAmI", f"the server says we are '{name}' (serial {serial})")
+    for method, result in results:
+        if isinstance(result, SecureChatError):
+            report.fail(method, str(result), "")
+        elif method == "WhoAmI":
+            name, serial = result.split("\0")
+            if cert is not None and serial != f"{cert.serial_number:x}":
+                report.fail(
+                    "WhoAmI", f"the server sees serial {serial}, not our {cert.serial_number:x}", "Check tls.cert."
+                )
+            else:
+                report.ok("WhoAmI", f"the server says we are '{name}' (serial {serial})")
+        elif method == "SayHello":
+            report.ok("SayHello", f"allowed: {result}")
+        else:
+            report.ok("Chat", "allowed: a chat stream opens (no room was joined)")
+
+
+async def _open_chat(channel: object) -> str | SecureChatError:
+    """Open Chat and half-close it at once: authz decides at the call's start, and no room is joined."""
+    import grpc
+
+    from securechat.client import Channel
+
+    assert isinstance(channel, Channel)
+    call = channel.stub.Chat()
+    try:
+        # A call whose connection already failed raises gRPC's internal batch error here; reading says why.
+        with contextlib.suppress(Exception):
+            await call.done_writing()
+        async for _ in call:
+            pass
+    except grpc.aio.AioRpcError as exc:
+        return channel.explain(exc)
+    return "ok"

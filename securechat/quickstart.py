@@ -8,7 +8,7 @@ from pathlib import Path
 
 from securechat import pki
 from securechat.config import DEFAULT_PORT
-from securechat.errors import FileExistsRefused
+from securechat.errors import ConfigError, FileExistsRefused
 from securechat.pki.atomic import ensure_private_directory, write_atomic
 
 CLIENTS = ("alice", "bob")
@@ -17,10 +17,10 @@ CONFIG_MODE = 0o644
 CONFIG_DIR_MODE = 0o755
 """The directory of the configs: never group- or world-writable, whatever the umask."""
 
-SERVER_YAML = f"""\
+SERVER_YAML = """\
 # securechat server config, made by `securechat quickstart`.
 # Relative paths resolve against this file's directory.
-listen: 127.0.0.1:{DEFAULT_PORT}
+listen: 127.0.0.1:{port}
 tls:
   cert: certs/server.pem
   key: certs/server-key.pem
@@ -50,8 +50,10 @@ class Quickstart:
     client_configs: dict[str, Path]
 
 
-def make_quickstart(directory: Path | str, *, force: bool = False) -> Quickstart:
-    """Issue the CA and certificates into DIR/certs and write DIR/*.yaml."""
+def make_quickstart(directory: Path | str, *, force: bool = False, port: int = DEFAULT_PORT) -> Quickstart:
+    """Issue the CA and certificates into DIR/certs and write DIR/*.yaml, the server on 127.0.0.1:PORT."""
+    if not 1 <= port <= 65535:
+        raise ConfigError("--port", None, f"{port} is not a TCP port.", "Use 1-65535 (50051 is the default).")
     directory = Path(directory)
     configs = {"server": directory / "server.yaml", **{name: directory / f"{name}.yaml" for name in CLIENTS}}
     if not force:
@@ -68,9 +70,9 @@ def make_quickstart(directory: Path | str, *, force: bool = False) -> Quickstart
         [pki.issue_server_cert(ca, "server"), *(pki.issue_client_cert(ca, name) for name in CLIENTS)],
         force=force,
     )
-    _write_text(configs["server"], SERVER_YAML, force=force)
+    _write_text(configs["server"], SERVER_YAML.format(port=port), force=force)
     for name in CLIENTS:
-        _write_text(configs[name], CLIENT_YAML.format(name=name, port=DEFAULT_PORT), force=force)
+        _write_text(configs[name], CLIENT_YAML.format(name=name, port=port), force=force)
     return Quickstart(
         directory=directory,
         certs=store.directory,

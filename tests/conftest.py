@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
@@ -9,6 +10,12 @@ from pathlib import Path
 import pytest
 
 from securechat import pki
+
+# `securechat certs init` encrypts the CA key by default. Tests that run it
+# (in-process or as a subprocess, which inherits this) use this passphrase, the
+# way cron jobs and CI use $SECURECHAT_CA_PASSPHRASE; tests of the prompt or of
+# --passphrase-file clear it.
+os.environ.setdefault("SECURECHAT_CA_PASSPHRASE", "correct horse battery staple for tests")
 
 # ---------------------------------------------------------------------------
 # PKI fixtures (owner: securechat.pki). Real keys and certificates, no mocks.

@@ -123,7 +123,8 @@ def main() -> int:
                 raise SystemExit("demo failed: a chat client exited non-zero")
 
             say("5. A client whose certificate comes from another CA is refused, with one line saying why")
-            run(["certs", "init", "--dir", "rogue-ca"], work)
+            # A throwaway CA for the demo: its key is not encrypted, and init says so.
+            run(["certs", "init", "--dir", "rogue-ca", "--no-passphrase", "--insecure"], work)
             run(["certs", "client", "mallory", "--dir", "rogue-ca"], work)
             # mallory trusts both CAs, so her own config checks pass and the
             # refusal we see is the server's, during the TLS handshake.

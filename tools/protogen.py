@@ -20,6 +20,8 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = REPO_ROOT / "protos"
 GEN_DIR = REPO_ROOT / "securechat" / "_gen"
+SHIPPED_DIR = REPO_ROOT / "securechat" / "protos"
+"""Copies of protos/ inside the package, so an installed securechat carries them (`securechat proto --out DIR`)."""
 PROTO_FILES = {
     "securechat/v1/chat.proto": "chat",
     "securechat/ca/v1/ca.proto": "ca",
@@ -59,7 +61,18 @@ def generate(out_dir: Path, *, proto_root: Path = PROTO_ROOT) -> list[Path]:
     return written
 
 
+def copy_protos(out_dir: Path, *, proto_root: Path = PROTO_ROOT) -> list[Path]:
+    """Copy every proto under out_dir with its proto path (securechat/v1/chat.proto, ...); return the copies."""
+    written = []
+    for proto in PROTO_FILES:
+        target = out_dir / proto
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes((proto_root / proto).read_bytes())
+        written.append(target)
+    return written
+
+
 if __name__ == "__main__":
-    for path in generate(GEN_DIR):
+    for path in [*generate(GEN_DIR), *copy_protos(SHIPPED_DIR)]:
         print(f"wrote {path.relative_to(REPO_ROOT)}")
     sys.exit(0)

@@ -23,10 +23,28 @@ if sys.argv[1:2] == ["serve"]:
 else:
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
+from typing import Annotated, Any  # noqa: E402
+
 import typer  # noqa: E402
 
 from securechat.cli.output import fail  # noqa: E402
+from securechat.cli.proto import proto  # noqa: E402
 from securechat.errors import SecureChatError  # noqa: E402
+
+HELP = """Issue certificates, run an mTLS gRPC chat server, connect authenticated clients.
+
+\b
+Examples:
+  securechat quickstart --dir demo
+  securechat serve --config demo/server.yaml
+  securechat chat --config demo/alice.yaml --room general
+  securechat certs list --dir demo/certs --json
+
+Every command prints one line on stderr for an error and exits non-zero;
+'securechat COMMAND --help' shows its options, examples and exit codes.
+"""
+
+SHELLS = ("bash", "zsh", "fish")
 
 
 def build_app(*, certs_only: bool = False) -> typer.Typer:
@@ -39,20 +57,27 @@ def build_app(*, certs_only: bool = False) -> typer.Typer:
     from securechat.cli.certs import certs_app
 
     # show_locals=False: Typer's pretty tracebacks would otherwise print local
-    # variables, and here those can be private keys.
+    # variables, and here those can be private keys. rich_markup_mode=None:
+    # click's plain help, which wraps to the terminal (at most 80 columns)
+    # instead of cutting option names, and does not load Rich at every start.
     app = typer.Typer(
         name="securechat",
-        help="Issue certificates, run an mTLS gRPC chat server, connect authenticated clients.",
+        help=HELP,
         no_args_is_help=True,
         pretty_exceptions_show_locals=False,
         add_completion=False,
+        rich_markup_mode=None,
+        context_settings={"help_option_names": ["--help", "-h"]},
     )
+    app.callback()(_root)
     app.add_typer(certs_app, name="certs")
+    app.command()(completion)
+    app.command()(proto)
     if certs_only:
         return app
     from securechat.cli.agent import agent
     from securechat.cli.ca import ca_app
-    from securechat.cli.client import chat, health, hello
+    from securechat.cli.client import chat, health, hello, whoami
     from securechat.cli.doctor import doctor
     from securechat.cli.quickstart import quickstart
     from securechat.cli.serve import serve
@@ -60,6 +85,7 @@ def build_app(*, certs_only: bool = False) -> typer.Typer:
     app.command()(quickstart)
     app.command()(serve)
     app.command()(hello)
+    app.command()(whoami)
     app.command()(chat)
     app.command()(health)
     app.command()(doctor)
@@ -68,17 +94,92 @@ def build_app(*, certs_only: bool = False) -> typer.Typer:
     return app
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from securechat import __version__
+
+        typer.echo(f"securechat {__version__}")
+        raise typer.Exit()
+
+
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", "-V", help="Print the version and exit.", callback=_print_version, is_eager=True),
+    ] = False,
+) -> None:
+    """Issue certificates, run an mTLS gRPC chat server, connect authenticated clients."""
+
+
+def completion(shell: Annotated[str, typer.Argument(help="bash, zsh or fish.", metavar="SHELL")]) -> None:
+    """Print the shell completion script for SHELL.
+
+    \b
+    Examples:
+      securechat completion bash > /etc/bash_completion.d/securechat
+      securechat completion zsh > "${fpath[1]}/_securechat"
+      securechat completion fish > ~/.config/fish/completions/securechat.fish
+      eval "$(securechat completion bash)"      # this shell only
+    """
+    if shell not in SHELLS:
+        fail(f"no completion for shell '{shell}': use one of {', '.join(SHELLS)}.", code=2)
+    from typer._completion_shared import get_completion_script
+
+    typer.echo(get_completion_script(prog_name="securechat", complete_var="_SECURECHAT_COMPLETE", shell=shell))
+
+
 def __getattr__(name: str) -> typer.Typer:
     if name == "app":  # the whole CLI, for tests and tools that import it
         return build_app()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+# What an option's value is, where its declaration does not say (help reads "--config FILE", never "<path>").
+_METAVARS = {
+    "config": "FILE", "listen": "HOST:PORT", "target": "HOST:PORT", "ca": "HOST:PORT", "san": "NAME|IP",
+    "ttl": "DURATION", "within": "DURATION", "serial": "SERIAL", "token": "TOKEN", "dir": "DIR", "root_dir": "DIR",
+    "key_type": "TYPE", "days": "DAYS", "permit_dns": "DOMAIN", "exec_": "COMMAND", "exec": "COMMAND",
+    "signal": "SIGNAL", "kind": "KIND", "name": "NAME", "namespace": "NAMESPACE", "ca_address": "HOST:PORT",
+    "exec_command": "COMMAND", "send_signal": "SIGNAL",
+}  # fmt: skip
+
+
+def name_values(command: Any) -> None:
+    """Give every option and argument of COMMAND (and its subcommands) a metavar that names its value."""
+    for param in getattr(command, "params", ()):
+        if getattr(param, "metavar", None) is not None or getattr(param, "is_flag", False) or param.name is None:
+            continue
+        if param.param_type_name == "argument":
+            param.metavar = param.name.upper().rstrip("S") + ("..." if param.nargs != 1 else "")
+            continue
+        if param.name.endswith("_file") or param.name.endswith("_cert"):
+            param.metavar = "FILE"
+        elif param.name in _METAVARS:
+            param.metavar = _METAVARS[param.name]
+        elif getattr(param.type, "name", "") in ("str", "text", "int", "integer", "path", "float"):
+            param.metavar = "FILE" if param.type.name == "path" else param.name.upper()
+    for sub in getattr(command, "commands", {}).values():
+        name_values(sub)
+
+
 def main() -> None:
     """Console-script entry point."""
+    if sys.argv[1:] in (["--version"], ["-V"]):  # answered before any command is built
+        from securechat import __version__
+
+        print(f"securechat {__version__}")
+        return
+    if "_SECURECHAT_COMPLETE" in os.environ:  # a shell asking for completions (see `securechat completion`)
+        from typer._completion_classes import completion_init
+
+        completion_init()
     app = build_app(certs_only=sys.argv[1:2] == ["certs"])
+    from typer.main import get_command
+
+    command = get_command(app)
+    name_values(command)
     try:
-        app(standalone_mode=True)
+        command(standalone_mode=True)
     except SecureChatError as exc:
         fail(str(exc))
     except KeyboardInterrupt:

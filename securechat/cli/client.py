@@ -2,35 +2,35 @@
 
 from __future__ import annotations
 
-import asyncio
+import json
 import sys
-import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
-from securechat.cli.output import reports_errors, stderr, stdout
-from securechat.config import load_client_config
+from securechat.cli.inert import inert
+from securechat.cli.output import reports_errors
 from securechat.errors import ConnectError
-
-if TYPE_CHECKING:
-    from securechat._gen import chat_pb2
-    from securechat.config import ClientConfig
-    from securechat.reconnect import ReconnectingChat, ResumeGap
 
 # grpc, the client and the generated stubs are imported by the commands that
 # use them: `securechat certs ...` should not pay for them at start-up.
 
-ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Client YAML file.")]
-TargetOption = Annotated[str | None, typer.Option(help="HOST:PORT of the server, overriding the config's target.")]
+ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Client YAML file.", metavar="FILE")]
+TargetOption = Annotated[
+    str | None,
+    typer.Option(help="The server, overriding the config's target.", metavar="HOST:PORT", show_default=False),
+]
 
 
 @reports_errors
 def hello(
     config: ConfigOption,
     target: TargetOption = None,
-    name: Annotated[str, typer.Option(help="Name to send; the server ignores it under mTLS and uses our certificate.")] = "",
+    name: Annotated[
+        str,
+        typer.Option(help="Name to send; the server ignores it under mTLS and uses our certificate.", metavar="NAME"),
+    ] = "",
 ) -> None:
     """Call SayHello once and print the reply.
 
@@ -38,139 +38,115 @@ def hello(
     """
 
     from securechat.client import open_channel, say_hello
+    from securechat.config import load_client_config
 
     async def run() -> str:
         async with open_channel(load_client_config(config, target=target)) as channel:
             return await say_hello(channel, name)
 
-    stdout.print(asyncio.run(run()), markup=False)
+    import asyncio  # here, not at module level: --help and certs do not load it
+
+    typer.echo(inert(asyncio.run(run())))  # the server's words: inert
 
 
 @reports_errors
 def health(
     config: ConfigOption,
     target: TargetOption = None,
-    service: Annotated[str, typer.Option(help="Service to check; '' means the whole server.")] = "",
+    service: Annotated[str, typer.Option(help="Service to check; '' means the whole server.", metavar="SERVICE")] = "",
 ) -> None:
     """Check grpc.health.v1 over the configured (m)TLS channel.
+
+    Example: securechat health --config alice.yaml
 
     Exit codes: 0 when SERVING; 1 otherwise, with a one-line reason.
     """
 
     from securechat.client import check_health, open_channel
+    from securechat.config import load_client_config
 
     async def run() -> str:
         async with open_channel(load_client_config(config, target=target)) as channel:
             return await check_health(channel, service)
 
+    import asyncio  # here, not at module level: --help and certs do not load it
+
     status = asyncio.run(run())
     label = service or "server"
     if status != "SERVING":
         raise ConnectError(f"{label} is {status}")
-    stdout.print(f"{label}: SERVING")
+    typer.echo(f"{label}: SERVING")
 
 
 @reports_errors
 def chat(
     config: ConfigOption,
     target: TargetOption = None,
-    room: Annotated[str, typer.Option(help="Room to join and post to.")] = "general",
+    room: Annotated[
+        str, typer.Option(help="Room to join first; what you type goes there.", metavar="ROOM")
+    ] = "general",
+    ids: Annotated[bool, typer.Option("--ids", help="Show each event's id before it.")] = False,
 ) -> None:
-    """Chat in a room: lines from stdin are sent, events are printed as they arrive.
+    """Chat in a room: what you type is sent, events print as they arrive.
 
-    With piped stdin each line is sent and its echo awaited; at EOF it exits 0.
-    Interactively, '/join ROOM' switches rooms and Ctrl-D leaves.
+    On a terminal: a prompt with line editing and history; /join ROOM
+    switches rooms, /leave, /rooms, /who, /help; /quit or Ctrl-D leaves.
+    With piped stdin each line is sent and its echo awaited; at EOF it exits.
+
+    Exit codes: 0 done; 1 could not connect, the session ended with an
+    error, or (piped) the server refused a line (said on stderr).
+
+    Example: securechat chat --config alice.yaml --room general
+
+    Example: printf 'hi bob\\n' | securechat chat --config alice.yaml
     """
+    from securechat.cli.chat import ChatOptions, run_chat
+    from securechat.config import load_client_config
+
     settings = load_client_config(config, target=target)
-    asyncio.run(_chat(settings, room, interactive=sys.stdin.isatty()))
+    interactive = sys.stdin.isatty() and sys.stdout.isatty()
+    import asyncio  # here, not at module level: --help and certs do not load it
+
+    code = asyncio.run(run_chat(settings, ChatOptions(room=room, show_ids=ids, interactive=interactive)))
+    if code:
+        raise typer.Exit(code=code)
 
 
-async def _chat(config: ClientConfig, room: str, *, interactive: bool) -> None:
-    from securechat.reconnect import reconnecting_chat
+@reports_errors
+def whoami(
+    config: ConfigOption,
+    target: TargetOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the identity as a JSON object.")] = False,
+) -> None:
+    """Ask the server who our certificate says we are (WhoAmI).
 
-    lines = _stdin_lines()
+    \b
+    Examples:
+      securechat whoami --config alice.yaml
+      securechat whoami --config alice.yaml --json | jq -r .name
 
-    def on_gap(gap: ResumeGap) -> None:
-        stderr.print(f"warning: {gap} Continuing with new events.", markup=False, highlight=False, soft_wrap=True)
+    JSON (stable): {"name", "spiffe_id", "serial", "not_after"}; spiffe_id is
+    "" without a SPIFFE ID. Exit codes: 0 answered; 1 could not ask (one line).
+    """
+    from securechat.client import open_channel, who_am_i
+    from securechat.config import load_client_config
 
-    # The session reconnects by itself (bounded backoff with jitter) and
-    # resumes with last-event-id; unechoed lines are resent. A renewed client
-    # certificate moves it onto a new channel the same way.
-    async with reconnecting_chat(config, on_gap=on_gap) as session:
-        # With tls.renew the session follows its own renewals; otherwise watch the files here.
-        renewing = config.tls is not None and config.tls.renew is not None
-        watcher = asyncio.create_task(_follow_rotations(config, session) if not renewing else asyncio.sleep(0))
-        await session.join(room)
-        echoes: asyncio.Queue[chat_pb2.ChatEvent] = asyncio.Queue()
-        printer = asyncio.create_task(_print_events(session, session.me, echoes))
-        try:
-            current = room
-            while (line := await lines.get()) is not None:
-                if line.startswith("/join "):
-                    current = line.removeprefix("/join ").strip()
-                    await session.join(current)
-                    continue
-                if not line:
-                    continue
-                await session.send(line, room=current)
-                if not interactive:
-                    await _wait_for_echo(echoes, printer, line, current)
-            await session.done_writing()
-            await printer
-        finally:
-            printer.cancel()
-            watcher.cancel()
+    async def run() -> dict[str, str]:
+        async with open_channel(load_client_config(config, target=target)) as channel:
+            identity = await who_am_i(channel)
+        return {
+            "name": identity.name,
+            "spiffe_id": identity.spiffe_id,
+            "serial": identity.serial,
+            "not_after": identity.not_after,
+        }
 
+    import asyncio  # here, not at module level: --help and certs do not load it
 
-async def _follow_rotations(config: ClientConfig, session: ReconnectingChat) -> None:
-    """gRPC cannot swap an open channel's credentials: reconnect when our certificate is renewed."""
-    from securechat.client import certificate_rotations
-
-    async for material in certificate_rotations(config):
-        serial = f"{material.certificate.serial_number:x}" if material.certificate is not None else "?"
-        stderr.print(f"client certificate changed (serial {serial}): reconnecting", markup=False, highlight=False, soft_wrap=True)
-        await session.reopen_channel()
-
-
-async def _print_events(session: ReconnectingChat, me: str | None, echoes: asyncio.Queue[chat_pb2.ChatEvent]) -> None:
-    from securechat._gen.chat_pb2 import ChatEvent
-
-    Kind = ChatEvent.Kind  # noqa: N806 - the proto's enum, named as in the proto
-    async for event in session:
-        if event.kind == Kind.MESSAGE:
-            stdout.print(f"[dim]#{event.id}[/] [bold]\\[{event.room}] {event.sender}:[/] ", end="")
-            stdout.print(event.text, markup=False, highlight=False, emoji=False)
-            if me is None or event.sender == me:
-                echoes.put_nowait(event)
-        elif event.kind == Kind.JOIN:
-            stdout.print(f"[dim]#{event.id} \\[{event.room}] * {event.sender} joined[/]")
-        elif event.kind == Kind.LEAVE:
-            stdout.print(f"[dim]#{event.id} \\[{event.room}] * {event.sender} left[/]")
-
-
-async def _wait_for_echo(echoes: asyncio.Queue[chat_pb2.ChatEvent], printer: asyncio.Task[None], text: str, room: str) -> None:
-    """Block until the server's copy of our message arrives: that is its acknowledgement."""
-    while True:
-        getter = asyncio.ensure_future(echoes.get())
-        done, _ = await asyncio.wait({getter, printer}, return_when=asyncio.FIRST_COMPLETED)
-        if getter not in done:
-            getter.cancel()
-            printer.result()  # raises why the stream ended
-            raise ConnectError("the server ended the chat before acknowledging our message")
-        event = getter.result()
-        if event.text == text and event.room == room:
-            return
-
-
-def _stdin_lines() -> asyncio.Queue[str | None]:
-    """Lines of stdin, read on a daemon thread so a blocked read never holds up exit."""
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[str | None] = asyncio.Queue()
-
-    def pump() -> None:
-        for line in sys.stdin:
-            loop.call_soon_threadsafe(queue.put_nowait, line.rstrip("\r\n"))
-        loop.call_soon_threadsafe(queue.put_nowait, None)
-
-    threading.Thread(target=pump, name="stdin", daemon=True).start()
-    return queue
+    identity = asyncio.run(run())
+    if as_json:
+        typer.echo(json.dumps(identity))
+        return
+    typer.echo(f"{inert(identity['name'])}{' (' + inert(identity['spiffe_id']) + ')' if identity['spiffe_id'] else ''}")
+    typer.echo(f"  serial:    {inert(identity['serial'])}")
+    typer.echo(f"  not after: {inert(identity['not_after'])}")

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, NoReturn, ParamSpec, TypeVar
 
 import typer
 
+from securechat.cli.inert import inert
 from securechat.errors import SecureChatError
 
 if TYPE_CHECKING:
@@ -40,18 +41,23 @@ def fail(message: str, *, code: int = 1) -> NoReturn:
     A ConfigError holds every problem of a file, one per line.
     """
     # Text, not markup: a message may hold '[...]' or ':cd:' (fingerprints,
-    # paths, YAML) that Rich would otherwise read as markup or emoji codes.
+    # paths, YAML) that Rich would otherwise read as markup or emoji codes,
+    # and text another party controls (a server's details, a certificate's
+    # names) that must reach the terminal inert.
     from rich.text import Text
 
+    # One line per problem (a config reports all of its problems at once), each made inert.
     for line in message.splitlines() or [""]:
-        console(stderr=True).print(Text.assemble(("error:", "bold red"), " ", line), soft_wrap=True, emoji=False)
+        console(stderr=True).print(Text.assemble(("error:", "bold red"), " ", inert(line)), soft_wrap=True, emoji=False)
     sys.exit(code)
 
 
 def warn(message: str) -> None:
     from rich.text import Text
 
-    console(stderr=True).print(Text.assemble(("warning:", "bold yellow"), " ", message), soft_wrap=True, emoji=False)
+    console(stderr=True).print(
+        Text.assemble(("warning:", "bold yellow"), " ", inert(message)), soft_wrap=True, emoji=False
+    )
 
 
 def exit_with(code: int) -> NoReturn:

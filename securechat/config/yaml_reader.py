@@ -207,6 +207,13 @@ def read_yaml(path: Path) -> object:
         raise ConfigError(str(path), None, "config file not found.", NOT_FOUND_FIX) from exc
     except InputFileError as exc:
         raise ConfigError(str(path), None, exc.problem, exc.fix) from exc
+    except IsADirectoryError as exc:
+        raise ConfigError(
+            str(path),
+            None,
+            "is a directory, not a config file.",
+            f"Pass the YAML file in it, e.g. --config {path / 'alice.yaml'}.",
+        ) from exc
     except OSError as exc:
         raise ConfigError(
             str(path), None, f"cannot read the config file ({exc.__class__.__name__}).", READ_FIX

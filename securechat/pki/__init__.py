@@ -40,6 +40,7 @@ from securechat.pki.index import INDEX_VERSION, IndexEntry, parse_index, render_
 from securechat.pki.inspect import (
     CertSummary,
     days_left,
+    days_text,
     days_until,
     eku_name,
     extended_key_usages,
@@ -172,6 +173,7 @@ __all__ = [
     "certificate_pem",
     "create_ca",
     "days_left",
+    "days_text",
     "days_until",
     "eku_name",
     "extended_key_usages",

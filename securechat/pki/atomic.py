@@ -209,9 +209,22 @@ def place_staged(staged: Sequence[Staged], *, replace_existing: bool, syncfs_fir
                 raise FileExistsRefused(Path(item.path)) from None
             placed += 1
     except OSError as exc:
+        if not replace_existing:
+            unplace(staged[:placed])
         raise PkiError(f"{current} could not be written ({exc.strerror}). Check free space and permissions.") from exc
+    except BaseException:
+        if not replace_existing:  # what we placed was new (no clobber): take it away again
+            unplace(staged[:placed])
+        raise
     finally:
         discard(staged[placed:])
+
+
+def unplace(staged: Iterable[Staged]) -> None:
+    """Remove files a batch created in place (only ever ones it made without replacing anything)."""
+    for item in staged:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(item.path)
 
 
 def discard(staged: Iterable[Staged]) -> None:

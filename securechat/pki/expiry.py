@@ -43,11 +43,12 @@ class ExpiryVerdict:
         return self.level != "ok"
 
 
-def _text(delta: dt.timedelta) -> str:
+def _text(delta: dt.timedelta, *, ahead: bool = False) -> str:
+    """DELTA in its largest unit; AHEAD (time left) rounds whole days up, as `pki.days_until` does everywhere."""
     seconds = int(abs(delta.total_seconds()))
     for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
         if seconds >= size:
-            count = seconds // size
+            count = -(-seconds // size) if ahead and unit == "day" else seconds // size
             return f"{count} {unit}{'s' if count != 1 else ''}"
     return f"{seconds} second{'s' if seconds != 1 else ''}"
 
@@ -75,7 +76,7 @@ def judge_expiry(
         return ExpiryVerdict("fail", f"expired on {until} ({_text(now - end)} ago)", due)
     if now < start:
         return ExpiryVerdict("fail", f"not valid until {start:%Y-%m-%d %H:%M} UTC", due)
-    left = _text(end - now)
+    left = _text(end - now, ahead=True)
     if renewal_configured:
         if now >= start + lifetime * FAILING_AT:
             return ExpiryVerdict(

@@ -57,6 +57,8 @@ class CertSummary:
     """Whether the given CA signed it; None when no CA was given."""
     expired: bool
     not_yet_valid: bool
+    key_usages: tuple[str, ...] = ()
+    """The KeyUsage bits set, by their RFC 5280 names (digitalSignature, keyCertSign, ...); () without the extension."""
 
 
 def extended_key_usages(cert: x509.Certificate) -> frozenset[ObjectIdentifier]:
@@ -94,17 +96,54 @@ def is_signed_by(cert: x509.Certificate, ca_cert: x509.Certificate) -> bool:
     return checks.signed_by(cert, ca_cert)
 
 
+_KEY_USAGE_BITS = (
+    "digital_signature", "content_commitment", "key_encipherment", "data_encipherment",
+    "key_agreement", "key_cert_sign", "crl_sign",
+)  # fmt: skip
+
+
+def key_usages(cert: x509.Certificate) -> tuple[str, ...]:
+    """The KeyUsage bits CERT sets, by their RFC 5280 names, in the RFC's order."""
+    try:
+        usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        return ()
+    names = [_camel(bit) for bit in _KEY_USAGE_BITS if getattr(usage, bit)]
+    if usage.key_agreement:  # only defined with keyAgreement (cryptography raises otherwise)
+        names += [_camel(bit) for bit in ("encipher_only", "decipher_only") if getattr(usage, bit)]
+    return tuple(names)
+
+
+def _camel(name: str) -> str:
+    if name == "crl_sign":
+        return "cRLSign"  # RFC 5280's spelling
+    head, *rest = name.split("_")
+    return head + "".join(part.capitalize() for part in rest)
+
+
 def fingerprint_sha256(cert: x509.Certificate) -> str:
     """SHA-256 of the DER certificate as 'AB:CD:...'."""
     return cert.fingerprint(hashes.SHA256()).hex(":").upper()
 
 
 def days_until(moment: dt.datetime, *, now: dt.datetime | None = None) -> int:
-    """Days until MOMENT: rounded up while it is ahead (so a 365-day certificate
-    shows 365 right after issue, and one expiring within a day shows 1), and
-    rounded down — negative — once it has passed."""
+    """Whole days until MOMENT, the one day count every command shows (see `days_text`).
+
+    Rounded up while it is ahead, so a 365-day certificate shows 365 right
+    after issue and one expiring within a day shows 1; once it has passed,
+    minus the whole days since (0 within the first day: "expired today").
+    """
     remaining = (moment - (now or utc_now())) / dt.timedelta(days=1)
-    return math.ceil(remaining) if remaining > 0 else math.floor(remaining)
+    return math.ceil(remaining)
+
+
+def days_text(days: int) -> str:
+    """A `days_until` count in words: '1 day left', '30 days left', 'expired today', 'expired 1 day ago'."""
+    if days > 0:
+        return f"{days} day{'s' if days != 1 else ''} left"
+    if days == 0:
+        return "expired today"
+    return f"expired {-days} day{'s' if days != -1 else ''} ago"
 
 
 def days_left(cert: x509.Certificate, *, now: dt.datetime | None = None) -> int:
@@ -140,4 +179,5 @@ def summarize(
         signed_by_ca=None if ca_cert is None else is_signed_by(cert, ca_cert),
         expired=cert.not_valid_after_utc < now,
         not_yet_valid=cert.not_valid_before_utc > now,
+        key_usages=key_usages(cert),
     )

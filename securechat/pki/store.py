@@ -47,6 +47,7 @@ from securechat.pki.atomic import (
     replace_files,
     stage,
     sync_as_batch,
+    unplace,
     write_all,
     write_private_file,
 )
@@ -387,11 +388,21 @@ class CertStore(CertsLayout):
     def _commit_leaves(self, staged: Sequence[_StagedLeaf], *, force: bool, syncfs_first: bool) -> list[WrittenLeaf]:
         """Move staged leaves into place, make the names durable, and record them in the index."""
         files = [f for leaf in staged for f in (leaf.key, leaf.cert)]
+        try:
+            existing = self.entries()  # read before anything is in place: a damaged index leaves nothing behind
+        except BaseException:
+            discard(files)
+            raise
         place_staged(files, replace_existing=force, syncfs_first=syncfs_first)
-        fsync_directory(self.directory)
-        entries = supersede(self.entries(), (leaf.entry.name for leaf in staged))
-        entries.extend(leaf.entry for leaf in staged)
-        self._write_index(entries)
+        try:
+            fsync_directory(self.directory)
+            entries = supersede(existing, (leaf.entry.name for leaf in staged))
+            entries.extend(leaf.entry for leaf in staged)
+            self._write_index(entries)
+        except BaseException:
+            if not force:  # new files only (placed without replacing): an issuance that failed leaves nothing
+                unplace(files)
+            raise
         return [WrittenLeaf(leaf.entry, self.directory, leaf.capped_at_ca_expiry) for leaf in staged]
 
     # -- renewal and revocation --------------------------------------------

@@ -129,7 +129,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                 Refusal(
                     grpc.StatusCode.PERMISSION_DENIED,
                     Reason.NOT_ALLOWED,
-                    f"identity '{peer.name}' is not allowed to call {method}",
+                    f"identity '{peer.name}' is not allowed to call {method} by authz.allow",
                 ),
                 method,
             )

@@ -245,7 +245,7 @@ class ServerLifecycle:
             return Refusal(
                 grpc.StatusCode.PERMISSION_DENIED,
                 Reason.NOT_ALLOWED,
-                f"identity '{peer.name}' is not allowed to call {method}",
+                f"identity '{peer.name}' is not allowed to call {method} by {self._policy.rule_for(method)}",
             )
         return None
 

@@ -359,7 +359,7 @@ def _validity(cert: x509.Certificate, now: dt.datetime, where: str, depth: int) 
             Problem(
                 Code.EXPIRED,
                 "cert" if depth == 0 else "ca",
-                f"{where} expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC ({days} days ago).",
+                f"{where} expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC ({days} day{'s' if days != 1 else ''} ago).",
                 "Renew it ('securechat certs renew NAME') or issue a new one.",
                 depth,
             )

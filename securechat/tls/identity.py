@@ -259,3 +259,11 @@ class AuthzPolicy:
         service = method.rsplit("/", 1)[0]
         rule = self.methods.get(method, self.methods.get(f"{service}/*", self.allow))
         return self.allowed(rule, peer)
+
+    def rule_for(self, method: str) -> str:
+        """The config entry that decides METHOD, as a person would look it up: authz.methods['...'] or authz.allow."""
+        service = method.rsplit("/", 1)[0]
+        for key in (method, f"{service}/*"):
+            if key in self.methods:
+                return f"authz.methods['{key}']"
+        return "authz.allow"

@@ -11,7 +11,7 @@ from securechat import pki
 from securechat._gen import chat_pb2, chat_pb2_grpc
 from securechat.client import open_channel, say_hello, who_am_i
 from securechat.errors import ConnectError
-from securechat.rotation import rotating_channel
+from securechat.client.rotation import rotating_channel
 
 
 async def _until(predicate, timeout: float = 5.0) -> None:

@@ -189,7 +189,8 @@ def grpc_probe(port: int, method: str = "/grpc.health.v1.Health/Check") -> tuple
 @pytest.fixture
 def ca(tmp_path: Path, env: dict[str, str]) -> pki.CertificateAuthority:
     """The securechat CA that backs the Issuer (made with `securechat certs init`, as the README says)."""
-    result = run(["securechat", "certs", "init", "--dir", str(tmp_path / "ca")], env)
+    # cert-manager's CA Issuer reads the key from a Secret: it cannot be passphrase-encrypted.
+    result = run(["securechat", "certs", "init", "--dir", str(tmp_path / "ca"), "--no-passphrase", "--insecure"], env)
     assert result.returncode == 0, result.stderr
     return pki.CertStore(tmp_path / "ca").load_ca()
 

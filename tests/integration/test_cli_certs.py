@@ -107,7 +107,7 @@ def test_init_writes_ca_with_safe_modes(tmp_path: Path) -> None:
     directory = tmp_path / "certs"
     result = _certs("init", "--key-type", "ecdsa-p384", "--name", "Acme CA", "--days", "30", directory=directory)
     assert result.exit_code == 0, result.output
-    assert 'Created a new CA "Acme CA" (ecdsa-p384).' in result.stdout
+    assert 'Created a new CA "Acme CA" (ecdsa-p384, key encrypted).' in result.stdout
     assert (_mode(directory), _mode(directory / "ca-key.pem"), _mode(directory / "ca.pem")) == (
         0o700,
         0o400,
@@ -149,7 +149,7 @@ def test_encrypted_ca_key_needs_the_passphrase_file(tmp_path: Path) -> None:
     secret = tmp_path / "passphrase.txt"
     secret.write_text("correct horse battery staple\n")
     assert _certs("init", "--ca-passphrase-file", str(secret), directory=directory).exit_code == 0
-    refused = _certs("client", "alice", directory=directory)
+    refused = runner.invoke(certs_app, ["client", "alice", "--dir", str(directory)], env={"SECURECHAT_CA_PASSPHRASE": ""})
     assert refused.exit_code == 1
     assert "ca-key.pem is encrypted. Pass --ca-passphrase-file FILE" in refused.stderr
     allowed = _certs("client", "alice", "--ca-passphrase-file", str(secret), directory=directory)

@@ -108,9 +108,26 @@ def test_wrong_or_missing_passphrase_is_one_line(tmp_path: Path) -> None:
     missing = _certs("client", "alice", directory=directory, env={"SECURECHAT_CA_PASSPHRASE": ""})
     assert missing.exit_code == 1
     _one_line(missing.stderr, "ca-key.pem is encrypted. Pass --ca-passphrase-file FILE")
-    nothing = _certs("init", "--encrypt", "--force", directory=directory, env={"SECURECHAT_CA_PASSPHRASE": ""})
+    nothing = _certs("init", "--force", directory=directory, env={"SECURECHAT_CA_PASSPHRASE": ""})
     assert nothing.exit_code == 1
-    _one_line(nothing.stderr, "--encrypt needs a passphrase")
+    _one_line(nothing.stderr, "the CA key is encrypted by default and needs a passphrase.")
+    assert not (directory / "ca-key.pem").read_bytes().startswith(b"-----BEGIN PRIVATE")  # the old, encrypted key stays
+
+
+def test_an_unencrypted_ca_key_takes_two_flags(tmp_path: Path) -> None:
+    """--no-passphrase alone is a usage error; with --insecure the key is plain PEM and a warning says so."""
+    directory = tmp_path / "certs"
+    alone = _certs("init", "--no-passphrase", directory=directory)
+    assert alone.exit_code == 2
+    _one_line(alone.stderr, "--no-passphrase writes the CA key unencrypted: anyone who can read it can issue certificates.")
+    assert not directory.exists()
+    both = _certs("init", "--no-passphrase", "--insecure", directory=directory)
+    assert both.exit_code == 0, both.output
+    assert (directory / "ca-key.pem").read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----")
+    assert "is not encrypted (--no-passphrase --insecure)" in both.stderr
+    encrypted = _certs("init", "--force", directory=directory)  # the default: encrypted
+    assert encrypted.exit_code == 0, encrypted.output
+    assert b"ENCRYPTED" in (directory / "ca-key.pem").read_bytes()[:64]
 
 
 def test_init_permit_dns_enforces_the_constraint_when_issuing(tmp_path: Path) -> None:

@@ -35,7 +35,10 @@ async def test_a_healthy_client_passes_every_check(deployment, start):
                   "reachable", "server name", "ALPN", "server accepts our certificate", "WhoAmI"):  # fmt: skip
         assert check in checks
     serial = f"{pki.load_certificate(deployment.store.cert_path('alice')).serial_number:x}"
-    assert findings[-1].message == f"the server says we are 'alice' (serial {serial})"
+    by_check = {finding.check: finding for finding in findings}
+    assert by_check["WhoAmI"].message == f"the server says we are 'alice' (serial {serial})"
+    assert [f.check for f in findings][-3:] == ["WhoAmI", "SayHello", "Chat"]
+    assert by_check["Chat"].message == "allowed: a chat stream opens (no room was joined)"
 
 
 async def test_server_not_reachable(deployment):
@@ -92,7 +95,8 @@ async def test_expired_client_certificate(deployment, start):
     deployment.issue_client("old", not_before=long_ago, not_after=long_ago + dt.timedelta(days=1))
     bad = failed(await doctor(deployment.client_yaml("old", server.port)))
     assert bad["validity"].message.startswith(f"{deployment.store.cert_path('old')} expired on")
-    assert bad["validity"].fix == "Run 'securechat certs renew old'."
+    assert "(29 days ago)" in bad["validity"].message  # the same day count as certs inspect ("expired 29 days ago")
+    assert bad["validity"].fix == f"Run 'securechat certs renew old --dir {deployment.store.directory}'."
     assert "our certificate has expired" in bad["server accepts our certificate"].message
 
 
@@ -118,6 +122,17 @@ async def test_key_mismatch_and_world_readable_key(deployment, start):
     assert bad["key permissions"].fix.startswith("Run 'chmod 600 ")
 
 
+async def test_an_identity_that_cannot_call_chat_fails_doctor_naming_the_rule(deployment, start):
+    """WhoAmI allowed but authz.methods keeps bob out of Chat: doctor checks Chat too and names the rule."""
+    server = await start(authz={"allow": ["alice", "bob"], "methods": {"Chat": ["alice"]}})
+    bad = failed(await doctor(deployment.client_yaml("bob", server.port)))
+    assert set(bad) == {"Chat"}
+    assert bad["Chat"].message == (
+        "server refused the call: identity 'bob' is not allowed to call /securechat.v1.ChatService/Chat"
+        " by authz.methods['/securechat.v1.ChatService/Chat']. Ask its operator to add us to that rule."
+    )
+
+
 async def test_revoked_client(deployment, start):
     """Revoked: the local CRL says so, and WhoAmI is refused naming the serial."""
     deployment.store.revoke(deployment.ca, "bob")
@@ -125,7 +140,8 @@ async def test_revoked_client(deployment, start):
     serial = f"{pki.load_certificate(deployment.store.cert_path('bob')).serial_number:x}"
     bad = failed(await doctor(deployment.client_yaml("bob", server.port)))
     assert bad["revocation"].message.startswith(f"our certificate (serial {serial}) is revoked in")
-    assert bad["WhoAmI"].message == f"server refused our identity: certificate serial {serial} (bob) is revoked"
+    assert bad["WhoAmI"].message.startswith(f"server refused our identity: certificate serial {serial} (bob) is revoked. Ask")
+    assert "Chat" not in bad  # said once: a revoked identity is refused every method
 
 
 def test_server_config_and_cli_output(deployment) -> None:
@@ -138,7 +154,7 @@ def test_server_config_and_cli_output(deployment) -> None:
     assert lines[0] == "OK   config: server.yaml is a valid server config"
     (warning,) = [line for line in lines if line.startswith("WARN")]
     assert warning.startswith("WARN validity: ") and "expires soon" in warning and "(10 days left, 67% of its lifetime gone)" in warning
-    assert warning.endswith("Fix: Run 'securechat certs renew server', or set tls.renew so it renews itself.")
+    assert warning.endswith(f"Fix: Run 'securechat certs renew server --dir {deployment.store.directory}', or set tls.renew so it renews itself.")
     assert not [line for line in lines if line.startswith("FAIL")]
 
 
@@ -178,4 +194,4 @@ def test_server_missing_file(deployment, missing: str) -> None:
     bad = failed(run_checks(deployment.server_yaml()))
     label = f"tls.{missing} file"
     assert bad[label].message.endswith("not found")
-    assert bad[label].fix == "Run 'securechat certs server server' or fix the path."
+    assert bad[label].fix == f"Run 'securechat certs server server --dir {deployment.store.directory}' or fix the path."

@@ -247,9 +247,16 @@ async def test_per_method_rules_override_allow_and_match_spiffe_ids(deployment, 
     assert await hello_status(alice) == (grpc.StatusCode.OK, "Hello, alice!")
     assert await hello_status(bob) == (
         grpc.StatusCode.PERMISSION_DENIED,
-        "identity 'bob' is not allowed to call /securechat.v1.ChatService/SayHello",
+        "identity 'bob' is not allowed to call /securechat.v1.ChatService/SayHello by authz.allow",
     )
     assert (await hello_status(carol))[0] is grpc.StatusCode.PERMISSION_DENIED
+    async with open_channel(bob) as channel:  # the denial names the rule that decided it
+        with pytest.raises(grpc.aio.AioRpcError) as denied:
+            await channel.stub.WhoAmI(chat_pb2.WhoAmIRequest(), timeout=STEP)
+    assert denied.value.details() == (
+        "identity 'bob' is not allowed to call /securechat.v1.ChatService/WhoAmI"
+        " by authz.methods['/securechat.v1.ChatService/WhoAmI']"
+    )
     async with open_channel(carol) as channel:
         identity = await channel.stub.WhoAmI(chat_pb2.WhoAmIRequest(), timeout=STEP)
     assert (identity.name, identity.spiffe_id) == ("carol", "spiffe://example.org/carol")

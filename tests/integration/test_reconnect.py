@@ -8,9 +8,10 @@ import grpc
 import pytest
 
 from securechat._gen import chat_pb2
+from securechat.client import open_chat
+from securechat.client.reconnect import Backoff, Refused, ResumeGap, ResumeMarks, reconnecting_chat
 from securechat.errors import ConnectError
 from securechat.protocol import Reason, Refusal
-from securechat.reconnect import Backoff, ResumeGap, ResumeMarks, reconnecting_chat
 from securechat.server.app import start_server
 
 Kind = chat_pb2.ChatEvent.Kind
@@ -58,24 +59,32 @@ async def test_reconnecting_session_survives_cuts(deployment, start):
     assert bob.unacknowledged == []
 
 
-async def test_restart_is_reported_as_a_gap_and_the_session_goes_on(deployment, start):
-    """After a server restart the old ids are gone: on_gap hears OUT_OF_RANGE and live chat continues."""
+async def test_restart_is_reported_as_a_gap_and_nothing_after_it_is_missed(deployment, start):
+    """After a server restart the old ids are gone: on_gap hears OUT_OF_RANGE, and what the new run got before we came back arrives."""
     server = await start()
     port = server.port
     gaps: list[ResumeGap] = []
-    async with reconnecting_chat(deployment.client("alice", port), backoff=FAST, on_gap=gaps.append) as alice:
+    slow = Backoff(initial=0.6, maximum=0.6, jitter=0.0, max_attempts=20)  # bob posts before alice is back
+    async with reconnecting_chat(deployment.client("alice", port), backoff=slow, on_gap=gaps.append) as alice:
         events = aiter(alice)
         await alice.send("before", room="r")
         assert (await messages(events, 1))[0].text == "before"
         await server.stop(grace=0.5)
         restarted = await start_server(deployment.server(listen=f"127.0.0.1:{port}"))
         try:
+            async with open_chat(deployment.client("bob", port)) as bob:
+                await bob.send("while alice was away", room="r")
+                async for event in bob:
+                    if event.kind == Kind.MESSAGE:
+                        break  # bob's echo: the new run accepted it
+            assert alice.reconnects >= 1  # she was still waiting to come back
             await alice.send("after", room="r")
-            assert (await messages(events, 1))[0].text == "after"
+            assert [e.text for e in await messages(events, 2)] == ["while alice was away", "after"]
         finally:
             await restarted.stop(grace=0)
     assert len(gaps) == 1
     assert "is from before this server started" in str(gaps[0])
+    assert gaps[0].resume_from is not None  # securechat-resume-from: where the new run's history starts
 
 
 async def test_without_on_gap_a_lost_history_raises_resume_gap(deployment, start):
@@ -90,17 +99,50 @@ async def test_without_on_gap_a_lost_history_raises_resume_gap(deployment, start
             await messages(events, 1)
 
 
-async def test_fatal_statuses_are_not_retried(deployment, start):
-    """A limit breach (INVALID_ARGUMENT) ends the session at once with the server's reason."""
+async def test_a_refused_room_is_dropped_and_the_session_goes_on(deployment, start):
+    """INVALID_ARGUMENT invalid-room: that room (and its message) is dropped, reported by reason, and chat goes on."""
     server = await start()
+    statuses = []
+    async with reconnecting_chat(deployment.client("alice", server.port), backoff=FAST, on_status=statuses.append) as alice:
+        events = aiter(alice)
+        await alice.send("first", room="r")
+        assert [e.text for e in await messages(events, 1)] == ["first"]
+        await alice.send("x", room="bad room!")
+        await alice.send("after", room="r")
+        assert [e.text for e in await messages(events, 1)] == ["after"]
+        assert alice.rooms == ("r",)
+    refused = [s for s in statuses if isinstance(s, Refused)]
+    assert [(s.reason, s.code, s.room, s.text) for s in refused] == [
+        (Reason.INVALID_ROOM, grpc.StatusCode.INVALID_ARGUMENT, "bad room!", "x")
+    ]
+    assert refused[0].message.startswith("room name 'bad room!' is invalid")
+
+
+async def test_a_too_long_message_is_dropped_and_the_next_is_delivered(deployment, start):
+    """INVALID_ARGUMENT text-too-long: the refused line is reported and dropped; the lines around it arrive once."""
+    server = await start(limits={"max_text_length": 10})
+    statuses = []
+    async with reconnecting_chat(deployment.client("alice", server.port), backoff=FAST, on_status=statuses.append) as alice:
+        events = aiter(alice)
+        await alice.send("one", room="r")
+        await alice.send("x" * 11, room="r")
+        await alice.send("two", room="r")
+        assert [e.text for e in await messages(events, 2)] == ["one", "two"]
+        assert alice.unacknowledged == []
+    refused = [s for s in statuses if isinstance(s, Refused)]
+    assert [(s.reason, s.room, s.text) for s in refused] == [(Reason.TEXT_TOO_LONG, "r", "x" * 11)]
+
+
+async def test_not_allowed_is_not_retried(deployment, start):
+    """The failing twin: PERMISSION_DENIED not-allowed ends the session at once, explained."""
+    server = await start(authz={"allow": ["bob"]})
     async with reconnecting_chat(deployment.client("alice", server.port), backoff=FAST) as alice:
         events = aiter(alice)
-        await alice.send("x", room="bad room!")
-        with pytest.raises(ConnectError, match="INVALID_ARGUMENT: room name 'bad room!' is invalid"):
+        with pytest.raises(ConnectError, match="server refused the call: identity 'alice' is not allowed") as raised:
+            await alice.join("r")  # may already see the refusal: the session has ended
             await messages(events, 1)
-        # gRPC may first report the abort as INTERNAL ("Internal error from Core")
-        # when it races our write; that is retried once and then reads the real status.
-        assert alice.reconnects <= 1
+        assert raised.value.reason is Reason.NOT_ALLOWED
+        assert alice.reconnects <= 1  # gRPC may first report the abort as INTERNAL when it races our write
 
 
 def test_resume_marks_wait_for_every_room_to_settle():

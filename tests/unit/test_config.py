@@ -455,7 +455,7 @@ def test_config_path_is_a_directory(tmp_path):
     with pytest.raises(
         ConfigError,
         match=re.escape(
-            f"{tmp_path}: cannot read the config file (IsADirectoryError). Check its permissions and encoding."
+            f"{tmp_path}: is a directory, not a config file. Pass the YAML file in it, e.g. --config {tmp_path / 'alice.yaml'}."
         ),
     ):
         load_server_config(tmp_path)

@@ -68,7 +68,25 @@ def test_days_left_is_negative_once_expired(pki_ca: pki.CertificateAuthority) ->
     ).cert
     summary = pki.summarize(cert)
     assert summary.expired
-    assert summary.days_left == -4
+    assert summary.days_left == -3
+    assert pki.days_text(summary.days_left) == "expired 3 days ago"
+
+
+@pytest.mark.parametrize(
+    ("delta", "text"),
+    [
+        (dt.timedelta(days=365), "365 days left"),
+        (dt.timedelta(hours=30), "2 days left"),
+        (dt.timedelta(hours=3), "1 day left"),
+        (dt.timedelta(hours=-3), "expired today"),
+        (dt.timedelta(hours=-25), "expired 1 day ago"),
+        (dt.timedelta(days=-29), "expired 29 days ago"),
+    ],
+)
+def test_one_day_count_in_words(delta: dt.timedelta, text: str) -> None:
+    """days_until + days_text: the one day count every command shows ('1 day', never '1 days')."""
+    now = pki.utc_now()
+    assert pki.days_text(pki.days_until(now + delta, now=now)) == text
 
 
 def test_is_signed_by_and_its_failing_twin(

@@ -27,3 +27,10 @@ def test_importing_securechat_does_not_load_grpc() -> None:
     code = "import sys, securechat; print(sorted(m for m in sys.modules if m == 'grpc' or m.startswith('securechat.server')))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_all_lists_exactly_the_eager_and_lazy_names() -> None:
+    """__all__ is written out (for linters and readers); it must match what the module serves."""
+    eager = {"BrokerError", "BrokerUnavailable", "ConfigError", "ConfigProblem", "ConnectError", "FileExistsRefused"}
+    assert eager <= set(securechat.__all__)
+    assert set(securechat._LAZY) <= set(securechat.__all__)

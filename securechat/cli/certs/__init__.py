@@ -24,6 +24,7 @@ from securechat.cli.certs import export, issue, lifecycle, online, show
 certs_app = typer.Typer(
     help="Issue and inspect certificates: a private CA, server and client certificates.",
     no_args_is_help=True,
+    rich_markup_mode=None,  # click's plain help: wraps within 80 columns, no Rich at start
 )
 
 certs_app.command("init")(issue.init)

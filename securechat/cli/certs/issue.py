@@ -26,7 +26,7 @@ from securechat.cli.certs.common import (
     warn_if_capped,
     warn_if_directory_open,
 )
-from securechat.cli.output import reports_errors, warn
+from securechat.cli.output import fail, reports_errors, warn
 from securechat.errors import PkiError
 
 
@@ -37,12 +37,13 @@ def init(
     days: Annotated[int, typer.Option("--days", help="CA validity in days.")] = pki.CA_DEFAULT_DAYS,
     name: Annotated[str, typer.Option("--name", help="The CA's common name.")] = pki.DEFAULT_CA_COMMON_NAME,
     passphrase_file: CaPassphraseOption = None,
-    encrypt: Annotated[
+    no_passphrase: Annotated[
         bool,
-        typer.Option(
-            "--encrypt",
-            help=f"Encrypt the CA key with a passphrase (from --passphrase-file, ${PASSPHRASE_ENV}, or a prompt).",
-        ),
+        typer.Option("--no-passphrase", help="Write the CA key unencrypted; needs --insecure too (tests, demos)."),
+    ] = False,
+    insecure: Annotated[bool, typer.Option("--insecure", help="Confirm --no-passphrase.")] = False,
+    encrypt: Annotated[
+        bool, typer.Option("--encrypt", hidden=True, help="The default now; kept for old scripts.")
     ] = False,
     permit_dns: Annotated[
         list[str] | None,
@@ -65,22 +66,41 @@ def init(
         ),
     ] = False,
 ) -> None:
-    """Create a private CA: DIR/ca.pem and DIR/ca-key.pem (with --intermediate, also DIR/root.pem and DIR/root-key.pem).
+    """Create a private CA: DIR/ca.pem and DIR/ca-key.pem, the key encrypted with a passphrase.
 
-    Example: securechat certs init --dir certs --encrypt --permit-dns example.org
-    Example: securechat certs init --intermediate --dir certs
+    With --intermediate, a root (DIR/root.pem, DIR/root-key.pem) and an issuing
+    intermediate signed by it. The passphrase comes from --passphrase-file,
+    $SECURECHAT_CA_PASSPHRASE, or a prompt; every signing command (server,
+    client, revoke, renew, crl) asks for it the same way. An unencrypted key
+    takes two flags, --no-passphrase --insecure: anyone who can read it can
+    issue certificates.
+
+    \b
+    Examples:
+      securechat certs init --dir certs
+      securechat certs init --dir certs --passphrase-file ca-pass.txt
+      securechat certs init --intermediate --dir certs --permit-dns example.org
+      securechat certs init --dir test-certs --no-passphrase --insecure
     """
+    if no_passphrase and not insecure:
+        fail(
+            "--no-passphrase writes the CA key unencrypted: anyone who can read it can issue certificates."
+            " Add --insecure to confirm, or leave both out to encrypt it.",
+            code=2,
+        )
+    if insecure and not no_passphrase:
+        fail("--insecure only confirms --no-passphrase; pass both, or neither to encrypt the CA key.", code=2)
     store = open_store(directory)
     orphaned = store.current_leaves() if force else []
-    passphrase = read_passphrase(passphrase_file, flag="--passphrase-file")
-    if encrypt and passphrase is None:
-        passphrase = secret(
+    passphrase = None
+    if not no_passphrase:
+        passphrase = read_passphrase(passphrase_file, flag="--passphrase-file") or secret(
             "New CA key passphrase", file=None, flag="--passphrase-file", env=PASSPHRASE_ENV, confirm=True
         )
         if passphrase is None:
             raise PkiError(
-                f"--encrypt needs a passphrase. Pass --passphrase-file FILE, set {PASSPHRASE_ENV},"
-                " or run in a terminal to be asked."
+                "the CA key is encrypted by default and needs a passphrase. Pass --passphrase-file FILE,"
+                f" set {PASSPHRASE_ENV}, run in a terminal to be asked, or pass --no-passphrase --insecure for a test CA."
             )
     if intermediate:
         from securechat.cli.certs.online import report_hierarchy
@@ -112,6 +132,11 @@ def init(
     say(f"It expires on {date(ca.cert.not_valid_after_utc)}.")
     say(f"Next: securechat certs server server --dir {store.directory}")
     warn_if_directory_open(store)
+    if passphrase is None:
+        warn(
+            f"the CA key {store.ca_key_path} is not encrypted (--no-passphrase --insecure):"
+            " anyone who can read it can issue certificates."
+        )
     if orphaned:
         warn(
             f"{len(orphaned)} certificate(s) issued by the old CA no longer chain to the new one."

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -51,7 +52,12 @@ def _report_crl(store: pki.CertStore, crl: x509.CertificateRevocationList) -> No
 def revoke(
     name: Annotated[str, typer.Argument(help="The certificate name to revoke.")],
     reason: Annotated[
-        ReasonChoice, typer.Option("--reason", help="Why; written as the CRL entry's reason code.")
+        ReasonChoice,
+        typer.Option(
+            "--reason",
+            metavar="REASON",
+            help="Why, as the CRL entry's reason code: " + ", ".join(r.value for r in ReasonChoice) + ".",
+        ),
     ] = ReasonChoice.unspecified,
     serial: Annotated[
         str | None,
@@ -156,11 +162,19 @@ def needs_renewal(
     name: Annotated[str | None, typer.Argument(help="Check only this certificate; default: every valid one.")] = None,
     directory: DirOption = DEFAULT_DIR,
     within: WithinOption = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object per certificate checked, in a list.")
+    ] = False,
 ) -> None:
     """Say what is due: past 2/3 of its lifetime, or expiring within --within; for cron jobs and systemd timers.
 
-    Exit codes: 0 nothing is due; 1 something must be renewed (printed, one line each,
-    with the command that renews it); 2 the check itself failed (one line on stderr).
+    Exit codes: 0 nothing is due; 1 something must be renewed or replaced (printed,
+    one line each, with the command that does it); 2 the check itself failed (one
+    line on stderr). A revoked certificate cannot be renewed: it is due, with the
+    command that issues a new one.
+
+    JSON (stable): [{"name", "kind", "serial", "not_after", "days_left", "status",
+    "due", "fix"}], status one of valid, expired, revoked; fix is "" when not due.
 
     Example: securechat certs needs-renewal server --within 30d || securechat certs renew server
     """
@@ -168,19 +182,49 @@ def needs_renewal(
     try:
         threshold = pki.parse_renewal_window(within) if within is not None else None
         checks = store.renewal_checks(name, within=threshold)
+        by_serial = {entry.serial: entry for entry in store.entries()}
     except PkiError as exc:
         fail(str(exc), code=2)
-    due = [check for check in checks if check.due]
-    for check in due:
-        when = "expired" if check.expired else "expires"
-        say(
-            f"{check.label}: {when} {date(check.not_after)} ({check.days_left} days left). {_renewal_fix(store, check.label)}"
-        )
-    if due:
+    records: list[dict[str, object]] = []
+    lines: list[str] = []
+    for check in checks:
+        path = {"root": store.root_cert_path, "ca": store.ca_cert_path}.get(check.label) or store.cert_path(check.label)
+        serial = f"{pki.load_certificate(path).serial_number:x}"
+        entry = by_serial.get(serial)
+        kind = check.label if check.label in ("root", "ca") else entry.kind if entry is not None else "client"
+        record: dict[str, object] = {
+            "name": check.label,
+            "kind": kind,
+            "serial": serial,
+            "not_after": check.not_after.isoformat(),
+            "days_left": check.days_left,
+            "status": "expired" if check.expired else "valid",
+            "due": check.due,
+            "fix": "",
+        }
+        if entry is not None and entry.status == "revoked":
+            # `renew` refuses a revoked certificate: the fix is a new one, with the same names.
+            sans = "".join(f" --san {san.split(':', 1)[1]}" for san in entry.sans) if kind in ("server", "peer") else ""
+            fix = f"Issue a new one with 'securechat certs {kind} {check.label}{sans} --force --dir {store.directory}'."
+            record.update(status="revoked", due=True, fix=fix)
+            lines.append(f"{check.label}: revoked (serial {serial}); it cannot be renewed. {fix}")
+        elif check.due:
+            when = "expired" if check.expired else "expires"
+            fix = _renewal_fix(store, check.label)
+            record["fix"] = fix
+            lines.append(f"{check.label}: {when} {date(check.not_after)} ({pki.days_text(check.days_left)}). {fix}")
+        records.append(record)
+    if as_json:
+        say(json.dumps(records, indent=2))
+    else:
+        for line in lines:
+            say(line)
+        if not lines:
+            fine = ", ".join(f"{check.label} ({pki.days_text(check.days_left)})" for check in checks)
+            rule = f"within {within}" if within is not None else "(none is past 2/3 of its lifetime)"
+            say(f"Nothing to renew {rule}: {fine or 'no certificates'}.")
+    if lines:
         raise typer.Exit(code=1)
-    fine = [f"{check.label} ({check.days_left} days left)" for check in checks]
-    rule = f"within {within}" if within is not None else "(none is past 2/3 of its lifetime)"
-    say(f"Nothing to renew {rule}: {', '.join(fine) or 'no certificates'}.")
 
 
 def _renewal_fix(store: pki.CertStore, label: str) -> str:

@@ -6,7 +6,6 @@ so `securechat certs ...` keeps its fast start.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 from pathlib import Path
 from typing import Annotated
@@ -79,7 +78,7 @@ def intermediate(
         Path | None,
         typer.Option(
             "--passphrase-file",
-            help="Encrypt the new intermediate's key with the passphrase in this file.",
+            help="File whose first line is the new intermediate key's passphrase (else $SECURECHAT_CA_PASSPHRASE, a prompt, or the root's).",
             show_default=False,
         ),
     ] = None,
@@ -92,10 +91,25 @@ def intermediate(
 
     Example: securechat certs intermediate --root-dir /media/offline-root --dir certs
     """
-    root = pki.CertStore(root_dir).load_root(passphrase=_first_line(root_passphrase_file))
+    from securechat.cli.certs.common import PASSPHRASE_ENV, secret
+
+    root_store = pki.CertStore(root_dir)
+    root_passphrase = _first_line(root_passphrase_file)
+    if root_passphrase is None and pki.is_encrypted_key_file(root_store.root_key_path):
+        # The same sources as every signing command: $SECURECHAT_CA_PASSPHRASE, else a prompt.
+        root_passphrase = secret(
+            "Root key passphrase", file=None, flag="--root-passphrase-file", env=PASSPHRASE_ENV, confirm=False
+        )
+    root = root_store.load_root(passphrase=root_passphrase)
     store = pki.CertStore(directory)
     new = pki.issue_intermediate(root, days=days, permitted_dns=tuple(permit_dns or ()))
-    store.write_intermediate(new, root.cert, passphrase=_first_line(passphrase_file, "--passphrase-file"))
+    # Like `certs init`, the new CA key is encrypted: the same passphrase sources, or the root's.
+    passphrase = _first_line(passphrase_file, "--passphrase-file") or root_passphrase
+    if passphrase is None:
+        passphrase = secret(
+            "New intermediate key passphrase", file=None, flag="--passphrase-file", env=PASSPHRASE_ENV, confirm=True
+        )
+    store.write_intermediate(new, root.cert, passphrase=passphrase)
     _say(f'Installed a new intermediate "{_cn(new.cert)}" signed by "{_cn(root.cert)}".')
     _say(f"  intermediate: {store.ca_cert_path}, {store.ca_key_path}")
     _say(f"  trust anchor: {store.root_cert_path} (unchanged)")
@@ -144,6 +158,8 @@ def enroll(
         async with CaClient(CaTarget(ca, trust)) as client:
             return await client.enroll(token, name=name, key=key)
 
+    import asyncio  # here, not at module level: every `certs` command would load it
+
     issued = asyncio.run(run())
     write_credentials(files, key, issued, force=force)  # type: ignore[arg-type]
     leaf = issued.leaf  # type: ignore[attr-defined]
@@ -182,6 +198,8 @@ def renew_online(name: str, *, ca: str, ca_cert: Path | None, directory: Path) -
         raise PkiError(f"{trust_path} not found. Pass --ca-cert with the CA's root.pem.")
     settings = RenewConfig(ca=parse_address_text("--ca", ca), ca_cert=trust_path)
     renewer = Renewer(cert=store.cert_path(name), key=store.key_path(name), settings=settings)
+    import asyncio  # here, not at module level: every `certs` command would load it
+
     renewal = asyncio.run(renewer.renew_now())
     assert renewal is not None
     _say(f'Renewed "{name}" from the CA at {ca}: serial {renewal.serial} (was {renewal.previous_serial}), new key.')

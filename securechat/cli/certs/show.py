@@ -10,7 +10,7 @@ import typer
 
 from securechat import pki
 from securechat.cli.certs.common import DEFAULT_DIR, DirOption, WithinOption, date, open_store, say
-from securechat.cli.output import console, reports_errors
+from securechat.cli.output import reports_errors
 from securechat.errors import PkiError
 
 
@@ -20,7 +20,14 @@ def list_(
     as_json: Annotated[bool, typer.Option("--json", help="Print index.json entries as JSON.")] = False,
     within: WithinOption = None,
 ) -> None:
-    """List what was issued in DIR, with days left and status; 'renew soon' marks those past 2/3 of their lifetime (or within --within)."""
+    """List what was issued in DIR, with days left and status.
+
+    'renew soon' marks those past 2/3 of their lifetime (or within --within).
+    Into a file or a pipe nothing is cut; a narrow terminal gets one block
+    per certificate. --json prints index.json's entries (see certs/README.md).
+
+    Example: securechat certs list --dir certs --within 60d
+    """
     threshold = pki.parse_renewal_window(within) if within is not None else None
     store = open_store(directory)
     if not store.directory.is_dir():
@@ -33,12 +40,9 @@ def list_(
         say(f"Nothing issued in {store.directory} yet. Run 'securechat certs init --dir {store.directory}'.")
         return
     now = pki.utc_now()
-    from rich.table import Table  # only `list` draws a table: not imported by every certs command
-    from rich.text import Text
+    from securechat.cli.table import Column, print_table
 
-    table = Table(box=None, pad_edge=False)
-    for column in ("name", "kind", "serial", "expires", "days left", "status"):
-        table.add_column(column, justify="right" if column == "days left" else "left", no_wrap=True)
+    rows = []
     for entry in entries:
         left = pki.days_until(entry.not_after, now=now)
         status = entry.status
@@ -46,49 +50,114 @@ def list_(
             status = "expired"
         elif entry.status == "valid" and now >= pki.renewal_point(entry.not_before, entry.not_after, threshold):
             status = "renew soon"
-        cells = (entry.name, entry.kind, entry.serial[:16], entry.not_after.strftime("%Y-%m-%d"), str(left), status)
-        table.add_row(*(Text(cell) for cell in cells))  # Text: never markup or emoji codes
-    console().print(table, soft_wrap=True)
+        rows.append(
+            (entry.name, entry.kind, entry.serial[:16], entry.not_after.strftime("%Y-%m-%d"), str(left), status)
+        )
+    columns = (
+        Column("name"),
+        Column("kind"),
+        Column("serial", optional=True),  # the first 16 hex digits; --json has them all
+        Column("expires"),
+        Column("days left", right=True),
+        Column("status"),
+    )
+    print_table(columns, rows)  # never truncated: narrow terminals get one block per certificate
 
 
 @reports_errors
 def inspect(
-    file: Annotated[Path, typer.Argument(help="A certificate file (PEM or DER).")],
+    file: Annotated[
+        Path,
+        typer.Argument(help="A certificate file (PEM or DER); every certificate of a bundle is shown.", metavar="FILE"),
+    ],
     directory: DirOption = DEFAULT_DIR,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list, one object per certificate.")] = False,
 ) -> None:
-    """Show a certificate: names, EKUs, issuer, validity, fingerprint; did DIR's CA sign it?"""
-    cert = pki.load_certificate(file)
+    """Show a certificate: names, key usage, EKUs, issuer, validity, fingerprint; did DIR's CA sign it?
+
+    Every certificate in a bundle (a chain: leaf, then its CAs) is shown, each
+    with who signed it: the CA in --dir, or the next certificate in the file.
+    Names and fields come from the certificate and are printed inert.
+
+    JSON (stable): [{"subject", "issuer", "common_name", "sans", "key_usages",
+    "ekus", "key_type", "is_ca", "serial", "not_before", "not_after",
+    "days_left", "sha256", "signed_by"}]; signed_by is "ca" (DIR's CA),
+    "next" (the next certificate in the file), "unknown" (no CA in DIR) or "".
+
+    Example: securechat certs inspect certs/server.pem --dir certs
+    """
+    try:
+        certs = pki.load_certificates(file)
+    except PkiError:
+        certs = [pki.load_certificate(file)]  # DER holds one
     store = pki.CertStore(directory)
     ca_cert = pki.load_certificate(store.ca_cert_path) if store.ca_cert_path.is_file() else None
-    summary = pki.summarize(cert, ca_cert=ca_cert)
-    if summary.expired:
-        ago = (pki.utc_now() - summary.not_after).days  # whole days since expiry
-        validity = "EXPIRED today" if ago == 0 else f"EXPIRED {ago} day{'s' if ago != 1 else ''} ago"
-    elif summary.not_yet_valid:
-        validity = "NOT VALID YET"
-    else:
-        validity = f"{summary.days_left} days left"
-    sans = [f"DNS:{n}" for n in summary.dns_names]
-    sans += [f"IP:{n}" for n in summary.ip_addresses] + [f"URI:{n}" for n in summary.uris]
-    if summary.signed_by_ca is None:
-        signed = f"unknown: {store.ca_cert_path} not found (pass --dir)"
-    elif summary.signed_by_ca:
-        signed = f"yes, by {store.ca_cert_path}"
-    else:
-        signed = f"NO: {store.ca_cert_path} did not sign it"
-    rows = [
-        ("subject", summary.subject),
-        ("issuer", summary.issuer),
-        ("SANs", ", ".join(sans) or "(none)"),
-        ("EKUs", ", ".join(summary.ekus) or "(none)"),
-        ("key type", summary.key_type),
-        ("is a CA", "yes" if summary.is_ca else "no"),
-        ("serial", summary.serial),
-        ("valid from", date(summary.not_before)),
-        ("valid until", f"{date(summary.not_after)} ({validity})"),
-        ("SHA-256", summary.fingerprint_sha256),
-        ("signed by CA", signed),
-    ]
-    say(str(file))
-    for label, value in rows:
-        say(f"  {label + ':':<14}{value}")
+    shown = []
+    for index, cert in enumerate(certs):
+        summary = pki.summarize(cert, ca_cert=ca_cert)
+        following = certs[index + 1] if index + 1 < len(certs) else None
+        if summary.signed_by_ca:
+            signed_by = "ca"
+        elif following is not None and pki.is_signed_by(cert, following):
+            signed_by = "next"
+        else:
+            signed_by = "unknown" if summary.signed_by_ca is None else ""
+        shown.append((summary, signed_by))
+    if as_json:
+        say(json.dumps([_inspect_json(summary, signed_by) for summary, signed_by in shown], indent=2))
+        return
+    from securechat.cli.inert import inert
+
+    say(inert(str(file)) + (f" ({len(certs)} certificates)" if len(certs) > 1 else ""))
+    for index, (summary, signed_by) in enumerate(shown):
+        if len(certs) > 1:
+            say(f"certificate {index + 1} of {len(certs)}:")
+        validity = (
+            "NOT VALID YET" if summary.not_yet_valid else pki.days_text(summary.days_left).replace("expired", "EXPIRED")
+        )
+        sans = [f"DNS:{n}" for n in summary.dns_names]
+        sans += [f"IP:{n}" for n in summary.ip_addresses] + [f"URI:{n}" for n in summary.uris]
+        signed = {
+            "ca": f"yes, by {store.ca_cert_path}",
+            "next": f"by certificate {index + 2} in this file"
+            + ("" if ca_cert is None else f", not by {store.ca_cert_path}"),
+            "unknown": f"unknown: {store.ca_cert_path} not found (pass --dir)",
+            "": f"NO: {store.ca_cert_path} did not sign it",
+        }[signed_by]
+        rows = [
+            ("subject", summary.subject),
+            ("issuer", summary.issuer),
+            ("SANs", ", ".join(sans) or "(none)"),
+            ("key usage", ", ".join(summary.key_usages) or "(none)"),
+            ("EKUs", ", ".join(summary.ekus) or "(none)"),
+            ("key type", summary.key_type),
+            ("is a CA", "yes" if summary.is_ca else "no"),
+            ("serial", summary.serial),
+            ("valid from", date(summary.not_before)),
+            ("valid until", f"{date(summary.not_after)} ({validity})"),
+            ("SHA-256", summary.fingerprint_sha256),
+            ("signed by CA", signed),
+        ]
+        for label, value in rows:
+            say(f"  {label + ':':<14}{inert(value)}")  # subject, issuer and SANs are the certificate's words
+
+
+def _inspect_json(summary: pki.CertSummary, signed_by: str) -> dict[str, object]:
+    return {
+        "subject": summary.subject,
+        "issuer": summary.issuer,
+        "common_name": summary.common_name,
+        "sans": [f"DNS:{n}" for n in summary.dns_names]
+        + [f"IP:{n}" for n in summary.ip_addresses]
+        + [f"URI:{n}" for n in summary.uris],
+        "key_usages": list(summary.key_usages),
+        "ekus": list(summary.ekus),
+        "key_type": summary.key_type,
+        "is_ca": summary.is_ca,
+        "serial": summary.serial,
+        "not_before": summary.not_before.isoformat(),
+        "not_after": summary.not_after.isoformat(),
+        "days_left": summary.days_left,
+        "sha256": summary.fingerprint_sha256,
+        "signed_by": signed_by,
+    }

@@ -95,7 +95,7 @@ def machine(engine: Engine, systemd_image: str, container) -> Iterator[tuple[Mac
     m.sh(
         f"set -e; sed -i 's/^listen: .*/listen: 127.0.0.1:{port}/' /etc/securechat/server.yaml;"
         f"sed -i 's/localhost:50051/localhost:{port}/' /etc/securechat/health.yaml;"
-        f"{as_user} certs init --dir {CERTS} >/dev/null;"
+        f"{as_user} certs init --dir {CERTS} --no-passphrase --insecure >/dev/null 2>&1;"  # a test CA: unencrypted
         f"{as_user} certs server server --san localhost --san 127.0.0.1 --dir {CERTS} >/dev/null;"
         f"{as_user} certs client probe alice --dir {CERTS} >/dev/null;"
         f"printf 'target: localhost:{port}\\ntls:\\n  ca: {CERTS}/ca.pem\\n  cert: {CERTS}/alice.pem\\n"

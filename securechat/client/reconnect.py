@@ -18,9 +18,27 @@ that after the room's history. Rooms larger than `announce_max_members` get
 no JOIN: they then only advance by their own events, which is safe but may
 make a later resume ask for older history than needed.
 
-Not handled here: a resume point older than the server's history ends the
-call with OUT_OF_RANGE; that is raised as `ResumeGap` (or, with
-`on_gap`, reported and the session continues from live events).
+A resume point older than the server's history ends the call with
+OUT_OF_RANGE; that is raised as `ResumeGap`, or, with `on_gap` (or
+`on_status`), reported, and the session resumes from the oldest event the
+server still holds when it says which (`securechat-resume-from` in the
+trailing metadata: after a server restart, the new run's first event, so
+nothing posted since the restart is missed), else from live events.
+
+Refusals are acted on by their reason (`securechat-refusal` in the trailing
+metadata, see securechat.protocol), never by their text:
+
+- a refusal of one message (text too long, a room name the server refuses,
+  too many rooms) drops that message or room, reports it through
+  `on_status` as `Refused`, and the session goes on with the rest;
+- being rate limited waits out the backoff and resends;
+- a slow-consumer cut, a shutting-down or unavailable server, a lost broker
+  feed: reconnect with backoff and resume (`Reconnecting`, then `Resumed`);
+- anything about who we are (revoked, not allowed, no or a bad
+  certificate) ends the session with the explained error.
+
+`on_status` hears each of those as a small frozen dataclass, for a user
+interface to show; library code itself never prints.
 """
 
 from __future__ import annotations
@@ -36,10 +54,10 @@ from typing import Any
 import grpc
 
 from securechat._gen import chat_pb2
-from securechat.client import Channel, open_channel, own_identity
+from securechat.client.channel import Channel, open_channel, own_identity
 from securechat.config import ClientConfig
 from securechat.errors import ConnectError
-from securechat.protocol import LAST_EVENT_ID, Reason, reason_of
+from securechat.protocol import LAST_EVENT_ID, Reason, reason_of, resume_from, valid_room
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +71,78 @@ WRITE_FAILURES = (grpc.aio.UsageError, grpc.aio.AioRpcError, asyncio.InvalidStat
 
 
 class ResumeGap(ConnectError):
-    """The server no longer holds the events after our resume point (OUT_OF_RANGE)."""
+    """The server no longer holds the events after our resume point (OUT_OF_RANGE).
+
+    `resume_from` is the id from which the server says it holds everything
+    (None when it did not say); `lost_after_ms` the send time of the newest
+    event we had seen (None if none), i.e. where the gap starts.
+    """
+
+    def __init__(self, message: str, *, resume_from: int | None = None, lost_after_ms: int | None = None) -> None:
+        super().__init__(message)
+        self.resume_from = resume_from
+        self.lost_after_ms = lost_after_ms
+
+
+# -- what the session tells a user interface (on_status) --------------------------
+
+
+@dataclass(frozen=True)
+class Reconnecting:
+    """The stream broke; the next attempt comes after `delay` seconds."""
+
+    attempt: int
+    delay: float
+    cause: str
+
+
+@dataclass(frozen=True)
+class Resumed:
+    """A new stream is up; events after `after_id` (sent at `after_ms`) are being replayed."""
+
+    after_id: int | None
+    after_ms: int | None
+
+
+@dataclass(frozen=True)
+class HistoryLost:
+    """The server no longer holds what we missed (a restart, or old history dropped)."""
+
+    gap: ResumeGap
+
+
+@dataclass(frozen=True)
+class Refused:
+    """The server refused one message or room; it was dropped and the session goes on.
+
+    `reason` is the refusal's machine-readable reason, `message` the server's
+    words, `text`/`room` what was dropped (text is None for a refused room).
+    """
+
+    reason: Reason | None
+    code: grpc.StatusCode
+    message: str
+    room: str
+    text: str | None
+
+
+SessionStatus = Reconnecting | Resumed | HistoryLost | Refused
+
+# Refusals of something we sent: drop it and carry on (see the module docstring).
+MESSAGE_REFUSALS = frozenset({Reason.TEXT_TOO_LONG, Reason.INVALID_ROOM, Reason.TOO_MANY_ROOMS})
+# Refusals that pass: reconnect with backoff and resume.
+PASSING_REFUSALS = frozenset(
+    {
+        Reason.SLOW_CONSUMER,
+        Reason.RATE_LIMITED,
+        Reason.TOO_MANY_STREAMS,
+        Reason.TOO_MANY_CONNECTIONS,
+        Reason.FEED_LOST,
+        Reason.BROKER_UNAVAILABLE,
+        Reason.SHUTTING_DOWN,
+        Reason.STREAM_BROKEN,
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -83,7 +172,7 @@ class ResumeMarks:
     def join(self, room: str) -> None:
         if room not in self.complete:
             known = [mark for mark in self.complete.values() if mark is not None]
-            self.complete[room] = (max(known) if not self.unsettled and known else self.resume_point)
+            self.complete[room] = max(known) if not self.unsettled and known else self.resume_point
 
     def reconnecting(self) -> int | None:
         """The resume point for the next stream; every room is unsettled until its JOIN returns."""
@@ -95,12 +184,17 @@ class ResumeMarks:
         self.unsettled = set(self.complete) if self.resume_point is not None else set()
         return self.resume_point
 
-    def forget(self) -> None:
-        """After OUT_OF_RANGE: continue from live events only."""
-        self.resume_point = None
+    def forget(self, *, resume_from: int | None = None) -> None:
+        """After OUT_OF_RANGE: continue from RESUME_FROM (what the server still holds), else live events only."""
+        self.resume_point = resume_from
         self.unsettled.clear()
         for room in self.complete:
-            self.complete[room] = None
+            self.complete[room] = resume_from
+
+    def leave(self, room: str) -> None:
+        self.complete.pop(room, None)
+        self.seen.pop(room, None)
+        self.unsettled.discard(room)
 
     def accept(self, event: chat_pb2.ChatEvent, me: str | None) -> bool:
         """Record `event`; False if it was already delivered."""
@@ -122,14 +216,15 @@ class ResumeMarks:
 
 
 def retryable(error: grpc.aio.AioRpcError) -> bool:
-    code = error.code()
-    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL):
-        return True
-    return reason_of(error) is Reason.SLOW_CONSUMER
+    """Worth reconnecting for: the stream broke or the refusal passes (by its reason, never its text)."""
+    reason = reason_of(error)
+    if reason is not None:
+        return reason in PASSING_REFUSALS
+    return error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL)
 
 
 class ReconnectingChat:
-    """Use through `reconnecting_chat()`: `join()`, `send()`, and iterate for events."""
+    """Use through `reconnecting_chat()`: `join()`, `send()`, `leave()`, and iterate for events."""
 
     def __init__(
         self,
@@ -137,6 +232,8 @@ class ReconnectingChat:
         *,
         backoff: Backoff,
         on_gap: Callable[[ResumeGap], None] | None,
+        on_status: Callable[[SessionStatus], None] | None = None,
+        fail_fast: bool = False,
         open_new_channel: Callable[[], contextlib.AbstractAsyncContextManager[Channel]] | None = None,
     ) -> None:
         self._channel = channel
@@ -144,18 +241,24 @@ class ReconnectingChat:
         self._channel_scopes: list[contextlib.AsyncExitStack] = []  # channels opened by reopen_channel()
         self._backoff = backoff
         self._on_gap = on_gap
+        self._on_status = on_status
+        self._fail_fast = fail_fast  # raise the first stream's failure instead of retrying it
+        self._connected_once = False  # a stream has delivered an event
         self._me = own_identity(channel.material)
         self.marks = ResumeMarks()
+        self._times: dict[int, int] = {}  # event id -> its sent_at_unix_ms, for the ids marks point at
         self._rooms: list[str] = []
         # [room, text, stream number it was last written on]: echo not yet seen
         self._unacknowledged: list[list[Any]] = []
+        self._refused: Refused | None = None  # a refused message: the first unechoed one, dropped before resending
         self._stream_number = 0
         self._resent = asyncio.Event()  # set unless unechoed messages wait to be resent
         self._resent.set()
-        self._call: grpc.aio.StreamStreamCall | None = None
+        self._call: grpc.aio.StreamStreamCall[chat_pb2.ChatMessage, chat_pb2.ChatEvent] | None = None
         self._connected = asyncio.Event()
         self._events: asyncio.Queue[chat_pb2.ChatEvent | BaseException | None] = asyncio.Queue()
         self._closing = False
+        self._error: BaseException | None = None  # why the session ended, if it failed
         self._write_lock = asyncio.Lock()
         self._resend_after_settle: set[str] = set()
         self._settle_timer: asyncio.TimerHandle | None = None
@@ -167,6 +270,11 @@ class ReconnectingChat:
     def me(self) -> str | None:
         """Our identity, read from our own client certificate (None without one)."""
         return self._me
+
+    @property
+    def rooms(self) -> tuple[str, ...]:
+        """The rooms this session is in, in the order it joined them."""
+        return tuple(self._rooms)
 
     @property
     def unacknowledged(self) -> list[tuple[str, str]]:
@@ -184,6 +292,24 @@ class ReconnectingChat:
             self._rooms.append(room)
             self.marks.join(room)
         await self._write(chat_pb2.ChatMessage(room=room, text=text), track=bool(text) and self._me is not None)
+
+    async def leave(self, room: str) -> None:
+        """Leave ROOM: its members see us leave, and its events stop.
+
+        The protocol has no per-room leave (a stream leaves its rooms when it
+        ends), so the current stream is half-closed and the session resumes at
+        once on a new one that joins every other room.
+        """
+        if room not in self._rooms:
+            return
+        self._rooms.remove(room)
+        self.marks.leave(room)
+        self._unacknowledged = [entry for entry in self._unacknowledged if entry[0] != room]
+        await self._ready()
+        self._connected.clear()  # new writes wait for the stream without ROOM
+        if self._call is not None:
+            with contextlib.suppress(*WRITE_FAILURES):
+                await self._call.done_writing()
 
     async def done_writing(self) -> None:
         """Half-close: the server delivers what is accepted, then ends the stream OK."""
@@ -235,6 +361,12 @@ class ReconnectingChat:
                 raise item
             yield item
 
+    def _status(self, status: SessionStatus) -> None:
+        if isinstance(status, HistoryLost) and self._on_gap is not None:
+            self._on_gap(status.gap)
+        if self._on_status is not None:
+            self._on_status(status)
+
     async def _write(self, message: chat_pb2.ChatMessage, *, track: bool = False) -> None:
         # A message written to a stream that breaks is resent after the
         # reconnect if its echo never came (see _rejoin), so retrying here
@@ -260,10 +392,13 @@ class ReconnectingChat:
             if not waiter.done():
                 waiter.cancel()
         if self._runner.done():
-            raise ConnectError("the chat session has ended; iterate over it to see why")
+            if self._error is not None:
+                raise self._error  # why the session ended, explained
+            raise ConnectError("the chat session has ended")
 
     async def _run(self) -> None:
         attempt = 0
+        broken = False  # the previous stream broke: say so when the next one delivers
         try:
             while True:
                 resume = self.marks.reconnecting()
@@ -275,6 +410,10 @@ class ReconnectingChat:
                     self._connected.set()
                     async for event in call:
                         attempt = 0
+                        self._connected_once = True
+                        if broken:
+                            broken = False
+                            self._status(Resumed(resume, self._times.get(resume) if resume is not None else None))
                         self._deliver(event)
                     if self._closing:
                         self._events.put_nowait(None)
@@ -283,19 +422,36 @@ class ReconnectingChat:
                     await self._close_replaced_channels()
                 except grpc.aio.AioRpcError as exc:
                     self._connected.clear()
+                    reason = reason_of(exc)
                     if exc.code() is grpc.StatusCode.OUT_OF_RANGE:
-                        gap = ResumeGap(f"could not resume: {exc.details()}")
-                        if self._on_gap is None:
+                        gap = ResumeGap(
+                            f"could not resume: {exc.details()}",
+                            resume_from=resume_from(exc),
+                            lost_after_ms=self._times.get(resume) if resume is not None else None,
+                        )
+                        if self._on_gap is None and self._on_status is None:
                             raise gap from exc
-                        self._on_gap(gap)
-                        self.marks.forget()
+                        self._status(HistoryLost(gap))
+                        self.marks.forget(resume_from=gap.resume_from)
                         continue
-                    if not retryable(exc) or attempt >= self._backoff.max_attempts:
+                    if reason in MESSAGE_REFUSALS and self._drop_refused(exc, reason):
+                        continue  # the rest goes on, on a new stream that resumes
+                    if (self._fail_fast and not self._connected_once) or not retryable(exc):
+                        raise self._channel.explain(exc) from exc
+                    if attempt >= self._backoff.max_attempts:
                         raise self._channel.explain(exc) from exc
                     delay = self._backoff.delay(attempt)
                     attempt += 1
                     self.reconnects += 1
-                    log.info("chat stream broke (%s: %s); reconnecting in %.2fs (attempt %d)", exc.code().name, exc.details(), delay, attempt)
+                    broken = True
+                    log.info(
+                        "chat stream broke (%s: %s); reconnecting in %.2fs (attempt %d)",
+                        exc.code().name,
+                        exc.details(),
+                        delay,
+                        attempt,
+                    )
+                    self._status(Reconnecting(attempt, delay, str(self._channel.explain(exc))))
                     await asyncio.sleep(delay)
                 finally:
                     self._connected.clear()
@@ -303,9 +459,34 @@ class ReconnectingChat:
             self._events.put_nowait(None)
             raise
         except BaseException as exc:  # handed to the reader, who raises it
+            self._error = exc
             self._events.put_nowait(exc)
 
-    async def _rejoin(self, call: grpc.aio.StreamStreamCall) -> None:
+    def _drop_refused(self, error: grpc.aio.AioRpcError, reason: Reason) -> bool:
+        """Drop the message or room the server refused; False if there is nothing to drop (then it is fatal)."""
+        details = error.details() or ""
+        if reason is Reason.TEXT_TOO_LONG:
+            if not self._unacknowledged:
+                return False
+            # The server reads in order and accepted everything before the
+            # refused message: after the replay, it is the first unechoed one.
+            room = self._unacknowledged[0][0]
+            self._refused = Refused(reason, error.code(), details, room, None)
+            return True
+        # A room: the one our own rule refuses, else the newest (the one that went over a limit).
+        refused_room = next(
+            (room for room in self._rooms if not valid_room(room)), self._rooms[-1] if self._rooms else None
+        )
+        if refused_room is None:
+            return False
+        self._rooms.remove(refused_room)
+        self.marks.leave(refused_room)
+        dropped = [entry for entry in self._unacknowledged if entry[0] == refused_room]
+        self._unacknowledged = [entry for entry in self._unacknowledged if entry[0] != refused_room]
+        self._status(Refused(reason, error.code(), details, refused_room, dropped[0][1] if dropped else None))
+        return True
+
+    async def _rejoin(self, call: grpc.aio.StreamStreamCall[chat_pb2.ChatMessage, chat_pb2.ChatEvent]) -> None:
         self._stream_number += 1
         async with self._write_lock:
             for room in self._rooms:
@@ -341,6 +522,10 @@ class ReconnectingChat:
     async def _resend_now(self) -> None:
         try:
             async with self._write_lock:
+                if self._refused is not None and self._unacknowledged:
+                    room, text, _ = self._unacknowledged.pop(0)
+                    refused, self._refused = self._refused, None
+                    self._status(Refused(refused.reason, refused.code, refused.message, room, text))
                 for entry in self._unacknowledged:
                     if entry[2] < self._stream_number and self._call is not None:
                         entry[2] = self._stream_number
@@ -352,6 +537,10 @@ class ReconnectingChat:
     def _deliver(self, event: chat_pb2.ChatEvent) -> None:
         if not self.marks.accept(event, self._me):
             return
+        self._times[int(event.id)] = event.sent_at_unix_ms
+        if len(self._times) > 256:
+            keep = {mark for mark in self.marks.complete.values() if mark is not None}
+            self._times = {event_id: ms for event_id, ms in self._times.items() if event_id in keep}
         if event.kind == Kind.MESSAGE and event.sender == self._me:
             for index, (room, text, _) in enumerate(self._unacknowledged):
                 if room == event.room and text == event.text:
@@ -364,18 +553,32 @@ class ReconnectingChat:
 
 @contextlib.asynccontextmanager
 async def reconnecting_chat(
-    config: ClientConfig, *, backoff: Backoff | None = None, on_gap: Callable[[ResumeGap], None] | None = None
+    config: ClientConfig,
+    *,
+    backoff: Backoff | None = None,
+    on_gap: Callable[[ResumeGap], None] | None = None,
+    on_status: Callable[[SessionStatus], None] | None = None,
+    fail_fast: bool = False,
 ) -> AsyncIterator[ReconnectingChat]:
     """A Chat session that survives broken streams and server restarts; closed when the block exits.
 
+    `on_status` hears reconnects, resumes, lost history and refused messages
+    (see `SessionStatus`). With `fail_fast`, a failure before the first
+    stream delivered anything (wrong port, untrusted server, refused
+    certificate) is raised at once, explained, instead of being retried.
     With `tls.renew` the certificate is renewed meanwhile, and each renewal
     moves the session onto a new channel (`reopen_channel`): nothing is lost.
     """
-    from securechat.rotation import renewing
+    from securechat.client.rotation import renewing
 
     async with renewing(config), open_channel(config, renew=False) as channel:
         session = ReconnectingChat(
-            channel, backoff=backoff or Backoff(), on_gap=on_gap, open_new_channel=lambda: open_channel(config, renew=False)
+            channel,
+            backoff=backoff or Backoff(),
+            on_gap=on_gap,
+            on_status=on_status,
+            fail_fast=fail_fast,
+            open_new_channel=lambda: open_channel(config, renew=False),
         )
         follower = None
         if config.tls is not None and config.tls.renew is not None:
@@ -389,7 +592,7 @@ async def reconnecting_chat(
 
 
 async def _follow_renewals(config: ClientConfig, session: ReconnectingChat) -> None:
-    from securechat.client import certificate_rotations
+    from securechat.client.channel import certificate_rotations
 
     async for material in certificate_rotations(config):
         serial = f"{material.certificate.serial_number:x}" if material.certificate is not None else "?"

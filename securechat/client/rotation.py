@@ -18,8 +18,6 @@ cert-manager's Secret swap, a person with `securechat certs renew`. With a
         stub = chat_pb2_grpc.ChatServiceStub(channel)
         while True:
             await stub.SayHello(chat_pb2.HelloRequest())   # always with the current certificate
-
-TODO(merge): move into the securechat/client/ package (branch terminal) once it lands.
 """
 
 from __future__ import annotations
@@ -138,7 +136,7 @@ class _Following:
         return self._owner._call(self._kind, self._args, args, kwargs)
 
 
-class RotatingChannel(grpc.aio.Channel):  # type: ignore[misc]
+class RotatingChannel(grpc.aio.Channel):
     """A grpc.aio.Channel over a sequence of channels, the newest built from the current files."""
 
     def __init__(
