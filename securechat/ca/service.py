@@ -28,6 +28,7 @@ import logging
 import os
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any, TypeAlias, TypeVar
 
 import grpc
 from cryptography import x509
@@ -47,6 +48,9 @@ from securechat.tls import checks
 
 log = logging.getLogger(__name__)
 
+_Request = TypeVar("_Request")
+_Context: TypeAlias = "grpc.aio.ServicerContext[_Request, ca_pb2.CertificateReply]"
+
 SERVICE_NAME = "securechat.ca.v1.CertificateAuthority"
 CRASH_AFTER_COMMIT_ENV = "SECURECHAT_CA_CRASH_AFTER_COMMIT"
 CRASH_EXIT_CODE = 75
@@ -63,7 +67,9 @@ class CaServicer(ca_pb2_grpc.CertificateAuthorityServicer):
         self._crash_after_commit = os.environ.get(CRASH_AFTER_COMMIT_ENV) == "1"
         self._handshakes = HandshakeChains()
 
-    async def Enroll(self, request: ca_pb2.EnrollRequest, context: grpc.aio.ServicerContext) -> ca_pb2.CertificateReply:  # noqa: N802
+    async def Enroll(  # noqa: N802
+        self, request: ca_pb2.EnrollRequest, context: _Context[ca_pb2.EnrollRequest]
+    ) -> ca_pb2.CertificateReply:
         caller = context.peer()
         try:
             job = self._ca.enroll_job(request.token, request.csr_pem, caller=caller)
@@ -85,7 +91,9 @@ class CaServicer(ca_pb2_grpc.CertificateAuthorityServicer):
         )
         return self._reply(issuance)
 
-    async def Renew(self, request: ca_pb2.RenewRequest, context: grpc.aio.ServicerContext) -> ca_pb2.CertificateReply:  # noqa: N802
+    async def Renew(  # noqa: N802
+        self, request: ca_pb2.RenewRequest, context: _Context[ca_pb2.RenewRequest]
+    ) -> ca_pb2.CertificateReply:
         caller = context.peer()
         try:
             presented, proof = _current_certificate(request, context, self._handshakes)
@@ -107,7 +115,9 @@ class CaServicer(ca_pb2_grpc.CertificateAuthorityServicer):
         return self._reply(issuance)
 
     async def TrustBundle(  # noqa: N802
-        self, request: ca_pb2.TrustBundleRequest, context: grpc.aio.ServicerContext
+        self,
+        request: ca_pb2.TrustBundleRequest,
+        context: grpc.aio.ServicerContext[ca_pb2.TrustBundleRequest, ca_pb2.TrustBundleReply],
     ) -> ca_pb2.TrustBundleReply:
         return ca_pb2.TrustBundleReply(trust_bundle_pem=self._ca.trust_bundle_pem())
 
@@ -125,7 +135,7 @@ class CaServicer(ca_pb2_grpc.CertificateAuthorityServicer):
             logging.shutdown()
             os._exit(CRASH_EXIT_CODE)
 
-    async def _refuse(self, context: grpc.aio.ServicerContext, refusal: CaRefusal, caller: str) -> None:
+    async def _refuse(self, context: _Context[Any], refusal: CaRefusal, caller: str) -> None:
         self._metrics.refused.labels(reason=refusal.reason.value).inc()
         audit.record(
             "refused", identity=refusal.identity, serial=refusal.serial, caller=caller, reason=refusal.reason.value
@@ -160,7 +170,7 @@ class HandshakeChains:
 
 
 def _current_certificate(
-    request: ca_pb2.RenewRequest, context: grpc.aio.ServicerContext, handshakes: HandshakeChains
+    request: ca_pb2.RenewRequest, context: _Context[ca_pb2.RenewRequest], handshakes: HandshakeChains
 ) -> tuple[list[x509.Certificate], tuple[bytes, int] | None]:
     """The caller's current chain: from the mTLS handshake, else from the request with its proof.
 
