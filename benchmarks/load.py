@@ -42,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,6 +61,12 @@ JOIN_BATCH = 500  # streams opened at once; see _fan_out
 # saturation and p99 measured the load client's queue, not delivery.
 LIGHT_DELIVERIES = 5_000
 Kind = chat_pb2.ChatEvent.Kind
+# Servers a fan-out report can run. "-batched": the same securechat server,
+# the load client opening ChatBatched instead of Chat. "securechat-before":
+# the securechat of the checkout given with --before (same Python, same load).
+SERVER_KINDS = ("securechat", "securechat-batched", "securechat-before", "securechat-before-batched", "baseline", "grpc-go")
+GO_SERVER: Path | None = None  # built once per report by benchmarks/gofanout.py
+BEFORE: Path | None = None
 
 
 # --------------------------------------------------------------------------- the machine under test
@@ -120,7 +127,14 @@ class ServerProcess:
         self.kind = kind
         self.port = port or free_port()
         listen = f"127.0.0.1:{self.port}"
-        if kind.startswith("securechat"):
+        env = None
+        if kind == "grpc-go":
+            if GO_SERVER is None:
+                raise RuntimeError("grpc-go server not built")
+            command = [str(GO_SERVER), "-listen", listen]
+            if tls:
+                command += ["-cert", str(material.cert), "-key", str(material.key), "-ca", str(material.ca)]
+        elif kind.startswith("securechat"):
             config = material.root / f"bench-{self.port}.yaml"
             tls_part = (
                 f"tls: {{cert: {material.cert}, key: {material.key}, client_ca: {material.ca}}}\n" if tls else "insecure: true\n"
@@ -131,13 +145,18 @@ class ServerProcess:
                 "history_size: 4096, max_streams_per_identity: 100}\n" + broker
             )
             command = [sys.executable, "-m", "securechat", "serve", "--config", str(config)]
+            if kind.startswith("securechat-before"):
+                # The same load against another checkout's server (e.g. main before a change), in the same run.
+                if BEFORE is None:
+                    raise RuntimeError("--before DIR not given")
+                env = {**os.environ, "PYTHONPATH": str(BEFORE)}
         else:
             command = [sys.executable, str(ROOT / "benchmarks" / "baseline_server.py"), "--listen", listen]
             if tls:
                 command += ["--cert", str(material.cert), "--key", str(material.key), "--ca", str(material.ca)]
         # BENCH_SERVER_LOG=FILE keeps the server's own log (warnings only) for a post-mortem.
         log = open(os.environ["BENCH_SERVER_LOG"], "ab") if os.environ.get("BENCH_SERVER_LOG") else subprocess.DEVNULL  # noqa: SIM115
-        self.proc = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=log)
+        self.proc = subprocess.Popen(command, cwd=BEFORE if env else ROOT, stdout=log, stderr=log, env=env)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
@@ -174,26 +193,70 @@ def channel(material: Pki, port: int, client: int, *, tls: bool = True) -> grpc.
 
 
 class Stream:
-    __slots__ = ("call", "received", "latencies", "record", "joined")
+    __slots__ = ("call", "received", "latencies", "record", "joined", "sizes")
 
-    def __init__(self, call: grpc.aio.StreamStreamCall) -> None:
+    def __init__(self, call: grpc.aio.StreamStreamCall, sizes: Counter[int]) -> None:
         self.call = call
         self.received = 0
         self.latencies: list[float] = []
         self.record = False
         self.joined = asyncio.Event()
+        self.sizes = sizes  # events per response received, of the current phase
+
+    def _take(self, event: chat_pb2.ChatEvent) -> None:
+        if event.kind != Kind.MESSAGE:
+            return
+        self.received += 1
+        if self.received == 1:
+            self.joined.set()
+        if self.record:
+            sent_ns = int(event.text.split(" ", 2)[1])
+            self.latencies.append((time.time_ns() - sent_ns) / 1e6)
 
     async def pump(self) -> None:
         with contextlib.suppress(grpc.aio.AioRpcError, asyncio.CancelledError):
             async for event in self.call:
-                if event.kind != Kind.MESSAGE:
-                    continue
-                self.received += 1
-                if self.received == 1:
-                    self.joined.set()
-                if self.record:
-                    sent_ns = int(event.text.split(" ", 2)[1])
-                    self.latencies.append((time.time_ns() - sent_ns) / 1e6)
+                self.sizes[1] += 1
+                self._take(event)
+
+    async def pump_batches(self) -> None:
+        with contextlib.suppress(grpc.aio.AioRpcError, asyncio.CancelledError):
+            async for batch in self.call:
+                self.sizes[len(batch.events)] += 1
+                for event in batch.events:
+                    self._take(event)
+
+
+def _open(kind: str, ch: grpc.aio.Channel, sizes: Counter[int]) -> Stream:
+    stub = chat_pb2_grpc.ChatServiceStub(ch)
+    return Stream(stub.ChatBatched() if kind.endswith("-batched") else stub.Chat(), sizes)
+
+
+def _size_summary(sizes: Counter[int]) -> dict:
+    """Events per response: how many responses, their mean and percentiles (weighted by response)."""
+    total = sum(sizes.values())
+    if not total:
+        return {"responses": 0}
+    ordered = sorted(sizes.items())
+
+    def pct(p: float) -> int:
+        rank, seen = total * p / 100, 0
+        for size, count in ordered:
+            seen += count
+            if seen >= rank:
+                return size
+        return ordered[-1][0]
+
+    events = sum(size * count for size, count in ordered)
+    return {
+        "responses": total,
+        "mean": round(events / total, 2),
+        "p50": pct(50),
+        "p90": pct(90),
+        "p99": pct(99),
+        "max": ordered[-1][0],
+        "share_of_single_event_responses": round(sizes.get(1, 0) / total, 3),
+    }
 
 
 async def fan_out(
@@ -243,6 +306,8 @@ async def _fan_out(
     channels = [channel(material, servers[i % len(servers)].port, i % len(material.clients), tls=tls) for i in range(connections)]
     streams: list[Stream] = []
     pumps: list[asyncio.Task] = []
+    batched = server.kind.endswith("-batched")
+    joining: Counter[int] = Counter()
     # Streams arrive in batches, each confirmed joined before the next opens.
     # gRPC core queues calls the application has not picked up yet and sheds
     # that queue beyond `grpc.server.max_pending_requests` (1,000) with random
@@ -251,13 +316,10 @@ async def _fan_out(
     # grpc.aio server, the baseline too), not the server holding the streams.
     give_up = time.perf_counter() + 300
     for batch_start in range(0, n, JOIN_BATCH):
-        batch = [
-            Stream(chat_pb2_grpc.ChatServiceStub(channels[i % connections]).Chat())
-            for i in range(batch_start, min(n, batch_start + JOIN_BATCH))
-        ]
+        batch = [_open(server.kind, channels[i % connections], joining) for i in range(batch_start, min(n, batch_start + JOIN_BATCH))]
         streams += batch
         await asyncio.gather(*(s.call.write(chat_pb2.ChatMessage(room="bench")) for s in batch))
-        pumps += [asyncio.create_task(s.pump()) for s in batch]
+        pumps += [asyncio.create_task(s.pump_batches() if batched else s.pump()) for s in batch]
         # A stream has joined when a probe message comes back to it; probe until all have.
         while not all(s.joined.is_set() for s in batch):
             if time.perf_counter() > give_up:
@@ -269,8 +331,10 @@ async def _fan_out(
     connect_seconds = time.perf_counter() - started
     await asyncio.sleep(0.5)  # let the last probes arrive
     rss_streams = sum(proc_rss_bytes(pid) for pid in pids)
+    loaded: Counter[int] = Counter()
     for s in streams:
         s.received = 0
+        s.sizes = loaded
     posted = 0
 
     async def send_window(sender: Stream, deadline: float, window: int) -> int:
@@ -291,6 +355,7 @@ async def _fan_out(
     before = sum(s.received for s in streams)
     extra = extra_pids or {}
     cpu0 = {pid: proc_cpu_seconds(pid) for pid in [*pids, *extra.values()]}
+    profiler = _start_profile(server, n, seconds)
     client0, t0 = time.process_time(), time.perf_counter()
     sent = await asyncio.gather(*(send_window(streams[i], t0 + seconds, 8 * senders) for i in range(senders)))
     posted += sum(sent)
@@ -299,11 +364,15 @@ async def _fan_out(
     client_cpu = time.process_time() - client0
     spent = {pid: proc_cpu_seconds(pid) - cpu0[pid] for pid in cpu0}
     cpu = sum(spent[pid] for pid in pids)
+    if profiler is not None:
+        profiler.wait()
     deliveries = sum(s.received for s in streams) - before
 
     # Latency at a light fixed offered rate.
+    light_sizes: Counter[int] = Counter()
     for s in streams:
         s.record = True
+        s.sizes = light_sizes
     interval = senders / rate
     light = 0
     t1 = time.perf_counter()
@@ -346,7 +415,22 @@ async def _fan_out(
         "lost": lost,
         "connect_seconds": round(connect_seconds, 2),
         "server_rss_kb_per_stream": round((rss_streams - rss_idle) / n / 1024, 1),
+        "events_per_response_under_load": _size_summary(loaded),
+        "events_per_response_light": _size_summary(light_sizes),
     }
+
+
+def _start_profile(server: ServerProcess, n: int, seconds: float) -> subprocess.Popen[bytes] | None:
+    """With BENCH_PROFILE=DIR: a native py-spy profile of a Python server's throughput phase, as collapsed stacks in DIR."""
+    out = os.environ.get("BENCH_PROFILE")
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not out or server.kind == "grpc-go" or not Path(py_spy).exists():
+        return None
+    path = Path(out) / f"{server.kind}-{n}-{server.port}.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    command = [py_spy, "record", "--native", "--threads", "--rate", "250", "--format", "raw"]
+    command += ["--duration", str(max(1, int(seconds))), "--pid", str(server.pid), "-o", str(path)]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 async def _drain(streams: list[Stream], posted: int, timeout: float) -> None:
@@ -485,11 +569,14 @@ async def report(args: argparse.Namespace) -> dict:
         results: dict = {"fan_out": [], "ab": []}
         if args.cluster:
             return {"cluster": await cluster_report(args, material, sizes)}
+        kinds = [] if args.issuance_only else _fan_out_kinds(args, root, results)
         for n in [] if args.issuance_only else sizes:
-            runs: dict[str, list[dict]] = {"securechat": [], "baseline": []}
-            samples: dict[str, list[float]] = {"securechat": [], "baseline": []}
-            rounds = args.rounds if n <= args.ab_max_streams else 1
-            order = ["securechat", "baseline"] * rounds if n <= args.ab_max_streams else ["securechat"]
+            runs: dict[str, list[dict]] = {kind: [] for kind in kinds}
+            samples: dict[str, list[float]] = {kind: [] for kind in kinds}
+            compared = n <= args.ab_max_streams
+            rounds = args.rounds if compared else 1
+            # Round-robin (A/B/C/D, A/B/C/D, ...): slow drifts of the shared machine hit every server alike.
+            order = kinds * rounds if compared else [kinds[0]]
             # "Light" load stays light at large N: at most LIGHT_DELIVERIES deliveries/s offered.
             light_rate = min(args.light_rate, LIGHT_DELIVERIES / n)
             for kind in order:
@@ -499,8 +586,9 @@ async def report(args: argparse.Namespace) -> dict:
                 runs[kind].append(run)
                 results["fan_out"].append(run)
                 print(json.dumps(run), file=sys.stderr, flush=True)
-            if runs["baseline"]:
+            if compared and len(kinds) > 1:
                 results["ab"].append(_compare(n, runs, samples))
+                print(_table(results["ab"][-1]), file=sys.stderr, flush=True)
         if args.issuance_only:
             return {"issuance": issuance(root, args.issue)}
         if args.fan_out_only:
@@ -584,35 +672,75 @@ async def cluster_report(args: argparse.Namespace, material: Pki, sizes: list[in
     return comparisons
 
 
+def _fan_out_kinds(args: argparse.Namespace, root: Path, results: dict) -> list[str]:
+    """The servers to compare, in round order; builds the grpc-go one (skipped, with the reason, if it cannot be built)."""
+    global GO_SERVER, BEFORE
+    kinds = [kind.strip() for kind in args.servers.split(",") if kind.strip()]
+    unknown = [kind for kind in kinds if kind not in SERVER_KINDS]
+    if unknown:
+        raise SystemExit(f"--servers: unknown {', '.join(unknown)}; choose from {', '.join(SERVER_KINDS)}")
+    if any(kind.startswith("securechat-before") for kind in kinds):
+        if not args.before:
+            raise SystemExit("--servers securechat-before needs --before DIR (a checkout of the securechat to compare with)")
+        BEFORE = Path(args.before).resolve()
+    if "grpc-go" in kinds:
+        from benchmarks import gofanout
+
+        try:
+            GO_SERVER = gofanout.build(root / "go")
+        except (RuntimeError, subprocess.CalledProcessError) as exc:
+            results["skipped"] = {"grpc-go": str(exc)}
+            print(f"load: skipping grpc-go: {exc}", file=sys.stderr)
+            kinds.remove("grpc-go")
+    return kinds
+
+
 def _compare(n: int, runs: dict[str, list[dict]], samples: dict[str, list[float]]) -> dict:
-    """Medians over the rounds; p99 over every light-phase delivery of all rounds pooled.
+    """Medians over the rounds per server, ratios against the bare baseline and grpc-go; p99 over every light phase pooled.
 
     A round's p99 at N=1,000 is decided by its slowest few messages (about
     one in a hundred deliveries), so it swings by +-25% between rounds; the
     pooled p99 rests on all rounds' messages. Per-round values are listed too.
     """
-    def median(kind: str, key: str) -> float:
-        return statistics.median(run[key] for run in runs[kind])
+    servers = {}
+    for kind, kind_runs in runs.items():
+        if not kind_runs:
+            continue
+        servers[kind] = {
+            "deliveries_per_second": statistics.median(run["deliveries_per_second"] for run in kind_runs),
+            "cpu_us_per_delivery": statistics.median(run["server_cpu_us_per_delivery"] for run in kind_runs),
+            "p99_ms": round(_pct(sorted(samples[kind]), 99), 2),
+            "p50_ms": round(_pct(sorted(samples[kind]), 50), 2),
+            "p99_ms_per_round": [run["latency_ms_p99"] for run in kind_runs],
+            "lost": sum(run["lost"] for run in kind_runs),
+            "cpu_us_per_delivery_per_round": [run["server_cpu_us_per_delivery"] for run in kind_runs],
+            "events_per_response_under_load": kind_runs[len(kind_runs) // 2]["events_per_response_under_load"],
+            "events_per_response_light": kind_runs[len(kind_runs) // 2]["events_per_response_light"],
+        }
+    for reference in ("baseline", "grpc-go"):
+        if reference not in servers:
+            continue
+        ref = servers[reference]
+        for row in servers.values():
+            row[f"cpu_vs_{reference}"] = round(row["cpu_us_per_delivery"] / ref["cpu_us_per_delivery"], 2)
+            row[f"deliveries_vs_{reference}"] = round(row["deliveries_per_second"] / ref["deliveries_per_second"], 2)
+    return {"streams": n, "rounds": max(len(r) for r in runs.values()), "servers": servers}
 
-    ours_dps, base_dps = median("securechat", "deliveries_per_second"), median("baseline", "deliveries_per_second")
-    ours_cpu, base_cpu = median("securechat", "server_cpu_us_per_delivery"), median("baseline", "server_cpu_us_per_delivery")
-    return {
-        "streams": n,
-        "rounds": len(runs["securechat"]),
-        "securechat_deliveries_per_second": ours_dps,
-        "baseline_deliveries_per_second": base_dps,
-        "deliveries_ratio": round(ours_dps / base_dps, 2),
-        "securechat_cpu_us_per_delivery": ours_cpu,
-        "baseline_cpu_us_per_delivery": base_cpu,
-        "cpu_per_delivery_ratio": round(ours_cpu / base_cpu, 2),
-        "efficiency": round(base_cpu / ours_cpu, 2),
-        "securechat_p99_ms": round(_pct(sorted(samples["securechat"]), 99), 2),
-        "baseline_p99_ms": round(_pct(sorted(samples["baseline"]), 99), 2),
-        "securechat_p99_ms_per_round": [run["latency_ms_p99"] for run in runs["securechat"]],
-        "baseline_p99_ms_per_round": [run["latency_ms_p99"] for run in runs["baseline"]],
-        "securechat_lost": sum(run["lost"] for run in runs["securechat"]),
-        "baseline_lost": sum(run["lost"] for run in runs["baseline"]),
-    }
+
+def _table(comparison: dict) -> str:
+    """One Markdown table of a comparison (stderr), the shape of README's Performance table."""
+    lines = [
+        f"N={comparison['streams']}, medians of {comparison['rounds']} rounds",
+        "| server | deliveries/s | CPU µs/delivery | vs bare | vs grpc-go | p99 ms light | events/response load p50/p99/max | lost |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for kind, row in comparison["servers"].items():
+        load = row["events_per_response_under_load"]
+        lines.append(
+            f"| {kind} | {row['deliveries_per_second']:,} | {row['cpu_us_per_delivery']} | {row.get('cpu_vs_baseline', '—')} "
+            f"| {row.get('cpu_vs_grpc-go', '—')} | {row['p99_ms']} | {load.get('p50')}/{load.get('p99')}/{load.get('max')} | {row['lost']} |"
+        )
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -628,7 +756,13 @@ def main() -> None:
     parser.add_argument(
         "--light-seconds", type=float, default=10.0, help="length of each A/B round's latency phase (p99 needs many messages)"
     )
-    parser.add_argument("--ab-max-streams", type=int, default=1000, help="largest N also run against the baseline")
+    parser.add_argument("--ab-max-streams", type=int, default=1000, help="largest N also run against the other servers")
+    parser.add_argument(
+        "--servers",
+        default="securechat,securechat-batched,baseline,grpc-go",
+        help=f"fan-out servers compared, round-robin (the first runs alone above --ab-max-streams): {', '.join(SERVER_KINDS)}",
+    )
+    parser.add_argument("--before", help="a securechat checkout whose server runs as securechat-before[-batched]")
     parser.add_argument("--handshake-concurrency", type=int, default=16)
     parser.add_argument("--issue", type=int, default=1000, help="client certificates in the issuance comparison")
     parser.add_argument("--issuance-only", action="store_true", help="only the issuance comparison (securechat certs vs openssl)")

@@ -16,6 +16,7 @@ import grpc
 
 from securechat._gen import chat_pb2
 from securechat.client.channel import Channel, open_channel
+from securechat.client.stream import ChatStream
 from securechat.config import ClientConfig
 from securechat.errors import ConnectError
 
@@ -23,11 +24,14 @@ from securechat.errors import ConnectError
 class ChatSession:
     """One open Chat stream: `send()` messages, iterate for events."""
 
-    def __init__(
-        self, channel: Channel, call: grpc.aio.StreamStreamCall[chat_pb2.ChatMessage, chat_pb2.ChatEvent]
-    ) -> None:
+    def __init__(self, channel: Channel, call: ChatStream) -> None:
         self._channel = channel
         self._call = call
+
+    @property
+    def batched(self) -> bool:
+        """True while the stream is ChatBatched; False once it fell back to Chat (a server without ChatBatched)."""
+        return self._call.batched
 
     async def send(self, text: str, *, room: str = "") -> None:
         """Post `text` to `room` (joining it); empty text only joins."""
@@ -68,7 +72,7 @@ async def open_chat(config: ClientConfig, *, metadata: Sequence[tuple[str, str]]
     from securechat.client.rotation import renewing
 
     async with renewing(config), open_channel(config, renew=False) as channel:
-        call = channel.stub.Chat(metadata=tuple(metadata) or None)
+        call = ChatStream(channel.stub, metadata=metadata)
         session = ChatSession(channel, call)
         try:
             yield session

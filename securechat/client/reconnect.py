@@ -55,6 +55,7 @@ import grpc
 
 from securechat._gen import chat_pb2
 from securechat.client.channel import Channel, open_channel, own_identity
+from securechat.client.stream import ChatStream
 from securechat.config import ClientConfig
 from securechat.errors import ConnectError
 from securechat.protocol import LAST_EVENT_ID, Reason, reason_of, resume_from, valid_room
@@ -254,7 +255,8 @@ class ReconnectingChat:
         self._stream_number = 0
         self._resent = asyncio.Event()  # set unless unechoed messages wait to be resent
         self._resent.set()
-        self._call: grpc.aio.StreamStreamCall[chat_pb2.ChatMessage, chat_pb2.ChatEvent] | None = None
+        self._call: ChatStream | None = None
+        self._batched = True  # open ChatBatched until a server answers UNIMPLEMENTED; then Chat
         self._connected = asyncio.Event()
         self._events: asyncio.Queue[chat_pb2.ChatEvent | BaseException | None] = asyncio.Queue()
         self._closing = False
@@ -265,6 +267,11 @@ class ReconnectingChat:
         self._resends: set[asyncio.Task[None]] = set()
         self.reconnects = 0
         self._runner = asyncio.create_task(self._run())
+
+    @property
+    def batched(self) -> bool:
+        """True while the session uses ChatBatched; False once a server answered it UNIMPLEMENTED (then Chat)."""
+        return self._call.batched if self._call is not None else self._batched
 
     @property
     def me(self) -> str | None:
@@ -403,7 +410,7 @@ class ReconnectingChat:
             while True:
                 resume = self.marks.reconnecting()
                 metadata = ((LAST_EVENT_ID, str(resume)),) if resume is not None else None
-                call = self._channel.stub.Chat(metadata=metadata)
+                call = ChatStream(self._channel.stub, metadata=metadata or (), batched=self._batched)
                 self._call = call
                 try:
                     await self._rejoin(call)
@@ -455,6 +462,7 @@ class ReconnectingChat:
                     await asyncio.sleep(delay)
                 finally:
                     self._connected.clear()
+                    self._batched = call.batched  # a server without ChatBatched: reconnect on Chat
         except asyncio.CancelledError:
             self._events.put_nowait(None)
             raise
@@ -486,7 +494,7 @@ class ReconnectingChat:
         self._status(Refused(reason, error.code(), details, refused_room, dropped[0][1] if dropped else None))
         return True
 
-    async def _rejoin(self, call: grpc.aio.StreamStreamCall[chat_pb2.ChatMessage, chat_pb2.ChatEvent]) -> None:
+    async def _rejoin(self, call: ChatStream) -> None:
         self._stream_number += 1
         async with self._write_lock:
             for room in self._rooms:

@@ -14,6 +14,13 @@ Everything runs on the one event loop, so appending to every queue in turn
 keeps one order per room, and the per-member cost of an event is one deque
 append. `Hub` is what ChatService needs from either.
 
+A ChatBatched member (`batched=True`) queues each event framed as one
+element of `ChatEventBatch.events` (field 1: its tag, its length, its
+bytes; see `frame_event`), so that its writer sends a batch as the plain
+concatenation of what is queued. The hub frames each event once, the first
+time a batched member of the room needs it, and hands the same bytes to
+every batched member.
+
 A member whose queue is full is a slow consumer: its stream is ended with
 RESOURCE_EXHAUSTED instead of slowing the room or blocking the sender. A
 member is never dropped silently: it is either delivered to, or told.
@@ -43,14 +50,35 @@ log = logging.getLogger(__name__)
 
 Kind = chat_pb2.ChatEvent.Kind
 
+# `ChatEventBatch.events` is field 1, length-delimited: key (1 << 3) | 2.
+_EVENTS_KEY = b"\x0a"
+
+
+def frame_event(event: bytes) -> bytes:
+    """EVENT (a serialized ChatEvent) as one element of ChatEventBatch.events: key, varint length, bytes.
+
+    Concatenating framed events gives a serialized ChatEventBatch with those
+    events in that order (protobuf encoding, "Length-delimited records").
+    """
+    size = len(event)
+    if size < 0x80:  # most chat events: a one-byte length
+        return _EVENTS_KEY + bytes((size,)) + event
+    length = bytearray()
+    while size >= 0x80:
+        length.append((size & 0x7F) | 0x80)
+        size >>= 7
+    length.append(size)
+    return _EVENTS_KEY + bytes(length) + event
+
 
 class Member:
-    """One Chat stream: its identity, its rooms, and its queue of serialized events."""
+    """One Chat or ChatBatched stream: its identity, its rooms, and its queue of serialized events."""
 
-    __slots__ = ("name", "rooms", "resume_after", "_events", "_limit", "_replayed", "_waiter", "_closed", "_end", "_draining", "on_abort")
+    __slots__ = ("name", "rooms", "resume_after", "batched", "_events", "_limit", "_replayed", "_waiter", "_closed", "_end", "_draining", "on_abort")
 
-    def __init__(self, name: str, *, queue_size: int, resume_after: int | None = None) -> None:
+    def __init__(self, name: str, *, queue_size: int, resume_after: int | None = None, batched: bool = False) -> None:
         self.name = name
+        self.batched = batched  # queue events framed for ChatEventBatch (frame_event)
         self.rooms: set[str] = set()
         self.resume_after = resume_after
         self._events: deque[bytes] = deque()
@@ -64,10 +92,16 @@ class Member:
         # HTTP/2 flow control holds back, and must be interrupted to end it.
         self.on_abort: Callable[[], object] | None = None
 
-    def offer(self, event: bytes) -> None:
-        """Queue one serialized event; end the stream if the member cannot keep up."""
+    def offer(self, event: bytes, framed: bytes | None = None) -> None:
+        """Queue one serialized event; end the stream if the member cannot keep up.
+
+        FRAMED is `frame_event(event)` when the caller already has it (the
+        hub shares one per event); a batched member frames EVENT otherwise.
+        """
         if self._closed:
             return
+        if self.batched:
+            event = framed if framed is not None else frame_event(event)
         if len(self._events) >= self._limit + self._replayed:
             self.abort(
                 Refusal(
@@ -84,7 +118,7 @@ class Member:
     def replay(self, events: list[bytes]) -> None:
         """Queue history on join, ahead of live events, whatever the queue's size."""
         if not self._closed and events:
-            self._events.extend(events)
+            self._events.extend(map(frame_event, events) if self.batched else events)
             self._replayed += len(events)
             self._wake()
 
@@ -195,8 +229,11 @@ class Rooms:
         started = time.perf_counter()
         # Aborting a slow member only marks it; it leaves the room later, from
         # its own stream, so this dict does not change while we walk it.
+        framed = None  # framed once for ChatBatched members, the first time one needs it
         for member in members:
-            member.offer(event)
+            if member.batched and framed is None:
+                framed = frame_event(event)
+            member.offer(event, framed)
         if self._on_fan_out is not None:
             self._on_fan_out(len(members), time.perf_counter() - started)
 

@@ -1,4 +1,4 @@
-"""ChatService: SayHello, WhoAmI and Chat, thin over the interceptor and a Hub (RoomHub or SharedRoomHub).
+"""ChatService: SayHello, WhoAmI, Chat and ChatBatched, thin over the interceptor and a Hub (RoomHub or SharedRoomHub).
 
 The caller's name always comes from `current_peer` (its verified client
 certificate), never from the payload or metadata. With server-only TLS or
@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import grpc
 
@@ -19,16 +20,21 @@ from securechat._gen import chat_pb2
 from securechat.config import Limits
 from securechat.protocol import DEFAULT_ROOM, LAST_EVENT_ID, ROOM_RULE, Reason, Refusal, valid_room
 from securechat.server.admission import Admission
+from securechat.server.handlers import Handler
 from securechat.server.interceptors import current_peer
 from securechat.server.metrics import ServerMetrics
 from securechat.server.rooms import Hub, Member
-from securechat.server.writes import BatchWriter
 from securechat.tls.identity import PeerIdentity
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = "securechat.v1.ChatService"
 ANONYMOUS = "anonymous"
+# A ChatEventBatch stays well below gRPC's default receive limit (4 MiB), so
+# a client with default options can read any batch, also a long replay.
+MAX_BATCH_BYTES = 256 * 1024
+# Chat and ChatBatched read ChatMessages and write pre-serialized bytes.
+ChatContext = grpc.aio.ServicerContext[chat_pb2.ChatMessage, bytes]
 
 
 class ChatService:
@@ -65,19 +71,34 @@ class ChatService:
                 ended += 1
         return ended
 
-    async def say_hello(self, request: chat_pb2.HelloRequest, context: grpc.aio.ServicerContext) -> chat_pb2.HelloReply:
+    async def say_hello(
+        self, request: chat_pb2.HelloRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> chat_pb2.HelloReply:
         peer = current_peer.get()
         name = peer.name if peer is not None else (request.name or "stranger")
         return chat_pb2.HelloReply(message=f"Hello, {name}!")
 
-    async def who_am_i(self, request: chat_pb2.WhoAmIRequest, context: grpc.aio.ServicerContext) -> chat_pb2.Identity:
+    async def who_am_i(
+        self, request: chat_pb2.WhoAmIRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> chat_pb2.Identity:
         peer = current_peer.get()
         if peer is None:
-            await Refusal(grpc.StatusCode.UNAUTHENTICATED, Reason.NO_CERTIFICATE, "no client certificate: WhoAmI needs mutual TLS").abort(context)
+            await Refusal(
+                grpc.StatusCode.UNAUTHENTICATED, Reason.NO_CERTIFICATE, "no client certificate: WhoAmI needs mutual TLS"
+            ).abort(context)
         return chat_pb2.Identity(name=peer.name, spiffe_id=peer.spiffe_id, serial=peer.serial, not_after=peer.not_after)
 
-    async def chat(self, requests: AsyncIterator[chat_pb2.ChatMessage], context: grpc.aio.ServicerContext) -> None:
+    async def chat(self, requests: AsyncIterator[chat_pb2.ChatMessage], context: ChatContext) -> None:
         """Read messages and write events concurrently until either side ends."""
+        await self._stream(requests, context, batched=False)
+
+    async def chat_batched(self, requests: AsyncIterator[chat_pb2.ChatMessage], context: ChatContext) -> None:
+        """Chat, with every event ready for this member sent in one ChatEventBatch."""
+        await self._stream(requests, context, batched=True)
+
+    async def _stream(
+        self, requests: AsyncIterator[chat_pb2.ChatMessage], context: ChatContext, *, batched: bool
+    ) -> None:
         peer = current_peer.get()
         name = peer.name if peer is not None else ANONYMOUS
         address = context.peer()
@@ -88,16 +109,23 @@ class ChatService:
         if refusal is not None:
             self._count_end(refusal)
             await refusal.abort(context)
-        member = Member(name, queue_size=self._limits.queue_size, resume_after=resume_after)
+        if batched:
+            # Response headers at once: a client learns that this server has
+            # ChatBatched before it writes (one without answers UNIMPLEMENTED).
+            await context.send_initial_metadata(())
+        member = Member(name, queue_size=self._limits.queue_size, resume_after=resume_after, batched=batched)
         self._members.add(member)
         if peer is not None:
             self._peers[member] = peer
         log.info(
-            "chat stream opened by %s (peer %s%s)", name, address, f", resuming after {resume_after}" if resume_after is not None else "",
+            "chat stream opened by %s (peer %s%s)",
+            name,
+            address,
+            f", resuming after {resume_after}" if resume_after is not None else "",
             extra={"identity": name, "peer": address},
         )
         reader = asyncio.create_task(self._read(requests, member))
-        writer = asyncio.create_task(_write(member, context))
+        writer = asyncio.create_task(_write_batches(member, context) if batched else _write(member, context))
         member.on_abort = writer.cancel
         try:
             await asyncio.wait((writer,))
@@ -170,7 +198,11 @@ class ChatService:
     def _check(self, member: Member, room: str, text: str) -> Refusal | None:
         limits = self._limits
         if not valid_room(room):
-            return Refusal(grpc.StatusCode.INVALID_ARGUMENT, Reason.INVALID_ROOM, f"room name {room[:80]!r} is invalid: use {ROOM_RULE}")
+            return Refusal(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                Reason.INVALID_ROOM,
+                f"room name {room[:80]!r} is invalid: use {ROOM_RULE}",
+            )
         if len(text) > limits.max_text_length:
             return Refusal(
                 grpc.StatusCode.INVALID_ARGUMENT,
@@ -186,16 +218,46 @@ class ChatService:
         return None
 
 
-async def _write(member: Member, context: grpc.aio.ServicerContext) -> None:
-    """Write the member's events until its stream ends."""
+async def _write(member: Member, context: ChatContext) -> None:
+    """Write the member's events until its stream ends: one message, one `context.write`, per event."""
     # Events arrive as bytes serialized once by the hub; the method's
     # response serializer is the identity, so they go out as they are.
-    writer = BatchWriter(context)
     while batch := await member.next_events():
-        await writer.write(batch)
+        for event in batch:
+            await context.write(event)
 
 
-def _resume_point(context: grpc.aio.ServicerContext) -> int | Refusal | None:
+async def _write_batches(member: Member, context: ChatContext) -> None:
+    """Write the member's events as ChatEventBatch messages until its stream ends: one write per batch.
+
+    A batched member's queue holds events already framed as elements of
+    ChatEventBatch.events (rooms.frame_event), so a batch is their plain
+    concatenation; the method's response serializer is the identity. A batch
+    is whatever was queued when the previous write completed: one event in a
+    quiet room (written at once, as Chat would), more under load.
+    """
+    while batch := await member.next_events():
+        if sum(map(len, batch)) <= MAX_BATCH_BYTES:
+            await context.write(b"".join(batch))
+            continue
+        for part in _split(batch, MAX_BATCH_BYTES):
+            await context.write(b"".join(part))
+
+
+def _split(batch: list[bytes], limit: int) -> list[list[bytes]]:
+    """BATCH in order, in parts of at most LIMIT bytes each (a single larger event is a part of its own)."""
+    parts: list[list[bytes]] = [[]]
+    size = 0
+    for event in batch:
+        if parts[-1] and size + len(event) > limit:
+            parts.append([])
+            size = 0
+        parts[-1].append(event)
+        size += len(event)
+    return parts
+
+
+def _resume_point(context: grpc.aio.ServicerContext[Any, Any]) -> int | Refusal | None:
     """The `last-event-id` metadata as an int, None when absent, or the refusal."""
     for key, value in context.invocation_metadata() or ():
         if key == LAST_EVENT_ID:
@@ -211,8 +273,8 @@ def _resume_point(context: grpc.aio.ServicerContext) -> int | Refusal | None:
 
 
 def method_handlers(service: ChatService) -> grpc.GenericRpcHandler:
-    """The ChatService handlers; Chat's events are pre-serialized bytes."""
-    handlers = {
+    """The ChatService handlers; Chat's events and ChatBatched's batches are pre-serialized bytes."""
+    handlers: dict[str, Handler] = {
         "SayHello": grpc.unary_unary_rpc_method_handler(
             service.say_hello,
             request_deserializer=chat_pb2.HelloRequest.FromString,
@@ -225,6 +287,11 @@ def method_handlers(service: ChatService) -> grpc.GenericRpcHandler:
         ),
         "Chat": grpc.stream_stream_rpc_method_handler(
             service.chat,
+            request_deserializer=chat_pb2.ChatMessage.FromString,
+            response_serializer=None,
+        ),
+        "ChatBatched": grpc.stream_stream_rpc_method_handler(
+            service.chat_batched,
             request_deserializer=chat_pb2.ChatMessage.FromString,
             response_serializer=None,
         ),

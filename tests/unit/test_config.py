@@ -639,7 +639,7 @@ def test_client_target_missing(deployment):
 # --- authz.methods ------------------------------------------------------------
 
 METHOD_FIX = (
-    "Use one of SayHello, Chat, WhoAmI, or a full name such as /grpc.health.v1.Health/Check or /grpc.health.v1.Health/*."
+    "Use one of SayHello, Chat, ChatBatched, WhoAmI, or a full name such as /grpc.health.v1.Health/Check or /grpc.health.v1.Health/*."
 )
 
 
@@ -679,4 +679,13 @@ def test_authz_methods_resolve_to_full_method_names(deployment):
         "/securechat.v1.ChatService/Chat": frozenset({"alice"}),
         "/grpc.health.v1.Health/*": frozenset({"probe"}),
         "/securechat.v1.ChatService/WhoAmI": frozenset({"*"}),
+        "/securechat.v1.ChatService/ChatBatched": frozenset({"alice"}),  # Chat's rule covers ChatBatched
     }
+
+
+def test_chat_rule_covers_chatbatched_unless_it_has_its_own(deployment):
+    """ChatBatched inherits Chat's rule; given a rule of its own, it keeps that one."""
+    inherited = load_server_config(deployment.server_yaml(authz={"methods": {"Chat": ["alice"]}}))
+    own = load_server_config(deployment.server_yaml(authz={"methods": {"Chat": ["alice"], "ChatBatched": ["bob"]}}))
+    assert dict(inherited.authz_methods)["/securechat.v1.ChatService/ChatBatched"] == frozenset({"alice"})
+    assert dict(own.authz_methods)["/securechat.v1.ChatService/ChatBatched"] == frozenset({"bob"})
