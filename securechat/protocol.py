@@ -39,6 +39,10 @@ ROOM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 ROOM_RULE = "1-64 characters: letters, digits, '.', '_' or '-', starting with a letter or digit"
 
 
+RULE_INHERITS = {"/securechat.v1.ChatService/ChatBatched": "/securechat.v1.ChatService/Chat"}
+"""Authorization: a method without a rule of its own is decided by this one's (ChatBatched is Chat, batched)."""
+
+
 def valid_room(room: str) -> bool:
     """True if ROOM is a room name the server accepts (the empty room means `general`)."""
     return ROOM_NAME.fullmatch(room) is not None

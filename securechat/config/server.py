@@ -154,9 +154,7 @@ SERVER_TLS_KEYS = ("cert", "key", "client_ca", "mtls", "renew")
 AUTHZ_KEYS = ("allow", "methods")
 CHAT_METHODS = ("SayHello", "Chat", "ChatBatched", "WhoAmI")
 # ChatBatched is Chat with batched responses: a rule for Chat covers it too,
-# unless the file gives ChatBatched a rule of its own.
-_CHAT = "/securechat.v1.ChatService/Chat"
-_CHAT_BATCHED = "/securechat.v1.ChatService/ChatBatched"
+# unless the file gives ChatBatched a rule of its own (protocol.RULE_INHERITS).
 _METHOD_NAME = re.compile(r"/?[A-Za-z_][\w.]*\.[A-Za-z_]\w*/(\*|[A-Za-z_]\w*)")
 
 
@@ -294,8 +292,6 @@ def _authz_methods(authz: Section) -> tuple[tuple[str, frozenset[str]], ...]:
             methods.problem(shown_key, "holds an empty or non-text identity.", example)
             continue
         rules.append((full, frozenset(identities)))
-    named = {full for full, _ in rules}
-    rules += [(_CHAT_BATCHED, names) for full, names in list(rules) if full == _CHAT and _CHAT_BATCHED not in named]
     return tuple(rules)
 
 

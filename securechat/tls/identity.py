@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 
 from cryptography import x509
 
+from securechat.protocol import RULE_INHERITS
 from securechat.tls import checks
 from securechat.tls.checks import Code, Purpose
 from securechat.tls.names import DnsName, Identity, InvalidName, SpiffeId, dns_name, identity, spiffe_id
@@ -256,14 +257,18 @@ class AuthzPolicy:
 
     def permits(self, peer: PeerIdentity, method: str) -> bool:
         """True if PEER may call METHOD ('/package.Service/Method')."""
-        service = method.rsplit("/", 1)[0]
-        rule = self.methods.get(method, self.methods.get(f"{service}/*", self.allow))
-        return self.allowed(rule, peer)
+        key = self._deciding_key(method)
+        return self.allowed(self.methods[key] if key is not None else self.allow, peer)
 
     def rule_for(self, method: str) -> str:
         """The config entry that decides METHOD, as a person would look it up: authz.methods['...'] or authz.allow."""
-        service = method.rsplit("/", 1)[0]
-        for key in (method, f"{service}/*"):
-            if key in self.methods:
-                return f"authz.methods['{key}']"
-        return "authz.allow"
+        key = self._deciding_key(method)
+        return f"authz.methods['{key}']" if key is not None else "authz.allow"
+
+    def _deciding_key(self, method: str) -> str | None:
+        """The `methods` entry that decides METHOD: its own, the one it inherits (ChatBatched: Chat's), its service's."""
+        inherited = RULE_INHERITS.get(method)
+        for key in (method, inherited, f"{method.rsplit('/', 1)[0]}/*"):
+            if key is not None and key in self.methods:
+                return key
+        return None

@@ -313,4 +313,7 @@ async def test_an_authz_rule_for_chat_also_decides_chatbatched(deployment, start
             error = await final_status(call)
             assert error.code() is grpc.StatusCode.PERMISSION_DENIED
             assert reason_of(error) is Reason.NOT_ALLOWED
-            assert error.details() == "identity 'alice' is not allowed to call /securechat.v1.ChatService/ChatBatched"
+            assert error.details() == (
+                "identity 'alice' is not allowed to call /securechat.v1.ChatService/ChatBatched"
+                " by authz.methods['/securechat.v1.ChatService/Chat']"  # the rule that decided, as written in the file
+            )

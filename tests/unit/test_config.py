@@ -24,6 +24,7 @@ from securechat.config import (
     parse_address,
 )
 from securechat.errors import ConfigError
+from securechat.tls.identity import AuthzPolicy
 
 SERVER_TLS = {"cert": "certs/server.pem", "key": "certs/server-key.pem", "client_ca": "certs/ca.pem"}
 CLIENT_TLS = {"ca": "certs/ca.pem", "cert": "certs/alice.pem", "key": "certs/alice-key.pem"}
@@ -679,13 +680,15 @@ def test_authz_methods_resolve_to_full_method_names(deployment):
         "/securechat.v1.ChatService/Chat": frozenset({"alice"}),
         "/grpc.health.v1.Health/*": frozenset({"probe"}),
         "/securechat.v1.ChatService/WhoAmI": frozenset({"*"}),
-        "/securechat.v1.ChatService/ChatBatched": frozenset({"alice"}),  # Chat's rule covers ChatBatched
     }
 
 
 def test_chat_rule_covers_chatbatched_unless_it_has_its_own(deployment):
-    """ChatBatched inherits Chat's rule; given a rule of its own, it keeps that one."""
+    """ChatBatched is decided by Chat's rule; given a rule of its own, by that one (and the denial names which)."""
     inherited = load_server_config(deployment.server_yaml(authz={"methods": {"Chat": ["alice"]}}))
     own = load_server_config(deployment.server_yaml(authz={"methods": {"Chat": ["alice"], "ChatBatched": ["bob"]}}))
-    assert dict(inherited.authz_methods)["/securechat.v1.ChatService/ChatBatched"] == frozenset({"alice"})
-    assert dict(own.authz_methods)["/securechat.v1.ChatService/ChatBatched"] == frozenset({"bob"})
+    batched = "/securechat.v1.ChatService/ChatBatched"
+    assert AuthzPolicy(inherited.allow, dict(inherited.authz_methods)).rule_for(batched) == (
+        "authz.methods['/securechat.v1.ChatService/Chat']"
+    )
+    assert AuthzPolicy(own.allow, dict(own.authz_methods)).rule_for(batched) == f"authz.methods['{batched}']"
