@@ -11,25 +11,29 @@ CLI (`securechat ca token|revoke`) call this; nothing here prints.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.hazmat.primitives import hashes
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from securechat import pki
 from securechat.ca import audit
 from securechat.ca.database import CaDatabase, CertRecord, TokenRecord, Transaction
 from securechat.ca.metrics import CaMetrics
 from securechat.ca.policy import (
+    MAX_CACHED_VERDICTS,
+    ChainVerdicts,
     CsrRequest,
-    check_chain,
     check_enrolment,
     parse_csr,
+    presented_name,
     spki_fingerprint,
     verify_renewal_proof,
 )
@@ -37,25 +41,34 @@ from securechat.ca.refusals import CaRefusal, RefusalReason
 from securechat.ca.tokens import TokenGrant, grant_for, mint_token, san_from_text, token_hash
 from securechat.config.ca import CaConfig, format_duration
 from securechat.errors import ConfigError, PkiError
+from securechat.tls import checks
+from securechat.tls.revocation import CrlFileError, load_crls, read_crl_file
 
 log = logging.getLogger(__name__)
 
 NEXT_ANCHORS_FILE = "root-next.pem"
 """During a root rollover: the next trust anchors, served by TrustBundle beside the current ones."""
-
-
-class _NeedsChainCheck(Exception):
-    """The presented certificate is not one this CA recorded with its key: judge its chain first."""
+BUNDLE_RECHECK_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
-class _RenewalRequest:
-    request: CsrRequest
-    presented: tuple[x509.Certificate, ...]
+class _LeafFacts:
     serial: str
     identity: str
     spki_sha256: str
-    handshake: bool
+    carried: tuple[str, str, tuple[str, ...]] | None
+
+
+@dataclass(frozen=True)
+class RenewalRequest:
+    """A Renew whose presented certificate, CSR and proof are checked; the database decides the rest."""
+
+    request: CsrRequest
+    serial: str
+    identity: str
+    spki_sha256: str
+    carried: tuple[str, str, tuple[str, ...]] | None = None
+    """(name, kind, SANs as the database writes them) the presented certificate carries, if it names one."""
 
 
 @dataclass(frozen=True)
@@ -82,9 +95,14 @@ class OnlineCa:
         except PkiError as exc:
             raise ConfigError(config.source.name, "certs", str(exc)) from exc
         self._anchors_pem = b"".join(pki.certificate_pem(c) for c in self.anchors)
+        self._chain_tail_pem = b"".join(pki.certificate_pem(c) for c in self.ca.leaf_chain)
+        self._bundle: tuple[float, bytes] | None = None
         self.metrics = metrics or CaMetrics()
         self.metrics.watch_certificates(self.ca.cert, self.anchors)
         self.issuer = self.ca.cert.subject.rfc4514_string()
+        self.verdicts = ChainVerdicts(self.anchors, self.ca.leaf_chain, anchors_where=str(self.store.trust_anchor_path))
+        self._crl_state: tuple[tuple[int, int, int], checks.RevocationIndex] | None = None
+        self._leaf_facts: OrderedDict[bytes, _LeafFacts] = OrderedDict()
         self.db = CaDatabase(config.database)
         imported = self.import_index()
         if imported:
@@ -96,12 +114,21 @@ class OnlineCa:
     # -- what clients should trust -------------------------------------------
 
     def trust_bundle_pem(self) -> bytes:
-        """The current trust anchors, then the next ones during a rollover (certs/root-next.pem)."""
+        """The current trust anchors, then the next ones during a rollover (certs/root-next.pem).
+
+        The file is looked at once a second at most: every reply carries the
+        bundle, and a rollover is announced days ahead, not milliseconds.
+        """
+        now = time.monotonic()
+        if self._bundle is not None and now - self._bundle[0] < BUNDLE_RECHECK_SECONDS:
+            return self._bundle[1]
         upcoming = self.store.directory / NEXT_ANCHORS_FILE
-        if not upcoming.is_file():
-            return self._anchors_pem
-        pems = [pki.certificate_pem(c) for c in pki.load_certificates(upcoming) if c not in self.anchors]
-        return self._anchors_pem + b"".join(pems)
+        bundle = self._anchors_pem
+        if upcoming.is_file():
+            pems = [pki.certificate_pem(c) for c in pki.load_certificates(upcoming) if c not in self.anchors]
+            bundle += b"".join(pems)
+        self._bundle = (now, bundle)
+        return bundle
 
     # -- tokens --------------------------------------------------------------
 
@@ -192,52 +219,66 @@ class OnlineCa:
     ) -> Issuance:
         """Renew the caller's current certificate (PRESENTED, its chain) for the CSR's key; the record is durable on return.
 
-        How the current certificate is believed, cheapest first:
-        - over mTLS (PROOF None) gRPC core verified its chain to the trust
-          anchors in the handshake;
-        - otherwise PROOF (a signature by its key) is verified here, and if
-          the database holds the very key this CA issued under that serial,
-          that record is what is renewed: its name, SANs, expiry and
-          revocation decide, not what the presented certificate claims;
-        - for anything else (imported from index.json, or unknown) the
-          presented chain is judged by the chain check (`policy.check_chain`)
-          before the record is looked at again.
+        How the current certificate is believed: its chain is judged by the
+        TLS core (`tls.checks.verify_chain` through `policy.ChainVerdicts`:
+        to this CA's trust anchors, valid now, the EKU of its kind, not
+        revoked in the CRLs this CA publishes), whether it came from the
+        mTLS handshake (PROOF None: TLS proved the key) or with PROOF (a
+        signature by its key, checked by the core). Then the database's
+        record of that serial decides, in the transaction that issues: it
+        must exist, be of the presented key and not be revoked; its name,
+        kind and SANs are what the new certificate carries.
         """
-        checked = self._check_renewal(csr_pem, presented=presented, proof=proof)
-        try:
-            return await asyncio.wrap_future(
-                self.db.submit(self._renew_job(checked, caller=caller, chain_checked=False))
-            )
-        except _NeedsChainCheck:
-            pass
-        await asyncio.to_thread(self._check_presented_chain, checked)
-        return await asyncio.wrap_future(self.db.submit(self._renew_job(checked, caller=caller, chain_checked=True)))
+        checked = self.check_renewal(csr_pem, presented=presented, proof=proof)
+        # Signed here, on the event loop, with the identity the presented certificate
+        # carries; the job only checks that the record agrees and stores it (or, if the
+        # record says otherwise, signs what the record says). The writer thread does SQL.
+        presigned = self._presign(checked, caller=caller)
+        return await self.db.run_async(self._renew_job(checked, caller=caller, presigned=presigned))
 
-    def _check_renewal(
+    def _presign(self, checked: RenewalRequest, *, caller: str) -> Issuance | None:
+        if checked.carried is None:
+            return None
+        name, kind, sans = checked.carried
+        try:
+            return self._issue(
+                checked.request,
+                name=name,
+                kind=kind,
+                sans=[san_from_text(text) for text in sans],
+                via="renew",
+                caller=caller,
+                renewed_from=checked.serial,
+            )
+        except (CaRefusal, PkiError, ValueError):
+            return None  # the job signs from the record, or refuses
+
+    def check_renewal(
         self, csr_pem: bytes, *, presented: Sequence[x509.Certificate], proof: tuple[bytes, int] | None
-    ) -> _RenewalRequest:
+    ) -> RenewalRequest:
+        """Everything about a Renew that needs no database: the presented chain, the CSR, the proof, a new key."""
         if not presented:
             raise CaRefusal(
                 RefusalReason.NO_CERTIFICATE,
                 "Renew needs the current certificate: over mTLS, or as current_chain_pem with a signature",
             )
         leaf = presented[0]
-        serial = f"{leaf.serial_number:x}"
-        identity = _identity(leaf)
+        fingerprint = leaf.fingerprint(hashes.SHA256())
+        facts = self._facts(leaf, fingerprint)
+        serial, identity = facts.serial, facts.identity
         now = dt.datetime.now(dt.timezone.utc)
-        if leaf.not_valid_after_utc <= now:
-            raise self._expired(serial, identity, leaf.not_valid_after_utc)
-        request = parse_csr(csr_pem)
-        if proof is not None:
-            signature, signed_at = proof
-            try:
+        self.verdicts.judge(presented, now=now, crls=self.revocations(), identity=identity, fingerprint=fingerprint)
+        try:
+            request = parse_csr(csr_pem)
+            if proof is not None:
+                signature, signed_at = proof
                 verify_renewal_proof(
                     leaf, signature=signature, csr_der=request.der, signed_at_unix_ms=signed_at, now=now
                 )
-            except CaRefusal as refusal:
-                refusal.identity, refusal.serial = identity, serial
-                raise
-        leaf_spki = spki_fingerprint(leaf.public_key())  # type: ignore[arg-type]
+        except CaRefusal as refusal:
+            refusal.identity, refusal.serial = identity, serial
+            raise
+        leaf_spki = facts.spki_sha256
         if request.spki_sha256 == leaf_spki:
             raise CaRefusal(
                 RefusalReason.SAME_KEY,
@@ -245,60 +286,90 @@ class OnlineCa:
                 identity=identity,
                 serial=serial,
             )
-        return _RenewalRequest(
-            request=request,
-            presented=tuple(presented),
-            serial=serial,
-            identity=identity,
-            spki_sha256=leaf_spki,
-            handshake=proof is None,
+        return RenewalRequest(
+            request=request, serial=serial, identity=identity, spki_sha256=leaf_spki, carried=facts.carried
         )
 
-    def _check_presented_chain(self, checked: _RenewalRequest) -> None:
-        leaf = checked.presented[0]
-        now = dt.datetime.now(dt.timezone.utc)
-        problems = check_chain(
-            leaf, [*checked.presented[1:], *self.ca.leaf_chain], self.anchors, kind=_kind(leaf), now=now
-        )
-        if problems:
-            raise CaRefusal(
-                RefusalReason.UNTRUSTED,
-                f"certificate serial {checked.serial} ({checked.identity}) {problems[0]}: it cannot renew here",
-                identity=checked.identity,
-                serial=checked.serial,
+    def _facts(self, leaf: x509.Certificate, fingerprint: bytes) -> _LeafFacts:
+        """What the CA reads off a presented leaf, read once per certificate (a kept connection renews it often)."""
+        facts = self._leaf_facts.get(fingerprint)
+        if facts is None:
+            facts = _LeafFacts(
+                serial=f"{leaf.serial_number:x}",
+                identity=presented_name(leaf),
+                spki_sha256=spki_fingerprint(leaf.public_key()),  # type: ignore[arg-type]
+                carried=_carried(leaf),
             )
+            self._leaf_facts[fingerprint] = facts
+            while len(self._leaf_facts) > MAX_CACHED_VERDICTS:
+                self._leaf_facts.popitem(last=False)
+        return facts
 
-    def _expired(self, serial: str, identity: str, at: dt.datetime) -> CaRefusal:
+    def revocations(self) -> checks.RevocationIndex | None:
+        """The CRLs in certs/crl.pem, verified by the core; read again whenever the file changes.
+
+        None when there is no crl.pem (nothing revoked yet). A crl.pem that
+        cannot be read or is not signed by this CA's chain fails closed:
+        every renewal is refused until it is fixed.
+        """
+        path = self.store.crl_path
+        try:
+            info = path.stat()
+        except FileNotFoundError:
+            self._crl_state = None
+            return None
+        except OSError as exc:
+            raise self._crl_unusable(f"{path} cannot be read ({exc.strerror})") from exc
+        stamp = (info.st_ino, info.st_size, info.st_mtime_ns)
+        if self._crl_state is not None and self._crl_state[0] == stamp:
+            return self._crl_state[1]
+        try:
+            data = read_crl_file(path)
+        except CrlFileError as exc:
+            raise self._crl_unusable(exc.problem.message) from exc
+        lists = load_crls(
+            data, [self.ca.cert, *self.ca.leaf_chain, *self.anchors], where=str(path), signers_where="this CA"
+        )
+        if isinstance(lists, checks.Problem):
+            raise self._crl_unusable(lists.message)
+        index = checks.RevocationIndex(lists)
+        self._crl_state = (stamp, index)
+        return index
+
+    def _crl_unusable(self, why: str) -> CaRefusal:
+        log.error("renewals refused until the CRL is fixed: %s", why)
         return CaRefusal(
-            RefusalReason.EXPIRED,
-            f"certificate serial {serial} ({identity}) expired at {at:%Y-%m-%d %H:%M:%S} UTC: an expired certificate"
-            f" cannot renew. Enroll again with a new token ('securechat ca token {identity}')",
-            identity=identity,
-            serial=serial,
+            RefusalReason.CA_UNAVAILABLE,
+            f"the CA cannot check revocation now ({why}); try again later",
         )
 
     def _renew_job(
-        self, checked: _RenewalRequest, *, caller: str, chain_checked: bool
+        self, checked: RenewalRequest, *, caller: str, presigned: Issuance | None = None
     ) -> Callable[[Transaction], Issuance]:
-        serial, identity = checked.serial, checked.identity
-        now = dt.datetime.now(dt.timezone.utc)
+        serial = checked.serial
 
         def job(tx: Transaction) -> Issuance:
             current = tx.certificate(serial)
-            recorded = (
-                current is not None and current.spki_sha256 == checked.spki_sha256 and current.issuer == self.issuer
-            )
-            if not (checked.handshake or recorded or chain_checked):
-                raise _NeedsChainCheck
             if current is None:
                 raise CaRefusal(
                     RefusalReason.UNKNOWN_CERTIFICATE,
-                    f"certificate serial {serial} ({identity}) is not in this CA's records, so it cannot renew here."
-                    " Enroll with a token instead",
-                    identity=identity,
+                    f"certificate serial {serial} ({checked.identity}) is not in this CA's records, so it cannot renew"
+                    " here. Enroll with a token instead",
+                    identity=checked.identity,
+                    serial=serial,
+                )
+            if current.spki_sha256 and current.spki_sha256 != checked.spki_sha256:
+                # Records made online hold the key they were issued for (imports from
+                # index.json do not): another certificate under this serial is not the one recorded.
+                raise CaRefusal(
+                    RefusalReason.UNKNOWN_CERTIFICATE,
+                    f"certificate serial {serial} ({checked.identity}) is not the certificate this CA recorded under"
+                    " that serial (another key), so it cannot renew here. Enroll with a token instead",
+                    identity=checked.identity,
                     serial=serial,
                 )
             if current.revoked_at is not None:
+                # Revoked and committed, maybe not yet in crl.pem: the database orders it before this renewal.
                 raise CaRefusal(
                     RefusalReason.REVOKED,
                     f"certificate serial {serial} ({current.name}) was revoked at"
@@ -307,10 +378,15 @@ class OnlineCa:
                     identity=current.name,
                     serial=serial,
                 )
-            if current.not_after <= now:
-                raise self._expired(serial, current.name, current.not_after)
             # Identity, kind and SANs come from the record of what was issued,
             # never from the CSR: a renewal cannot widen a certificate.
+            if presigned is not None and (presigned.record.name, presigned.record.kind, presigned.record.sans) == (
+                current.name,
+                current.kind,
+                current.sans,
+            ):
+                tx.insert_certificate(presigned.record)
+                return presigned
             sans = [san_from_text(text) for text in current.sans]
             return self._sign(
                 tx,
@@ -433,12 +509,30 @@ class OnlineCa:
         caller: str,
         renewed_from: str | None = None,
     ) -> Issuance:
+        issuance = self._issue(
+            request, name=name, kind=kind, sans=sans, via=via, caller=caller, renewed_from=renewed_from
+        )
+        tx.insert_certificate(issuance.record)
+        return issuance
+
+    def _issue(
+        self,
+        request: CsrRequest,
+        *,
+        name: str,
+        kind: str,
+        sans: Sequence[x509.GeneralName],
+        via: str,
+        caller: str,
+        renewed_from: str | None = None,
+    ) -> Issuance:
+        """Sign a certificate and make its record, which is not yet stored: nobody sees it until a job records it."""
         lifetime = self.config.lifetimes.of(kind)
         try:
-            signed = pki.sign_leaf(self.ca, name, request.public_key, kind=kind, sans=sans, lifetime=lifetime)  # type: ignore[arg-type]
+            signed = pki.sign_leaf(self.ca, name, request.public_key, kind=kind, sans=list(sans), lifetime=lifetime)  # type: ignore[arg-type]
         except PkiError as exc:
             raise CaRefusal(RefusalReason.CA_UNAVAILABLE, f"the CA cannot issue now: {exc}", identity=name) from exc
-        chain_pem = b"".join(pki.certificate_pem(c) for c in (signed.cert, *signed.chain))
+        chain_pem = pki.certificate_pem(signed.cert) + self._chain_tail_pem
         record = CertRecord(
             serial=f"{signed.cert.serial_number:x}",
             name=name,
@@ -454,20 +548,19 @@ class OnlineCa:
             chain_pem=chain_pem,
             issuer=self.issuer,
         )
-        tx.insert_certificate(record)
         return Issuance(record, chain_pem)
 
 
-def _kind(cert: x509.Certificate) -> str:
-    ekus = pki.extended_key_usages(cert)
+def _carried(leaf: x509.Certificate) -> tuple[str, str, tuple[str, ...]] | None:
+    """What LEAF says it is, as a record would: (CN, kind by its EKUs, SANs as text); None without a CN."""
+    common_names = leaf.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    if len(common_names) != 1 or not isinstance(common_names[0].value, str):
+        return None
+    ekus = checks.extended_key_usages(leaf)
     server = ExtendedKeyUsageOID.SERVER_AUTH in ekus
     client = ExtendedKeyUsageOID.CLIENT_AUTH in ekus
-    return "peer" if server and client else "server" if server else "client"
-
-
-def _identity(cert: x509.Certificate) -> str:
-    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    return str(names[0].value) if names else f"serial {cert.serial_number:x}"
+    kind = "peer" if server and client else "server" if server else "client"
+    return common_names[0].value, kind, tuple(pki.san_to_text(n) for n in checks.subject_alternative_names(leaf))
 
 
 def _normalize_serial(text: str) -> str:

@@ -34,6 +34,7 @@ from securechat.ca.policy import proof_message, sign_proof
 from securechat.errors import FileExistsRefused, SecureChatError
 from securechat.pki.keys import signature_hash
 from securechat.protocol import REFUSAL_KEY
+from securechat.tls import checks
 
 DEFAULT_TIMEOUT = 10.0
 UNREACHABLE = "unreachable"
@@ -158,7 +159,7 @@ class CaClient:
 
 def presents_client_certificate(leaf: x509.Certificate) -> bool:
     """A certificate with clientAuth can be shown in the handshake; a serverAuth-only one would be refused."""
-    return ExtendedKeyUsageOID.CLIENT_AUTH in pki.extended_key_usages(leaf)
+    return ExtendedKeyUsageOID.CLIENT_AUTH in checks.extended_key_usages(leaf)
 
 
 def explain(error: grpc.aio.AioRpcError, address: str, what: str) -> CaError:

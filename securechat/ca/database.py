@@ -1,17 +1,30 @@
 """The online CA's state: issued certificates, revocations and used tokens, in SQLite (WAL).
 
-Durable before a reply. Every change runs as a job on one writer thread,
-inside a transaction that is committed (WAL, `synchronous=FULL`: the
-commit is on disk when COMMIT returns) before the job's result is handed
-back. So a certificate is returned only once its record is durable; a
-crash after the commit and before the reply loses nothing (the record is
-there; the caller retries: Renew with its still-valid certificate, Enroll
-with the same CSR gets the recorded certificate back), and a crash before
-the commit loses the certificate too, which nobody has seen.
+Durable before a reply. Every change runs as a job inside a transaction
+that is committed (WAL, `synchronous=FULL`: the commit is on disk when
+COMMIT returns) before the job's result is handed back. So a certificate
+is returned only once its record is durable; a crash after the commit and
+before the reply loses nothing (the record is there; the caller retries:
+Renew with its still-valid certificate, Enroll with the same CSR gets the
+recorded certificate back), and a crash before the commit loses the
+certificate too, which nobody has seen.
 
-Group commit: jobs waiting when the writer is free run together in one
-transaction, each in its own SAVEPOINT (a refused job rolls back alone),
-and share one COMMIT, so under load many issuances share one fsync.
+Group commit: jobs that arrive together run in one transaction, each in
+its own SAVEPOINT (a refused job rolls back alone), and share one COMMIT,
+so under load many issuances share one fsync. On the CA service's event
+loop (`run_async`) every job that arrives while a COMMIT is on its way to
+disk joins the next one, so the batches grow with the load by themselves;
+the jobs' SQL runs on the loop and only the COMMIT on a committer thread,
+so one batch costs one hand-off between threads and the GIL is not fought
+over (see `CaDatabase`). Jobs should be short SQL: the CA signs
+certificates before it submits the job.
+
+Why `synchronous=FULL`, not NORMAL: in WAL mode NORMAL skips the fsync of
+each COMMIT (only checkpoints sync), which survives a crash of the process
+but not of the machine (power loss, kernel panic, a VM reset): commits
+acknowledged before the last checkpoint can vanish. A certificate we
+returned must never be forgotten -- that is the point of the record -- so
+every COMMIT is synced, and group commit is what keeps that affordable.
 
 Tokens are consumed in the same job that records the certificate they pay
 for: a token is used exactly when a certificate exists for it. Reads that
@@ -26,11 +39,11 @@ issues. `certs list` and index.json do not show online issuance.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import datetime as dt
 import json
 import logging
-import queue
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -47,6 +60,8 @@ MAX_BATCH = 512
 """Jobs sharing one transaction at most: bounds how long the first one waits for the COMMIT."""
 BUSY_TIMEOUT_MS = 10_000
 """How long a second writer (`ca revoke`, `ca token` while the service runs) waits for the lock."""
+BUSY_RETRY_SECONDS = 0.005
+"""How soon the event loop tries again when another writer holds the database."""
 
 T = TypeVar("T")
 
@@ -257,104 +272,224 @@ def _cert_record(row: sqlite3.Row) -> CertRecord:
     )
 
 
-_Job = tuple[Callable[[Transaction], Any], "concurrent.futures.Future[Any]"]
+_Outcome = tuple[bool, Any]
+_Job = tuple[Callable[[Transaction], Any], "asyncio.Future[Any]"]
 
 
 class CaDatabase:
-    """The CA database at PATH (created 0600 on first use), written by one thread with group commit."""
+    """The CA database at PATH (created 0600 on first use); group commit, durable before any result is seen.
+
+    Two ways in, one connection, one transaction at a time (`_lock`):
+    - `run(job)`: synchronous, from any thread (the CLI, `ca revoke`,
+      `ca token`, start-up imports): its own transaction, committed before
+      it returns.
+    - `await run_async(job)`, on the event loop of the CA service: the job
+      joins the next batch. A batch runs ON the loop (its SQL is short: a
+      lookup, an insert), and only its COMMIT -- the fsync -- goes to a
+      committer thread, which holds no GIL while the disk works. Jobs that
+      arrive meanwhile wait, and form the next batch the moment the COMMIT
+      is back: under load the batches grow by themselves (up to
+      MAX_BATCH), and each costs one hand-off between threads, not one per
+      job. The loop never waits for another process's lock: a busy
+      database (say `ca revoke` writing) is tried again a little later.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._connection = _open(self.path)
-        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._committer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="securechat-ca-db")
+        self._pending: list[_Job] = []
+        self._busy_since: float | None = None
+        self._committing = False
+        self._scheduled = False
+        self._blocking = True
+        """Whether the connection's busy_timeout is BUSY_TIMEOUT_MS (synchronous callers) or 0 (the loop)."""
         self._closed = False
         self.commits = 0
         """Transactions committed so far (a batch of jobs is one); for the benchmark's report."""
-        self._thread = threading.Thread(target=self._write_loop, name="securechat-ca-db", daemon=True)
-        self._thread.start()
+        self.jobs = 0
+        """Jobs committed so far; jobs / commits is the mean batch size."""
 
-    def submit(self, job: Callable[[Transaction], T]) -> concurrent.futures.Future[T]:
-        """Run JOB in the next transaction; its future resolves once that transaction is committed."""
-        if self._closed:
-            raise DatabaseError(f"{self.path}: the CA database is closed.")
-        future: concurrent.futures.Future[T] = concurrent.futures.Future()
-        self._queue.put((job, future))
-        return future
+    # -- synchronous callers ---------------------------------------------------
 
     def run(self, job: Callable[[Transaction], T]) -> T:
-        """`submit` and wait: for the CLI and other synchronous callers."""
-        return self.submit(job).result()
+        """Run JOB in a transaction of its own and commit it; its result (or exception) once durable."""
+        self._check_open()
+        with self._lock:
+            try:
+                self._set_blocking(True)
+                self._connection.execute("BEGIN IMMEDIATE")
+                [(ok, value)] = self._run_jobs([job])
+                self._connection.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise self._failed(exc) from exc
+        self.commits += 1
+        self.jobs += 1
+        if not ok:
+            raise value
+        return value  # type: ignore[no-any-return]
 
-    def close(self) -> None:
-        if self._closed:
+    # -- the event loop ----------------------------------------------------------
+
+    async def run_async(self, job: Callable[[Transaction], T]) -> T:
+        """JOB in the next batch; its result (or exception) once that batch is committed."""
+        self._check_open()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._pending.append((job, future))
+        self._schedule(loop)
+        return await future
+
+    def _schedule(self, loop: asyncio.AbstractEventLoop, delay: float = 0.0) -> None:
+        # call_soon, not now: the jobs submitted in this turn of the loop go together.
+        if self._scheduled or self._committing:
             return
-        self._closed = True
-        self._queue.put(None)
-        self._thread.join()
-        self._connection.close()
+        self._scheduled = True
+        if delay:
+            loop.call_later(delay, self._start_batch, loop)
+        else:
+            loop.call_soon(self._start_batch, loop)
 
-    def __enter__(self) -> CaDatabase:
-        return self
+    def _start_batch(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._scheduled = False
+        if self._committing or not self._pending:
+            return
+        if self._closed:
+            self._fail_pending(DatabaseError(f"{self.path}: the CA database is closed."))
+            return
+        if not self._lock.acquire(blocking=False):  # a synchronous caller's transaction: soon done
+            self._schedule(loop, BUSY_RETRY_SECONDS)
+            return
+        try:
+            self._set_blocking(False)
+            self._connection.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:  # another process holds the write lock
+            self._lock.release()
+            now = loop.time()
+            self._busy_since = self._busy_since if self._busy_since is not None else now
+            if now - self._busy_since < BUSY_TIMEOUT_MS / 1000:
+                self._schedule(loop, BUSY_RETRY_SECONDS)
+            else:
+                self._busy_since = None
+                self._fail_pending(self._failed(exc))
+            return
+        except BaseException:
+            self._lock.release()
+            raise
+        self._busy_since = None
+        batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+        try:
+            outcomes = self._run_jobs([job for job, future in batch])
+        except sqlite3.Error as exc:
+            failure = self._failed(exc)
+            self._lock.release()
+            self._settle(batch, [(False, failure)] * len(batch))
+            self._schedule(loop)
+            return
+        self._committing = True
+        committed = asyncio.wrap_future(self._committer.submit(self._commit_and_release), loop=loop)
+        committed.add_done_callback(lambda done: self._committed(loop, batch, outcomes, done))
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def _commit_and_release(self) -> None:
+        """On the committer thread: COMMIT (and its fsync) without the GIL, then free the connection."""
+        try:
+            self._connection.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise self._failed(exc) from exc
+        finally:
+            self._lock.release()
 
-    def _write_loop(self) -> None:
-        stop = False
-        while not stop:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch = [first]
-            while len(batch) < MAX_BATCH:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stop = True
-                    break
-                batch.append(item)
-            self._run_batch(batch)
+    def _committed(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        batch: list[_Job],
+        outcomes: list[_Outcome],
+        done: asyncio.Future[None],
+    ) -> None:
+        self._committing = False
+        failure = done.exception()
+        if failure is not None:
+            self._settle(batch, [(False, failure)] * len(batch))
+        else:
+            self.commits += 1
+            self.jobs += len(batch)
+            # Only now, with the transaction durable, does anyone see a result.
+            self._settle(batch, outcomes)
+        if self._pending:
+            self._start_batch(loop)  # what arrived during the COMMIT: the next batch, at once
 
-    def _run_batch(self, batch: Sequence[_Job]) -> None:
+    @staticmethod
+    def _settle(batch: list[_Job], outcomes: Sequence[_Outcome]) -> None:
+        for (_job, future), (ok, value) in zip(batch, outcomes, strict=True):
+            if future.done():
+                continue
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
+
+    def _fail_pending(self, failure: Exception) -> None:
+        batch, self._pending = self._pending, []
+        self._settle(batch, [(False, failure)] * len(batch))
+
+    # -- both ----------------------------------------------------------------------
+
+    def _run_jobs(self, jobs: Sequence[Callable[[Transaction], Any]]) -> list[_Outcome]:
+        """Each job in its own SAVEPOINT of the open transaction: a job that raises is undone alone."""
         db = self._connection
         tx = Transaction(db)
-        outcomes: list[tuple[concurrent.futures.Future[Any], bool, Any]] = []
+        outcomes: list[_Outcome] = []
         try:
-            db.execute("BEGIN IMMEDIATE")
-            for job, future in batch:
-                if not future.set_running_or_notify_cancel():
-                    continue
+            for job in jobs:
                 db.execute("SAVEPOINT job")
                 try:
                     value = job(tx)
                 except Exception as exc:  # a refusal or a failure: this job alone is undone
                     db.execute("ROLLBACK TO job")
                     db.execute("RELEASE job")
-                    outcomes.append((future, False, exc))
+                    outcomes.append((False, exc))
                 else:
                     db.execute("RELEASE job")
-                    outcomes.append((future, True, value))
-            db.execute("COMMIT")
-        except sqlite3.Error as exc:
+                    outcomes.append((True, value))
+        except sqlite3.Error:
             if db.in_transaction:
                 db.execute("ROLLBACK")
-            failure = DatabaseError(
-                f"{self.path}: the CA database could not be written ({exc}). Check disk space and permissions."
-            )
-            log.error("%s", failure)
-            for _job, future in batch:
-                if future.running():
-                    future.set_exception(failure)
+            raise
+        return outcomes
+
+    def _set_blocking(self, blocking: bool) -> None:
+        if blocking != self._blocking:
+            self._connection.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS if blocking else 0}")
+            self._blocking = blocking
+
+    def _failed(self, exc: sqlite3.Error) -> DatabaseError:
+        if self._connection.in_transaction:
+            self._connection.execute("ROLLBACK")
+        failure = DatabaseError(
+            f"{self.path}: the CA database could not be written ({exc}). Check disk space and permissions."
+        )
+        log.error("%s", failure)
+        return failure
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise DatabaseError(f"{self.path}: the CA database is closed.")
+
+    def close(self) -> None:
+        """Wait for a COMMIT under way, then close; jobs not yet started are not run."""
+        if self._closed:
             return
-        self.commits += 1
-        # Only now, with the transaction durable, does anyone see a result.
-        for future, ok, value in outcomes:
-            if ok:
-                future.set_result(value)
-            else:
-                future.set_exception(value)
+        self._closed = True
+        with self._lock:
+            self._committer.shutdown(wait=True)
+            self._connection.close()
+
+    def __enter__(self) -> CaDatabase:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _open(path: Path) -> sqlite3.Connection:

@@ -19,6 +19,7 @@ class RefusalReason(str, enum.Enum):
     NAME_MISMATCH = "name-mismatch"
     SAN_NOT_ALLOWED = "san-not-allowed"
     BAD_CSR = "bad-csr"
+    BAD_NAME = "bad-name"
     SAME_KEY = "same-key"
     NO_CERTIFICATE = "no-certificate"
     BAD_PROOF = "bad-proof"
@@ -36,6 +37,7 @@ CODES: dict[RefusalReason, grpc.StatusCode] = {
     RefusalReason.NAME_MISMATCH: grpc.StatusCode.PERMISSION_DENIED,
     RefusalReason.SAN_NOT_ALLOWED: grpc.StatusCode.PERMISSION_DENIED,
     RefusalReason.BAD_CSR: grpc.StatusCode.INVALID_ARGUMENT,
+    RefusalReason.BAD_NAME: grpc.StatusCode.INVALID_ARGUMENT,
     RefusalReason.SAME_KEY: grpc.StatusCode.INVALID_ARGUMENT,
     RefusalReason.NO_CERTIFICATE: grpc.StatusCode.UNAUTHENTICATED,
     RefusalReason.BAD_PROOF: grpc.StatusCode.UNAUTHENTICATED,

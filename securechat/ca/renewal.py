@@ -48,8 +48,10 @@ from securechat.ca.client import (
     presents_client_certificate,
     write_credentials,
 )
+from securechat.ca.policy import purpose_of
 from securechat.config.ca import RenewConfig
 from securechat.errors import PkiError, SecureChatError
+from securechat.tls import checks
 
 log = logging.getLogger(__name__)
 
@@ -201,15 +203,16 @@ class Renewer:
             if expect_serial is not None and previous != expect_serial:
                 return None
             key = await asyncio.to_thread(pki.load_private_key, self.key_path)
-            if not pki.key_matches_certificate(key, leaf):
+            if checks.check_key(leaf, key) is not None:
                 raise PkiError(
                     f"{self.key_path} does not match {self.cert_path}; cannot prove the current certificate."
                 )
             new_key = await asyncio.to_thread(pki.generate_private_key, pki.key_type_name(leaf.public_key()))
             identity = (chain_pem, pki.private_key_pem(key)) if presents_client_certificate(leaf) else None
-            async with CaClient(self.target(), identity=identity) as client:
+            target = self.target()
+            async with CaClient(target, identity=identity) as client:
                 issued = await client.renew(chain_pem=chain_pem, key=key, new_key=new_key)
-            _check_answer(issued, leaf, new_key)
+            _check_answer(issued, leaf, new_key, target.trust_pem)
             files = CredentialFiles(cert=self.cert_path, key=self.key_path, anchors=None)
             await asyncio.to_thread(write_credentials, files, new_key, issued, force=True)
         renewal = Renewal(self.cert_path, issued.serial, previous, issued.not_after)
@@ -228,13 +231,36 @@ class Renewer:
         return renewal
 
 
-def _check_answer(issued: Issued, old: x509.Certificate, new_key: pki.PrivateKey) -> None:
-    leaf = issued.leaf
-    if not pki.key_matches_certificate(new_key, leaf):
+def _check_answer(issued: Issued, old: x509.Certificate, new_key: pki.PrivateKey, trust_pem: bytes) -> None:
+    """The CA's answer, judged by the TLS core before it replaces anything: NEW_KEY's certificate, the same
+    name and SANs, and a chain that verifies to the anchors in TRUST_PEM (tls.renew.ca_cert) for the same use."""
+    chain = checks.parse_certificates(issued.chain_pem, where="the CA's answer")
+    if isinstance(chain, checks.Problem):
+        raise CaError("the CA returned no readable certificate; keeping the current one.", reason="bad-answer")
+    leaf = chain[0]
+    if checks.check_key(leaf, new_key) is not None:
         raise CaError("the CA returned a certificate for another key; keeping the current one.", reason="bad-answer")
-    if _name(leaf) != _name(old):
+    if _name(leaf) != _name(old) or set(checks.subject_alternative_names(leaf)) != set(
+        checks.subject_alternative_names(old)
+    ):
         raise CaError(
-            f"the CA returned a certificate for {_name(leaf)!r}, not {_name(old)!r}; keeping the current one.",
+            f"the CA returned a certificate for {_name(leaf)!r}, not {_name(old)!r} with the same names;"
+            " keeping the current one.",
+            reason="bad-answer",
+        )
+    anchors = checks.parse_certificates(trust_pem, where="tls.renew.ca_cert")
+    verdict = checks.verify_chain(
+        leaf,
+        chain[1:],
+        anchors if isinstance(anchors, list) else [],
+        purpose=purpose_of(old),
+        where="the renewed certificate",
+        anchors_where="tls.renew.ca_cert",
+        anchors_field="tls.renew.ca_cert",
+    )
+    if verdict.first is not None:
+        raise CaError(
+            f"the CA returned a certificate that does not verify: {verdict.first.message} Keeping the current one.",
             reason="bad-answer",
         )
 

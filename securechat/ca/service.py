@@ -26,11 +26,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any, TypeAlias, TypeVar
 
 import grpc
 from cryptography import x509
-from cryptography.x509.oid import ExtendedKeyUsageOID
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from securechat import pki
@@ -38,12 +39,17 @@ from securechat._gen import ca_pb2, ca_pb2_grpc
 from securechat.ca import audit
 from securechat.ca.authority import Issuance, OnlineCa
 from securechat.ca.metrics import CaMetrics
-from securechat.ca.refusals import CaRefusal
+from securechat.ca.policy import MAX_CACHED_VERDICTS
+from securechat.ca.refusals import CaRefusal, RefusalReason
 from securechat.config.ca import CaConfig, format_duration
 from securechat.errors import ConfigError, PkiError, SecureChatError
 from securechat.protocol import REFUSAL_KEY
+from securechat.tls import checks
 
 log = logging.getLogger(__name__)
+
+_Request = TypeVar("_Request")
+_Context: TypeAlias = "grpc.aio.ServicerContext[_Request, ca_pb2.CertificateReply]"
 
 SERVICE_NAME = "securechat.ca.v1.CertificateAuthority"
 CRASH_AFTER_COMMIT_ENV = "SECURECHAT_CA_CRASH_AFTER_COMMIT"
@@ -59,12 +65,15 @@ class CaServicer(ca_pb2_grpc.CertificateAuthorityServicer):
         self._ca = authority
         self._metrics = authority.metrics
         self._crash_after_commit = os.environ.get(CRASH_AFTER_COMMIT_ENV) == "1"
+        self._handshakes = HandshakeChains()
 
-    async def Enroll(self, request: ca_pb2.EnrollRequest, context: grpc.aio.ServicerContext) -> ca_pb2.CertificateReply:  # noqa: N802
+    async def Enroll(  # noqa: N802
+        self, request: ca_pb2.EnrollRequest, context: _Context[ca_pb2.EnrollRequest]
+    ) -> ca_pb2.CertificateReply:
         caller = context.peer()
         try:
             job = self._ca.enroll_job(request.token, request.csr_pem, caller=caller)
-            issuance: Issuance = await asyncio.wrap_future(self._ca.db.submit(job))
+            issuance: Issuance = await self._ca.db.run_async(job)
         except CaRefusal as refusal:
             await self._refuse(context, refusal, caller)
         self._committed()
@@ -82,10 +91,12 @@ class CaServicer(ca_pb2_grpc.CertificateAuthorityServicer):
         )
         return self._reply(issuance)
 
-    async def Renew(self, request: ca_pb2.RenewRequest, context: grpc.aio.ServicerContext) -> ca_pb2.CertificateReply:  # noqa: N802
+    async def Renew(  # noqa: N802
+        self, request: ca_pb2.RenewRequest, context: _Context[ca_pb2.RenewRequest]
+    ) -> ca_pb2.CertificateReply:
         caller = context.peer()
         try:
-            presented, proof = _current_certificate(request, context)
+            presented, proof = _current_certificate(request, context, self._handshakes)
             issuance = await self._ca.renew(request.csr_pem, presented=presented, proof=proof, caller=caller)
         except CaRefusal as refusal:
             await self._refuse(context, refusal, caller)
@@ -104,7 +115,9 @@ class CaServicer(ca_pb2_grpc.CertificateAuthorityServicer):
         return self._reply(issuance)
 
     async def TrustBundle(  # noqa: N802
-        self, request: ca_pb2.TrustBundleRequest, context: grpc.aio.ServicerContext
+        self,
+        request: ca_pb2.TrustBundleRequest,
+        context: grpc.aio.ServicerContext[ca_pb2.TrustBundleRequest, ca_pb2.TrustBundleReply],
     ) -> ca_pb2.TrustBundleReply:
         return ca_pb2.TrustBundleReply(trust_bundle_pem=self._ca.trust_bundle_pem())
 
@@ -122,7 +135,7 @@ class CaServicer(ca_pb2_grpc.CertificateAuthorityServicer):
             logging.shutdown()
             os._exit(CRASH_EXIT_CODE)
 
-    async def _refuse(self, context: grpc.aio.ServicerContext, refusal: CaRefusal, caller: str) -> None:
+    async def _refuse(self, context: _Context[Any], refusal: CaRefusal, caller: str) -> None:
         self._metrics.refused.labels(reason=refusal.reason.value).inc()
         audit.record(
             "refused", identity=refusal.identity, serial=refusal.serial, caller=caller, reason=refusal.reason.value
@@ -131,29 +144,54 @@ class CaServicer(ca_pb2_grpc.CertificateAuthorityServicer):
         await context.abort(refusal.code, refusal.message)
 
 
-def _current_certificate(
-    request: ca_pb2.RenewRequest, context: grpc.aio.ServicerContext
-) -> tuple[list[x509.Certificate], tuple[bytes, int] | None]:
-    """The caller's current chain: from the mTLS handshake, else from the request with its proof."""
-    from securechat.ca.refusals import RefusalReason
+class HandshakeChains:
+    """Handshake certificates as parsed chains, parsed once per connection's PEM (bounded; a kept connection
+    sends the same certificate with every call)."""
 
+    def __init__(self, size: int = MAX_CACHED_VERDICTS) -> None:
+        self.size = size
+        self._parsed: OrderedDict[tuple[bytes, bytes], list[x509.Certificate]] = OrderedDict()
+
+    def chain(self, leaf_pem: bytes, chain_pem: bytes) -> list[x509.Certificate]:
+        """The leaf, and what else the peer sent (core lists that chain in its own order)."""
+        key = (leaf_pem, chain_pem)
+        found = self._parsed.get(key)
+        if found is not None:
+            return found
+        leaf = checks.parse_certificates(leaf_pem, where="the handshake's client certificate")
+        if isinstance(leaf, checks.Problem):
+            raise CaRefusal(RefusalReason.NO_CERTIFICATE, leaf.message.rstrip("."))
+        sent = checks.parse_certificates(chain_pem, where="the handshake") if chain_pem else []
+        chain = [leaf[0], *(c for c in sent if c != leaf[0])] if isinstance(sent, list) else [leaf[0]]
+        self._parsed[key] = chain
+        while len(self._parsed) > self.size:
+            self._parsed.popitem(last=False)
+        return chain
+
+
+def _current_certificate(
+    request: ca_pb2.RenewRequest, context: _Context[ca_pb2.RenewRequest], handshakes: HandshakeChains
+) -> tuple[list[x509.Certificate], tuple[bytes, int] | None]:
+    """The caller's current chain: from the mTLS handshake, else from the request with its proof.
+
+    Either way the chain is judged by the TLS core afterwards
+    (`OnlineCa.check_renewal`); the handshake only proved the key.
+    """
     auth = context.auth_context()
     handshake = auth.get("x509_pem_cert")
     if handshake:
-        # gRPC verified this certificate's chain to the anchors in the handshake.
-        return [x509.load_pem_x509_certificate(handshake[0])], None
+        return handshakes.chain(b"".join(handshake), b"".join(auth.get("x509_pem_cert_chain") or ())), None
     if not request.current_chain_pem:
         raise CaRefusal(
             RefusalReason.NO_CERTIFICATE,
             "Renew needs the current certificate: send current_chain_pem with a signature, or call the mTLS port",
         )
-    try:
-        chain = x509.load_pem_x509_certificates(request.current_chain_pem)
-    except ValueError:
-        raise CaRefusal(RefusalReason.BAD_PROOF, "current_chain_pem holds no readable PEM certificate") from None
+    presented = checks.parse_certificates(request.current_chain_pem, where="current_chain_pem")
+    if isinstance(presented, checks.Problem):
+        raise CaRefusal(RefusalReason.BAD_PROOF, "current_chain_pem holds no readable PEM certificate")
     if not request.signature:
         raise CaRefusal(RefusalReason.BAD_PROOF, "current_chain_pem came without the signature that proves its key")
-    return chain, (request.signature, request.signed_at_unix_ms)
+    return presented, (request.signature, request.signed_at_unix_ms)
 
 
 @dataclass
@@ -172,39 +210,45 @@ class RunningCa:
         log.info("CA service stopped")
 
 
-def _server_pair(config: CaConfig) -> tuple[bytes, bytes, x509.Certificate]:
+def _server_pair(config: CaConfig, anchors: list[x509.Certificate]) -> tuple[bytes, bytes]:
+    """The CA service's own key and chain, judged by the TLS core as a server certificate under ANCHORS."""
     source = config.source.name
+    fix = "Issue one with 'securechat certs server ca-service --dir certs'."
     try:
         chain = pki.load_certificates(config.tls_cert)
         key = pki.load_private_key(config.tls_key)
     except PkiError as exc:
-        raise ConfigError(
-            source, "tls", str(exc), "Issue one with 'securechat certs server ca-service --dir certs'."
-        ) from exc
+        raise ConfigError(source, "tls", str(exc), fix) from exc
     leaf = chain[0]
-    if not pki.key_matches_certificate(key, leaf):
+    mismatch = checks.check_key(leaf, key, where=str(config.tls_key), cert_where=str(config.tls_cert))
+    if mismatch is not None:
+        raise ConfigError(source, "tls.key", mismatch.message, "Use the key issued with it.")
+    verdict = checks.verify_chain(
+        leaf,
+        chain[1:],
+        anchors,
+        purpose=checks.Purpose.SERVER,
+        where=str(config.tls_cert),
+        anchors_where="the CA's trust anchors",
+        anchors_field="certs",
+    )
+    if verdict.first is not None:
+        renew = "Renew it with 'securechat certs renew ca-service'."
         raise ConfigError(
-            source, "tls.key", f"{config.tls_key} does not match {config.tls_cert}.", "Use the key issued with it."
+            source, "tls.cert", verdict.first.message, renew if verdict.first.code is checks.Code.EXPIRED else fix
         )
-    if ExtendedKeyUsageOID.SERVER_AUTH not in pki.extended_key_usages(leaf):
-        raise ConfigError(
-            source,
-            "tls.cert",
-            f"{config.tls_cert} is not a server certificate.",
-            "Issue one with 'securechat certs server ca-service'.",
-        )
-    if leaf.not_valid_after_utc <= pki.utc_now():
-        raise ConfigError(
-            source, "tls.cert", f"{config.tls_cert} has expired.", "Renew it with 'securechat certs renew ca-service'."
-        )
-    return config.tls_key.read_bytes(), config.tls_cert.read_bytes(), leaf
+    return config.tls_key.read_bytes(), config.tls_cert.read_bytes()
 
 
 async def start_ca_server(config: CaConfig, *, authority: OnlineCa | None = None) -> RunningCa:
     """Load the CA, open the database, bind the port(s) and start serving; errors before any port opens."""
-    key_pem, chain_pem, _ = _server_pair(config)
     if authority is None:
         authority = await asyncio.to_thread(OnlineCa, config, metrics=CaMetrics())
+    try:
+        key_pem, chain_pem = _server_pair(config, authority.anchors)
+    except BaseException:
+        await asyncio.to_thread(authority.close)
+        raise
     metrics = authority.metrics
     if config.testing_short_lifetimes:
         log.warning(

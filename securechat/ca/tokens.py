@@ -21,6 +21,7 @@ from cryptography import x509
 
 from securechat.errors import PkiError
 from securechat.pki import DEFAULT_SERVER_SANS, LeafKind, parse_san, san_to_text, validate_name
+from securechat.tls import names
 
 TOKEN_PREFIX = "sct1."  # noqa: S105 - the format marker, not a secret
 _TOKEN_BYTES = 32
@@ -81,10 +82,13 @@ def grant_for(
 
 
 def parse_grant_san(text: str) -> x509.GeneralName:
-    """A `--san` value: a DNS name, an IP, or a `spiffe://` URI."""
+    """A `--san` value: a DNS name or an IP (`pki.parse_san`), or a SPIFFE ID by `tls.names`' syntax."""
     value = text.strip()
-    if value.startswith("spiffe://"):
-        return x509.UniformResourceIdentifier(value)
+    if value.lower().startswith("spiffe:"):
+        try:
+            return x509.UniformResourceIdentifier(names.spiffe_id(value).value)
+        except names.InvalidName as exc:
+            raise PkiError(f"--san {names.escape(value)!r}: {exc}. Use spiffe://TRUST-DOMAIN/PATH.") from None
     return parse_san(value)
 
 

@@ -30,10 +30,12 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
+from cryptography import x509
 
 from securechat import pki
 from securechat.config import ClientConfig
 from securechat.errors import ConnectError, SecureChatError
+from securechat.tls import checks, names
 from securechat.tls.credentials import channel_credentials
 from securechat.tls.material import TlsMaterial, load_client_material
 from securechat.tls.watch import FileWatch
@@ -82,23 +84,34 @@ async def check_server_id(config: ClientConfig, *, timeout: float = 5.0) -> None
     tls = config.tls
     if tls is None or tls.server_id is None or not tls.server_id.startswith("spiffe://"):
         return
-    found = await asyncio.to_thread(_server_uris, config, timeout)
-    if tls.server_id not in found:
+    cert = await asyncio.to_thread(_server_certificate, config, timeout)
+    expected = names.spiffe_id(tls.server_id)  # its syntax was checked when the config was loaded
+    problem = (
+        checks.match_identity(cert, expected, where=f"the server at {config.target}")
+        if cert is not None
+        else checks.Problem(checks.Code.NO_IDENTITY, "identity", f"the server at {config.target} sent no certificate")
+    )
+    if problem is not None:
+        uris = (
+            []
+            if cert is None
+            else [
+                n.value for n in checks.subject_alternative_names(cert) if isinstance(n, x509.UniformResourceIdentifier)
+            ]
+        )
         raise ConnectError(
-            f"the server at {config.target} is not {tls.server_id}: its certificate names"
-            f" {', '.join(found) or 'no SPIFFE ID'}. Fix tls.server_id in {config.source.name}, or the target."
+            f"the server at {config.target} is not {names.escape(expected)}: its certificate names"
+            f" {', '.join(names.escape(u) for u in uris) or 'no SPIFFE ID'}. Fix tls.server_id in {config.source.name}, or the target."
         )
 
 
-def _server_uris(config: ClientConfig, timeout: float) -> list[str]:
+def _server_certificate(config: ClientConfig, timeout: float) -> x509.Certificate | None:
     import socket
     import ssl
 
-    from cryptography import x509
-
     assert config.tls is not None
     context = ssl.create_default_context(cafile=str(config.tls.ca))
-    context.check_hostname = False  # the name checked is the SPIFFE ID, below; the chain is verified
+    context.check_hostname = False  # the name checked is the SPIFFE ID, by tls.checks; the chain is verified
     context.set_alpn_protocols(["h2"])
     if config.tls.cert is not None and config.tls.key is not None:
         context.load_cert_chain(config.tls.cert, config.tls.key)
@@ -108,10 +121,7 @@ def _server_uris(config: ClientConfig, timeout: float) -> list[str]:
                 der = tls_socket.getpeercert(binary_form=True)
     except (OSError, ssl.SSLError) as exc:
         raise ConnectError(f"cannot check the server's identity at {config.target}: {exc}") from exc
-    if der is None:
-        return []
-    cert = x509.load_der_x509_certificate(der)
-    return [n.value for n in pki.subject_alternative_names(cert) if isinstance(n, x509.UniformResourceIdentifier)]
+    return None if der is None else x509.load_der_x509_certificate(der)
 
 
 class _Following:

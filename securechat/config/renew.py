@@ -6,12 +6,11 @@ raised, so they are reported with the rest of the file.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from securechat.config.address import Address
-from securechat.config.yaml_reader import Section, quoted
+from securechat.config.yaml_reader import Section
 from securechat.errors import SecureChatError
 
 DEFAULT_CA_PORT = 50052
@@ -70,12 +69,22 @@ def parse_server_id(tls: Section) -> str | None:
     value = tls.string("server_id")
     if value is None:
         return None
-    if value.startswith("spiffe://"):
-        trust_domain, _, path = value.removeprefix("spiffe://").partition("/")
-        if not trust_domain or not path or not re.fullmatch(r"[a-z0-9._-]+", trust_domain):
-            tls.problem("server_id", f"{quoted(value)} is not a SPIFFE ID.", "Write it as spiffe://TRUST_DOMAIN/PATH.")
+    if value.lower().startswith("spiffe:"):
+        from securechat.tls import names  # the identity syntax, by the SPIFFE ID standard
+
+        try:
+            spiffe = names.spiffe_id(value)
+        except names.InvalidName as exc:
+            tls.problem("server_id", f"{exc}.", "Write it as spiffe://TRUST_DOMAIN/PATH.")
             return None
-        return value
+        if "/" not in spiffe.value.removeprefix("spiffe://"):
+            tls.problem(
+                "server_id",
+                f"{names.escape(value)} names a trust domain, not a workload.",
+                "Write it as spiffe://TRUST_DOMAIN/PATH.",
+            )
+            return None
+        return spiffe.value
     from securechat.pki import parse_san  # a DNS name or an IP, as a SAN would be
 
     try:

@@ -9,6 +9,7 @@ fix)`), and the caller raises, renders or refuses with them.
 
     verify_chain(leaf, intermediates, anchors, *, purpose, now, crls, server_name) -> Verdict
     check_key(leaf, key) -> Problem | None             the key belongs to the certificate
+    check_possession(leaf, signature, message)         a signature proves the sender holds leaf's key
     check_anchors(anchors) -> Problem | None           every trust anchor is a CA
     match_identity(leaf, expected) -> Problem | None   a DNS or SPIFFE identity, by kind
     verify_crl(crl, signers, *, where) -> RevocationList | Problem
@@ -59,8 +60,8 @@ from typing import Literal, TypeAlias
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from cryptography.x509.verification import Criticality, ExtensionPolicy, PolicyBuilder, Store, VerificationError
 
@@ -304,6 +305,35 @@ def check_key(
         f"{where} does not match the certificate {cert_where}.",
         "Use the key issued with that certificate, or issue both again.",
     )
+
+
+def check_possession(
+    leaf: x509.Certificate, signature: bytes, message: bytes, *, where: str = "the signature"
+) -> Problem | None:
+    """A Problem unless SIGNATURE over MESSAGE was made by LEAF's key: proof that the sender holds it.
+
+    The scheme follows the key: ECDSA and RSA (PKCS#1 v1.5) over SHA-256,
+    Ed25519 and Ed448 as they are. What MESSAGE must say (a context, a
+    time, the request it covers) is the caller's protocol, not decided here.
+    """
+    public_key = leaf.public_key()
+    try:
+        if isinstance(public_key, ec.EllipticCurvePublicKey):
+            public_key.verify(signature, message, ec.ECDSA(hashes.SHA256()))
+        elif isinstance(public_key, rsa.RSAPublicKey):
+            public_key.verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
+        elif isinstance(public_key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
+            public_key.verify(signature, message)
+        else:
+            raise InvalidSignature
+    except (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm):
+        return Problem(
+            Code.KEY_MISMATCH,
+            "key",
+            f"{where} is not a signature by the key of {describe(leaf)} (serial {leaf.serial_number:x}).",
+            "Sign with the private key issued with that certificate.",
+        )
+    return None
 
 
 def check_anchors(anchors: Sequence[x509.Certificate], *, where: str = "the trust anchors") -> Problem | None:

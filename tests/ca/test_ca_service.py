@@ -16,6 +16,7 @@ from cryptography.x509.oid import NameOID
 
 from securechat import pki
 from securechat._gen import ca_pb2, ca_pb2_grpc
+from securechat.ca.authority import BUNDLE_RECHECK_SECONDS
 from securechat.ca.client import CaClient, CaError, make_csr
 from securechat.ca.policy import proof_message, sign_proof
 from securechat.ca.service import RunningCa
@@ -191,7 +192,11 @@ async def test_a_renewal_proof_by_another_key_is_refused(ca_client: tuple[Runnin
     with pytest.raises(grpc.aio.AioRpcError) as error:
         await _raw_renew(service, ca_env, issued.chain_pem, thief, make_csr(pki.generate_private_key(), "alice"))
     assert error.value.code() is grpc.StatusCode.UNAUTHENTICATED
-    assert error.value.details() == "the renewal proof is not a signature by the current certificate's key"
+    leaf = issued.leaf
+    assert error.value.details() == (
+        f"the renewal proof is not a signature by the key of CN=alice,O=securechat (serial {leaf.serial_number:x})"
+    )
+    assert dict(error.value.trailing_metadata())[REFUSAL_KEY] == "bad-proof"
 
 
 async def test_renewing_with_the_same_key_is_refused(ca_client: tuple[RunningCa, CaClient]) -> None:
@@ -204,11 +209,13 @@ async def test_renewing_with_the_same_key_is_refused(ca_client: tuple[RunningCa,
 
 
 async def test_a_revoked_certificate_cannot_renew(ca_client: tuple[RunningCa, CaClient], ca_env: CaEnv) -> None:
-    """Passive revocation: after 'ca revoke' renewal is PERMISSION_DENIED revoked, and the CRL lists the serial."""
+    """Passive revocation: after 'ca revoke' the core finds the serial in crl.pem: PERMISSION_DENIED revoked."""
     service, client = ca_client
     key, issued = await _enroll(service, client)
+    renewed = await client.renew(chain_pem=issued.chain_pem, key=key, new_key=pki.generate_private_key())  # twin
+    assert renewed.serial != issued.serial
     await asyncio.to_thread(service.authority.revoke, "alice", reason="key-compromise")
-    with pytest.raises(CaError, match=rf"certificate serial {issued.serial} \(alice\) was revoked at .* \(key-compromise\)") as refused:
+    with pytest.raises(CaError, match=rf"the certificate of alice \(serial {issued.serial}\) is revoked in .*crl.pem \(CRL number \d+\): a revoked certificate cannot renew$") as refused:
         await client.renew(chain_pem=issued.chain_pem, key=key, new_key=pki.generate_private_key())
     assert (refused.value.reason, refused.value.code) == ("revoked", grpc.StatusCode.PERMISSION_DENIED)
     crl = pki.load_crl(
@@ -216,6 +223,35 @@ async def test_a_revoked_certificate_cannot_renew(ca_client: tuple[RunningCa, Ca
         intermediates=[ca_env.ca.cert],
     )
     assert int(issued.serial, 16) in crl.serials
+
+
+async def test_a_revocation_committed_before_its_crl_is_refused_by_the_record(ca_client: tuple[RunningCa, CaClient]) -> None:
+    """Revoked in the database but not yet in crl.pem: the record refuses, ordered by the transaction."""
+    service, client = ca_client
+    key, issued = await _enroll(service, client)
+    now = pki.utc_now()
+    service.authority.db.run(lambda tx: tx.revoke([issued.serial], at=now, reason="key-compromise"))
+    with pytest.raises(CaError, match=rf"certificate serial {issued.serial} \(alice\) was revoked at .* \(key-compromise\)") as refused:
+        await client.renew(chain_pem=issued.chain_pem, key=key, new_key=pki.generate_private_key())
+    assert (refused.value.reason, refused.value.code) == ("revoked", grpc.StatusCode.PERMISSION_DENIED)
+
+
+async def test_a_certificate_revoked_offline_cannot_renew(ca_env: CaEnv, start_ca: StartCa) -> None:
+    """'certs revoke bob' while the CA runs writes only index.json and crl.pem: the core reads the new CRL at once."""
+    ca_env.store.write_leaves([bob := pki.issue_client_cert(ca_env.ca, "bob"), carol := pki.issue_client_cert(ca_env.ca, "carol")])
+    service = await start_ca()
+    ca_env.store.revoke(ca_env.ca, "bob", reason="key-compromise")
+    async with CaClient(ca_env.target(service.port)) as client:
+        renewed = await client.renew(  # twin: carol, in the same CRL's scope, renews
+            chain_pem=ca_env.store.cert_path("carol").read_bytes(), key=carol.key, new_key=pki.generate_private_key()
+        )
+        assert _sans(renewed.leaf) == ["DNS:carol"]
+        with pytest.raises(CaError, match=r"the certificate of bob \(serial [0-9a-f]+\) is revoked in") as refused:
+            await client.renew(
+                chain_pem=ca_env.store.cert_path("bob").read_bytes(), key=bob.key, new_key=pki.generate_private_key()
+            )
+    assert (refused.value.reason, refused.value.code) == ("revoked", grpc.StatusCode.PERMISSION_DENIED)
+    assert service.authority.db.run(lambda tx: tx.certificate(f"{bob.cert.serial_number:x}")).revoked_at is None
 
 
 async def test_an_expired_certificate_cannot_renew(ca_client: tuple[RunningCa, CaClient], ca_env: CaEnv) -> None:
@@ -226,7 +262,7 @@ async def test_an_expired_certificate_cannot_renew(ca_client: tuple[RunningCa, C
     ca_env.store.write_leaves([old])
     service.authority.import_index()
     chain_pem = ca_env.store.cert_path("carol").read_bytes()
-    with pytest.raises(CaError, match=r"carol\) expired at .*: an expired certificate cannot renew. Enroll again") as refused:
+    with pytest.raises(CaError, match=r"the certificate of carol expired on .*: an expired certificate cannot renew. Enroll again") as refused:
         await client.renew(chain_pem=chain_pem, key=old.key, new_key=pki.generate_private_key())
     assert (refused.value.reason, refused.value.code) == ("expired", grpc.StatusCode.UNAUTHENTICATED)
 
@@ -236,9 +272,9 @@ async def test_a_certificate_of_another_ca_cannot_renew(ca_client: tuple[Running
     _, client = ca_client
     foreign = pki.issue_client_cert(pki.issue_intermediate(pki.create_root_ca()), "alice")
     chain_pem = b"".join(pki.certificate_pem(c) for c in (foreign.cert, *foreign.chain))
-    with pytest.raises(CaError, match="does not chain to the CA's trust anchor") as refused:
+    with pytest.raises(CaError, match=r"the certificate of alice was not signed by the CA in .*certs/root.pem: it cannot renew here") as refused:
         await client.renew(chain_pem=chain_pem, key=foreign.key, new_key=pki.generate_private_key())
-    assert refused.value.reason == "untrusted"
+    assert (refused.value.reason, refused.value.code) == ("untrusted", grpc.StatusCode.UNAUTHENTICATED)
 
 
 async def test_a_certificate_the_ca_never_recorded_cannot_renew(ca_client: tuple[RunningCa, CaClient], ca_env: CaEnv) -> None:
@@ -316,6 +352,7 @@ async def test_trust_bundle_serves_the_root(ca_client: tuple[RunningCa, CaClient
     assert await client.trust_bundle() == ca_env.trust_pem
     next_root = pki.create_root_ca(common_name="securechat CA 2")
     (ca_env.store.directory / "root-next.pem").write_bytes(pki.certificate_pem(next_root.cert))
+    await asyncio.sleep(BUNDLE_RECHECK_SECONDS + 0.1)  # the CA looks at the file once a second at most
     bundle = x509.load_pem_x509_certificates(await client.trust_bundle())
     assert bundle == [pki.load_certificate(ca_env.store.root_cert_path), next_root.cert]
 

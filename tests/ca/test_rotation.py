@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 
@@ -79,3 +80,23 @@ async def test_server_id_as_a_spiffe_id(deployment, start) -> None:
     with pytest.raises(ConnectError, match=r"is not spiffe://example.org/billing: its certificate names spiffe://example.org/chat"):
         async with open_channel(deployment.client("alice", server.port, tls={"server_id": "spiffe://example.org/billing"})):
             pass
+
+
+@pytest.mark.parametrize(
+    ("server_id", "message"),
+    [
+        (
+            "spiffe://example.org/../chat",
+            "spiffe://example.org/../chat has an invalid SPIFFE ID path",
+        ),
+        ("spiffe://Example.org/chat", "spiffe://Example.org/chat has an invalid SPIFFE trust domain"),
+        ("spiffe://example.org", "spiffe://example.org names a trust domain, not a workload"),
+    ],
+)
+def test_server_id_is_held_to_the_spiffe_id_syntax(deployment, server_id: str, message: str) -> None:
+    """tls.server_id spiffe://... is parsed by tls.names: a bad one is a one-line ConfigError; a good one loads (twin)."""
+    from securechat.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=rf"tls.server_id: {re.escape(message)}"):
+        deployment.client("alice", 1, tls={"server_id": server_id})
+    assert deployment.client("alice", 1, tls={"server_id": "spiffe://example.org/chat"}).tls.server_id == "spiffe://example.org/chat"

@@ -20,6 +20,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -126,9 +127,17 @@ def start_server(state: dict) -> None:
     state["server"] = ServeProcess(root, "server.yaml", listen=None)
 
 
+# README: a revocation reaches the running server "within a second" (it polls the CRL):
+# a command right after one waits for that, as a person reading the output would.
+AFTER_REVOKE_SECONDS = 1.5
+
+
 def run_step(state: dict, step: Step) -> list[str]:
     if step.command == "echo $?":
         return [str(state["last"])]
+    if state.get("revoked") and state["server"] is not None:
+        time.sleep(AFTER_REVOKE_SECONDS)
+    state["revoked"] = " certs revoke " in f" {step.command} "
     if state["server"] is None and re.search(r"securechat (hello|health|chat|doctor|whoami)", step.command):
         start_server(state)
     command = step.command

@@ -1,0 +1,83 @@
+"""The CA database on the event loop: group commit, a refused job undone alone, never blocked by another writer."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from securechat.ca.database import CaDatabase, TokenRecord, Transaction
+
+
+def _token(i: int) -> TokenRecord:
+    now = dt.datetime.now(dt.timezone.utc)
+    return TokenRecord(hash=f"h{i}", name=f"n{i}", kind="client", sans=(), created_at=now, expires_at=now)
+
+
+def _stored(path: Path) -> set[str]:
+    with sqlite3.connect(path) as other:  # another connection: only what was committed
+        return {row[0] for row in other.execute("SELECT hash FROM tokens")}
+
+
+async def test_jobs_that_arrive_together_share_one_commit(tmp_path: Path) -> None:
+    """50 jobs submitted in one turn of the loop: one or two COMMITs, every row durable when its result is seen."""
+    db = CaDatabase(tmp_path / "ca.db")
+    try:
+        await asyncio.gather(*(db.run_async(lambda tx, i=i: tx.add_token(_token(i))) for i in range(50)))
+        assert db.jobs == 50 and db.commits <= 2
+        assert _stored(tmp_path / "ca.db") == {f"h{i}" for i in range(50)}
+    finally:
+        db.close()
+
+
+async def test_a_refused_job_is_undone_alone(tmp_path: Path) -> None:
+    """In one batch a job that raises rolls back its own writes; its neighbour's are committed (twin)."""
+    db = CaDatabase(tmp_path / "ca.db")
+
+    def refused(tx: Transaction) -> None:
+        tx.add_token(_token(2))
+        raise ValueError("refused")
+
+    try:
+        results = await asyncio.gather(
+            db.run_async(lambda tx: tx.add_token(_token(1))), db.run_async(refused), return_exceptions=True
+        )
+        assert results[0] is None and isinstance(results[1], ValueError)
+        assert _stored(tmp_path / "ca.db") == {"h1"}
+    finally:
+        db.close()
+
+
+async def test_another_writer_does_not_block_the_loop(tmp_path: Path) -> None:
+    """While another process's transaction holds the write lock the loop keeps running; the job commits after it."""
+    db = CaDatabase(tmp_path / "ca.db")
+    other = sqlite3.connect(tmp_path / "ca.db", isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        job = asyncio.ensure_future(db.run_async(lambda tx: tx.add_token(_token(7))))
+        ticks = 0
+        for _ in range(20):
+            await asyncio.sleep(0.01)
+            ticks += 1
+        assert ticks == 20 and not job.done()  # the loop ran on; the job waits for the lock
+        other.execute("COMMIT")
+        await asyncio.wait_for(job, timeout=5)
+        assert _stored(tmp_path / "ca.db") == {"h7"}
+    finally:
+        other.close()
+        db.close()
+
+
+def test_synchronous_callers_commit_their_own_transaction(tmp_path: Path) -> None:
+    """run(): the CLI's way in, committed before it returns; a closed database says so."""
+    db = CaDatabase(tmp_path / "ca.db")
+    db.run(lambda tx: tx.add_token(_token(3)))
+    assert _stored(tmp_path / "ca.db") == {"h3"}
+    db.close()
+    from securechat.ca.database import DatabaseError
+
+    with pytest.raises(DatabaseError, match="the CA database is closed"):
+        db.run(lambda tx: tx.add_token(_token(4)))
