@@ -193,7 +193,10 @@ class JetStreamBroker:
             # With max_reconnect_attempts=-1 nats-py retries the first connect
             # forever; bound it, and stop at once on a TLS refusal (a wrong CA
             # or name does not fix itself by retrying).
-            done, _ = await asyncio.wait({connect, self._tls_refused}, timeout=cfg.connect_timeout_seconds, return_when=asyncio.FIRST_COMPLETED)
+            waiting: set[asyncio.Future[Any]] = {connect, self._tls_refused}
+            done, _ = await asyncio.wait(
+                waiting, timeout=cfg.connect_timeout_seconds, return_when=asyncio.FIRST_COMPLETED
+            )
             if connect not in done:
                 connect.cancel()
                 await asyncio.gather(connect, return_exceptions=True)
@@ -210,7 +213,11 @@ class JetStreamBroker:
         self._connected.set()
         self._js = self._nc.jetstream(timeout=cfg.connect_timeout_seconds)
         await self._ensure_stream()
-        log.info("broker: connected to NATS at %s, stream %s", self._nc.connected_url.netloc if self._nc.connected_url else where, cfg.stream)
+        log.info(
+            "broker: connected to NATS at %s, stream %s",
+            self._nc.connected_url.netloc if self._nc.connected_url else where,
+            cfg.stream,
+        )
 
     async def close(self) -> None:
         """Unsubscribe everything and close the connection."""
@@ -295,12 +302,19 @@ class JetStreamBroker:
                     raise self._unconfirmed(room)
                 continue
             try:
-                ack = await self._js.publish(subject, event, timeout=max(remaining, 0.05), stream=self.config.stream, headers=dict(headers))
+                ack = await self._js.publish(
+                    subject, event, timeout=max(remaining, 0.05), stream=self.config.stream, headers=dict(headers)
+                )
             except nats.errors.OutboundBufferLimitError:
                 # Disconnected between the check and the write: nothing was sent.
                 if not sent:
                     raise self._not_accepted(room) from None
-            except (asyncio.TimeoutError, nats.errors.TimeoutError, nats.errors.ConnectionClosedError, nats.errors.UnexpectedEOF):
+            except (
+                asyncio.TimeoutError,
+                nats.errors.TimeoutError,
+                nats.errors.ConnectionClosedError,
+                nats.errors.UnexpectedEOF,
+            ):
                 sent = True
             except (nats.js.errors.NoStreamResponseError, nats.js.errors.ServiceUnavailableError):
                 pass  # JetStream is not answering yet (restarting): nothing was stored
@@ -359,7 +373,9 @@ class JetStreamBroker:
                 first = await self._js.get_msg(self.config.stream, seq=oldest, subject=subject, next=True)
                 oldest = max(oldest, first.seq)
         except nats.js.errors.NotFoundError as exc:
-            raise BrokerError(f"stream {self.config.stream} is gone from NATS; restart this replica to recreate it.") from exc
+            raise BrokerError(
+                f"stream {self.config.stream} is gone from NATS; restart this replica to recreate it."
+            ) from exc
         except (nats.errors.Error, asyncio.TimeoutError) as exc:
             raise self._unavailable(f"reading the history range of room {room}", exc) from exc
         return oldest, state.last_seq
@@ -410,10 +426,18 @@ class JetStreamBroker:
             events = await self._read_history(room, subject, consumer)
             if newest_in_room <= after_id or (events and events[-1][0] >= newest_in_room):
                 break
-            log.info("room %s: history after %d reached %s, not %d yet (a lagging replica); reading again", room, after_id, events[-1][0] if events else "nothing", newest_in_room)
+            log.info(
+                "room %s: history after %d reached %s, not %d yet (a lagging replica); reading again",
+                room,
+                after_id,
+                events[-1][0] if events else "nothing",
+                newest_in_room,
+            )
             await asyncio.sleep(_HISTORY_RETRY_SECONDS * (attempt + 1))
         else:
-            raise BrokerUnavailable(f"reading the history of room {room}: NATS returned it only in part (up to a replica that is catching up). Try again shortly.")
+            raise BrokerUnavailable(
+                f"reading the history of room {room}: NATS returned it only in part (up to a replica that is catching up). Try again shortly."
+            )
         # After the read: `oldest` only grows, so in range now means the read was complete.
         await self.check_range(room, after_id)
         return events
@@ -438,8 +462,13 @@ class JetStreamBroker:
                     pull = await self._js.pull_subscribe_bind(info.name, stream=self.config.stream)
                     try:
                         while len(events) < pending:
-                            batch = await pull.fetch(min(_HISTORY_BATCH, pending - len(events)), timeout=self.config.connect_timeout_seconds)
-                            events.extend((msg.metadata.sequence.stream, stamp_id(msg.data, msg.metadata.sequence.stream)) for msg in batch)
+                            batch = await pull.fetch(
+                                min(_HISTORY_BATCH, pending - len(events)), timeout=self.config.connect_timeout_seconds
+                            )
+                            events.extend(
+                                (msg.metadata.sequence.stream, stamp_id(msg.data, msg.metadata.sequence.stream))
+                                for msg in batch
+                            )
                     finally:
                         await pull.unsubscribe()
             finally:
@@ -474,7 +503,9 @@ class JetStreamBroker:
                 cb=sub._on_msg,
                 ordered_consumer=True,
                 idle_heartbeat=self._heartbeat,
-                config=api.ConsumerConfig(deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=after_id + 1),
+                config=api.ConsumerConfig(
+                    deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=after_id + 1
+                ),
                 # Unbounded client-side queue: nats-py drops messages that
                 # overflow it (a silent gap). Flow control bounds what is in flight.
                 pending_msgs_limit=0,
@@ -534,7 +565,9 @@ class JetStreamBroker:
             raise self._not_accepted(room)
         subject = room_subject(self.config.stream, room)
         try:
-            ack = await self._js.publish_async(subject, event, stream=self.config.stream, headers={MSG_ID_HEADER: msg_id})
+            ack = await self._js.publish_async(
+                subject, event, stream=self.config.stream, headers={MSG_ID_HEADER: msg_id}
+            )
         except (nats.errors.OutboundBufferLimitError, nats.errors.ConnectionClosedError):
             raise self._not_accepted(room) from None  # disconnected between the check and the write
         except nats.errors.Error as exc:
@@ -554,7 +587,9 @@ class JetStreamBroker:
             if exc is None:
                 result = ack.result()
                 stored.set_result(Stored(result.seq, bool(result.duplicate)))
-            elif isinstance(exc, nats.js.errors.APIError) and not isinstance(exc, nats.js.errors.ServiceUnavailableError):
+            elif isinstance(exc, nats.js.errors.APIError) and not isinstance(
+                exc, nats.js.errors.ServiceUnavailableError
+            ):
                 stored.set_exception(self._api_error(f"publishing to room {room}", exc))
             else:
                 retry = loop.create_task(self._send_again(room, event, msg_id, stored))
@@ -590,7 +625,11 @@ class JetStreamBroker:
                     sub._lose(BrokerError(f"room {sub.room}: this replica fell behind NATS and dropped events."))
             return
         # While start() is still connecting, its one error says it all.
-        log.log(logging.DEBUG if self._tls_refused is not None else logging.WARNING, "broker: NATS error: %s", _describe(exc))
+        log.log(
+            logging.DEBUG if self._tls_refused is not None else logging.WARNING,
+            "broker: NATS error: %s",
+            _describe(exc),
+        )
 
     async def _on_disconnected(self) -> None:
         if self._connected.is_set():
@@ -613,10 +652,14 @@ class JetStreamBroker:
     # -- errors ------------------------------------------------------------------
 
     def _unavailable(self, doing: str, exc: BaseException) -> BrokerUnavailable:
-        return BrokerUnavailable(f"{doing}: NATS did not answer ({_describe(exc)}); the replica is reconnecting. Try again shortly.")
+        return BrokerUnavailable(
+            f"{doing}: NATS did not answer ({_describe(exc)}); the replica is reconnecting. Try again shortly."
+        )
 
     def _api_error(self, doing: str, exc: nats.js.errors.Error) -> BrokerError:
-        return BrokerError(f"{doing}: NATS refused it ({_describe(exc)}). Check the stream {self.config.stream} and the NATS server log.")
+        return BrokerError(
+            f"{doing}: NATS refused it ({_describe(exc)}). Check the stream {self.config.stream} and the NATS server log."
+        )
 
 
 def _restart_ordered_consumer_after(psub: Any, seq: int) -> bool:
@@ -634,7 +677,9 @@ def _restart_ordered_consumer_after(psub: Any, seq: int) -> bool:
     """
     jsi = getattr(getattr(psub, "_sub", None), "_jsi", None)
     if jsi is None or not isinstance(getattr(jsi, "_sseq", None), int):
-        log.warning("broker: this nats-py has no ordered-consumer restart point to seed; a restart re-reads the room from the stream's start")
+        log.warning(
+            "broker: this nats-py has no ordered-consumer restart point to seed; a restart re-reads the room from the stream's start"
+        )
         return False
     jsi._sseq = max(jsi._sseq, seq)
     return True

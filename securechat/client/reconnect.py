@@ -183,7 +183,9 @@ class ResumeMarks:
     def join(self, room: str) -> None:
         if room not in self.complete:
             known = [mark for mark in self.complete.values() if mark is not None]
-            self.complete[room] = max(known) if self.global_order and not self.unsettled and known else self.resume_point
+            self.complete[room] = (
+                max(known) if self.global_order and not self.unsettled and known else self.resume_point
+            )
 
     def reconnecting(self) -> int | None:
         """The resume point for the next stream; every room is unsettled until its JOIN returns."""
@@ -430,7 +432,9 @@ class ReconnectingChat:
                     async for event in call:
                         if first:  # its initial metadata came before it
                             first = False
-                            self.marks.global_order = (ORDER_KEY, GLOBAL_ORDER) in tuple(await call.initial_metadata() or ())
+                            self.marks.global_order = (ORDER_KEY, GLOBAL_ORDER) in tuple(
+                                await call.initial_metadata() or ()
+                            )
                         attempt = 0
                         self._connected_once = True
                         if broken:
@@ -554,10 +558,16 @@ class ReconnectingChat:
                 # the entry after each removed one -- never resent, never echoed
                 # (found by the fault checker, seed 10).
                 for entry in list(self._unacknowledged):
-                    if entry[2] < self._stream_number and self._call is not None and any(e is entry for e in self._unacknowledged):
+                    if (
+                        entry[2] < self._stream_number
+                        and self._call is not None
+                        and any(e is entry for e in self._unacknowledged)
+                    ):
                         entry[2] = self._stream_number
                         with contextlib.suppress(*WRITE_FAILURES):
-                            await self._call.write(chat_pb2.ChatMessage(room=entry[0], text=entry[1], client_msg_id=entry[3]))
+                            await self._call.write(
+                                chat_pb2.ChatMessage(room=entry[0], text=entry[1], client_msg_id=entry[3])
+                            )
         finally:
             self._resent.set()
 

@@ -49,13 +49,19 @@ RoomDeliver = Callable[[int, bytes], None]
 class HistoryGap(Exception):
     """Events after the requested id are no longer held: resuming would leave a gap."""
 
-    def __init__(self, room: str, after: int, oldest: int | None, reason: str, *, resume_from: int | None = None) -> None:
+    def __init__(
+        self, room: str, after: int, oldest: int | None, reason: str, *, resume_from: int | None = None
+    ) -> None:
         self.room = room
         self.after = after
         self.oldest = oldest
         self.resume_from = oldest - 1 if oldest is not None else resume_from
         """The last-event-id that gets everything still held, accepting the gap before it."""
-        held = f"the oldest id still held for room '{room}' is {oldest}" if oldest is not None else f"no events of room '{room}' are held"
+        held = (
+            f"the oldest id still held for room '{room}' is {oldest}"
+            if oldest is not None
+            else f"no events of room '{room}' are held"
+        )
         super().__init__(
             f"last-event-id {after} {reason}: {held}. Rejoin without last-event-id; events in between are lost."
         )
@@ -203,7 +209,9 @@ class InMemoryBroker:
         history = self._rooms.get(room)
         oldest = history.ids[0] if history and history.ids else None
         if after > self.last_id:
-            raise HistoryGap(room, after, oldest, f"is newer than every event of this server run (the latest is {self.last_id})")
+            raise HistoryGap(
+                room, after, oldest, f"is newer than every event of this server run (the latest is {self.last_id})"
+            )
         if after < self.first_id - 1:
             raise HistoryGap(room, after, oldest, "is from before this server started", resume_from=self.first_id - 1)
         if history is None:
@@ -256,7 +264,12 @@ class InMemoryBroker:
         return [(history.ids[i], history.events[i]) for i in range(start, len(history.ids))]
 
     async def subscribe(
-        self, room: str, deliver: RoomDeliver, *, after_id: int | None = None, on_lost: Callable[[BrokerError], None] | None = None
+        self,
+        room: str,
+        deliver: RoomDeliver,
+        *,
+        after_id: int | None = None,
+        on_lost: Callable[[BrokerError], None] | None = None,
     ) -> LocalSubscription:
         """Deliver `room`'s events: those after `after_id` first (if given), then live ones. Nothing is ever lost here."""
         held = await self.history(room, after_id) if after_id is not None else []
@@ -323,7 +336,9 @@ class InMemoryBroker:
         del rooms[room]
         if not rooms:
             del self._by_creator[dropped.creator]
-        self._forgotten_through = max(self._forgotten_through, dropped.ids[-1] if dropped.ids else dropped.dropped_through)
+        self._forgotten_through = max(
+            self._forgotten_through, dropped.ids[-1] if dropped.ids else dropped.dropped_through
+        )
 
     @property
     def history_creators(self) -> dict[str, int]:

@@ -86,7 +86,11 @@ class ServerMetrics:
             buckets=FAN_OUT_BUCKETS,
             registry=registry,
         )
-        self.tasks = Gauge("securechat_event_loop_tasks", "asyncio tasks alive on the server's event loop (a soak watches it stay flat).", registry=registry)
+        self.tasks = Gauge(
+            "securechat_event_loop_tasks",
+            "asyncio tasks alive on the server's event loop (a soak watches it stay flat).",
+            registry=registry,
+        )
         self.handshaking = Gauge(
             "securechat_handshaking_connections",
             "Connections to the chat port that have not completed the TLS handshake (sampled each second).",

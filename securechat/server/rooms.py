@@ -74,7 +74,21 @@ def frame_event(event: bytes) -> bytes:
 class Member:
     """One Chat or ChatBatched stream: its identity, its rooms, and its queue of serialized events."""
 
-    __slots__ = ("name", "rooms", "since", "resume_after", "batched", "_events", "_limit", "_replayed", "_waiter", "_closed", "_end", "_draining", "on_abort")
+    __slots__ = (
+        "name",
+        "rooms",
+        "since",
+        "resume_after",
+        "batched",
+        "_events",
+        "_limit",
+        "_replayed",
+        "_waiter",
+        "_closed",
+        "_end",
+        "_draining",
+        "on_abort",
+    )
 
     def __init__(self, name: str, *, queue_size: int, resume_after: int | None = None, batched: bool = False) -> None:
         self.name = name
@@ -256,11 +270,11 @@ class Hub(Protocol):
 
     def join(self, member: Member, room: str) -> None: ...
 
-    def post(self, member: Member, room: str, text: str) -> None: ...
+    def post(self, member: Member, room: str, text: str, client_msg_id: str = "") -> bool: ...
 
     async def enter(self, member: Member, room: str) -> None: ...
 
-    async def accept(self, member: Member, room: str, text: str) -> None: ...
+    async def accept(self, member: Member, room: str, text: str, client_msg_id: str = "") -> bool: ...
 
     def leave_all(self, member: Member) -> None: ...
 
@@ -272,7 +286,9 @@ class RoomHub:
 
     remote = False  # join/post complete at once: ChatService calls them without a coroutine per message
 
-    def __init__(self, broker: LocalBroker, *, announce_max_members: int, on_fan_out: FanOutObserver | None = None) -> None:
+    def __init__(
+        self, broker: LocalBroker, *, announce_max_members: int, on_fan_out: FanOutObserver | None = None
+    ) -> None:
         self._local = Rooms(on_fan_out=on_fan_out)
         self._announce_max = announce_max_members
         self._broker = broker
@@ -300,12 +316,16 @@ class RoomHub:
             try:
                 member.replay(self._broker.replay(room, member.resume_after))
             except HistoryGap as gap:
-                log.info("resume refused for %s in room %s: OUT_OF_RANGE (oldest held %s)", member.name, room, gap.oldest)
+                log.info(
+                    "resume refused for %s in room %s: OUT_OF_RANGE (oldest held %s)", member.name, room, gap.oldest
+                )
                 member.abort(history_gone(str(gap), gap.resume_from))
                 return
         size, created = self._local.add(member, room)
         member.rooms.add(room)
-        log.info("%s joined room %s (%d members)", member.name, room, size, extra={"identity": member.name, "room": room})
+        log.info(
+            "%s joined room %s (%d members)", member.name, room, size, extra={"identity": member.name, "room": room}
+        )
         # A new room's JOIN was paid for by creating it (ChatService asks Admission).
         if size <= self._announce_max and (created or self.announces(member.name)):
             self._broker.publish(room, member.name, "", Kind.JOIN)

@@ -46,7 +46,9 @@ import itertools
 import logging
 import time
 import uuid
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 
@@ -78,7 +80,12 @@ class SharedRoomHub:
     remote = True
 
     def __init__(
-        self, broker: Broker, *, announce_max_members: int, on_fan_out: FanOutObserver | None = None, replica: str | None = None
+        self,
+        broker: Broker,
+        *,
+        announce_max_members: int,
+        on_fan_out: FanOutObserver | None = None,
+        replica: str | None = None,
     ) -> None:
         self._local = Rooms(on_fan_out=on_fan_out)
         self._announce_max = announce_max_members
@@ -137,7 +144,13 @@ class SharedRoomHub:
         finally:
             link.joining -= 1
             self._release_if_unused(room)
-        log.info("%s joined room %s (%d members here)", member.name, room, size, extra={"identity": member.name, "room": room})
+        log.info(
+            "%s joined room %s (%d members here)",
+            member.name,
+            room,
+            size,
+            extra={"identity": member.name, "room": room},
+        )
         if size <= self._announce_max and (size == 1 or self.announces(member.name)):
             await self._publish(member, room, "", Kind.JOIN)
 
@@ -165,7 +178,11 @@ class SharedRoomHub:
 
         def done(stored: asyncio.Future[Stored]) -> None:
             window.release()
-            exc = stored.exception() if not stored.cancelled() else BrokerError("the broker was closed before it answered")
+            exc = (
+                stored.exception()
+                if not stored.cancelled()
+                else BrokerError("the broker was closed before it answered")
+            )
             if exc is not None:
                 self._not_stored(member, room, Kind.MESSAGE, exc)
             elif stored.result().duplicate:
@@ -259,7 +276,9 @@ class SharedRoomHub:
         try:
             history = await self._shared.history(link.room, member.resume_after)
         except OutOfRange as gap:
-            log.info("resume refused for %s in room %s: OUT_OF_RANGE (oldest held %s)", member.name, link.room, gap.oldest)
+            log.info(
+                "resume refused for %s in room %s: OUT_OF_RANGE (oldest held %s)", member.name, link.room, gap.oldest
+            )
             member.abort(history_gone(str(gap), gap.resume_from))
             return False
         finally:
@@ -276,7 +295,7 @@ class SharedRoomHub:
             self._not_stored(member, room, kind, exc)
 
     def _not_stored(self, member: Member, room: str, kind: int, exc: BaseException) -> None:
-        log.warning("room %s: %s from %s not accepted: %s", room, Kind.Name(kind), member.name, exc)  # type: ignore[arg-type]
+        log.warning("room %s: %s from %s not accepted: %s", room, Kind.Name(kind), member.name, exc)
         member.abort(_not_accepted(exc) if isinstance(exc, BrokerError) else _not_accepted(BrokerError(str(exc))))
 
     def _msg_id(self) -> str:
@@ -304,8 +323,8 @@ class SharedRoomHub:
         if forget is not None:
             forget(sub)
 
-    def _spawn(self, coro: object) -> None:
-        task = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -322,12 +341,18 @@ def client_msg_key(identity: str, client_msg_id: str) -> str:
 
 def _event(room: str, sender: str, text: str, kind: int) -> bytes:
     return chat_pb2.ChatEvent(
-        room=room, sender=sender, text=text, sent_at_unix_ms=time.time_ns() // 1_000_000, kind=kind  # type: ignore[arg-type]
+        room=room,
+        sender=sender,
+        text=text,
+        sent_at_unix_ms=time.time_ns() // 1_000_000,
+        kind=kind,  # type: ignore[arg-type]
     ).SerializeToString()
 
 
 def _not_accepted(exc: BrokerError) -> Refusal:
-    return Refusal(grpc.StatusCode.UNAVAILABLE, Reason.BROKER_UNAVAILABLE, f"not accepted by the broker ({BROKER_NAME}): {exc}")
+    return Refusal(
+        grpc.StatusCode.UNAVAILABLE, Reason.BROKER_UNAVAILABLE, f"not accepted by the broker ({BROKER_NAME}): {exc}"
+    )
 
 
 def _feed_lost(room: str, reason: str) -> Refusal:
