@@ -41,6 +41,10 @@ class ClientConfig:
     insecure: bool = False
 
 
+# Keys written at the top level that belong in `tls:`: the error names where they go.
+_IN_TLS = {key: f"tls.{key}" for key in ("ca", "cert", "key", "server_name", "server_id", "renew")}
+
+
 def load_client_config(path: str | os.PathLike[str], *, target: str | None = None) -> ClientConfig:
     """Read and check a client YAML file; `target` overrides its target address.
 
@@ -48,7 +52,7 @@ def load_client_config(path: str | os.PathLike[str], *, target: str | None = Non
     """
     source = config_source(path)
     problems = Problems(source)
-    root = Section(problems, read_yaml(source), "", CLIENT_KEYS)
+    root = Section(problems, read_yaml(source), "", CLIENT_KEYS, nested=_IN_TLS)
     if target is None:
         address = root.address("target", None)
         if address is None and not root.has("target"):

@@ -312,7 +312,16 @@ class Section:
     default. Unknown keys are recorded when the section is made.
     """
 
-    def __init__(self, problems: Problems, data: object, prefix: str, allowed: Sequence[str]) -> None:
+    def __init__(
+        self,
+        problems: Problems,
+        data: object,
+        prefix: str,
+        allowed: Sequence[str],
+        *,
+        nested: Mapping[str, str] | None = None,
+    ) -> None:
+        """NESTED: keys that belong one level down (server_name -> tls.server_name), named as the fix."""
         self.problems = problems
         self.prefix = prefix
         self.allowed = tuple(allowed)
@@ -331,7 +340,9 @@ class Section:
         for key in data:
             if key not in self.allowed:
                 near = difflib.get_close_matches(str(key), self.allowed, n=1)
-                if near:
+                if nested and key in nested:
+                    hint = f"Did you mean '{nested[key]}'? It goes in the {nested[key].split('.')[0]}: section."
+                elif near:
                     self.suggested.add(near[0])
                     hint = f"Did you mean '{self.name(near[0])}'?"
                 else:

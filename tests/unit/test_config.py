@@ -692,3 +692,16 @@ def test_chat_rule_covers_chatbatched_unless_it_has_its_own(deployment):
         "authz.methods['/securechat.v1.ChatService/Chat']"
     )
     assert AuthzPolicy(own.allow, dict(own.authz_methods)).rule_for(batched) == f"authz.methods['{batched}']"
+
+
+def test_a_tls_key_at_the_top_level_is_named_where_it_goes(deployment):
+    """README once showed server_name at the top level: the error says it belongs in tls:."""
+    path = deployment.client_yaml("alice", 50051, server_name="chat.internal")
+    with pytest.raises(ConfigError, match=r"server_name: unknown key\. Did you mean 'tls\.server_name'\? It goes in the tls: section\."):
+        load_client_config(path)
+
+
+def test_server_name_under_tls_is_read(deployment):
+    """The passing twin: tls.server_name is the key."""
+    config = load_client_config(deployment.client_yaml("alice", 50051, tls={"server_name": "chat.internal"}))
+    assert config.tls is not None and config.tls.server_name == "chat.internal"
