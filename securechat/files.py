@@ -65,16 +65,7 @@ def read_regular_file(path: str | os.PathLike[str], *, limit: int, what: str) ->
             ) from exc
         raise
     try:
-        info = os.fstat(fd)
-        if stat.S_ISDIR(info.st_mode):
-            # What reading a directory raises anyway; callers already word it ("point to the file inside it").
-            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), os.fspath(path))
-        if not stat.S_ISREG(info.st_mode):
-            raise InputFileError(
-                os.fspath(path), f"is {_kind(info.st_mode)}, not a regular file.", f"Point to the {what} file itself."
-            )
-        if info.st_size > limit:
-            raise _too_large(path, limit, what)
+        _check_regular(path, os.fstat(fd), limit=limit, what=what)
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -88,6 +79,19 @@ def read_regular_file(path: str | os.PathLike[str], *, limit: int, what: str) ->
         return b"".join(chunks)
     finally:
         os.close(fd)
+
+
+def _check_regular(path: str | os.PathLike[str], info: os.stat_result, *, limit: int, what: str) -> None:
+    """Refuse what INFO says is not a regular file of at most LIMIT bytes."""
+    if stat.S_ISDIR(info.st_mode):
+        # What reading a directory raises anyway; callers already word it ("point to the file inside it").
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), os.fspath(path))
+    if not stat.S_ISREG(info.st_mode):
+        raise InputFileError(
+            os.fspath(path), f"is {_kind(info.st_mode)}, not a regular file.", f"Point to the {what} file itself."
+        )
+    if info.st_size > limit:
+        raise _too_large(path, limit, what)
 
 
 def _too_large(path: str | os.PathLike[str], limit: int, what: str) -> InputFileError:
@@ -126,12 +130,4 @@ def require_regular_file(path: str | os.PathLike[str], *, limit: int, what: str)
     A check before use, so not proof against a swap in between; it keeps a
     FIFO or /dev/zero from being handed to code that would block or read forever.
     """
-    info = os.stat(path)  # follows symlinks, like the open that comes after
-    if stat.S_ISDIR(info.st_mode):
-        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), os.fspath(path))
-    if not stat.S_ISREG(info.st_mode):
-        raise InputFileError(
-            os.fspath(path), f"is {_kind(info.st_mode)}, not a regular file.", f"Point to the {what} file itself."
-        )
-    if info.st_size > limit:
-        raise _too_large(path, limit, what)
+    _check_regular(path, os.stat(path), limit=limit, what=what)  # stat follows symlinks, like the open after it
