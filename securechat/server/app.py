@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from securechat._gen import chat_pb2
 from securechat.config import Keepalive, Limits, ServerConfig
@@ -29,12 +29,12 @@ from securechat.errors import SecureChatError
 from securechat.protocol import Reason, Refusal
 from securechat.server.broker import InMemoryBroker
 from securechat.server.connections import ConnectionGuard, GuardLimits, channelz_server_ids
-from securechat.server.interceptors import AuthInterceptor
+from securechat.server.interceptors import AuthInterceptor, MethodCollector
 from securechat.server.lifecycle import ServerLifecycle
 from securechat.server.metrics import ServerMetrics
 from securechat.server.probes import CallCap, health_server
 from securechat.server.rooms import Hub, RoomHub
-from securechat.server.service import SERVICE_NAME, ChatService, method_handlers
+from securechat.server.service import SERVICE_NAME, ChatService, chat_handlers
 from securechat.tls.material import load_server_material
 
 log = logging.getLogger(__name__)
@@ -108,14 +108,11 @@ async def start_server(config: ServerConfig) -> RunningServer:
     require_identity = config.tls is not None and config.tls.mtls
     metrics = ServerMetrics()
     servers_before = channelz_server_ids()
-    server = grpc.aio.server(
-        interceptors=[
-            AuthInterceptor(
-                require_identity=require_identity, allow=config.allow, policy=lifecycle, on_refusal=metrics.refused
-            )
-        ],
-        options=options,
+    auth = AuthInterceptor(
+        require_identity=require_identity, allow=config.allow, policy=lifecycle, on_refusal=metrics.refused
     )
+    # No interceptor chain: every method is wrapped with `auth` once, below (see AuthInterceptor).
+    server = grpc.aio.server(options=options)
     server_id = _new_server_id(servers_before)
     limits = config.limits
     hub = await _room_hub(config, metrics)
@@ -128,14 +125,24 @@ async def start_server(config: ServerConfig) -> RunningServer:
         # Read from the metrics thread: all_tasks() copies the loop's task set, retrying if it changes meanwhile.
         tasks=lambda: len(asyncio.all_tasks(loop)),
     )
-    server.add_generic_rpc_handlers((method_handlers(service),))
     health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
-    reflection.enable_server_reflection(
-        (chat_pb2.DESCRIPTOR.services_by_name["ChatService"].full_name, health.SERVICE_NAME, reflection.SERVICE_NAME),
-        server,
+    methods = MethodCollector()
+    methods.add_registered_method_handlers(SERVICE_NAME, chat_handlers(service))
+    # The generated add_*_to_server functions only call add_registered_method_handlers and
+    # add_generic_rpc_handlers: the collector takes the server's place.
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, methods)  # type: ignore[arg-type]
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(  # type: ignore[no-untyped-call]
+        reflection.aio.ReflectionServicer(
+            (
+                chat_pb2.DESCRIPTOR.services_by_name["ChatService"].full_name,
+                health.SERVICE_NAME,
+                reflection.SERVICE_NAME,
+            )
+        ),
+        methods,
     )
+    server.add_generic_rpc_handlers((auth.guard_methods(methods.methods),))
+    await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
     try:
         port = await _open_port(config, server, lifecycle, material)
     except BaseException:

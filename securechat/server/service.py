@@ -292,8 +292,13 @@ def _resume_point(context: grpc.aio.ServicerContext[Any, Any]) -> int | Refusal 
 
 
 def method_handlers(service: ChatService) -> grpc.GenericRpcHandler:
-    """The ChatService handlers; Chat's events and ChatBatched's batches are pre-serialized bytes."""
-    handlers: dict[str, Handler] = {
+    """The ChatService handlers as one generic handler; see `chat_handlers`."""
+    return grpc.method_handlers_generic_handler(SERVICE_NAME, chat_handlers(service))
+
+
+def chat_handlers(service: ChatService) -> dict[str, Handler]:
+    """The ChatService handlers by method name; Chat's events and ChatBatched's batches are pre-serialized bytes."""
+    return {
         "SayHello": grpc.unary_unary_rpc_method_handler(
             service.say_hello,
             request_deserializer=chat_pb2.HelloRequest.FromString,
@@ -315,4 +320,3 @@ def method_handlers(service: ChatService) -> grpc.GenericRpcHandler:
             response_serializer=None,
         ),
     }
-    return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)
