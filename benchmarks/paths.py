@@ -39,6 +39,8 @@ from securechat._gen import chat_pb2, chat_pb2_grpc
 from securechat.protocol import RESUME_FROM_KEY, Reason, refusal_reason
 
 KINDS = ("securechat", "baseline")
+ATTEMPTS = 8
+"""Calls a storm client makes to get back: one refused with the new run's resume point, then retries of races."""
 
 
 def _pct(values: list[float], pct: float) -> float:
@@ -164,15 +166,17 @@ async def storm(material: Pki, streams: int) -> dict:
     async def rejoin(index: int) -> None:
         resume = last_ids[index]
         stub = chat_pb2_grpc.ChatServiceStub(channels[index % connections])
-        for _ in range(4):
+        wait = 0.05
+        for _ in range(ATTEMPTS):
             call = stub.Chat(metadata=(("last-event-id", resume),))
             events = aiter(call)
             with contextlib.suppress(grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError, StopAsyncIteration):
                 await call.write(chat_pb2.ChatMessage(room="storm", text=""))
                 # A write to a call the server already ended fails and hides
-                # its real status: give a refusal 50 ms to arrive first.
+                # its real status: give a refusal WAIT to arrive first (longer
+                # after each such race: a busy server answers later).
                 first = asyncio.ensure_future(anext(events))
-                await asyncio.wait([first], timeout=0.05)
+                await asyncio.wait([first], timeout=wait)
                 posted = not first.done()
                 if posted:
                     await call.write(chat_pb2.ChatMessage(room=f"s{index}", text="back"))
@@ -191,7 +195,8 @@ async def storm(material: Pki, streams: int) -> dict:
             if refusal_reason(trailing) is Reason.HISTORY_GONE and point is not None:
                 resume = str(point)  # the new run's first event: nothing of it is missed
                 continue
-            if code is grpc.StatusCode.INTERNAL:  # our write raced the refusal and hid it: ask again
+            if code is grpc.StatusCode.INTERNAL:  # our write raced the refusal and hid it: ask again, waiting longer
+                wait = min(wait * 4, 2.0)
                 continue
             return
 

@@ -216,7 +216,10 @@ class InMemoryBroker:
             raise HistoryGap(room, after, oldest, "is from before this server started", resume_from=self.first_id - 1)
         if history is None:
             if after < self._forgotten_through:
-                raise HistoryGap(room, after, None, "is older than the history kept")
+                # Whatever this room had up to the newest forgotten id is gone; after it nothing is missed.
+                raise HistoryGap(
+                    room, after, None, "is older than the history kept", resume_from=self._forgotten_through
+                )
             return None, 0
         if after < history.dropped_through:
             raise HistoryGap(room, after, oldest, "is older than the history kept")

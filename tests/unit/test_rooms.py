@@ -143,6 +143,21 @@ def test_broker_refuses_ids_from_another_run_and_forgotten_rooms():
     assert broker.replay("new", 101) == []
 
 
+def test_a_forgotten_room_names_where_to_resume():
+    """A resume into a room whose history was dropped whole is refused with the newest forgotten id, which then works."""
+    broker = InMemoryBroker(history_size=10, history_rooms=1, first_id=100)
+    broker.attach(lambda room, event_id, event: None)
+    broker.publish("a", "x", "1", Kind.MESSAGE)  # id 100
+    broker.publish("b", "x", "2", Kind.MESSAGE)  # id 101: room a is forgotten
+    try:
+        broker.replay("a", 99)
+    except HistoryGap as gap:
+        assert gap.resume_from == 100
+    else:
+        raise AssertionError("no gap for room a after 99")
+    assert broker.replay("a", 100) == []
+
+
 async def test_replayed_history_does_not_count_as_falling_behind():
     """A replay longer than the queue is delivered; only live events past the queue size end the stream."""
     hub = make_hub(announce_max_members=0)
