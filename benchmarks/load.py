@@ -122,7 +122,15 @@ class ServerProcess:
     """securechat or the baseline, in its own process on a free loopback port."""
 
     def __init__(
-        self, kind: str, material: Pki, *, tls: bool = True, broker: str = "", log_level: str = "warning", port: int | None = None
+        self,
+        kind: str,
+        material: Pki,
+        *,
+        tls: bool = True,
+        broker: str = "",
+        log_level: str = "warning",
+        port: int | None = None,
+        limits: str = "",
     ) -> None:
         self.kind = kind
         self.port = port or free_port()
@@ -142,7 +150,7 @@ class ServerProcess:
             config.write_text(
                 f"listen: {listen}\n{tls_part}log: {{level: {log_level}}}\n"
                 "limits: {max_messages_per_second: 1000000, message_burst: 1000000, queue_size: 4096, "
-                "history_size: 4096, max_streams_per_identity: 100}\n" + broker
+                f"history_size: 4096, max_streams_per_identity: 100{limits}}}\n" + broker
             )
             command = [sys.executable, "-m", "securechat", "serve", "--config", str(config)]
             if kind.startswith("securechat-before"):

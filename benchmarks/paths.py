@@ -136,7 +136,10 @@ async def join(kind: str, material: Pki, streams: int) -> dict:
 
 async def storm(material: Pki, streams: int) -> dict:
     """S streams joined; the server restarted; all reconnect at once with last-event-id (securechat only)."""
-    server = ServerProcess("securechat", material, log_level="info")
+    # Every stream posts to a room of its own: keep the history of all of them, or rooms
+    # forgotten meanwhile send resuming clients back again (history_rooms, default 1,000).
+    limits = f", history_rooms: {streams + 16}"
+    server = ServerProcess("securechat", material, log_level="info", limits=limits)
     port = server.port
     connections = max(1, streams // 10)
     channels = [channel(material, port, c) for c in range(connections)]
@@ -157,7 +160,7 @@ async def storm(material: Pki, streams: int) -> dict:
         server.stop()
         for ch in channels:
             await ch.close()
-    server = ServerProcess("securechat", material, log_level="info", port=port)
+    server = ServerProcess("securechat", material, log_level="info", port=port, limits=limits)
     started = time.perf_counter()
     channels = [channel(material, port, c) for c in range(connections)]
     done_at: list[float] = []
