@@ -79,8 +79,11 @@ async def unary(kind: str, material: Pki, seconds: float, concurrency: int) -> d
         server.stop()
 
 
-async def handshakes(kind: str, material: Pki, seconds: float, parallel: int) -> dict:
+async def handshakes(kind: str, material: Pki, seconds: float, parallel: int, identities: int = 0) -> dict:
     server = ServerProcess(kind, material, log_level="info")
+    # 0: every client certificate in turn (a fleet of new clients: each certificate is new
+    # to the server); N: N certificates over and over (clients reconnecting).
+    pool = identities or len(material.clients)
     try:
         done = 0
         deadline = time.perf_counter() + seconds
@@ -89,7 +92,7 @@ async def handshakes(kind: str, material: Pki, seconds: float, parallel: int) ->
             nonlocal done
             while time.perf_counter() < deadline:
                 # A new channel is a new TCP connection and a full mTLS handshake.
-                async with channel(material, server.port, (index + done) % len(material.clients)) as ch:
+                async with channel(material, server.port, (index + done) % pool) as ch:
                     await chat_pb2_grpc.ChatServiceStub(ch).SayHello(chat_pb2.HelloRequest(name="x"))
                 done += 1
 
@@ -242,8 +245,10 @@ async def report(args: argparse.Namespace) -> dict:
                         run = await unary(kind, material, args.seconds, args.concurrency)
                     elif phase == "handshakes":
                         run = {
-                            "sequential": await handshakes(kind, material, args.seconds, 1),
-                            "concurrent": await handshakes(kind, material, args.seconds, args.parallel),
+                            "sequential": await handshakes(kind, material, args.seconds, 1, args.handshake_identities),
+                            "concurrent": await handshakes(
+                                kind, material, args.seconds, args.parallel, args.handshake_identities
+                            ),
                         }
                     else:
                         run = await join(kind, material, args.join_streams)
@@ -293,6 +298,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--concurrency", type=int, default=64, help="unary calls in flight")
     parser.add_argument("--parallel", type=int, default=8, help="concurrent handshakes")
+    parser.add_argument(
+        "--handshake-identities",
+        type=int,
+        default=0,
+        help="client certificates the handshakes cycle through (0: all, each new to the server; 8: clients reconnecting)",
+    )
     parser.add_argument("--join-streams", type=int, default=100)
     parser.add_argument("--storm-streams", type=int, default=10_000, help="streams (over a tenth as many connections) in the storm")
     args = parser.parse_args()
