@@ -206,8 +206,10 @@ async def storm(material: Pki, streams: int) -> dict:
                 continue
             return
 
+    cpu0, client0 = proc_cpu_seconds(server.pid), time.process_time()
     try:
         await asyncio.wait_for(asyncio.gather(*(rejoin(i) for i in range(streams))), 300)
+        server_cpu, client_cpu = proc_cpu_seconds(server.pid) - cpu0, time.process_time() - client0
     finally:
         for ch in channels:
             await ch.close()
@@ -217,6 +219,9 @@ async def storm(material: Pki, streams: int) -> dict:
         "connections": connections,
         "resumed": len(done_at),
         "client_cpu_seconds": round(time.process_time(), 1),
+        # Of the reconnect phase alone: the load client shares the machine's cores with the server.
+        "rejoin_server_cpu_seconds": round(server_cpu, 1),
+        "rejoin_client_cpu_seconds": round(client_cpu, 1),
         "outcomes": outcomes,
         "seconds_to_50_percent": round(_pct(done_at, 50), 2),
         "seconds_to_99_percent": round(_pct(done_at, 99), 2),
