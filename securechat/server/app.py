@@ -29,6 +29,7 @@ from securechat.errors import SecureChatError
 from securechat.protocol import Reason, Refusal
 from securechat.server.broker import InMemoryBroker
 from securechat.server.connections import ConnectionGuard, GuardLimits, channelz_server_ids
+from securechat.server.core_writes import CoreWrites
 from securechat.server.interceptors import AuthInterceptor
 from securechat.server.lifecycle import ServerLifecycle
 from securechat.server.metrics import ServerMetrics
@@ -141,6 +142,8 @@ async def start_server(config: ServerConfig) -> RunningServer:
     except BaseException:
         await hub.close()
         raise
+    if limits.buffered_writes:
+        service.core_writes = await CoreWrites.start(server)  # the self-test; public writes if it fails
     running = RunningServer(
         config=config, server=server, port=port, health=health_servicer, service=service, metrics=metrics, hub=hub
     )
