@@ -122,18 +122,29 @@ def find_internals(server: grpc.aio.Server, cygrpc: Any = None) -> _Internals | 
     return _Internals(cygrpc._send_message, cygrpc.RPCState, int(hint), running)
 
 
+class Tally:
+    """Events sent with the buffer hint, over all of a server's streams (tests and the stress run read it)."""
+
+    __slots__ = ("held",)
+
+    def __init__(self) -> None:
+        self.held = 0
+
+
 class HeldWriter:
     """Writes a batch with every event but the last held in core: the batch leaves in one write."""
 
-    __slots__ = ("_context", "_state", "_internals", "_loop", "_started", "held")
+    __slots__ = ("_context", "_state", "_internals", "_loop", "_started", "_tally")
 
-    def __init__(self, context: grpc.aio.ServicerContext[Any, bytes], state: object, internals: _Internals) -> None:
+    def __init__(
+        self, context: grpc.aio.ServicerContext[Any, bytes], state: object, internals: _Internals, tally: Tally
+    ) -> None:
         self._context = context
         self._state = state
         self._internals = internals
         self._loop = asyncio.get_running_loop()
         self._started = False  # the first event goes through context.write: it sends the response headers
-        self.held = 0  # events sent with the buffer hint so far (tests and the stress run read it)
+        self._tally = tally
 
     def _may_send(self) -> bool:
         """RPCState.raise_for_termination's conditions, from Python (see the module docstring); stricter on stop."""
@@ -158,17 +169,18 @@ class HeldWriter:
             else:
                 await send(self._state, events[index], None, self._internals.buffer_hint, self._loop)
                 held += 1
-                self.held += 1
+                self._tally.held += 1
 
 
 class CoreWrites:
     """The quarantined write path of one server: checked at start, then a writer per Chat stream."""
 
-    __slots__ = ("_internals", "problem")
+    __slots__ = ("_internals", "problem", "tally")
 
     def __init__(self, internals: _Internals | None, problem: str | None) -> None:
         self._internals = internals
         self.problem = problem  # why held writes are off (None: they are on)
+        self.tally = Tally()
 
     @property
     def enabled(self) -> bool:
@@ -202,7 +214,7 @@ class CoreWrites:
         if state is None:
             log.debug("no call state on %s: this stream writes each event with context.write", type(context).__name__)
             return PublicWriter(context)
-        return HeldWriter(context, state, self._internals)
+        return HeldWriter(context, state, self._internals, self.tally)
 
 
 def _call_state(context: object, call_state: type) -> object | None:
@@ -223,10 +235,11 @@ async def _self_test() -> str | None:
         if state is None:
             seen["problem"] = "no cygrpc.RPCState among the servicer context's referents"
             return
-        writer = HeldWriter(context, state, found[0])
+        tally = Tally()
+        writer = HeldWriter(context, state, found[0], tally)
         await writer.write(_SELF_TEST_EVENTS[:1])  # the headers and a first event, as a stream's first batch
         await writer.write(_SELF_TEST_EVENTS[1:])
-        seen["held"] = writer.held
+        seen["held"] = tally.held
 
     handler = grpc.method_handlers_generic_handler(
         "securechat.selftest.v1.CoreWrites", {"Probe": grpc.unary_stream_rpc_method_handler(probe)}

@@ -9,6 +9,7 @@ the batch: 200 events queued for one member at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -118,3 +119,55 @@ async def test_with_buffered_writes_off_the_same_replay_takes_a_segment_per_even
     assert ids == sorted(ids) and len(set(ids)) == EVENTS
     assert segments >= EVENTS // 2, f"{segments} segments for {EVENTS} events"
 
+
+
+async def held_writes_around_a_stop(*, stop_first: bool) -> tuple[str, int]:
+    """A Chat-like handler whose writer is asked to write a batch of 3 with the server running or after server.stop() returned: (outcome, held)."""
+    server = grpc.aio.server()
+    outcome: dict[str, object] = {}
+    stopped = asyncio.Event()
+    writes: list[CoreWrites] = []
+
+    async def handler(request: bytes, context: grpc.aio.ServicerContext) -> None:
+        writer = writes[0].writer(context)
+        await writer.write([b"first"])
+        if stop_first:
+            with contextlib.suppress(asyncio.CancelledError):  # server.stop(None) cancels the call
+                await asyncio.sleep(STEP)
+            await stopped.wait()
+        try:
+            await writer.write([b"a", b"b", b"c"])
+            outcome["result"] = "written"
+        except Exception as exc:  # grpc's own refusal, raised by context.write
+            outcome["result"] = f"{type(exc).__name__}: {exc}"
+
+    handler_set = grpc.method_handlers_generic_handler("t.T", {"W": grpc.unary_stream_rpc_method_handler(handler)})
+    server.add_generic_rpc_handlers((handler_set,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    writes.append(await CoreWrites.start(server))
+    assert writes[0].enabled
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        call = channel.unary_stream("/t.T/W")(b"")
+        assert await asyncio.wait_for(call.read(), STEP) == b"first"
+        if stop_first:
+            await server.stop(None)
+            stopped.set()
+        else:
+            assert [await asyncio.wait_for(call.read(), STEP) for _ in range(3)] == [b"a", b"b", b"c"]
+        for _ in range(100):
+            if "result" in outcome:
+                break
+            await asyncio.sleep(0.01)
+    await server.stop(None)
+    return str(outcome["result"]), writes[0].tally.held
+
+
+async def test_a_held_batch_while_the_server_runs_is_written_with_two_events_held():
+    """The passing twin: the server runs, so a batch of 3 holds the first two in core and all arrive in order."""
+    assert await held_writes_around_a_stop(stop_first=False) == ("written", 2)
+
+
+async def test_after_server_stop_a_batch_goes_to_context_write_which_refuses_it():
+    """After server.stop() nothing is sent with the hint: context.write gets the batch and raises grpc's own error."""
+    assert await held_writes_around_a_stop(stop_first=True) == ("_ServerStoppedError: Server already stopped.", 0)
