@@ -62,9 +62,19 @@ JOIN_BATCH = 500  # streams opened at once; see _fan_out
 LIGHT_DELIVERIES = 5_000
 Kind = chat_pb2.ChatEvent.Kind
 # Servers a fan-out report can run. "-batched": the same securechat server,
-# the load client opening ChatBatched instead of Chat. "securechat-before":
-# the securechat of the checkout given with --before (same Python, same load).
-SERVER_KINDS = ("securechat", "securechat-batched", "securechat-before", "securechat-before-batched", "baseline", "grpc-go")
+# the load client opening ChatBatched instead of Chat. "securechat-public":
+# securechat with limits.buffered_writes false (Chat's public context.write
+# path). "securechat-before": the securechat of the checkout given with
+# --before (same Python, same load).
+SERVER_KINDS = (
+    "securechat",
+    "securechat-public",
+    "securechat-batched",
+    "securechat-before",
+    "securechat-before-batched",
+    "baseline",
+    "grpc-go",
+)
 GO_SERVER: Path | None = None  # built once per report by benchmarks/gofanout.py
 BEFORE: Path | None = None
 
@@ -139,10 +149,11 @@ class ServerProcess:
             tls_part = (
                 f"tls: {{cert: {material.cert}, key: {material.key}, client_ca: {material.ca}}}\n" if tls else "insecure: true\n"
             )
+            public = ", buffered_writes: false" if kind == "securechat-public" else ""
             config.write_text(
                 f"listen: {listen}\n{tls_part}log: {{level: {log_level}}}\n"
                 "limits: {max_messages_per_second: 1000000, message_burst: 1000000, queue_size: 4096, "
-                "history_size: 4096, max_streams_per_identity: 100}\n" + broker
+                f"history_size: 4096, max_streams_per_identity: 100{public}}}\n" + broker
             )
             command = [sys.executable, "-m", "securechat", "serve", "--config", str(config)]
             if kind.startswith("securechat-before"):
