@@ -179,7 +179,9 @@ async def _iteration(config_path: Path, rng: random.Random, action: str, counts:
         counts["held_sends"] += running.service.core_writes.tally.held
 
 
-async def _worker(iterations: int, seed: int, crash: bool = False) -> dict[str, object]:
+async def _worker(
+    iterations: int, seed: int, crash: bool = False, actions_run: tuple[str, ...] = ACTIONS
+) -> dict[str, object]:
     rng = random.Random(seed)  # noqa: S311 - a reproducible schedule, not a secret
     counts: Counter[str] = Counter()
     actions: Counter[str] = Counter()
@@ -187,7 +189,7 @@ async def _worker(iterations: int, seed: int, crash: bool = False) -> dict[str, 
         config = Path(tmp) / "server.yaml"
         config.write_text(SERVER_YAML)
         for _ in range(iterations):
-            action = rng.choice(ACTIONS)
+            action = rng.choice(actions_run)
             try:
                 await _iteration(config, rng, action, counts)
             except asyncio.TimeoutError:
@@ -198,28 +200,30 @@ async def _worker(iterations: int, seed: int, crash: bool = False) -> dict[str, 
     return {"iterations": iterations, "actions": dict(actions), **counts}
 
 
-def worker_main(iterations: int, seed: int, crash: bool = False) -> None:
+def worker_main(iterations: int, seed: int, crash: bool = False, actions: tuple[str, ...] = ACTIONS) -> None:
     faulthandler.enable()  # a crash prints where Python was, then dies by the same signal
     logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
-    print(json.dumps(asyncio.run(_worker(iterations, seed, crash))), flush=True)
+    print(json.dumps(asyncio.run(_worker(iterations, seed, crash, actions))), flush=True)
 
 
 # --------------------------------------------------------------------------- the parent
 
 
-def run(iterations: int, max_seconds: float, seed: int, *, crash: bool = False) -> dict[str, object]:
+def run(
+    iterations: int, max_seconds: float, seed: int, *, crash: bool = False, actions: tuple[str, ...] = ACTIONS
+) -> dict[str, object]:
     """Workers one after another until ITERATIONS ran or MAX_SECONDS passed; crashes and counts."""
     started = time.monotonic()
     done = 0
     workers = 0
     crashes: list[dict[str, object]] = []
     totals: Counter[str] = Counter()
-    actions: Counter[str] = Counter()
+    ran: Counter[str] = Counter()
     root = Path(__file__).resolve().parent.parent
     while done < iterations and time.monotonic() - started < max_seconds:
         batch = min(ITERATIONS_PER_WORKER, iterations - done)
         command = [sys.executable, "-m", "benchmarks.write_stress", "--worker", "--iterations", str(batch)]
-        command += ["--seed", str(seed + workers), *(["--crash"] if crash else [])]
+        command += ["--seed", str(seed + workers), "--actions", ",".join(actions), *(["--crash"] if crash else [])]
         proc = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=max(120.0, 20.0 * batch))
         workers += 1
         done += batch
@@ -228,16 +232,22 @@ def run(iterations: int, max_seconds: float, seed: int, *, crash: bool = False) 
             crashes.append({"seed": seed + workers - 1, "how": name, "stderr_tail": proc.stderr[-2000:]})
             continue
         stats = json.loads(proc.stdout.strip().splitlines()[-1])
-        actions.update(stats.pop("actions"))
+        ran.update(stats.pop("actions"))
         stats.pop("iterations")
         totals.update(stats)
     return {
-        "parameters": {"iterations": iterations, "max_seconds": max_seconds, "seed": seed, "grpcio": grpc.__version__},
+        "parameters": {
+            "iterations": iterations,
+            "max_seconds": max_seconds,
+            "seed": seed,
+            "actions": list(actions),
+            "grpcio": grpc.__version__,
+        },
         "iterations": done,
         "workers": workers,
         "crashes": len(crashes),
         "crash_details": crashes,
-        "actions": dict(actions),
+        "actions": dict(ran),
         "order_violations": totals["order_violations"],
         "hangs": totals["hangs"],
         "held_sends": totals["held_sends"],
@@ -258,14 +268,21 @@ def main() -> None:
     parser.add_argument("--max-seconds", type=float, default=3600.0)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--actions", default=",".join(ACTIONS), help=f"comma-separated, from {', '.join(ACTIONS)}")
     parser.add_argument(
         "--crash", action="store_true", help="each worker kills itself with SIGSEGV (checks the harness)"
     )
     args = parser.parse_args()
+    actions = tuple(action for action in args.actions.split(",") if action)
+    unknown = set(actions) - set(ACTIONS)
+    if unknown or not actions:
+        parser.error(
+            f"--actions: unknown {', '.join(sorted(unknown)) or '(none given)'}; choose from {', '.join(ACTIONS)}"
+        )
     if args.worker:
-        worker_main(args.iterations, args.seed, args.crash)
+        worker_main(args.iterations, args.seed, args.crash, actions)
         return
-    print(json.dumps(run(args.iterations, args.max_seconds, args.seed, crash=args.crash), indent=2))
+    print(json.dumps(run(args.iterations, args.max_seconds, args.seed, crash=args.crash, actions=actions), indent=2))
 
 
 if __name__ == "__main__":
