@@ -60,7 +60,7 @@ class ChatService:
         self._metrics = metrics
         # Chat's write path: public context.write until the server has started
         # and the quarantined held writes passed their self-test (app.start_server).
-        self.core_writes = CoreWrites.off()
+        self.core_writes = CoreWrites.off("not set up yet (start_server does, after the server has started)")
 
     @property
     def open_streams(self) -> int:

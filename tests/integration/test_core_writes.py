@@ -88,6 +88,15 @@ async def test_the_installed_grpcio_passes_the_self_test_and_chat_holds_writes(s
     assert running.service.core_writes.problem is None
 
 
+async def test_buffered_writes_false_turns_held_writes_off_without_a_warning(start, caplog):
+    """limits.buffered_writes false: no self-test, no warning, public writes, and the reason is the switch."""
+    with caplog.at_level(logging.WARNING, logger="securechat.server.core_writes"):
+        running = await start(limits={"buffered_writes": False})
+    assert not running.service.core_writes.enabled
+    assert running.service.core_writes.problem == "limits.buffered_writes is false"
+    assert caplog.records == []
+
+
 async def test_a_server_that_is_not_running_fails_the_self_test_with_one_warning(caplog):
     """The failing twin: against a stopped server the self-test fails, says why in one WARNING, and writes are public."""
     server = grpc.aio.server()
