@@ -528,28 +528,51 @@ def _within(name: str, subtree: str) -> bool:
     return name == base or name.endswith("." + base)
 
 
-def _name_constraint_problems(ca: x509.Certificate, leaf: x509.Certificate, depth: int, where: str) -> list[Problem]:
-    """The leaf's DNS SANs against CA's DNS name constraints (other name types are left to cryptography's verifier)."""
+def _dns_subtrees(ca: x509.Certificate) -> tuple[list[str], list[str]]:
     try:
         constraints = ca.extensions.get_extension_for_class(x509.NameConstraints).value
     except x509.ExtensionNotFound:
-        return []
+        return [], []
     permitted = [s.value for s in constraints.permitted_subtrees or () if isinstance(s, x509.DNSName)]
     excluded = [s.value for s in constraints.excluded_subtrees or () if isinstance(s, x509.DNSName)]
-    for san in subject_alternative_names(leaf):
-        if not isinstance(san, x509.DNSName):
-            continue
-        name = san.value.lower()
-        if (permitted and not any(_within(name, p) for p in permitted)) or any(_within(name, e) for e in excluded):
-            return [
-                Problem(
-                    Code.NAME_CONSTRAINTS,
-                    "ca",
-                    f"{where} names {escape(name)}, outside the name constraints of {describe(ca)}.",
-                    "Issue it for a name the CA may certify.",
-                    depth,
-                )
-            ]
+    return permitted, excluded
+
+
+def permitted_dns_subtrees(ca: x509.Certificate) -> list[str]:
+    """The DNS subtrees CA may certify names under (empty: CA has no DNS name constraint)."""
+    return _dns_subtrees(ca)[0]
+
+
+def outside_name_constraints(ca: x509.Certificate, dns_names: Iterable[str]) -> list[str]:
+    """The names among DNS_NAMES (lowercased) that CA's DNS name constraints do not allow.
+
+    Only DNS subtrees are judged here; names of other types are constrained
+    only by subtrees of their own type (RFC 5280), which cryptography's
+    verifier enforces.
+    """
+    permitted, excluded = _dns_subtrees(ca)
+    if not permitted and not excluded:
+        return []
+    return [
+        name
+        for name in (n.lower() for n in dns_names)
+        if (permitted and not any(_within(name, p) for p in permitted)) or any(_within(name, e) for e in excluded)
+    ]
+
+
+def _name_constraint_problems(ca: x509.Certificate, leaf: x509.Certificate, depth: int, where: str) -> list[Problem]:
+    """The leaf's DNS SANs against CA's DNS name constraints."""
+    dns = [san.value for san in subject_alternative_names(leaf) if isinstance(san, x509.DNSName)]
+    for name in outside_name_constraints(ca, dns)[:1]:
+        return [
+            Problem(
+                Code.NAME_CONSTRAINTS,
+                "ca",
+                f"{where} names {escape(name)}, outside the name constraints of {describe(ca)}.",
+                "Issue it for a name the CA may certify.",
+                depth,
+            )
+        ]
     return []
 
 
