@@ -58,12 +58,13 @@ STEP = 10.0  # no single await of an iteration may take longer: beyond it the it
 ITERATIONS_PER_WORKER = 100
 Kind = chat_pb2.ChatEvent.Kind
 SERVER_YAML = """listen: 127.0.0.1:0
-insecure: true
-log: {level: error}
+{transport}
+log: {{level: error}}
 grace_seconds: 0.05
-limits: {max_messages_per_second: 1000000, message_burst: 1000000, queue_size: 64,
-         max_streams_per_identity: 1000, connection_guard: false, buffered_writes: true}
+limits: {{max_messages_per_second: 1000000, message_burst: 1000000, queue_size: 64,
+         max_streams_per_identity: 1000, connection_guard: false, buffered_writes: true}}
 """
+TLS = "tls: {cert: certs/server.pem, key: certs/server-key.pem, mtls: false}"
 
 
 # --------------------------------------------------------------------------- one worker process
@@ -131,7 +132,9 @@ def _kill_connections(port: int, rng: random.Random, counts: Counter[str]) -> No
             counts["connections_killed"] += 1
 
 
-async def _iteration(config_path: Path, rng: random.Random, action: str, counts: Counter[str]) -> None:
+async def _iteration(
+    config_path: Path, rng: random.Random, action: str, counts: Counter[str], ca_pem: bytes | None
+) -> None:
     from securechat.config import load_server_config
     from securechat.server.app import start_server
 
@@ -139,7 +142,14 @@ async def _iteration(config_path: Path, rng: random.Random, action: str, counts:
     if not running.service.core_writes.enabled:
         raise SystemExit(f"held writes are off: {running.service.core_writes.problem}")
     options = [("grpc.use_local_subchannel_pool", 1)]
-    channels = [grpc.aio.insecure_channel(f"127.0.0.1:{running.port}", options=options) for _ in range(CONNECTIONS)]
+    if ca_pem is None:
+        channels = [grpc.aio.insecure_channel(f"127.0.0.1:{running.port}", options=options) for _ in range(CONNECTIONS)]
+    else:  # server-only TLS: the held data goes through the TLS frame protector too
+        credentials = grpc.ssl_channel_credentials(root_certificates=ca_pem)
+        channels = [
+            grpc.aio.secure_channel(f"localhost:{running.port}", credentials, options=options)
+            for _ in range(CONNECTIONS)
+        ]
     members: list[Member] = []
     tasks: list[asyncio.Task[None]] = []
     stopped = False
@@ -179,19 +189,34 @@ async def _iteration(config_path: Path, rng: random.Random, action: str, counts:
         counts["held_sends"] += running.service.core_writes.tally.held
 
 
+def _write_config(root: Path, tls: bool) -> bytes | None:
+    """server.yaml in ROOT (and a CA + server certificate when TLS); the CA's PEM for clients, or None."""
+    ca_pem = None
+    if tls:
+        from securechat import pki
+
+        ca = pki.create_ca()
+        store = pki.CertStore(root / "certs")
+        store.write_ca(ca)
+        store.write_leaves([pki.issue_server_cert(ca, "server")])
+        ca_pem = store.ca_cert_path.read_bytes()
+    (root / "server.yaml").write_text(SERVER_YAML.format(transport=TLS if tls else "insecure: true"))
+    return ca_pem
+
+
 async def _worker(
-    iterations: int, seed: int, crash: bool = False, actions_run: tuple[str, ...] = ACTIONS
+    iterations: int, seed: int, crash: bool = False, actions_run: tuple[str, ...] = ACTIONS, tls: bool = False
 ) -> dict[str, object]:
     rng = random.Random(seed)  # noqa: S311 - a reproducible schedule, not a secret
     counts: Counter[str] = Counter()
     actions: Counter[str] = Counter()
     with tempfile.TemporaryDirectory(prefix="securechat-write-stress-") as tmp:
+        ca_pem = _write_config(Path(tmp), tls)
         config = Path(tmp) / "server.yaml"
-        config.write_text(SERVER_YAML)
         for _ in range(iterations):
             action = rng.choice(actions_run)
             try:
-                await _iteration(config, rng, action, counts)
+                await _iteration(config, rng, action, counts, ca_pem)
             except asyncio.TimeoutError:
                 counts["hangs"] += 1
             actions[action] += 1
@@ -200,17 +225,25 @@ async def _worker(
     return {"iterations": iterations, "actions": dict(actions), **counts}
 
 
-def worker_main(iterations: int, seed: int, crash: bool = False, actions: tuple[str, ...] = ACTIONS) -> None:
+def worker_main(
+    iterations: int, seed: int, crash: bool = False, actions: tuple[str, ...] = ACTIONS, tls: bool = False
+) -> None:
     faulthandler.enable()  # a crash prints where Python was, then dies by the same signal
     logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
-    print(json.dumps(asyncio.run(_worker(iterations, seed, crash, actions))), flush=True)
+    print(json.dumps(asyncio.run(_worker(iterations, seed, crash, actions, tls))), flush=True)
 
 
 # --------------------------------------------------------------------------- the parent
 
 
 def run(
-    iterations: int, max_seconds: float, seed: int, *, crash: bool = False, actions: tuple[str, ...] = ACTIONS
+    iterations: int,
+    max_seconds: float,
+    seed: int,
+    *,
+    crash: bool = False,
+    actions: tuple[str, ...] = ACTIONS,
+    tls: bool = False,
 ) -> dict[str, object]:
     """Workers one after another until ITERATIONS ran or MAX_SECONDS passed; crashes and counts."""
     started = time.monotonic()
@@ -223,7 +256,8 @@ def run(
     while done < iterations and time.monotonic() - started < max_seconds:
         batch = min(ITERATIONS_PER_WORKER, iterations - done)
         command = [sys.executable, "-m", "benchmarks.write_stress", "--worker", "--iterations", str(batch)]
-        command += ["--seed", str(seed + workers), "--actions", ",".join(actions), *(["--crash"] if crash else [])]
+        command += ["--seed", str(seed + workers), "--actions", ",".join(actions)]
+        command += [*(["--crash"] if crash else []), *(["--tls"] if tls else [])]
         proc = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=max(120.0, 20.0 * batch))
         workers += 1
         done += batch
@@ -241,6 +275,7 @@ def run(
             "max_seconds": max_seconds,
             "seed": seed,
             "actions": list(actions),
+            "tls": tls,
             "grpcio": grpc.__version__,
         },
         "iterations": done,
@@ -269,6 +304,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--actions", default=",".join(ACTIONS), help=f"comma-separated, from {', '.join(ACTIONS)}")
+    parser.add_argument("--tls", action="store_true", help="server-only TLS between the streams and the server")
     parser.add_argument(
         "--crash", action="store_true", help="each worker kills itself with SIGSEGV (checks the harness)"
     )
@@ -280,9 +316,13 @@ def main() -> None:
             f"--actions: unknown {', '.join(sorted(unknown)) or '(none given)'}; choose from {', '.join(ACTIONS)}"
         )
     if args.worker:
-        worker_main(args.iterations, args.seed, args.crash, actions)
+        worker_main(args.iterations, args.seed, args.crash, actions, args.tls)
         return
-    print(json.dumps(run(args.iterations, args.max_seconds, args.seed, crash=args.crash, actions=actions), indent=2))
+    print(
+        json.dumps(
+            run(args.iterations, args.max_seconds, args.seed, crash=args.crash, actions=actions, tls=args.tls), indent=2
+        )
+    )
 
 
 if __name__ == "__main__":
