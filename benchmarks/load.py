@@ -77,6 +77,7 @@ SERVER_KINDS = (
 )
 GO_SERVER: Path | None = None  # built once per report by benchmarks/gofanout.py
 BEFORE: Path | None = None
+SERVER_LIMITS = ""  # --server-limits: more `limits:` keys for this securechat's servers, e.g. "connection_guard: false"
 
 
 # --------------------------------------------------------------------------- the machine under test
@@ -150,6 +151,8 @@ class ServerProcess:
                 f"tls: {{cert: {material.cert}, key: {material.key}, client_ca: {material.ca}}}\n" if tls else "insecure: true\n"
             )
             public = ", buffered_writes: false" if kind == "securechat-public" else ""
+            if SERVER_LIMITS and not kind.startswith("securechat-before"):
+                public += f", {SERVER_LIMITS}"
             config.write_text(
                 f"listen: {listen}\n{tls_part}log: {{level: {log_level}}}\n"
                 "limits: {max_messages_per_second: 1000000, message_burst: 1000000, queue_size: 4096, "
@@ -774,6 +777,9 @@ def main() -> None:
         help=f"fan-out servers compared, round-robin (the first runs alone above --ab-max-streams): {', '.join(SERVER_KINDS)}",
     )
     parser.add_argument("--before", help="a securechat checkout whose server runs as securechat-before[-batched]")
+    parser.add_argument(
+        "--server-limits", default="", help='more limits: keys for securechat servers (not --before), e.g. "connection_guard: false"'
+    )
     parser.add_argument("--handshake-concurrency", type=int, default=16)
     parser.add_argument("--issue", type=int, default=1000, help="client certificates in the issuance comparison")
     parser.add_argument("--issuance-only", action="store_true", help="only the issuance comparison (securechat certs vs openssl)")
@@ -782,6 +788,8 @@ def main() -> None:
         "--cluster", action="store_true", help="only: one replica in memory vs 2 replicas + NATS JetStream, same N, alternating"
     )
     args = parser.parse_args()
+    global SERVER_LIMITS
+    SERVER_LIMITS = args.server_limits
     args.streams = args.streams or ("100,1000,10000" if args.full else "100,1000")
     args.seconds = args.seconds or (8.0 if args.full else 3.0)
     args.rounds = args.rounds or (3 if args.full else 2)
