@@ -37,6 +37,7 @@ import contextlib
 import json
 import os
 import platform
+import shutil
 import socket
 import sqlite3
 import statistics
@@ -101,6 +102,22 @@ class Process:
             self.proc.kill()
             self.proc.wait()
         self.log.close()
+
+
+PHASES = (("renew_mtls_persistent", "mtls"), ("renew_proof_persistent", "proof"), ("renew_new_connection", "new_connection"))
+
+
+def profile(pid: int, label: str, seconds: float) -> subprocess.Popen[bytes] | None:
+    """With BENCH_PROFILE=DIR: a native py-spy profile of the CA process during one phase, collapsed stacks in DIR."""
+    out = os.environ.get("BENCH_PROFILE")
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not out or not Path(py_spy).exists():
+        return None
+    path = Path(out) / f"ca-{label}.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    command = [py_spy, "record", "--native", "--threads", "--rate", "250", "--format", "raw"]
+    command += ["--duration", str(max(1, int(seconds) - 1)), "--pid", str(pid), "-o", str(path)]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def setup(root: Path, identities: int, storm: int) -> pki.CertStore:
@@ -284,6 +301,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="ca-bench-") as raw:
         root = Path(raw)
         identities = args.concurrency * 4
+        load_before = os.getloadavg()
         started = time.perf_counter()
         store = setup(root, identities, args.storm)
         setup_seconds = time.perf_counter() - started
@@ -291,7 +309,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         mtls_port = free_port()
         (root / "ca.yaml").write_text(
             f"listen: 127.0.0.1:{ca_port}\nmtls_listen: 127.0.0.1:{mtls_port}\ncerts: certs\ntls: {{cert: certs/ca-service.pem, key: certs/ca-service-key.pem}}\n"
-            "database: ca.db\nlog: {level: info}\n"
+            f"database: ca.db\nlog: {{level: {args.ca_log_level}}}\n"
         )
         (root / "server.yaml").write_text(
             f"listen: 127.0.0.1:{chat_port}\ntls: {{cert: certs/server.pem, key: certs/server-key.pem, client_ca: certs/root.pem}}\n"
@@ -314,9 +332,14 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                 hello = await sayhello(chat_port, store, args.seconds, args.concurrency)
                 hello["server_cpu_us_per_call"] = (cpu_seconds(chat.proc.pid) - chat_cpu) / max(1, hello["calls"]) * 1e6
                 entry["sayhello"] = hello
-                for name, mode in (("renew_mtls_persistent", "mtls"), ("renew_proof_persistent", "proof"), ("renew_new_connection", "new_connection")):
+                for name, mode in PHASES:
+                    if args.only and mode not in args.only:
+                        continue
                     ca_cpu = cpu_seconds(ca.proc.pid)
+                    spy = profile(ca.proc.pid, f"{name}-{number + 1}", args.seconds)
                     result = await renewals(mtls_target if mode == "mtls" else target, fleet, args.seconds, mode=mode, serials=serials)
+                    if spy is not None:
+                        spy.wait()
                     result["ca_cpu_us_per_renewal"] = (cpu_seconds(ca.proc.pid) - ca_cpu) / max(1, result["renewals"]) * 1e6
                     entry[name] = result
                 rounds.append(entry)
@@ -331,9 +354,17 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             chat.stop()
 
     def median(mode: str, key: str = "per_second") -> float:
-        return statistics.median(float(r[mode][key]) for r in rounds)  # type: ignore[index]
+        values = [float(r[mode][key]) for r in rounds if mode in r]  # type: ignore[index,operator]
+        return statistics.median(values) if values else float("nan")
 
     hello = median("sayhello") if rounds else float("nan")
+    summary: dict[str, float] = {"sayhello_per_second": hello, "sayhello_server_cpu_us": median("sayhello", "server_cpu_us_per_call")}
+    for name, _mode in PHASES:
+        if any(name in r for r in rounds):
+            summary[f"{name}_per_second"] = median(name)
+            summary[f"{name}_ca_cpu_us"] = median(name, "ca_cpu_us_per_renewal")
+            summary[f"ratio_{name.removeprefix('renew_')}_to_sayhello"] = median(name) / hello
+    summary["target_ratio"] = 0.5
     return {
         "parameters": {
             "seconds": args.seconds,
@@ -347,18 +378,12 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             "cpus": os.cpu_count(),
             "tmpdir": tempfile.gettempdir(),
             "setup_seconds": setup_seconds,
+            "ca_log_level": args.ca_log_level,
+            "load_before": load_before,
+            "load_after": os.getloadavg(),
         },
         "rounds": rounds,
-        "median": {} if not rounds else {
-            "sayhello_per_second": hello,
-            "renew_mtls_persistent_per_second": median("renew_mtls_persistent"),
-            "renew_proof_persistent_per_second": median("renew_proof_persistent"),
-            "renew_new_connection_per_second": median("renew_new_connection"),
-            "ratio_mtls_persistent_to_sayhello": median("renew_mtls_persistent") / hello,
-            "ratio_proof_persistent_to_sayhello": median("renew_proof_persistent") / hello,
-            "ratio_new_connection_to_sayhello": median("renew_new_connection") / hello,
-            "target_ratio": 0.5,
-        },
+        "median": summary if rounds else {},
         "durable": durability,
         "storm": storm_report,
     }
@@ -371,6 +396,10 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--storm", type=int, default=10_000, help="clients in the renewal storm (0: none)")
     parser.add_argument("--storm-connections", type=int, default=100)
+    parser.add_argument(
+        "--only", action="append", choices=[mode for _, mode in PHASES], help="run only this renewal phase (repeatable)"
+    )
+    parser.add_argument("--ca-log-level", default="info", help="the CA service's log level (info: an audit line per renewal)")
     args = parser.parse_args()
     print(json.dumps(asyncio.run(run(args)), indent=2))
 

@@ -24,6 +24,7 @@ ordering exists for.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections import OrderedDict
@@ -249,6 +250,10 @@ async def start_ca_server(config: CaConfig, *, authority: OnlineCa | None = None
     except BaseException:
         await asyncio.to_thread(authority.close)
         raise
+    # crl.pem now: a rolled-back or deleted one is published anew before the first renewal
+    # (an unusable one is logged by the authority, and refuses renewals until fixed).
+    with contextlib.suppress(CaRefusal):
+        await asyncio.to_thread(authority.revocations)
     metrics = authority.metrics
     if config.testing_short_lifetimes:
         log.warning(
