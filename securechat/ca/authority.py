@@ -241,6 +241,42 @@ class OnlineCa:
         presigned = self._presign(checked, caller=caller)
         return await self.db.run_async(self._renew_job(checked, caller=caller, presigned=presigned))
 
+    async def renew_own(self, csr_pem: bytes, *, presented: Sequence[x509.Certificate]) -> Issuance:
+        """Renew the CA service's own TLS certificate (PRESENTED) for the CSR's key, in-process; durable on return.
+
+        The same decisions as `renew` (the chain judged by the core, revoked
+        or expired refused, identity, kind and SANs from the record), with
+        no proof: the service holds the key (`own.server_pair` checked it).
+        A certificate the records do not hold yet (issued elsewhere and never
+        imported) is recorded first: it is the one the service was started
+        with, which the core accepted as this CA's server certificate.
+        """
+        checked = self.check_renewal(csr_pem, presented=presented, proof=None)
+        renew = self._renew_job(checked, caller="self", presigned=self._presign(checked, caller="self"))
+        leaf = presented[0]
+
+        def job(tx: Transaction) -> Issuance:
+            if tx.certificate(checked.serial) is None and checked.carried is not None:
+                name, kind, sans = checked.carried
+                tx.insert_certificate(
+                    CertRecord(
+                        serial=checked.serial,
+                        name=name,
+                        kind=kind,
+                        sans=sans,
+                        not_before=leaf.not_valid_before_utc,
+                        not_after=leaf.not_valid_after_utc,
+                        issued_at=leaf.not_valid_before_utc,
+                        via="import",
+                        caller="self",
+                        spki_sha256=checked.spki_sha256,
+                        issuer=leaf.issuer.rfc4514_string(),
+                    )
+                )
+            return renew(tx)
+
+        return await self.db.run_async(job)
+
     def _presign(self, checked: RenewalRequest, *, caller: str) -> Issuance | None:
         if checked.carried is None:
             return None
