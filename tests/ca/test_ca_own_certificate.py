@@ -88,3 +88,21 @@ def test_a_revoked_ca_certificate_is_not_renewed_and_stays_served(ca_env: CaEnv)
         assert ca.count("cannot renew: the certificate of ca-service") == 1
     finally:
         ca.stop()
+
+
+async def test_a_service_certificate_missing_from_the_records_is_recorded_then_renewed(ca_env: CaEnv, start_ca) -> None:
+    """A ca-service.pem issued elsewhere (not in index.json): renew_now records it first, then renews it like any other."""
+    import json
+
+    index = json.loads(ca_env.store.index_path.read_text())
+    index["certificates"] = [e for e in index.get("certificates", []) if e.get("name") != "ca-service"]
+    ca_env.store.index_path.write_text(json.dumps(index))
+    service = await start_ca(**SHORT)
+    old = service.own.serving_serial
+    assert service.authority.db.run(lambda tx: tx.certificate(old)) is None
+    new = await service.own.renew_now()
+    adopted = service.authority.db.run(lambda tx: tx.certificate(old))
+    renewed = service.authority.db.run(lambda tx: tx.certificate(new))
+    assert (adopted.via, adopted.caller, adopted.name) == ("import", "self", "ca-service")
+    assert (renewed.via, renewed.renewed_from, renewed.kind) == ("renew", old, "server")
+    assert await asyncio.to_thread(_served, ca_env, service.port) == new != old
