@@ -6,6 +6,12 @@ in its own process, logging at info to a file; the load client is this
 process. Rounds alternate the three measurements and report medians:
 
 - sayhello: SayHello on one persistent mTLS connection, C calls in flight;
+- sayhello_kept_connections: SayHello over the very connections shape of
+  renew_mtls_persistent (one kept mTLS connection per identity, C in
+  flight), so the ratio compares a renewal with a plain call and nothing else;
+- trust_bundle_mtls_kept_connections: TrustBundle (no work) on the CA's
+  mTLS port in that same shape: what the CA process spends per call on
+  gRPC and TLS alone;
 - renew_mtls_persistent: Renew over kept mTLS connections (the CA's
   `mtls_listen`), one per identity, authenticated by the handshake
   certificate; C in flight;
@@ -27,6 +33,11 @@ is in the database.
 
     python -m benchmarks.ca_renewals                       # 3 rounds of 5 s, C=32, storm of 10,000
     python -m benchmarks.ca_renewals --rounds 1 --seconds 3 --storm 1000
+    python -m benchmarks.ca_renewals --rounds 1 --storm 0 --only mtls --keep-logs /tmp/ca-logs
+    BENCH_PROFILE=/tmp/prof python -m benchmarks.ca_renewals --rounds 1 --storm 0   # py-spy of the CA per phase
+
+CPU per call is the process's user + system time over the phase divided by
+its calls (`/proc/PID/stat`), for the chat server and the CA alike.
 """
 
 from __future__ import annotations
@@ -37,6 +48,7 @@ import contextlib
 import json
 import os
 import platform
+import shutil
 import socket
 import sqlite3
 import statistics
@@ -103,6 +115,22 @@ class Process:
         self.log.close()
 
 
+PHASES = (("renew_mtls_persistent", "mtls"), ("renew_proof_persistent", "proof"), ("renew_new_connection", "new_connection"))
+
+
+def profile(pid: int, label: str, seconds: float) -> subprocess.Popen[bytes] | None:
+    """With BENCH_PROFILE=DIR: a native py-spy profile of the CA process during one phase, collapsed stacks in DIR."""
+    out = os.environ.get("BENCH_PROFILE")
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not out or not Path(py_spy).exists():
+        return None
+    path = Path(out) / f"ca-{label}.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    command = [py_spy, "record", "--native", "--threads", "--rate", "250", "--format", "raw"]
+    command += ["--duration", str(max(1, int(seconds) - 1)), "--pid", str(pid), "-o", str(path)]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def setup(root: Path, identities: int, storm: int) -> pki.CertStore:
     store = pki.CertStore(root / "certs")
     store.init_hierarchy()
@@ -142,6 +170,47 @@ async def sayhello(port: int, store: pki.CertStore, seconds: float, concurrency:
         began = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.perf_counter() - began
+    return {"per_second": len(latencies) / elapsed, "p50_ms": _pct(latencies, 50) * 1e3, "p99_ms": _pct(latencies, 99) * 1e3, "calls": len(latencies)}
+
+
+async def unary_over_kept(
+    address: str, trust: bytes, fleet: list[list[Identity]], seconds: float, *, service: str
+) -> dict[str, float]:
+    """SERVICE 'sayhello' (the chat server) or 'trust_bundle' (the CA's mTLS port): plain unary calls over
+    kept mTLS connections, one per identity, in the very shape of renew_mtls_persistent (same connections,
+    same calls in flight), so the ratio compares a renewal with a plain call and nothing else."""
+    channels: dict[int, grpc.aio.Channel] = {}
+    for mine in fleet:
+        for identity in mine:
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=trust, private_key=pki.private_key_pem(identity.key), certificate_chain=identity.chain_pem
+            )
+            channels[id(identity)] = grpc.aio.secure_channel(address, credentials, options=[("grpc.use_local_subchannel_pool", 1)])
+    calls = {}
+    for key, channel in channels.items():
+        if service == "sayhello":
+            calls[key] = (chat_pb2_grpc.ChatServiceStub(channel).SayHello, chat_pb2.HelloRequest())
+        else:
+            calls[key] = (ca_pb2_grpc.CertificateAuthorityStub(channel).TrustBundle, ca_pb2.TrustBundleRequest())
+    latencies: list[float] = []
+    try:
+        for method, request in calls.values():
+            await method(request)  # every handshake done before the clock starts
+        deadline = time.perf_counter() + seconds
+
+        async def worker(mine: list[Identity]) -> None:
+            turn = 0
+            while (start := time.perf_counter()) < deadline:
+                method, request = calls[id(mine[turn % len(mine)])]
+                turn += 1
+                await method(request)
+                latencies.append(time.perf_counter() - start)
+
+        began = time.perf_counter()
+        await asyncio.gather(*(worker(mine) for mine in fleet))
+        elapsed = time.perf_counter() - began
+    finally:
+        await asyncio.gather(*(channel.close() for channel in channels.values()))
     return {"per_second": len(latencies) / elapsed, "p50_ms": _pct(latencies, 50) * 1e3, "p99_ms": _pct(latencies, 99) * 1e3, "calls": len(latencies)}
 
 
@@ -284,6 +353,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="ca-bench-") as raw:
         root = Path(raw)
         identities = args.concurrency * 4
+        load_before = os.getloadavg()
         started = time.perf_counter()
         store = setup(root, identities, args.storm)
         setup_seconds = time.perf_counter() - started
@@ -291,7 +361,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         mtls_port = free_port()
         (root / "ca.yaml").write_text(
             f"listen: 127.0.0.1:{ca_port}\nmtls_listen: 127.0.0.1:{mtls_port}\ncerts: certs\ntls: {{cert: certs/ca-service.pem, key: certs/ca-service-key.pem}}\n"
-            "database: ca.db\nlog: {level: info}\n"
+            f"database: ca.db\nlog: {{level: {args.ca_log_level}}}\n"
         )
         (root / "server.yaml").write_text(
             f"listen: 127.0.0.1:{chat_port}\ntls: {{cert: certs/server.pem, key: certs/server-key.pem, client_ca: certs/root.pem}}\n"
@@ -314,9 +384,23 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                 hello = await sayhello(chat_port, store, args.seconds, args.concurrency)
                 hello["server_cpu_us_per_call"] = (cpu_seconds(chat.proc.pid) - chat_cpu) / max(1, hello["calls"]) * 1e6
                 entry["sayhello"] = hello
-                for name, mode in (("renew_mtls_persistent", "mtls"), ("renew_proof_persistent", "proof"), ("renew_new_connection", "new_connection")):
+                trust = store.root_cert_path.read_bytes()
+                chat_cpu = cpu_seconds(chat.proc.pid)
+                kept = await unary_over_kept(f"localhost:{chat_port}", trust, fleet, args.seconds, service="sayhello")
+                kept["server_cpu_us_per_call"] = (cpu_seconds(chat.proc.pid) - chat_cpu) / max(1, kept["calls"]) * 1e6
+                entry["sayhello_kept_connections"] = kept
+                ca_cpu = cpu_seconds(ca.proc.pid)
+                bundle = await unary_over_kept(f"localhost:{mtls_port}", trust, fleet, args.seconds, service="trust_bundle")
+                bundle["ca_cpu_us_per_call"] = (cpu_seconds(ca.proc.pid) - ca_cpu) / max(1, bundle["calls"]) * 1e6
+                entry["trust_bundle_mtls_kept_connections"] = bundle
+                for name, mode in PHASES:
+                    if args.only and mode not in args.only:
+                        continue
                     ca_cpu = cpu_seconds(ca.proc.pid)
+                    spy = profile(ca.proc.pid, f"{name}-{number + 1}", args.seconds)
                     result = await renewals(mtls_target if mode == "mtls" else target, fleet, args.seconds, mode=mode, serials=serials)
+                    if spy is not None:
+                        spy.wait()
                     result["ca_cpu_us_per_renewal"] = (cpu_seconds(ca.proc.pid) - ca_cpu) / max(1, result["renewals"]) * 1e6
                     entry[name] = result
                 rounds.append(entry)
@@ -329,11 +413,31 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         finally:
             ca.stop()
             chat.stop()
+            if args.keep_logs:
+                Path(args.keep_logs).mkdir(parents=True, exist_ok=True)
+                for log_name in ("ca.log", "server.log"):
+                    shutil.copy(root / log_name, Path(args.keep_logs) / log_name)
 
     def median(mode: str, key: str = "per_second") -> float:
-        return statistics.median(float(r[mode][key]) for r in rounds)  # type: ignore[index]
+        values = [float(r[mode][key]) for r in rounds if mode in r]  # type: ignore[index,operator]
+        return statistics.median(values) if values else float("nan")
 
     hello = median("sayhello") if rounds else float("nan")
+    summary: dict[str, float] = {"sayhello_per_second": hello, "sayhello_server_cpu_us": median("sayhello", "server_cpu_us_per_call")}
+    if rounds:
+        summary["sayhello_kept_connections_per_second"] = median("sayhello_kept_connections")
+        summary["sayhello_kept_connections_server_cpu_us"] = median("sayhello_kept_connections", "server_cpu_us_per_call")
+        summary["trust_bundle_mtls_kept_connections_per_second"] = median("trust_bundle_mtls_kept_connections")
+        summary["trust_bundle_mtls_kept_connections_ca_cpu_us"] = median("trust_bundle_mtls_kept_connections", "ca_cpu_us_per_call")
+    for name, _mode in PHASES:
+        if any(name in r for r in rounds):
+            summary[f"{name}_per_second"] = median(name)
+            summary[f"{name}_ca_cpu_us"] = median(name, "ca_cpu_us_per_renewal")
+            summary[f"ratio_{name.removeprefix('renew_')}_to_sayhello"] = median(name) / hello
+    if "renew_mtls_persistent_per_second" in summary:
+        same_shape = summary["sayhello_kept_connections_per_second"]
+        summary["ratio_mtls_persistent_to_sayhello_kept_connections"] = summary["renew_mtls_persistent_per_second"] / same_shape
+    summary["target_ratio"] = 0.5
     return {
         "parameters": {
             "seconds": args.seconds,
@@ -347,18 +451,12 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             "cpus": os.cpu_count(),
             "tmpdir": tempfile.gettempdir(),
             "setup_seconds": setup_seconds,
+            "ca_log_level": args.ca_log_level,
+            "load_before": load_before,
+            "load_after": os.getloadavg(),
         },
         "rounds": rounds,
-        "median": {} if not rounds else {
-            "sayhello_per_second": hello,
-            "renew_mtls_persistent_per_second": median("renew_mtls_persistent"),
-            "renew_proof_persistent_per_second": median("renew_proof_persistent"),
-            "renew_new_connection_per_second": median("renew_new_connection"),
-            "ratio_mtls_persistent_to_sayhello": median("renew_mtls_persistent") / hello,
-            "ratio_proof_persistent_to_sayhello": median("renew_proof_persistent") / hello,
-            "ratio_new_connection_to_sayhello": median("renew_new_connection") / hello,
-            "target_ratio": 0.5,
-        },
+        "median": summary if rounds else {},
         "durable": durability,
         "storm": storm_report,
     }
@@ -371,6 +469,11 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--storm", type=int, default=10_000, help="clients in the renewal storm (0: none)")
     parser.add_argument("--storm-connections", type=int, default=100)
+    parser.add_argument(
+        "--only", action="append", choices=[mode for _, mode in PHASES], help="run only this renewal phase (repeatable)"
+    )
+    parser.add_argument("--keep-logs", metavar="DIR", help="copy the CA's and the server's logs here at the end")
+    parser.add_argument("--ca-log-level", default="info", help="the CA service's log level (info: an audit line per renewal)")
     args = parser.parse_args()
     print(json.dumps(asyncio.run(run(args)), indent=2))
 

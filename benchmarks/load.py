@@ -62,11 +62,22 @@ JOIN_BATCH = 500  # streams opened at once; see _fan_out
 LIGHT_DELIVERIES = 5_000
 Kind = chat_pb2.ChatEvent.Kind
 # Servers a fan-out report can run. "-batched": the same securechat server,
-# the load client opening ChatBatched instead of Chat. "securechat-before":
-# the securechat of the checkout given with --before (same Python, same load).
-SERVER_KINDS = ("securechat", "securechat-batched", "securechat-before", "securechat-before-batched", "baseline", "grpc-go")
+# the load client opening ChatBatched instead of Chat. "securechat-public":
+# securechat with limits.buffered_writes false (Chat's public context.write
+# path). "securechat-before": the securechat of the checkout given with
+# --before (same Python, same load).
+SERVER_KINDS = (
+    "securechat",
+    "securechat-public",
+    "securechat-batched",
+    "securechat-before",
+    "securechat-before-batched",
+    "baseline",
+    "grpc-go",
+)
 GO_SERVER: Path | None = None  # built once per report by benchmarks/gofanout.py
 BEFORE: Path | None = None
+SERVER_LIMITS = ""  # --server-limits: more `limits:` keys for this securechat's servers, e.g. "connection_guard: false"
 
 
 # --------------------------------------------------------------------------- the machine under test
@@ -147,10 +158,13 @@ class ServerProcess:
             tls_part = (
                 f"tls: {{cert: {material.cert}, key: {material.key}, client_ca: {material.ca}}}\n" if tls else "insecure: true\n"
             )
+            public = ", buffered_writes: false" if kind == "securechat-public" else ""
+            if SERVER_LIMITS and not kind.startswith("securechat-before"):
+                public += f", {SERVER_LIMITS}"
             config.write_text(
                 f"listen: {listen}\n{tls_part}log: {{level: {log_level}}}\n"
                 "limits: {max_messages_per_second: 1000000, message_burst: 1000000, queue_size: 4096, "
-                f"history_size: 4096, max_streams_per_identity: 100{limits}}}\n" + broker
+                f"history_size: 4096, max_streams_per_identity: 100{public}{limits}}}\n" + broker
             )
             command = [sys.executable, "-m", "securechat", "serve", "--config", str(config)]
             if kind.startswith("securechat-before"):
@@ -771,6 +785,9 @@ def main() -> None:
         help=f"fan-out servers compared, round-robin (the first runs alone above --ab-max-streams): {', '.join(SERVER_KINDS)}",
     )
     parser.add_argument("--before", help="a securechat checkout whose server runs as securechat-before[-batched]")
+    parser.add_argument(
+        "--server-limits", default="", help='more limits: keys for securechat servers (not --before), e.g. "connection_guard: false"'
+    )
     parser.add_argument("--handshake-concurrency", type=int, default=16)
     parser.add_argument("--issue", type=int, default=1000, help="client certificates in the issuance comparison")
     parser.add_argument("--issuance-only", action="store_true", help="only the issuance comparison (securechat certs vs openssl)")
@@ -779,6 +796,8 @@ def main() -> None:
         "--cluster", action="store_true", help="only: one replica in memory vs 2 replicas + NATS JetStream, same N, alternating"
     )
     args = parser.parse_args()
+    global SERVER_LIMITS
+    SERVER_LIMITS = args.server_limits
     args.streams = args.streams or ("100,1000,10000" if args.full else "100,1000")
     args.seconds = args.seconds or (8.0 if args.full else 3.0)
     args.rounds = args.rounds or (3 if args.full else 2)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -40,7 +41,7 @@ from securechat.ca.policy import (
 from securechat.ca.refusals import CaRefusal, RefusalReason
 from securechat.ca.tokens import TokenGrant, grant_for, mint_token, san_from_text, token_hash
 from securechat.config.ca import CaConfig, format_duration
-from securechat.errors import ConfigError, PkiError
+from securechat.errors import ConfigError, PkiError, SecureChatError
 from securechat.tls import checks
 from securechat.tls.revocation import CrlFileError, load_crls, read_crl_file
 
@@ -102,8 +103,12 @@ class OnlineCa:
         self.issuer = self.ca.cert.subject.rfc4514_string()
         self.verdicts = ChainVerdicts(self.anchors, self.ca.leaf_chain, anchors_where=str(self.store.trust_anchor_path))
         self._crl_state: tuple[tuple[int, int, int], checks.RevocationIndex] | None = None
+        self._crl_key = checks.key_id(self.ca.cert)
+        self._crl_high: int | None = None
+        """The highest cRLNumber this CA published, as last read from (or written to) the database."""
         self._leaf_facts: OrderedDict[bytes, _LeafFacts] = OrderedDict()
         self.db = CaDatabase(config.database)
+        self._crl_high = self.db.run(lambda tx: tx.crl_number(self._crl_key))
         imported = self.import_index()
         if imported:
             log.info("imported %d certificate(s) from %s", imported, self.store.index_path)
@@ -236,6 +241,42 @@ class OnlineCa:
         presigned = self._presign(checked, caller=caller)
         return await self.db.run_async(self._renew_job(checked, caller=caller, presigned=presigned))
 
+    async def renew_own(self, csr_pem: bytes, *, presented: Sequence[x509.Certificate]) -> Issuance:
+        """Renew the CA service's own TLS certificate (PRESENTED) for the CSR's key, in-process; durable on return.
+
+        The same decisions as `renew` (the chain judged by the core, revoked
+        or expired refused, identity, kind and SANs from the record), with
+        no proof: the service holds the key (`own.server_pair` checked it).
+        A certificate the records do not hold yet (issued elsewhere and never
+        imported) is recorded first: it is the one the service was started
+        with, which the core accepted as this CA's server certificate.
+        """
+        checked = self.check_renewal(csr_pem, presented=presented, proof=None)
+        renew = self._renew_job(checked, caller="self", presigned=self._presign(checked, caller="self"))
+        leaf = presented[0]
+
+        def job(tx: Transaction) -> Issuance:
+            if tx.certificate(checked.serial) is None and checked.carried is not None:
+                name, kind, sans = checked.carried
+                tx.insert_certificate(
+                    CertRecord(
+                        serial=checked.serial,
+                        name=name,
+                        kind=kind,
+                        sans=sans,
+                        not_before=leaf.not_valid_before_utc,
+                        not_after=leaf.not_valid_after_utc,
+                        issued_at=leaf.not_valid_before_utc,
+                        via="import",
+                        caller="self",
+                        spki_sha256=checked.spki_sha256,
+                        issuer=leaf.issuer.rfc4514_string(),
+                    )
+                )
+            return renew(tx)
+
+        return await self.db.run_async(job)
+
     def _presign(self, checked: RenewalRequest, *, caller: str) -> Issuance | None:
         if checked.carried is None:
             return None
@@ -305,19 +346,27 @@ class OnlineCa:
                 self._leaf_facts.popitem(last=False)
         return facts
 
-    def revocations(self) -> checks.RevocationIndex | None:
+    def revocations(self, *, republished: bool = False) -> checks.RevocationIndex | None:
         """The CRLs in certs/crl.pem, verified by the core; read again whenever the file changes.
 
-        None when there is no crl.pem (nothing revoked yet). A crl.pem that
-        cannot be read or is not signed by this CA's chain fails closed:
-        every renewal is refused until it is fixed.
+        None when there is no crl.pem and this CA never published one
+        (nothing revoked yet). A crl.pem that cannot be read or is not signed
+        by this CA's chain fails closed: every renewal is refused until it is
+        fixed. A crl.pem older than what this CA published (a lower cRLNumber
+        than the database's mark: a restored backup, an old copy, a deleted
+        file) would un-revoke certificates for whoever reads it, so the CA
+        publishes a new one at once, above the mark, from its database (see
+        `publish_crl`), and says so as an error.
         """
         path = self.store.crl_path
         try:
             info = path.stat()
         except FileNotFoundError:
-            self._crl_state = None
-            return None
+            if self._crl_high is None or republished:
+                self._crl_state = None
+                return None
+            self._republish(f"{path} is missing, but this CA published CRL number {self._crl_high} there")
+            return self.revocations(republished=True)
         except OSError as exc:
             raise self._crl_unusable(f"{path} cannot be read ({exc.strerror})") from exc
         stamp = (info.st_ino, info.st_size, info.st_mtime_ns)
@@ -333,8 +382,38 @@ class OnlineCa:
         if isinstance(lists, checks.Problem):
             raise self._crl_unusable(lists.message)
         index = checks.RevocationIndex(lists)
+        mine = index.for_issuer(self._crl_key)
+        # Another process ('securechat ca revoke') may have raised the mark: ask the database.
+        mark = self._crl_high = self.db.run(lambda tx: tx.crl_number(self._crl_key))
+        if mark is not None and (mine is None or mine.number < mark) and not republished:
+            found = f"CRL number {mine.number}" if mine is not None else "no CRL of this CA"
+            self._republish(f"{path} holds {found}, older than number {mark} this CA published")
+            return self.revocations(republished=True)
+        if mine is not None and (mark is None or mine.number > mark):
+            # Published offline ('securechat certs revoke' / 'certs crl'): the mark follows it up.
+            number = mine.number
+            self.db.run(
+                lambda tx: tx.raise_crl_number(
+                    self._crl_key, issuer=self.issuer, number=number, at=dt.datetime.now(dt.timezone.utc)
+                )
+            )
+            self._crl_high = number
         self._crl_state = (stamp, index)
         return index
+
+    def _republish(self, why: str) -> None:
+        try:
+            self.import_index()
+            crl = self.publish_crl()
+        except SecureChatError as exc:
+            raise self._crl_unusable(f"{why}, and a new CRL could not be published: {exc}") from exc
+        log.error(
+            "%s: an older CRL would un-revoke certificates, so the CA published CRL number %d from its database"
+            " (%d revoked)",
+            why,
+            pki.crl_number(crl),
+            len(crl),
+        )
 
     def _crl_unusable(self, why: str) -> CaRefusal:
         log.error("renewals refused until the CRL is fixed: %s", why)
@@ -446,14 +525,34 @@ class OnlineCa:
         return revoked
 
     def publish_crl(self) -> x509.CertificateRevocationList:
-        """crl.pem in the certs directory: every revocation this issuing CA recorded, plus what it already listed."""
-        records = self.db.run(lambda tx: tx.revoked())
+        """crl.pem in the certs directory: every revocation this issuing CA recorded, plus what it already listed.
+
+        Its cRLNumber is above every number this CA published before, whatever
+        crl.pem holds now: the number is reserved in the database (committed)
+        before the file is written, so neither a crash, nor a crl.pem rolled
+        back or deleted, ever makes the CA publish a number again or a lower
+        one (servers refuse a lower number per issuer: `CrlHighWater`).
+        """
+        on_disk = pki.crl_number(self.store.read_crl()) if os.path.lexists(self.store.crl_path) else 0
+        now = dt.datetime.now(dt.timezone.utc)
+
+        def reserve(tx: Transaction) -> tuple[list[CertRecord], int]:
+            number = max(tx.crl_number(self._crl_key) or 0, on_disk) + 1
+            tx.raise_crl_number(self._crl_key, issuer=self.issuer, number=number, at=now)
+            return tx.revoked(), number
+
+        records, number = self.db.run(reserve)
         revocations = [
             pki.Revocation(serial=int(r.serial, 16), revoked_at=r.revoked_at, reason=r.reason or "unspecified")
             for r in records
             if r.revoked_at is not None and r.issuer in ("", self.issuer)
         ]
-        return self.store.publish_crl(self.ca, revocations, days=self.config.crl_days)
+        crl = self.store.publish_crl(self.ca, revocations, days=self.config.crl_days, at_least=number)
+        published = pki.crl_number(crl)
+        if published > number:  # 'certs revoke' wrote a higher one meanwhile
+            self.db.run(lambda tx: tx.raise_crl_number(self._crl_key, issuer=self.issuer, number=published, at=now))
+        self._crl_high = max(published, self._crl_high or 0)
+        return crl
 
     # -- index.json ----------------------------------------------------------
 

@@ -31,6 +31,11 @@ for: a token is used exactly when a certificate exists for it. Reads that
 decide (is this serial revoked, is this token unused) run in the job too,
 so a revocation and a renewal are ordered by the database, never raced.
 
+CRL numbers: `crl_numbers` keeps, per CRL signer key, the highest
+cRLNumber this CA published (or found in its crl.pem). A number is
+reserved here, committed, before the file is written, so the CA never
+publishes a number twice or a lower one, whatever became of crl.pem.
+
 index.json (what `securechat certs` issued offline) is imported: its
 certificates become known here (so they can renew online) with their
 revocations; the database is the source of truth for what the CA service
@@ -55,7 +60,8 @@ from securechat.errors import SecureChatError
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2 added `crl_numbers` (a version-1 database gains the table when opened)."""
 MAX_BATCH = 512
 """Jobs sharing one transaction at most: bounds how long the first one waits for the COMMIT."""
 BUSY_TIMEOUT_MS = 10_000
@@ -94,6 +100,12 @@ CREATE TABLE IF NOT EXISTS tokens (
     used_at TEXT,
     used_serial TEXT,
     used_spki TEXT
+);
+CREATE TABLE IF NOT EXISTS crl_numbers (
+    issuer_key TEXT PRIMARY KEY,      -- tls.checks.key_id of the CRL's signer
+    issuer TEXT NOT NULL,             -- its RFC 4514 name, for people
+    number INTEGER NOT NULL,          -- the highest cRLNumber this CA published (or saw in crl.pem)
+    updated_at TEXT NOT NULL
 );
 """
 
@@ -211,6 +223,22 @@ class Transaction:
             "SELECT * FROM certificates WHERE revoked_at IS NOT NULL ORDER BY revoked_at"
         ).fetchall()
         return [_cert_record(row) for row in rows]
+
+    # -- CRL numbers -----------------------------------------------------
+
+    def crl_number(self, issuer_key: str) -> int | None:
+        """The highest cRLNumber recorded for the CRL signer ISSUER_KEY, None if it never published."""
+        row = self._db.execute("SELECT number FROM crl_numbers WHERE issuer_key = ?", (issuer_key,)).fetchone()
+        return int(row["number"]) if row is not None else None
+
+    def raise_crl_number(self, issuer_key: str, *, issuer: str, number: int, at: dt.datetime) -> None:
+        """Record NUMBER for ISSUER_KEY unless a higher one is already recorded: the mark only goes up."""
+        self._db.execute(
+            "INSERT INTO crl_numbers (issuer_key, issuer, number, updated_at) VALUES (?,?,?,?)"
+            " ON CONFLICT (issuer_key) DO UPDATE SET number = excluded.number, issuer = excluded.issuer,"
+            " updated_at = excluded.updated_at WHERE excluded.number > crl_numbers.number",
+            (issuer_key, issuer, number, iso(at)),
+        )
 
     # -- tokens ----------------------------------------------------------
 

@@ -20,6 +20,18 @@ clients with `tls.renew`, and `securechat agent` run:
 
 Whoever uses the files notices the change by content (`tls.watch`): the
 server for new handshakes, the client for its next connection.
+
+The trust anchors follow the CA too (`tls.renew.trust_bundle`, on by
+default): after each renewal (the reply carries the bundle) and every
+TRUST_REFRESH_SECONDS (a `TrustBundle` call), the config's own trust file
+(tls.ca for a client, tls.client_ca for a server) is made to hold what the
+CA says to trust -- during a root rollover the current root and the next.
+What makes that safe against a swapped CA: the bundle is only ever taken
+from a connection to the CA service verified against the anchors already
+trusted (tls.renew.ca_cert); every anchor in it must be a CA (the TLS core's
+`check_anchors`); an anchor that still signs the chain in use (tls.cert's)
+is never dropped, whatever the bundle says; and the file is replaced
+atomically, only when its set of anchors changes.
 """
 
 from __future__ import annotations
@@ -31,11 +43,13 @@ import fcntl
 import logging
 import os
 import random
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
 
 from securechat import pki
@@ -60,6 +74,8 @@ JITTER = 0.05
 FILE_RECHECK_SECONDS = 5.0
 """While waiting, the files are looked at this often: a certificate renewed by someone else moves the next time."""
 RETRY_INITIAL_SECONDS = 0.5
+TRUST_REFRESH_SECONDS = 3600.0
+"""How often the trust bundle is fetched between renewals (a rollover is announced days ahead)."""
 
 
 def renewal_time(cert: x509.Certificate, *, at: float) -> dt.datetime:
@@ -104,11 +120,14 @@ class Renewer:
         key: Path,
         settings: RenewConfig,
         on_renewed: Callable[[Renewal], object] | None = None,
+        trust_refresh_seconds: float = TRUST_REFRESH_SECONDS,
     ) -> None:
         self.cert_path = Path(cert)
         self.key_path = Path(key)
         self.settings = settings
         self.on_renewed = on_renewed
+        self.trust_refresh_seconds = trust_refresh_seconds
+        self._trust_due = time.monotonic() + trust_refresh_seconds
         self.last_error: CaError | None = None
         self.renewals = 0
         self._due_fraction: dict[str, float] = {}
@@ -146,8 +165,11 @@ class Renewer:
             now = dt.datetime.now(dt.timezone.utc)
             due = self.due_at(cert)
             if serial == refused_serial or now < due:
+                if time.monotonic() >= self._trust_due:
+                    await self._refresh_trust_logged(None)
                 wait = FILE_RECHECK_SECONDS if serial == refused_serial else (due - now).total_seconds()
-                await asyncio.sleep(max(0.05, min(wait, FILE_RECHECK_SECONDS)))
+                wait = min(wait, FILE_RECHECK_SECONDS, max(0.0, self._trust_due - time.monotonic()))
+                await asyncio.sleep(max(0.05, wait))
                 continue
             try:
                 await self.renew_now(expect_serial=serial)
@@ -226,9 +248,102 @@ class Renewer:
             f"{issued.not_after:%Y-%m-%d %H:%M:%S} UTC",
             describe(left),
         )
+        await self._refresh_trust_logged(issued.trust_bundle_pem)
         if self.on_renewed is not None:
             self.on_renewed(renewal)
         return renewal
+
+    # -- the trust bundle ----------------------------------------------------
+
+    async def _refresh_trust_logged(self, bundle_pem: bytes | None) -> None:
+        self._trust_due = time.monotonic() + self.trust_refresh_seconds
+        try:
+            await self.refresh_trust(bundle_pem)
+        except SecureChatError as exc:
+            log.warning(
+                "trust anchors not refreshed from the CA (tried again in %s): %s",
+                _seconds(self.trust_refresh_seconds),
+                exc,
+            )
+
+    async def refresh_trust(self, bundle_pem: bytes | None = None) -> bool:
+        """Make tls.renew's trust file hold the CA's trust bundle (fetched when BUNDLE_PEM is None); True if it changed.
+
+        See the module docstring for what keeps this safe. CaError when the
+        CA cannot be reached or trusted, PkiError for a bundle that is no set
+        of CA certificates or files that cannot be read or written.
+        """
+        path = self.settings.trust_file
+        if path is None or not self.settings.trust_bundle:
+            return False
+        if bundle_pem is None:
+            async with CaClient(self.target()) as client:  # verified against tls.renew.ca_cert: trusted already
+                bundle_pem = await client.trust_bundle()
+        if not bundle_pem:
+            return False
+        bundle = checks.parse_certificates(bundle_pem, where="the CA's trust bundle")
+        if isinstance(bundle, checks.Problem):
+            raise PkiError(f"{bundle.message} Keeping {path} as it is.")
+        problem = checks.check_anchors(bundle, where="the CA's trust bundle")
+        if problem is not None:
+            raise PkiError(f"{problem.message} Keeping {path} as it is.")
+        async with _file_lock(path):
+            return await asyncio.to_thread(self._write_trust, path, bundle)
+
+    def _write_trust(self, path: Path, bundle: list[x509.Certificate]) -> bool:
+        try:
+            current = pki.load_certificates(path) if path.exists() else []
+            chain = pki.load_certificates(self.cert_path)
+        except PkiError as exc:
+            raise PkiError(f"{exc} Keeping {path} as it is.") from exc
+        wanted, kept = trust_to_write(bundle, current, chain)
+        if {c.fingerprint(hashes.SHA256()) for c in wanted} == {c.fingerprint(hashes.SHA256()) for c in current}:
+            return False
+        pki.replace_files([(path, b"".join(pki.certificate_pem(c) for c in wanted), pki.CERT_MODE)])
+        added = [c for c in wanted if c not in current]
+        removed = [c for c in current if c not in wanted]
+        log.info(
+            "trust anchors in %s updated from the CA's trust bundle: %d now%s%s%s",
+            path,
+            len(wanted),
+            f"; added {', '.join(checks.describe(c) for c in added)}" if added else "",
+            f"; removed {', '.join(checks.describe(c) for c in removed)}" if removed else "",
+            f"; kept {', '.join(checks.describe(c) for c in kept)}, which still signs {self.cert_path.name}'s chain"
+            if kept
+            else "",
+        )
+        return True
+
+
+def trust_to_write(
+    bundle: list[x509.Certificate], current: list[x509.Certificate], chain: list[x509.Certificate]
+) -> tuple[list[x509.Certificate], list[x509.Certificate]]:
+    """What the trust file should hold: BUNDLE, plus each CURRENT anchor that still signs CHAIN (leaf first).
+
+    Returns (what to write, the anchors kept though the bundle left them
+    out). Whether an anchor signs the chain is the TLS core's verdict
+    (`verify_chain` with that anchor alone, for the leaf's own use).
+    """
+    kept: list[x509.Certificate] = []
+    for anchor in current:
+        if anchor in bundle:
+            continue
+        verdict = checks.verify_chain(
+            chain[0],
+            chain[1:],
+            [anchor],
+            purpose=purpose_of(chain[0]),
+            where="the certificate in use",
+            anchors_where="the current trust file",
+            anchors_field="tls.ca",
+        )
+        if verdict.first is None:
+            kept.append(anchor)
+    return [*bundle, *kept], kept
+
+
+def _seconds(value: float) -> str:
+    return describe(dt.timedelta(seconds=value))
 
 
 def _check_answer(issued: Issued, old: x509.Certificate, new_key: pki.PrivateKey, trust_pem: bytes) -> None:

@@ -24,6 +24,7 @@ ordering exists for.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections import OrderedDict
@@ -39,10 +40,11 @@ from securechat._gen import ca_pb2, ca_pb2_grpc
 from securechat.ca import audit
 from securechat.ca.authority import Issuance, OnlineCa
 from securechat.ca.metrics import CaMetrics
+from securechat.ca.own import OwnCertificate, server_pair
 from securechat.ca.policy import MAX_CACHED_VERDICTS
 from securechat.ca.refusals import CaRefusal, RefusalReason
 from securechat.config.ca import CaConfig, format_duration
-from securechat.errors import ConfigError, PkiError, SecureChatError
+from securechat.errors import SecureChatError
 from securechat.protocol import REFUSAL_KEY
 from securechat.tls import checks
 
@@ -202,42 +204,19 @@ class RunningCa:
     port: int
     mtls_port: int | None = None
     metrics_port: int | None = None
+    own: OwnCertificate | None = None
+    """The CA service's own TLS pair, served live and renewed in-process."""
+    own_renewal: asyncio.Task[None] | None = None
 
     async def stop(self, grace: float = 1.0) -> None:
+        if self.own_renewal is not None:
+            self.own_renewal.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.own_renewal
         await self.server.stop(grace)
         self.authority.metrics.close()
         await asyncio.to_thread(self.authority.close)
         log.info("CA service stopped")
-
-
-def _server_pair(config: CaConfig, anchors: list[x509.Certificate]) -> tuple[bytes, bytes]:
-    """The CA service's own key and chain, judged by the TLS core as a server certificate under ANCHORS."""
-    source = config.source.name
-    fix = "Issue one with 'securechat certs server ca-service --dir certs'."
-    try:
-        chain = pki.load_certificates(config.tls_cert)
-        key = pki.load_private_key(config.tls_key)
-    except PkiError as exc:
-        raise ConfigError(source, "tls", str(exc), fix) from exc
-    leaf = chain[0]
-    mismatch = checks.check_key(leaf, key, where=str(config.tls_key), cert_where=str(config.tls_cert))
-    if mismatch is not None:
-        raise ConfigError(source, "tls.key", mismatch.message, "Use the key issued with it.")
-    verdict = checks.verify_chain(
-        leaf,
-        chain[1:],
-        anchors,
-        purpose=checks.Purpose.SERVER,
-        where=str(config.tls_cert),
-        anchors_where="the CA's trust anchors",
-        anchors_field="certs",
-    )
-    if verdict.first is not None:
-        renew = "Renew it with 'securechat certs renew ca-service'."
-        raise ConfigError(
-            source, "tls.cert", verdict.first.message, renew if verdict.first.code is checks.Code.EXPIRED else fix
-        )
-    return config.tls_key.read_bytes(), config.tls_cert.read_bytes()
 
 
 async def start_ca_server(config: CaConfig, *, authority: OnlineCa | None = None) -> RunningCa:
@@ -245,10 +224,14 @@ async def start_ca_server(config: CaConfig, *, authority: OnlineCa | None = None
     if authority is None:
         authority = await asyncio.to_thread(OnlineCa, config, metrics=CaMetrics())
     try:
-        key_pem, chain_pem = _server_pair(config, authority.anchors)
+        own = OwnCertificate(config, authority, server_pair(config, authority.anchors))
     except BaseException:
         await asyncio.to_thread(authority.close)
         raise
+    # crl.pem now: a rolled-back or deleted one is published anew before the first renewal
+    # (an unusable one is logged by the authority, and refuses renewals until fixed).
+    with contextlib.suppress(CaRefusal):
+        await asyncio.to_thread(authority.revocations)
     metrics = authority.metrics
     if config.testing_short_lifetimes:
         log.warning(
@@ -275,19 +258,24 @@ async def start_ca_server(config: CaConfig, *, authority: OnlineCa | None = None
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
     try:
-        port = _bind(server, str(config.listen), grpc.ssl_server_credentials([(key_pem, chain_pem)]))
+        # Both ports follow `own`: a renewed certificate is served to the next handshake, live.
+        port = _bind(server, str(config.listen), own.credentials("listen"))
         mtls_port = None
         if config.mtls_listen is not None:
             anchors = b"".join(pki.certificate_pem(c) for c in authority.anchors)
-            credentials = grpc.ssl_server_credentials(
-                [(key_pem, chain_pem)], root_certificates=anchors, require_client_auth=True
-            )
-            mtls_port = _bind(server, str(config.mtls_listen), credentials)
+            mtls_port = _bind(server, str(config.mtls_listen), own.credentials("mtls_listen", client_roots=anchors))
         await server.start()
     except BaseException:
         await asyncio.to_thread(authority.close)
         raise
-    running = RunningCa(config=config, authority=authority, server=server, port=port, mtls_port=mtls_port)
+    running = RunningCa(config=config, authority=authority, server=server, port=port, mtls_port=mtls_port, own=own)
+    running.own_renewal = asyncio.create_task(own.run(), name="securechat-ca-own-certificate")
+    log.info(
+        "the CA service's own certificate %s (serial %s) renews in-process at about 2/3 of its lifetime (due %s)",
+        config.tls_cert.name,
+        own.serving_serial,
+        f"{own.due_at(own.leaf):%Y-%m-%d %H:%M:%S} UTC",
+    )
     if config.metrics_port is not None:
         running.metrics_port = metrics.serve(config.listen.host, config.metrics_port)
         log.info("Prometheus metrics on http://%s:%d/metrics", config.listen.host, running.metrics_port)

@@ -41,6 +41,9 @@ def agent(
 
     Like 'step ca renew --daemon': the new files are written atomically (key 0600); then
     --exec runs, or --signal goes to the PID in --pid-file, so the program loads them.
+    The trust file (tls.ca, or tls.client_ca in a server config) follows the CA's trust
+    bundle, fetched only over the connection verified with it (tls.renew.trust_bundle:
+    false turns that off).
 
     Example: securechat agent --config nginx-tls.yaml --signal HUP --pid-file /run/nginx.pid
     """

@@ -60,6 +60,11 @@ def serve(
 ) -> None:
     """Run the CA service (securechat.ca.v1.CertificateAuthority) until SIGTERM/SIGINT.
 
+    The service renews its own TLS certificate (tls.cert in ca.yaml) in-process at about 2/3 of its lifetime and
+    serves the new one to new handshakes at once; it also follows tls.cert / tls.key when someone else replaces
+    them. crl.pem never goes back: the highest CRL number published is kept in the database, and a crl.pem
+    rolled back or deleted is published anew above it (at start, or at the next renewal).
+
     Example: securechat ca serve --config ca.yaml --listen 127.0.0.1:50052
     """
     from securechat.config.ca import load_ca_config

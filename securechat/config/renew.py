@@ -14,7 +14,7 @@ from securechat.config.yaml_reader import Section
 from securechat.errors import SecureChatError
 
 DEFAULT_CA_PORT = 50052
-RENEW_KEYS = ("ca", "ca_cert", "server_name", "at", "retry_max_seconds")
+RENEW_KEYS = ("ca", "ca_cert", "server_name", "at", "retry_max_seconds", "trust_bundle")
 DEFAULT_RENEW_AT = 2 / 3
 DEFAULT_RETRY_MAX_SECONDS = 60.0
 
@@ -30,6 +30,7 @@ class RenewConfig:
         # server_name: ca.internal  # when the address is not in its certificate
         # at: 0.67                # fraction of the lifetime, 0.5 to 0.9; jittered by +-0.05
         # retry_max_seconds: 60   # longest wait between attempts while the CA is down
+        # trust_bundle: true      # keep tls.ca / tls.client_ca in step with the CA's TrustBundle
     """
 
     ca: Address
@@ -37,6 +38,10 @@ class RenewConfig:
     server_name: str | None = None
     at: float = DEFAULT_RENEW_AT
     retry_max_seconds: float = DEFAULT_RETRY_MAX_SECONDS
+    trust_file: Path | None = None
+    """The config's own trust anchors (tls.ca for a client, tls.client_ca for a server): what
+    `trust_bundle` keeps up to date (during a root rollover the CA adds the next root)."""
+    trust_bundle: bool = True
 
 
 def parse_renew(tls: Section, *, default_ca_cert: Path | None, ca_cert_field: str) -> RenewConfig | None:
@@ -59,9 +64,18 @@ def parse_renew(tls: Section, *, default_ca_cert: Path | None, ca_cert_field: st
     server_name = section.string("server_name")
     at = section.number("at", DEFAULT_RENEW_AT, minimum=0.5, maximum=0.9)
     retry = section.number("retry_max_seconds", DEFAULT_RETRY_MAX_SECONDS, minimum=0.1, maximum=3600.0)
+    trust_bundle = section.boolean("trust_bundle", True)
     if address is None or ca_cert is None:
         return None
-    return RenewConfig(ca=address, ca_cert=ca_cert, server_name=server_name, at=at, retry_max_seconds=retry)
+    return RenewConfig(
+        ca=address,
+        ca_cert=ca_cert,
+        server_name=server_name,
+        at=at,
+        retry_max_seconds=retry,
+        trust_file=default_ca_cert,
+        trust_bundle=trust_bundle,
+    )
 
 
 def parse_server_id(tls: Section) -> str | None:

@@ -63,6 +63,8 @@ class Limits:
     idempotency_ids: int = 100_000
     connection_guard: bool = True
     """Watch connections from outside gRPC (kernel table + channelz) and close floods; false: only core's caps."""
+    buffered_writes: bool = True
+    """Chat: a member's queued events leave in one write, held in gRPC core (quarantined: server/core_writes.py)."""
 
 
 LIMIT_BOUNDS: dict[str, tuple[int, int]] = {
@@ -327,6 +329,7 @@ def _limits(section: Section) -> Limits:
         },
         handshake_timeout_seconds=handshake,
         connection_guard=section.boolean("connection_guard", defaults.connection_guard),
+        buffered_writes=section.boolean("buffered_writes", defaults.buffered_writes),
     )
 
 

@@ -466,18 +466,26 @@ class CertStore(CertsLayout):
         return self.publish_crl(ca, crl_revocations(entries), days=days)
 
     def publish_crl(
-        self, ca: CertificateAuthority, revoked: Sequence[Revocation], *, days: int = CRL_DEFAULT_DAYS
+        self,
+        ca: CertificateAuthority,
+        revoked: Sequence[Revocation],
+        *,
+        days: int = CRL_DEFAULT_DAYS,
+        at_least: int = 1,
     ) -> x509.CertificateRevocationList:
         """Sign and write crl.pem listing REVOKED plus every entry of the current crl.pem that CA signed.
 
         See `policy.carried_revocations`: revocation is never undone, so the
-        online CA and `certs revoke` can both publish here.
+        online CA and `certs revoke` can both publish here. The cRLNumber is
+        one more than the current file's, and at least AT_LEAST (the online CA
+        passes one more than the highest number it ever published, so a
+        crl.pem rolled back or deleted never makes it publish a lower one).
         """
-        number = 1
+        number = at_least
         previous = None
         if os.path.lexists(self.crl_path):
             previous = self.read_crl()
-            number = crl_number(previous) + 1
+            number = max(at_least, crl_number(previous) + 1)
         carried = carried_revocations(previous, ca.cert, (r.serial for r in revoked))
         crl = build_crl(ca, [*revoked, *carried], number=number, days=days)
         self._write_all([FileWrite(self.crl_path, crl_pem(crl), CERT_MODE)], force=True)

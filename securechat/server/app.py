@@ -29,6 +29,7 @@ from securechat.errors import SecureChatError
 from securechat.protocol import Reason, Refusal
 from securechat.server.broker import InMemoryBroker
 from securechat.server.connections import ConnectionGuard, GuardLimits, channelz_server_ids
+from securechat.server.core_writes import CoreWrites
 from securechat.server.interceptors import AuthInterceptor, MethodCollector
 from securechat.server.lifecycle import ServerLifecycle
 from securechat.server.metrics import ServerMetrics
@@ -148,6 +149,11 @@ async def start_server(config: ServerConfig) -> RunningServer:
     except BaseException:
         await hub.close()
         raise
+    # Chat's held writes (quarantined): the self-test runs against the started server; public writes if it fails.
+    if limits.buffered_writes:
+        service.core_writes = await CoreWrites.start(server)
+    else:
+        service.core_writes = CoreWrites.off("limits.buffered_writes is false")
     running = RunningServer(
         config=config, server=server, port=port, health=health_servicer, service=service, metrics=metrics, hub=hub
     )

@@ -30,6 +30,7 @@ from securechat.protocol import (
     valid_room,
 )
 from securechat.server.admission import Admission
+from securechat.server.core_writes import CoreWrites, EventWriter
 from securechat.server.handlers import Handler
 from securechat.server.interceptors import current_peer
 from securechat.server.metrics import ServerMetrics
@@ -57,6 +58,9 @@ class ChatService:
         self.admission = Admission(limits)
         hub.presence = self.admission.allow_presence
         self._metrics = metrics
+        # Chat's write path: public context.write until the server has started
+        # and the quarantined held writes passed their self-test (app.start_server).
+        self.core_writes = CoreWrites.off("not set up yet (start_server does, after the server has started)")
 
     @property
     def open_streams(self) -> int:
@@ -138,7 +142,8 @@ class ChatService:
             extra={"identity": name, "peer": address},
         )
         reader = asyncio.create_task(self._read(requests, member))
-        writer = asyncio.create_task(_write_batches(member, context) if batched else _write(member, context))
+        writes = _write_batches(member, context) if batched else _write(member, self.core_writes.writer(context))
+        writer = asyncio.create_task(writes)
         member.on_abort = writer.cancel
         try:
             await asyncio.wait((writer,))
@@ -237,13 +242,16 @@ class ChatService:
         return None
 
 
-async def _write(member: Member, context: ChatContext) -> None:
-    """Write the member's events until its stream ends: one message, one `context.write`, per event."""
-    # Events arrive as bytes serialized once by the hub; the method's
-    # response serializer is the identity, so they go out as they are.
+async def _write(member: Member, writer: EventWriter) -> None:
+    """Write the member's events until its stream ends: one message per event, a batch at a time.
+
+    Events arrive as bytes serialized once by the hub; the method's response
+    serializer is the identity, so they go out as they are. WRITER is
+    core_writes' HeldWriter (a batch leaves in one write) or PublicWriter
+    (one `context.write` per event).
+    """
     while batch := await member.next_events():
-        for event in batch:
-            await context.write(event)
+        await writer.write(batch)
 
 
 async def _write_batches(member: Member, context: ChatContext) -> None:

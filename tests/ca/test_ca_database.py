@@ -81,3 +81,29 @@ def test_synchronous_callers_commit_their_own_transaction(tmp_path: Path) -> Non
 
     with pytest.raises(DatabaseError, match="the CA database is closed"):
         db.run(lambda tx: tx.add_token(_token(4)))
+
+
+def test_the_crl_number_mark_only_goes_up(tmp_path: Path) -> None:
+    """raise_crl_number keeps the highest number per signer key: 3 then 2 leaves 3 (twin: 4 raises it)."""
+    now = dt.datetime.now(dt.timezone.utc)
+    with CaDatabase(tmp_path / "ca.db") as db:
+        assert db.run(lambda tx: tx.crl_number("k")) is None
+        db.run(lambda tx: tx.raise_crl_number("k", issuer="CN=i", number=3, at=now))
+        db.run(lambda tx: tx.raise_crl_number("k", issuer="CN=i", number=2, at=now))
+        assert db.run(lambda tx: tx.crl_number("k")) == 3
+        db.run(lambda tx: tx.raise_crl_number("k", issuer="CN=i", number=4, at=now))
+        assert db.run(lambda tx: tx.crl_number("k")) == 4
+        assert db.run(lambda tx: tx.crl_number("other")) is None
+
+
+def test_a_version_1_database_gains_the_crl_numbers_table(tmp_path: Path) -> None:
+    """A database made before crl_numbers existed opens, gains the table and says version 2."""
+    path = tmp_path / "ca.db"
+    CaDatabase(path).close()
+    with sqlite3.connect(path) as old:
+        old.execute("DROP TABLE crl_numbers")
+        old.execute("PRAGMA user_version=1")
+    with CaDatabase(path) as db:
+        assert db.run(lambda tx: tx.crl_number("k")) is None
+    with sqlite3.connect(path) as reopened:
+        assert reopened.execute("PRAGMA user_version").fetchone() == (2,)

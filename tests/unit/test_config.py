@@ -202,6 +202,11 @@ def test_listen_and_target_overrides_replace_the_file_value(deployment):
             "limits.max_text_len",
             "Did you mean 'limits.max_text_length'?",
         ),
+        (
+            {"tls": SERVER_TLS, "limits": {"bufered_writes": False}},
+            "limits.bufered_writes",
+            "Did you mean 'limits.buffered_writes'?",
+        ),
         ({"tls": SERVER_TLS, "log": {"levle": "debug"}}, "log.levle", "Did you mean 'log.level'?"),
         ({"tls": SERVER_TLS, "authz": {"allowed": ["a"]}}, "authz.allowed", "Did you mean 'authz.allow'?"),
         ({"tls": SERVER_TLS, "colour": "blue"}, "colour", f"Valid keys: {SERVER_KEYS}."),
@@ -270,6 +275,7 @@ def test_client_unknown_key_names_it_and_suggests(deployment, data, field, hint)
         ),
         ({"authz": ["alice"]}, "authz", "must be a mapping of keys to values, got a list."),
         ({"limits": 5}, "limits", "must be a mapping of keys to values, got a number."),
+        ({"limits": {"buffered_writes": "off"}}, "limits.buffered_writes", "expected true or false, got a string ('off')."),
         ({"limits": {"max_text_length": 0}}, "limits.max_text_length", "0 is out of range; use 1 to 1048576."),
         (
             {"limits": {"max_rooms_per_stream": 10001}},
