@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import random
 import sys
 import tempfile
@@ -175,7 +176,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--every", type=float, default=15.0, help="seconds between samples")
     parser.add_argument("--warmup", type=float, default=0.2, help="fraction of the run left out of the trends")
     parser.add_argument("--keep", type=Path, help="keep the run's logs (clients.jsonl, every process's log) in this directory")
+    parser.add_argument("--memhook", type=Path, help="run each replica under benchmarks.memhook, writing REPLICA.memhook.jsonl here (slower; for finding leaks)")
+    parser.add_argument("--memhook-options", default="--every 60", help="options for benchmarks.memhook, e.g. '--every 30 --frames 0 --trim'")
     args = parser.parse_args(argv)
+    if args.memhook:
+        args.memhook.mkdir(parents=True, exist_ok=True)
+        os.environ["FAULTS_MEMHOOK"] = str(args.memhook.resolve())
+        os.environ["FAULTS_MEMHOOK_OPTIONS"] = args.memhook_options
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)
         result = asyncio.run(soak(args.minutes, args.seed, args.every, args.warmup, args.keep))

@@ -33,6 +33,16 @@ server still holds when it says which (`securechat-resume-from` in the
 trailing metadata: after a server restart, the new run's first event, so
 nothing posted since the restart is missed), else from live events.
 
+Resends and a single server's restart: a single server (it says
+`securechat-order: global`) keeps the `client_msg_id`s it accepted in
+memory only, so after OUT_OF_RANGE from it -- a new run, or history it
+dropped -- a resent message could be posted a second time to members who
+got it before. Such messages are not resent: each is reported as
+`Unconfirmed` ("may not have been delivered") and listed in `unconfirmed`,
+and the user decides. Delivered once, or the sender is told. Replicas keep
+the ids in JetStream (`broker.duplicate_window`), so there a resend after
+OUT_OF_RANGE stays safe and is made.
+
 Refusals are acted on by their reason (`securechat-refusal` in the trailing
 metadata, see securechat.protocol), never by their text:
 
@@ -136,7 +146,21 @@ class Refused:
     text: str | None
 
 
-SessionStatus = Reconnecting | Resumed | HistoryLost | Refused
+@dataclass(frozen=True)
+class Unconfirmed:
+    """A message sent before a single server restarted (or dropped its history) whose echo never came.
+
+    The server that would remember its `client_msg_id` is gone, so it is
+    not resent (a resend could post it twice); it may or may not have been
+    delivered. `text` and `room` say which; sending it again is the user's call.
+    """
+
+    room: str
+    text: str
+    client_msg_id: str
+
+
+SessionStatus = Reconnecting | Resumed | HistoryLost | Refused | Unconfirmed
 
 # Refusals of something we sent: drop it and carry on (see the module docstring).
 MESSAGE_REFUSALS = frozenset({Reason.TEXT_TOO_LONG, Reason.INVALID_ROOM, Reason.TOO_MANY_ROOMS})
@@ -264,6 +288,7 @@ class ReconnectingChat:
         # [room, text, stream number it was last written on, client_msg_id]: echo not yet seen
         self._unacknowledged: list[list[Any]] = []
         self._refused: Refused | None = None  # a refused message: the first unechoed one, dropped before resending
+        self._unconfirmed: list[tuple[str, str]] = []  # (room, text) not resent after a single server's OUT_OF_RANGE
         self._stream_number = 0
         self._resent = asyncio.Event()  # set unless unechoed messages wait to be resent
         self._resent.set()
@@ -298,6 +323,11 @@ class ReconnectingChat:
     @property
     def unacknowledged(self) -> list[tuple[str, str]]:
         return [(entry[0], entry[1]) for entry in self._unacknowledged]
+
+    @property
+    def unconfirmed(self) -> list[tuple[str, str]]:
+        """(room, text) of messages reported `Unconfirmed`: sent before a single server restarted, not resent."""
+        return list(self._unconfirmed)
 
     async def join(self, room: str) -> None:
         if room not in self._rooms:
@@ -459,6 +489,8 @@ class ReconnectingChat:
                             raise gap from exc
                         self._status(HistoryLost(gap))
                         self.marks.forget(resume_from=gap.resume_from)
+                        if self.marks.global_order:
+                            self._give_up_resends()
                         continue
                     if reason in MESSAGE_REFUSALS and self._drop_refused(exc, reason):
                         continue  # the rest goes on, on a new stream that resumes
@@ -488,6 +520,19 @@ class ReconnectingChat:
         except BaseException as exc:  # handed to the reader, who raises it
             self._error = exc
             self._events.put_nowait(exc)
+
+    def _give_up_resends(self) -> None:
+        """A single server that no longer holds our history may have forgotten our ids: tell, do not resend."""
+        pending, self._unacknowledged = self._unacknowledged, []
+        if self._settle_timer is not None:
+            self._settle_timer.cancel()
+            self._settle_timer = None
+        self._resend_after_settle.clear()
+        self._resent.set()
+        for room, text, _, client_msg_id in pending:
+            self._unconfirmed.append((room, text))
+            log.info("not resending a message to room %s: the server restarted before confirming it", room)
+            self._status(Unconfirmed(room, text, client_msg_id))
 
     def _drop_refused(self, error: grpc.aio.AioRpcError, reason: Reason) -> bool:
         """Drop the message or room the server refused; False if there is nothing to drop (then it is fatal)."""
