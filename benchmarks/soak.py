@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "faults"))
 
 from fault_checker import ClientRecord, check  # noqa: E402
+from fault_procs import _proc_status  # noqa: E402
 from fault_run import Deployment, RunOptions, _drain, _save_logs, client_rooms, schedule  # noqa: E402
 
 from securechat.client.reconnect import reconnecting_chat  # noqa: E402
@@ -117,6 +118,8 @@ async def soak(minutes: float, seed: int, every: float, warmup: float, root: Pat
                     "tasks": server.metric("securechat_event_loop_tasks"),
                     "streams": server.metric("securechat_streams"),
                 }
+            if deployment.cluster is not None:  # JetStream's duplicate window (10 minutes) fills here, not in the replicas
+                sample["nats"] = {f"nats-{node.index}": [_proc_status(node.process, "VmRSS"), node.process.starts] for node in deployment.cluster.nodes}
             with contextlib.suppress(Exception):
                 sample["consumers"] = await asyncio.wait_for(deployment.cluster.consumer_count(), 5)  # type: ignore[union-attr]
             samples.append(sample)
@@ -150,12 +153,40 @@ async def soak(minutes: float, seed: int, every: float, warmup: float, root: Pat
                     "slope_per_hour": round(per_second * 3600, 2),
                     "change_over_span_pct": round(100 * per_second * span / mean, 2) if mean else 0.0,
                 }
+        # Tasks follow the streams a replica holds (clients move between
+        # replicas with the faults): the part streams do not explain is what
+        # must stay flat. tasks = a + b * streams, fitted; the residual's slope.
+        pairs = [
+            (s["t"], float(s[name]["tasks"]), float(s[name]["streams"]))
+            for s in measured
+            if s.get(name, {}).get("tasks") is not None and s.get(name, {}).get("streams") is not None
+        ]
+        if len(pairs) > 2:
+            per_stream = slope([(streams, tasks) for _, tasks, streams in pairs])
+            residual = [(t, tasks - per_stream * streams) for t, tasks, streams in pairs]
+            trends[f"{name}.tasks_beyond_streams"] = {
+                "tasks_per_stream": round(per_stream, 2),
+                "slope_per_hour": round(slope(residual) * 3600, 2),
+            }
     consumers = [(s["t"], float(s["consumers"])) for s in measured if "consumers" in s]
     if consumers:
         trends["jetstream.consumers"] = {
             "first": consumers[0][1], "last": consumers[-1][1], "max": max(v for _, v in consumers),
             "slope_per_hour": round(slope(consumers) * 3600, 2),
         }
+    for index in range(3 if deployment.cluster is not None else 0):
+        node = f"nats-{index}"
+        runs = [(s["t"], float(s["nats"][node][0]), s["nats"][node][1]) for s in measured if (s.get("nats") or {}).get(node, [None])[0]]
+        if len(runs) > 2:
+            # A node restarted by a fault starts its series again: the slope is fitted over its last run.
+            last_run = [(t, rss) for t, rss, starts in runs if starts == runs[-1][2]]
+            trends[f"{node}.rss_kb"] = {
+                "max": max(rss for _, rss, _ in runs),
+                "last": runs[-1][1],
+                "starts": runs[-1][2],
+                "last_run_seconds": round(last_run[-1][0] - last_run[0][0], 1),
+                "last_run_slope_per_hour": round(slope(last_run) * 3600, 2),
+            }
     return {
         "parameters": {"minutes": minutes, "seed": seed, "every_seconds": every, "warmup_fraction": warmup, "clients": options.clients, "churners": len(churners), "faults": list(SOAK_FAULTS)},
         "faults_injected": faults_done,
