@@ -26,6 +26,7 @@ else:
 from typing import Annotated, Any  # noqa: E402
 
 import typer  # noqa: E402
+from typer.core import TyperCommand  # noqa: E402
 
 from securechat.cli.output import fail  # noqa: E402
 from securechat.cli.proto import proto  # noqa: E402
@@ -94,6 +95,33 @@ def build_app(*, certs_only: bool = False) -> typer.Typer:
     return app
 
 
+def _plain_usage(app: typer.Typer) -> None:
+    """Make every command of APP write its usage line the usual way (see `_Command`)."""
+    for info in app.registered_commands:
+        if info.cls in (None, TyperCommand):
+            info.cls = _Command
+    for group in app.registered_groups:
+        if group.typer_instance is not None:
+            _plain_usage(group.typer_instance)
+
+
+class _Command(TyperCommand):
+    """A command whose usage line reads `NAME...` for a required argument and `[NAME]` for an optional one.
+
+    Typer writes a required argument as `{NAME}`, which no other tool does
+    and which reads like a set of choices.
+    """
+
+    # typer.Context is the public name of the context Typer passes; the base method names its vendored parent.
+    def collect_usage_pieces(self, ctx: typer.Context) -> list[str]:  # type: ignore[override]
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if param.param_type_name == "argument":
+                metavar = param.make_metavar(ctx)
+                pieces.append(metavar if param.required else f"[{metavar}]")
+        return pieces
+
+
 def _print_version(value: bool) -> None:
     if value:
         from securechat import __version__
@@ -140,7 +168,8 @@ _METAVARS = {
     "ttl": "DURATION", "within": "DURATION", "serial": "SERIAL", "token": "TOKEN", "dir": "DIR", "root_dir": "DIR",
     "key_type": "TYPE", "days": "DAYS", "permit_dns": "DOMAIN", "exec_": "COMMAND", "exec": "COMMAND",
     "signal": "SIGNAL", "kind": "KIND", "name": "NAME", "namespace": "NAMESPACE", "ca_address": "HOST:PORT",
-    "exec_command": "COMMAND", "send_signal": "SIGNAL",
+    "exec_command": "COMMAND", "send_signal": "SIGNAL", "directory": "DIR", "spiffe_trust_domain": "DOMAIN",
+    "crl_days": "DAYS", "secret_name": "NAME",
 }  # fmt: skip
 
 
@@ -174,12 +203,13 @@ def main() -> None:
 
         completion_init()
     app = build_app(certs_only=sys.argv[1:2] == ["certs"])
+    _plain_usage(app)
     from typer.main import get_command
 
     command = get_command(app)
     name_values(command)
     try:
-        command(standalone_mode=True)
+        command(standalone_mode=True, prog_name="securechat")
     except SecureChatError as exc:
         fail(str(exc))
     except KeyboardInterrupt:

@@ -28,6 +28,7 @@ import re
 from cryptography import x509
 
 from securechat.errors import PkiError
+from securechat.tls import checks
 
 MAX_NAME_LENGTH = 64
 """ub-common-name in RFC 5280; NAME also becomes the certificate's CN."""
@@ -151,33 +152,19 @@ def permitted_subtree(text: str) -> x509.GeneralName:
     return base
 
 
-def _within(name: x509.GeneralName, subtree: x509.GeneralName) -> bool:
-    # RFC 5280 4.2.1.10: a DNS constraint is satisfied by the name itself and by
-    # any name formed by adding labels to its left. Other name types are only
-    # constrained by subtrees of their own type.
-    if isinstance(name, x509.DNSName) and isinstance(subtree, x509.DNSName):
-        return name.value == subtree.value or name.value.endswith("." + subtree.value)
-    return False
-
-
 def check_name_constraints(ca_cert: x509.Certificate, sans: list[x509.GeneralName]) -> None:
-    """Raise PkiError if a SAN falls outside the CA's permitted DNS subtrees.
+    """Raise PkiError if a DNS SAN falls outside the CA's DNS name constraints (decided by `tls.checks`).
 
-    Only DNS subtrees are enforced: those are what `certs init --permit-dns`
-    writes, and names of a type the CA does not constrain (IPs, URIs) are
-    allowed, as RFC 5280 says. Excluded subtrees are not written by securechat.
+    Names of a type the CA does not constrain (IPs, URIs) are allowed, as
+    RFC 5280 says.
     """
-    try:
-        constraints = ca_cert.extensions.get_extension_for_class(x509.NameConstraints).value
-    except x509.ExtensionNotFound:
+    outside = checks.outside_name_constraints(ca_cert, [san.value for san in sans if isinstance(san, x509.DNSName)])
+    if not outside:
         return
-    permitted = [s for s in constraints.permitted_subtrees or () if isinstance(s, x509.DNSName)]
+    name, permitted = outside[0], checks.permitted_dns_subtrees(ca_cert)
     if not permitted:
-        return
-    for name in sans:
-        if isinstance(name, x509.DNSName) and not any(_within(name, subtree) for subtree in permitted):
-            allowed = ", ".join(s.value for s in permitted)
-            raise PkiError(
-                f"{name.value!r} is outside the CA's name constraints (it may only issue names under: {allowed})."
-                f" Use a name such as '{name.value.split('.')[0]}.{permitted[0].value}'."
-            )
+        raise PkiError(f"{name!r} is excluded by the CA's name constraints. Use a name the CA may certify.")
+    raise PkiError(
+        f"{name!r} is outside the CA's name constraints (it may only issue names under: {', '.join(permitted)})."
+        f" Use a name such as '{name.split('.')[0]}.{permitted[0]}'."
+    )

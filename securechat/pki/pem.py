@@ -1,7 +1,9 @@
 """Read certificates and keys from files, and encode them for writing.
 
 Every failure is a PkiError naming the file; the text never contains PEM
-data or a passphrase.
+data or a passphrase. What is wrong with a file's contents is decided by
+the TLS core (`tls.checks.parse_certificates` / `parse_private_key`), so a
+file reads the same here as in a config, `doctor` or the CA.
 """
 
 from __future__ import annotations
@@ -10,11 +12,12 @@ import os
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ed448
 
 from securechat.errors import InputFileError, PkiError
 from securechat.files import CERTIFICATE_LIMIT, KEY_LIMIT, read_regular_file
 from securechat.pki.keys import PrivateKey
+from securechat.tls import checks
 
 
 def _read(path: str | os.PathLike[str], what: str) -> bytes:
@@ -33,47 +36,39 @@ def _read(path: str | os.PathLike[str], what: str) -> bytes:
 
 def load_certificates(path: str | os.PathLike[str]) -> list[x509.Certificate]:
     """Every certificate in a PEM bundle at PATH (at least one), in file order."""
-    data = _read(path, "certificate")
-    try:
-        certs = x509.load_pem_x509_certificates(data)
-    except ValueError as exc:
-        raise PkiError(f"{path} holds no readable PEM certificate. Point to a certificate (.pem) file.") from exc
-    return certs
+    return _certificates(path, allow_der=False)
 
 
 def load_certificate(path: str | os.PathLike[str]) -> x509.Certificate:
     """The first certificate at PATH, PEM or DER."""
-    data = _read(path, "certificate")
-    try:
-        if b"-----BEGIN" in data:
-            return x509.load_pem_x509_certificates(data)[0]
-        return x509.load_der_x509_certificate(data)
-    except ValueError as exc:
-        if b"PRIVATE KEY-----" in data:
-            raise PkiError(f"{path} is a private key, not a certificate. Point to NAME.pem, not NAME-key.pem.") from exc
-        raise PkiError(f"{path} is not a readable certificate. Point to a PEM or DER certificate file.") from exc
+    return _certificates(path, allow_der=True)[0]
 
 
-def load_private_key(path: str | os.PathLike[str], *, password: bytes | None = None) -> PrivateKey:
-    """The private key at PATH (PEM), decrypted with PASSWORD if it is encrypted."""
-    data = _read(path, "key")
-    try:
-        key = serialization.load_pem_private_key(data, password=password)
-    except TypeError as exc:
-        if password is None:
-            raise PkiError(f"{path} is encrypted. Give its passphrase.") from exc
-        raise PkiError(f"{path} is not encrypted, but a passphrase was given. Drop the passphrase.") from exc
-    except ValueError as exc:
-        if password is not None and b"ENCRYPTED" in data:
-            raise PkiError(f"{path} could not be decrypted: wrong passphrase. Check the passphrase.") from exc
-        if b"CERTIFICATE-----" in data:
-            raise PkiError(f"{path} is a certificate, not a private key. Point to NAME-key.pem.") from exc
-        raise PkiError(f"{path} holds no readable PEM private key. Point to a NAME-key.pem file.") from exc
-    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey):
+def _certificates(path: str | os.PathLike[str], *, allow_der: bool) -> list[x509.Certificate]:
+    parsed = checks.parse_certificates(_read(path, "certificate"), where=str(path), allow_der=allow_der)
+    if isinstance(parsed, checks.Problem):
+        raise PkiError(f"{parsed.message} {parsed.fix}")
+    return parsed
+
+
+def load_private_key(
+    path: str | os.PathLike[str], *, password: bytes | None = None, encrypted_fix: str = "Give its passphrase."
+) -> PrivateKey:
+    """The private key at PATH (PEM), decrypted with PASSWORD if it is encrypted.
+
+    The TLS core decides what is wrong with the file; a key that needs a
+    passphrase gets ENCRYPTED_FIX (how this caller takes one), not the
+    server's fix.
+    """
+    parsed = checks.parse_private_key(_read(path, "key"), where=str(path), password=password)
+    if isinstance(parsed, checks.Problem):
+        fix = encrypted_fix if parsed.code is checks.Code.KEY_ENCRYPTED else parsed.fix
+        raise PkiError(f"{parsed.message} {fix}")
+    if isinstance(parsed, ed448.Ed448PrivateKey):
         raise PkiError(
-            f"{path} holds a {type(key).__name__}, which securechat does not use. Use an ECDSA, RSA or Ed25519 key."
+            f"{path} holds an Ed448 key, which securechat does not issue with. Use an ECDSA, RSA or Ed25519 key."
         )
-    return key
+    return parsed
 
 
 def certificate_pem(cert: x509.Certificate) -> bytes:

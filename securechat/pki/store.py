@@ -195,12 +195,9 @@ class CertStore(CertsLayout):
         return ca
 
     def _load_ca_key(self, path: Path, passphrase: bytes | None) -> PrivateKey:
-        try:
-            return load_private_key(path, password=passphrase)
-        except PkiError as exc:
-            if passphrase is None and isinstance(exc.__cause__, TypeError):  # encrypted, no passphrase
-                raise PkiError(f"{path} is encrypted. Pass --ca-passphrase-file FILE with its passphrase.") from exc
-            raise
+        return load_private_key(
+            path, password=passphrase, encrypted_fix="Pass --ca-passphrase-file FILE with its passphrase."
+        )
 
     # -- a hierarchy: root and intermediate ----------------------------------
 

@@ -96,6 +96,8 @@ class Code(str, Enum):
     NOT_PEM_CERTIFICATE = "not-pem-certificate"
     NOT_PEM_KEY = "not-pem-key"
     KEY_ENCRYPTED = "key-encrypted"
+    KEY_NOT_ENCRYPTED = "key-not-encrypted"
+    WRONG_PASSPHRASE = "wrong-passphrase"  # noqa: S105 (a reason code, not a password)
     KEY_MISMATCH = "key-mismatch"
     EXPIRED = "expired"
     NOT_YET_VALID = "not-yet-valid"
@@ -247,31 +249,62 @@ def describe_name(name: x509.Name) -> str:
 # -- parsing, as problems ----------------------------------------------------------
 
 
-def parse_certificates(data: bytes, *, where: str) -> list[x509.Certificate] | Problem:
-    """Every PEM certificate in DATA, in order; a Problem if there is none."""
+def parse_certificates(data: bytes, *, where: str, allow_der: bool = False) -> list[x509.Certificate] | Problem:
+    """Every PEM certificate in DATA, in order (or DATA's one DER certificate if ALLOW_DER); a Problem if none."""
     try:
+        if allow_der and b"-----BEGIN" not in data:
+            return [x509.load_der_x509_certificate(data)]
         return x509.load_pem_x509_certificates(data)
     except ValueError:
+        if b"PRIVATE KEY-----" in data:
+            return Problem(
+                Code.NOT_PEM_CERTIFICATE,
+                "cert",
+                f"{where} is a private key, not a certificate.",
+                "Point it at NAME.pem, not NAME-key.pem.",
+            )
         return Problem(
             Code.NOT_PEM_CERTIFICATE,
             "cert",
-            f"{where} is not a PEM certificate.",
+            f"{where} is not a {'PEM or DER' if allow_der else 'PEM'} certificate.",
             "Point it at a file that starts with -----BEGIN CERTIFICATE-----.",
         )
 
 
-def parse_private_key(data: bytes, *, where: str) -> PrivateKey | Problem:
-    """The unencrypted PEM private key in DATA; a Problem if it is encrypted, not a key, or of an unused type."""
+def parse_private_key(data: bytes, *, where: str, password: bytes | None = None) -> PrivateKey | Problem:
+    """The PEM private key in DATA, decrypted with PASSWORD; a Problem if it cannot be read or is of an unused type.
+
+    The fixes are the server's and client's (they need an unencrypted key);
+    a caller that takes a passphrase (the CA's key) replaces the fix.
+    """
     try:
-        key = serialization.load_pem_private_key(data, password=None)
+        key = serialization.load_pem_private_key(data, password=password)
     except TypeError:
+        if password is None:
+            return Problem(
+                Code.KEY_ENCRYPTED,
+                "key",
+                f"{where} is encrypted with a passphrase.",
+                "The server and client need an unencrypted key file (mode 0600).",
+            )
         return Problem(
-            Code.KEY_ENCRYPTED,
+            Code.KEY_NOT_ENCRYPTED,
             "key",
-            f"{where} is encrypted with a passphrase.",
-            "The server and client need an unencrypted key file (mode 0600).",
+            f"{where} is not encrypted, but a passphrase was given.",
+            "Drop the passphrase.",
         )
     except (ValueError, UnsupportedAlgorithm):
+        if password is not None and b"ENCRYPTED" in data:
+            return Problem(
+                Code.WRONG_PASSPHRASE,
+                "key",
+                f"{where} could not be decrypted: wrong passphrase.",
+                "Check the passphrase.",
+            )
+        if b"CERTIFICATE-----" in data:
+            return Problem(
+                Code.NOT_PEM_KEY, "key", f"{where} is a certificate, not a private key.", "Point it at NAME-key.pem."
+            )
         return Problem(
             Code.NOT_PEM_KEY,
             "key",
@@ -495,28 +528,51 @@ def _within(name: str, subtree: str) -> bool:
     return name == base or name.endswith("." + base)
 
 
-def _name_constraint_problems(ca: x509.Certificate, leaf: x509.Certificate, depth: int, where: str) -> list[Problem]:
-    """The leaf's DNS SANs against CA's DNS name constraints (other name types are left to cryptography's verifier)."""
+def _dns_subtrees(ca: x509.Certificate) -> tuple[list[str], list[str]]:
     try:
         constraints = ca.extensions.get_extension_for_class(x509.NameConstraints).value
     except x509.ExtensionNotFound:
-        return []
+        return [], []
     permitted = [s.value for s in constraints.permitted_subtrees or () if isinstance(s, x509.DNSName)]
     excluded = [s.value for s in constraints.excluded_subtrees or () if isinstance(s, x509.DNSName)]
-    for san in subject_alternative_names(leaf):
-        if not isinstance(san, x509.DNSName):
-            continue
-        name = san.value.lower()
-        if (permitted and not any(_within(name, p) for p in permitted)) or any(_within(name, e) for e in excluded):
-            return [
-                Problem(
-                    Code.NAME_CONSTRAINTS,
-                    "ca",
-                    f"{where} names {escape(name)}, outside the name constraints of {describe(ca)}.",
-                    "Issue it for a name the CA may certify.",
-                    depth,
-                )
-            ]
+    return permitted, excluded
+
+
+def permitted_dns_subtrees(ca: x509.Certificate) -> list[str]:
+    """The DNS subtrees CA may certify names under (empty: CA has no DNS name constraint)."""
+    return _dns_subtrees(ca)[0]
+
+
+def outside_name_constraints(ca: x509.Certificate, dns_names: Iterable[str]) -> list[str]:
+    """The names among DNS_NAMES (lowercased) that CA's DNS name constraints do not allow.
+
+    Only DNS subtrees are judged here; names of other types are constrained
+    only by subtrees of their own type (RFC 5280), which cryptography's
+    verifier enforces.
+    """
+    permitted, excluded = _dns_subtrees(ca)
+    if not permitted and not excluded:
+        return []
+    return [
+        name
+        for name in (n.lower() for n in dns_names)
+        if (permitted and not any(_within(name, p) for p in permitted)) or any(_within(name, e) for e in excluded)
+    ]
+
+
+def _name_constraint_problems(ca: x509.Certificate, leaf: x509.Certificate, depth: int, where: str) -> list[Problem]:
+    """The leaf's DNS SANs against CA's DNS name constraints."""
+    dns = [san.value for san in subject_alternative_names(leaf) if isinstance(san, x509.DNSName)]
+    for name in outside_name_constraints(ca, dns)[:1]:
+        return [
+            Problem(
+                Code.NAME_CONSTRAINTS,
+                "ca",
+                f"{where} names {escape(name)}, outside the name constraints of {describe(ca)}.",
+                "Issue it for a name the CA may certify.",
+                depth,
+            )
+        ]
     return []
 
 

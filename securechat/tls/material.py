@@ -113,7 +113,7 @@ def _read_ca_bundle(field: _Field, path: Path) -> tuple[bytes, list[x509.Certifi
     data = _read(field, path, "Run 'securechat certs init' to create a CA, or fix the path.")
     cas = checks.parse_certificates(data, where=shown(path))
     if isinstance(cas, Problem):
-        raise field.raise_problem(cas)
+        raise field.raise_problem(cas, "Point it at the CA's certificate (ca.pem, or root.pem for a hierarchy).")
     problem = checks.check_anchors(cas, where=shown(path))
     if problem is not None:
         raise field.raise_problem(problem)

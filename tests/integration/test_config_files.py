@@ -155,16 +155,26 @@ def test_file_path_is_a_directory(deployment):
     assert str(error) == f"server.yaml: tls.cert: {CERTS} is a directory, not a file. Point it at the PEM file."
 
 
-@pytest.mark.parametrize(("field", "target"), [("tls.cert", "server-key.pem"), ("tls.client_ca", "server-key.pem")])
-def test_file_that_is_not_a_certificate(deployment, field, target):
+@pytest.mark.parametrize(
+    ("field", "target", "wording"),
+    [
+        ("tls.cert", "server-key.pem", "is a private key, not a certificate. Point it at NAME.pem, not NAME-key.pem."),
+        (
+            "tls.client_ca",
+            "server-key.pem",
+            "is a private key, not a certificate. Point it at the CA's certificate (ca.pem, or root.pem for a hierarchy).",
+        ),
+        ("tls.cert", "notes.txt", "is not a PEM certificate. Point it at a file that starts with -----BEGIN CERTIFICATE-----."),
+    ],
+)
+def test_file_that_is_not_a_certificate(deployment, field, target, wording):
     """A key (or any non-certificate) where a certificate belongs is named, with the fix."""
     path = CERTS / target
+    if not path.exists():
+        path.write_text("not a certificate\n")
     error = server_error(deployment.server_yaml(tls={field.removeprefix("tls."): f"certs/{target}"}))
     assert error.field == field
-    assert (
-        str(error)
-        == f"server.yaml: {field}: {path} is not a PEM certificate. Point it at a file that starts with -----BEGIN CERTIFICATE-----."
-    )
+    assert str(error) == f"server.yaml: {field}: {path} {wording}"
 
 
 def test_key_file_that_is_not_a_key(deployment):
@@ -175,7 +185,7 @@ def test_key_file_that_is_not_a_key(deployment):
     assert error.field == "tls.key"
     assert (
         str(error)
-        == f"server.yaml: tls.key: {path} is not a PEM private key. Point it at the NAME-key.pem file issued with the certificate."
+        == f"server.yaml: tls.key: {path} is a certificate, not a private key. Point it at NAME-key.pem."
     )
 
 

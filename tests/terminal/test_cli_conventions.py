@@ -59,7 +59,25 @@ def test_help_fits_80_columns_with_examples_and_real_metavars(tmp_path: Path, co
     assert [line for line in done.stdout.splitlines() if len(line) > 80] == []
     assert "securechat " + " ".join(command) in done.stdout.split("Options:")[0].split("Usage:", 1)[1]
     assert re.search(r"Examples?:", done.stdout)
-    assert not re.search(r"<(path|str|int|text)>|\{[a-z_]+\}", done.stdout)
+    assert not re.search(r"<(path|str|int|text)>|\{[A-Za-z_.]+\}", done.stdout)
+    assert not re.search(r"--(dir|out|root-dir) FILE", done.stdout)
+    assert not re.search(r"--[a-z-]+ [A-Z]+_[A-Z_]+\b", done.stdout), "a metavar spelt from the parameter name"
+
+
+def test_usage_lines_name_arguments_plainly(tmp_path: Path):
+    """A required argument reads NAME (NAME... for several), an optional one [NAME]: the usual convention, not Typer's {NAME}."""
+    usage = {
+        command: run(*command, "--help", cwd=tmp_path).stdout.splitlines()[0]
+        for command in (("certs", "client"), ("certs", "server"), ("certs", "needs-renewal"), ("completion",))
+    }
+    assert usage == {
+        ("certs", "client"): "Usage: securechat certs client [OPTIONS] NAME...",
+        ("certs", "server"): "Usage: securechat certs server [OPTIONS] NAME",
+        ("certs", "needs-renewal"): "Usage: securechat certs needs-renewal [OPTIONS] [NAME]",
+        ("completion",): "Usage: securechat completion [OPTIONS] SHELL",
+    }
+    missing = run("certs", "client", cwd=tmp_path)
+    assert (missing.returncode, missing.stderr.splitlines()[-1]) == (2, "Error: Missing argument 'NAME...'.")
 
 
 @pytest.mark.parametrize(

@@ -133,10 +133,10 @@ def test_load_certificate_reads_der(tmp_path: Path, pki_ca: pki.CertificateAutho
     ("content", "message"),
     [
         (None, r"missing\.pem not found\. Check the path"),
-        (b"garbage", "is not a readable certificate"),
+        (b"garbage", r"is not a PEM or DER certificate\. Point it at a file that starts with -----BEGIN CERTIFICATE-----\."),
         (
             b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
-            "is a private key, not a certificate",
+            r"is a private key, not a certificate\. Point it at NAME\.pem, not NAME-key\.pem\.",
         ),
     ],
 )
@@ -148,14 +148,14 @@ def test_load_certificate_errors_name_the_file(tmp_path: Path, content: bytes | 
     with pytest.raises(PkiError, match=message) as excinfo:
         pki.load_certificate(path)
     assert str(path) in str(excinfo.value)
-    assert "BEGIN" not in str(excinfo.value)
+    assert "AAAA" not in str(excinfo.value) and "garbage" not in str(excinfo.value)  # never the file's contents
 
 
 def test_load_certificates_rejects_empty_bundle(tmp_path: Path) -> None:
     """A file without any PEM certificate is an error naming it."""
     path = tmp_path / "empty.pem"
     path.write_text("")
-    with pytest.raises(PkiError, match=r"empty\.pem holds no readable PEM certificate"):
+    with pytest.raises(PkiError, match=r"empty\.pem is not a PEM certificate\."):
         pki.load_certificates(path)
 
 
@@ -167,6 +167,26 @@ def test_load_private_key_errors(tmp_path: Path, pki_ca: pki.CertificateAuthorit
         pki.load_private_key(cert_file)
     encrypted = tmp_path / "enc-key.pem"
     encrypted.write_bytes(pki.private_key_pem(pki_ca.key, password=b"pw"))
-    with pytest.raises(PkiError, match=r"enc-key\.pem is encrypted\. Give its passphrase\."):
+    with pytest.raises(PkiError, match=r"enc-key\.pem is encrypted with a passphrase\. Give its passphrase\."):
         pki.load_private_key(encrypted)
     assert pki.key_matches_certificate(pki.load_private_key(encrypted, password=b"pw"), pki_ca.cert)
+
+
+def test_key_files_read_the_same_in_pki_and_in_a_config(tmp_path: Path, pki_ca: pki.CertificateAuthority) -> None:
+    """pki.load_private_key words a bad key file as the TLS core does (one decision), with its own fix only for a passphrase."""
+    from securechat.tls import checks
+
+    cert_file = tmp_path / "alice.pem"
+    cert_file.write_bytes(pki.certificate_pem(pki_ca.cert))
+    core = checks.parse_private_key(cert_file.read_bytes(), where=str(cert_file))
+    assert isinstance(core, checks.Problem) and core.code is checks.Code.NOT_PEM_KEY
+    with pytest.raises(PkiError) as excinfo:
+        pki.load_private_key(cert_file)
+    assert str(excinfo.value) == f"{core.message} {core.fix}"
+    plain = tmp_path / "plain-key.pem"
+    plain.write_bytes(pki.private_key_pem(pki_ca.key))
+    given = checks.parse_private_key(plain.read_bytes(), where="k", password=b"pw")
+    assert isinstance(given, checks.Problem) and given.code is checks.Code.KEY_NOT_ENCRYPTED
+    with pytest.raises(PkiError, match=r"plain-key\.pem is not encrypted, but a passphrase was given\. Drop the passphrase\."):
+        pki.load_private_key(plain, password=b"pw")
+    assert pki.load_private_key(plain) is not None  # the twin: no passphrase, it loads

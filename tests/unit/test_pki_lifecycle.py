@@ -126,6 +126,23 @@ def test_name_constraints_are_written_critical_and_enforced_at_issue_time() -> N
         pki.issue_server_cert(ca, "api", sans=["badexample.org"])
 
 
+def test_issuing_and_verifying_agree_on_name_constraints() -> None:
+    """What `certs` refuses to issue under --permit-dns is exactly what the TLS core refuses in a chain (one decision)."""
+    from securechat.tls import checks
+
+    ca = pki.create_ca(permitted_dns=("example.org",))
+    names = ["example.org", "api.example.org", "a.b.example.org", "badexample.org", "example.org.evil", "localhost"]
+    refused_at_issue = []
+    for name in names:
+        try:
+            pki.check_name_constraints(ca.cert, [x509.DNSName(name)])
+        except PkiError:
+            refused_at_issue.append(name)
+    assert refused_at_issue == checks.outside_name_constraints(ca.cert, names)
+    assert refused_at_issue == ["badexample.org", "example.org.evil", "localhost"]
+    assert checks.outside_name_constraints(pki.create_ca().cert, names) == []  # the twin: no constraint, nothing refused
+
+
 def test_pkcs12_export_round_trips_with_the_password_only(pki_ca) -> None:
     """The bundle opens with its password and holds key, certificate and CA; a wrong password fails."""
     issued = pki.issue_client_cert(pki_ca, "alice")

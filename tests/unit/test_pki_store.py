@@ -275,7 +275,7 @@ def test_encrypted_ca_key_round_trip(tmp_path: Path) -> None:
     ca = store.init_ca(passphrase=b"correct horse")
     assert b"ENCRYPTED" in store.ca_key_path.read_bytes()
     assert store.load_ca(passphrase=b"correct horse").cert == ca.cert
-    with pytest.raises(PkiError, match="is encrypted. Pass --ca-passphrase-file"):
+    with pytest.raises(PkiError, match="is encrypted with a passphrase. Pass --ca-passphrase-file"):
         store.load_ca()
     with pytest.raises(PkiError, match="wrong passphrase"):
         store.load_ca(passphrase=b"wrong")
