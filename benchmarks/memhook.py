@@ -7,7 +7,9 @@ default: tracemalloc slows the process and adds its own memory. Every
 --every seconds a daemon thread appends one line to OUT.jsonl with the
 process's RSS, tracemalloc's traced total, the Python objects alive per
 type (`gc.get_objects()`, top 40), and the source lines whose allocations
-grew most since the first sample (top 25 by size). Lines growing sample
+grew most since the first sample (top 25 by size), and gc's collections
+per generation so far (objects in reference cycles wait for a generation-2
+collection: they pile up between two of those, then go at once). Lines growing sample
 after sample with the messages sent are a per-message leak; growth that
 stops once a window or cache is full is warm-up. `--frames 0` leaves
 tracemalloc off (object counts only: close to the real process's RSS).
@@ -62,6 +64,8 @@ def _probe(out: Path, every: float, trim: bool) -> None:
             "traced_kb": current // 1024,
             "traced_peak_kb": peak // 1024,
             "objects": sum(counts.values()),
+            "gc_collections": [generation["collections"] for generation in gc.get_stats()],
+            "gc_collected": [generation["collected"] for generation in gc.get_stats()],
             "by_type": dict(counts.most_common(40)),
             "type_growth": dict(collections.Counter({k: counts[k] - base_counts[k] for k in counts}).most_common(20)),
             "line_growth": [

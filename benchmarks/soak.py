@@ -15,6 +15,15 @@ JetStream consumer count. After a warm-up (the first --warmup fraction) it
 fits a least-squares line to each and reports its slope per hour and the
 change over the measured span relative to the mean. At the end the checker
 runs over the clients' logs as in any fault run. Prints JSON; never fails a build.
+
+Tasks follow the streams a replica holds, so `tasks_beyond_streams` fits
+tasks = a + b * streams and reports the slope of what streams do not
+explain. JetStream's duplicate window (10 minutes here) fills in the NATS
+nodes, not in the replicas: each node's RSS is sampled too, with the slope
+over its last run (nodes are restarted by faults). `--memhook DIR` runs
+every replica under benchmarks.memhook (objects by type and gc
+generations every minute; tracemalloc and malloc_trim on request), to tell
+a leak from memory that is waiting for a collection or held by the allocator.
 """
 
 from __future__ import annotations
