@@ -160,7 +160,7 @@ class View:
             )
         if isinstance(status, Unconfirmed):
             return self.error(
-                f"may not have been delivered to [{inert(status.room)}]: {inert(status.text)!r} was sent before the server"
+                f'may not have been delivered to [{inert(status.room)}]: "{inert(status.text)}" was sent before the server'
                 " restarted and never confirmed; it was not resent (it could show twice). Send it again if it is missing."
             )
         assert isinstance(status, Refused)

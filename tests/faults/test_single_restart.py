@@ -140,3 +140,15 @@ async def test_dropped_connection_same_server_resends_once(single: tuple[ServerP
     assert bob.texts().count("held echo") == 1 and alice.texts().count("held echo") == 1
     assert alice.chat.unacknowledged == [] and alice.chat.unconfirmed == []
     assert not any(isinstance(s, Unconfirmed) for s in alice.statuses)
+
+
+def test_the_chat_command_says_which_line_may_not_have_been_delivered() -> None:
+    """`securechat chat` prints an Unconfirmed status as one error line naming the room and the text (inert)."""
+    from securechat.cli.chat import View
+
+    view = View(me="alice", show_ids=False, interactive=False, unicode=True)
+    line = "".join(text for _, text in view.status(Unconfirmed("general", "hi\x1b[2J", "id-1")))
+    assert line == (
+        'error: may not have been delivered to [general]: "hi\\x1b[2J" was sent before the server restarted and never'
+        " confirmed; it was not resent (it could show twice). Send it again if it is missing."
+    )
