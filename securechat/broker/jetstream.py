@@ -248,9 +248,16 @@ class JetStreamBroker:
         await self._close_quietly()
 
     async def _close_quietly(self) -> None:
+        # Bounded: while nats-py is reconnecting to a server whose TLS
+        # handshake failed, its close() waits for a transport that never
+        # reports closed (tests/broker/test_broker_tls_core.py).
         try:
-            await self._nc.close()
-        except (nats.errors.Error, OSError, asyncio.TimeoutError) as exc:
+            await asyncio.wait_for(self._nc.close(), self.config.connect_timeout_seconds)
+        except asyncio.TimeoutError:
+            log.debug(
+                "closing the NATS connection: no answer within %gs; left to exit", self.config.connect_timeout_seconds
+            )
+        except (nats.errors.Error, OSError) as exc:
             log.debug("closing the NATS connection: %s", exc)
 
     def _stream_config(self) -> api.StreamConfig:

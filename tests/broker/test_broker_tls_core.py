@@ -13,6 +13,7 @@ import asyncio
 import datetime as dt
 import ipaddress
 import ssl
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -156,3 +157,25 @@ def test_client_context_carries_the_core_check(tmp_path: Path, nats_pki: PkiFile
     context = client_context(config)
     assert context.sslobject_class.__name__ == "_CoreCheckedObject"
     assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+
+
+@pytest.mark.parametrize("odd_nats", ["good"], indirect=True)
+async def test_a_reconnect_is_judged_too(odd_nats: NatsServer, tmp_path: Path, pki_ca: pki.CertificateAuthority, caplog: pytest.LogCaptureFixture) -> None:
+    """The NATS server comes back with a certificate OpenSSL accepts and the core does not: the replica stays away."""
+    broker = await _broker(tmp_path, odd_nats)
+    try:
+        await broker.start()
+        assert broker.connected
+        odd_nats.stop(kill=True)
+        cert, key = _nats_cert(pki_ca, eku=None)
+        odd_nats.pki.server_cert.write_bytes(cert)
+        odd_nats.pki.server_key.write_bytes(key)
+        odd_nats.start()
+        await _openssl_accepts(odd_nats)
+        await asyncio.sleep(1.5)  # several reconnect attempts (reconnect_wait 100ms)
+        assert not broker.connected
+        assert any("is not a server certificate (its extended key usage lacks serverAuth)" in m for m in caplog.messages)
+    finally:
+        started = time.monotonic()
+        await broker.close()  # bounded even while nats-py keeps failing the handshake
+        assert time.monotonic() - started < 4.0
