@@ -100,6 +100,7 @@ class RoomSubscription:
     _held: list[tuple[int, bytes]] | None = field(default_factory=list)
     lost: BrokerError | None = None
     repeats: int = 0  # events handed over again by a consumer restart, and dropped here
+    delivered_id: int = 0  # the newest event of the room this feed has delivered (0: none yet)
 
     async def unsubscribe(self) -> None:
         sub, self._sub = self._sub, None
@@ -127,7 +128,7 @@ class RoomSubscription:
         if seq <= self.last_id or self.lost is not None:
             self.repeats += seq <= self.last_id
             return
-        self.last_id = seq
+        self.last_id = self.delivered_id = seq
         event = stamp_id(msg.data, seq)
         if self._held is not None:  # still checking the resume range
             self._held.append((seq, event))
