@@ -15,6 +15,15 @@ JetStream consumer count. After a warm-up (the first --warmup fraction) it
 fits a least-squares line to each and reports its slope per hour and the
 change over the measured span relative to the mean. At the end the checker
 runs over the clients' logs as in any fault run. Prints JSON; never fails a build.
+
+Tasks follow the streams a replica holds, so `tasks_beyond_streams` fits
+tasks = a + b * streams and reports the slope of what streams do not
+explain. JetStream's duplicate window (10 minutes here) fills in the NATS
+nodes, not in the replicas: each node's RSS is sampled too, with the slope
+over its last run (nodes are restarted by faults). `--memhook DIR` runs
+every replica under benchmarks.memhook (objects by type and gc
+generations every minute; tracemalloc and malloc_trim on request), to tell
+a leak from memory that is waiting for a collection or held by the allocator.
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import random
 import sys
 import tempfile
@@ -34,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "faults"))
 
 from fault_checker import ClientRecord, check  # noqa: E402
+from fault_procs import _proc_status  # noqa: E402
 from fault_run import Deployment, RunOptions, _drain, _save_logs, client_rooms, schedule  # noqa: E402
 
 from securechat.client.reconnect import reconnecting_chat  # noqa: E402
@@ -116,6 +127,8 @@ async def soak(minutes: float, seed: int, every: float, warmup: float, root: Pat
                     "tasks": server.metric("securechat_event_loop_tasks"),
                     "streams": server.metric("securechat_streams"),
                 }
+            if deployment.cluster is not None:  # JetStream's duplicate window (10 minutes) fills here, not in the replicas
+                sample["nats"] = {f"nats-{node.index}": [_proc_status(node.process, "VmRSS"), node.process.starts] for node in deployment.cluster.nodes}
             with contextlib.suppress(Exception):
                 sample["consumers"] = await asyncio.wait_for(deployment.cluster.consumer_count(), 5)  # type: ignore[union-attr]
             samples.append(sample)
@@ -149,12 +162,40 @@ async def soak(minutes: float, seed: int, every: float, warmup: float, root: Pat
                     "slope_per_hour": round(per_second * 3600, 2),
                     "change_over_span_pct": round(100 * per_second * span / mean, 2) if mean else 0.0,
                 }
+        # Tasks follow the streams a replica holds (clients move between
+        # replicas with the faults): the part streams do not explain is what
+        # must stay flat. tasks = a + b * streams, fitted; the residual's slope.
+        pairs = [
+            (s["t"], float(s[name]["tasks"]), float(s[name]["streams"]))
+            for s in measured
+            if s.get(name, {}).get("tasks") is not None and s.get(name, {}).get("streams") is not None
+        ]
+        if len(pairs) > 2:
+            per_stream = slope([(streams, tasks) for _, tasks, streams in pairs])
+            residual = [(t, tasks - per_stream * streams) for t, tasks, streams in pairs]
+            trends[f"{name}.tasks_beyond_streams"] = {
+                "tasks_per_stream": round(per_stream, 2),
+                "slope_per_hour": round(slope(residual) * 3600, 2),
+            }
     consumers = [(s["t"], float(s["consumers"])) for s in measured if "consumers" in s]
     if consumers:
         trends["jetstream.consumers"] = {
             "first": consumers[0][1], "last": consumers[-1][1], "max": max(v for _, v in consumers),
             "slope_per_hour": round(slope(consumers) * 3600, 2),
         }
+    for index in range(3 if deployment.cluster is not None else 0):
+        node = f"nats-{index}"
+        runs = [(s["t"], float(s["nats"][node][0]), s["nats"][node][1]) for s in measured if (s.get("nats") or {}).get(node, [None])[0]]
+        if len(runs) > 2:
+            # A node restarted by a fault starts its series again: the slope is fitted over its last run.
+            last_run = [(t, rss) for t, rss, starts in runs if starts == runs[-1][2]]
+            trends[f"{node}.rss_kb"] = {
+                "max": max(rss for _, rss, _ in runs),
+                "last": runs[-1][1],
+                "starts": runs[-1][2],
+                "last_run_seconds": round(last_run[-1][0] - last_run[0][0], 1),
+                "last_run_slope_per_hour": round(slope(last_run) * 3600, 2),
+            }
     return {
         "parameters": {"minutes": minutes, "seed": seed, "every_seconds": every, "warmup_fraction": warmup, "clients": options.clients, "churners": len(churners), "faults": list(SOAK_FAULTS)},
         "faults_injected": faults_done,
@@ -175,7 +216,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--every", type=float, default=15.0, help="seconds between samples")
     parser.add_argument("--warmup", type=float, default=0.2, help="fraction of the run left out of the trends")
     parser.add_argument("--keep", type=Path, help="keep the run's logs (clients.jsonl, every process's log) in this directory")
+    parser.add_argument("--memhook", type=Path, help="run each replica under benchmarks.memhook, writing REPLICA.memhook.jsonl here (slower; for finding leaks)")
+    parser.add_argument("--memhook-options", default="--every 60", help="options for benchmarks.memhook, e.g. '--every 30 --frames 0 --trim'")
     args = parser.parse_args(argv)
+    if args.memhook:
+        args.memhook.mkdir(parents=True, exist_ok=True)
+        os.environ["FAULTS_MEMHOOK"] = str(args.memhook.resolve())
+        os.environ["FAULTS_MEMHOOK_OPTIONS"] = args.memhook_options
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)
         result = asyncio.run(soak(args.minutes, args.seed, args.every, args.warmup, args.keep))

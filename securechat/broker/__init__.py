@@ -5,6 +5,7 @@
     tls.py        ssl.SSLContext for the mTLS link to NATS (our CA, a client cert per replica)
     events.py     Stored (what a publish returns) and stamp_id (an event's id set without parsing it)
     jetstream.py  JetStreamBroker: publish (idempotent per msg_id), history, live subscriptions
+    ordered_restart.py  the one private nats-py field (an ordered consumer's restart point), quarantined
 
 `Broker` below is the one boundary the chat server programs against; the
 in-memory broker (`securechat.server.broker.InMemoryBroker`: a single

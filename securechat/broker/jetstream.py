@@ -58,6 +58,7 @@ from nats.aio.msg import Msg
 from nats.js import api
 
 from securechat._gen import chat_pb2
+from securechat.broker import ordered_restart
 from securechat.broker.events import Stored, stamp_id
 from securechat.broker.subjects import room_subject, room_subject_prefix, validate_room
 from securechat.broker.tls import client_context
@@ -98,6 +99,8 @@ class RoomSubscription:
     _sub: Any = None
     _held: list[tuple[int, bytes]] | None = field(default_factory=list)
     lost: BrokerError | None = None
+    repeats: int = 0  # events handed over again by a consumer restart, and dropped here
+    delivered_id: int = 0  # the newest event of the room this feed has delivered (0: none yet)
 
     async def unsubscribe(self) -> None:
         sub, self._sub = self._sub, None
@@ -123,8 +126,9 @@ class RoomSubscription:
         # nats-py's ordered consumer restarts after the last sequence it saw;
         # the check also drops anything a restart would hand over twice.
         if seq <= self.last_id or self.lost is not None:
+            self.repeats += seq <= self.last_id
             return
-        self.last_id = seq
+        self.last_id = self.delivered_id = seq
         event = stamp_id(msg.data, seq)
         if self._held is not None:  # still checking the resume range
             self._held.append((seq, event))
@@ -157,6 +161,7 @@ class JetStreamBroker:
         self._last_error: BaseException | None = None
         self._checks: set[asyncio.Task[None]] = set()
         self._tls_refused: asyncio.Future[ssl.SSLError] | None = None
+        self.seeds_restarts = False  # the quarantined ordered-consumer seed is in use (see ordered_restart)
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -210,6 +215,7 @@ class JetStreamBroker:
                 f"certificate is signed by broker.tls.ca and that it trusts this replica's certificate ({cfg.source.name}: broker)."
             ) from exc
         self._tls_refused = None  # from now on a TLS error is one more reason to reconnect
+        self.seeds_restarts = self._check_seeding()
         self._connected.set()
         self._js = self._nc.jetstream(timeout=cfg.connect_timeout_seconds)
         await self._ensure_stream()
@@ -218,6 +224,19 @@ class JetStreamBroker:
             self._nc.connected_url.netloc if self._nc.connected_url else where,
             cfg.stream,
         )
+
+    def _check_seeding(self) -> bool:
+        if not self.config.seed_ordered_restart:
+            return False
+        problem = ordered_restart.self_test()
+        if problem is not None:
+            log.warning(
+                "broker: %s; room feeds use the public path (a restarted feed re-reads its room from the start). "
+                "Set broker.seed_ordered_restart: false to silence this.",
+                problem,
+            )
+            return False
+        return True
 
     async def close(self) -> None:
         """Unsubscribe everything and close the connection."""
@@ -230,9 +249,16 @@ class JetStreamBroker:
         await self._close_quietly()
 
     async def _close_quietly(self) -> None:
+        # Bounded: while nats-py is reconnecting to a server whose TLS
+        # handshake failed, its close() waits for a transport that never
+        # reports closed (tests/broker/test_broker_tls_core.py).
         try:
-            await self._nc.close()
-        except (nats.errors.Error, OSError, asyncio.TimeoutError) as exc:
+            await asyncio.wait_for(self._nc.close(), self.config.connect_timeout_seconds)
+        except asyncio.TimeoutError:
+            log.debug(
+                "closing the NATS connection: no answer within %gs; left to exit", self.config.connect_timeout_seconds
+            )
+        except (nats.errors.Error, OSError) as exc:
             log.debug("closing the NATS connection: %s", exc)
 
     def _stream_config(self) -> api.StreamConfig:
@@ -513,7 +539,10 @@ class JetStreamBroker:
             )
         except (nats.errors.Error, asyncio.TimeoutError) as exc:
             raise self._unavailable(f"subscribing to room {room}", exc) from exc
-        _restart_ordered_consumer_after(psub, after_id)
+        if self.seeds_restarts and not ordered_restart.seed(psub, after_id):
+            log.warning(
+                "broker: room %s: this subscription has no restart point to seed; a restart re-reads the room", room
+            )
         sub._sub = psub
         try:
             await self.check_range(room, after_id)
@@ -660,29 +689,6 @@ class JetStreamBroker:
         return BrokerError(
             f"{doing}: NATS refused it ({_describe(exc)}). Check the stream {self.config.stream} and the NATS server log."
         )
-
-
-def _restart_ordered_consumer_after(psub: Any, seq: int) -> bool:
-    """Make nats-py's ordered consumer restart after SEQ, not after the stream's start. The one private access here.
-
-    When an ordered consumer misses heartbeats or sees a gap, nats-py
-    recreates it from the last stream sequence it delivered, which is 0
-    until a message arrives: a room with no new event would restart from
-    sequence 1 and re-read the whole stream (our own sequence check drops
-    what it has seen, so it costs time, not correctness). nats-py has no
-    public option for the restart point, so this seeds the field it keeps
-    it in (`_jsi._sseq`); nats-py is pinned (pyproject.toml) and
-    tests/broker/test_idempotent_replicas.py fails if the field goes away.
-    Returns False, and logs, if this nats-py does not have it.
-    """
-    jsi = getattr(getattr(psub, "_sub", None), "_jsi", None)
-    if jsi is None or not isinstance(getattr(jsi, "_sseq", None), int):
-        log.warning(
-            "broker: this nats-py has no ordered-consumer restart point to seed; a restart re-reads the room from the stream's start"
-        )
-        return False
-    jsi._sseq = max(jsi._sseq, seq)
-    return True
 
 
 def _describe(exc: BaseException) -> str:

@@ -135,7 +135,7 @@ class View:
         return [("error", "error:"), ("", " " + inert(text))]
 
     def status(self, status: SessionStatus) -> Parts:
-        from securechat.client.reconnect import HistoryLost, Reconnecting, Refused, Resumed
+        from securechat.client.reconnect import HistoryLost, Reconnecting, Refused, Resumed, Unconfirmed
 
         if isinstance(status, Reconnecting):
             return self.notice(
@@ -157,6 +157,11 @@ class View:
             return self.notice(
                 f"the server restarted or dropped old history: what was sent {since} is gone,"
                 " and messages posted before you reconnected may be missing; new messages are shown"
+            )
+        if isinstance(status, Unconfirmed):
+            return self.error(
+                f'may not have been delivered to [{inert(status.room)}]: "{inert(status.text)}" was sent before the server'
+                " restarted and never confirmed; it was not resent (it could show twice). Send it again if it is missing."
             )
         assert isinstance(status, Refused)
         return self.error(refusal_line(status))
@@ -292,9 +297,12 @@ class Conversation:
                 self.echoes.settle(event.room, event.text, delivered=True)
 
     def on_status(self, status: SessionStatus) -> None:
-        from securechat.client.reconnect import Refused
+        from securechat.client.reconnect import Refused, Unconfirmed
 
         self.out.line(self.view.status(status), err=True)
+        if isinstance(status, Unconfirmed):
+            self.refused_lines += 1  # the exit status says a line may not have gone through
+            self.echoes.settle(status.room, status.text, delivered=False)
         if isinstance(status, Refused):
             if status.text is not None:
                 self.refused_lines += 1

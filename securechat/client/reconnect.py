@@ -33,6 +33,16 @@ server still holds when it says which (`securechat-resume-from` in the
 trailing metadata: after a server restart, the new run's first event, so
 nothing posted since the restart is missed), else from live events.
 
+Resends and a single server's restart: a single server (it says
+`securechat-order: global`) keeps the `client_msg_id`s it accepted in
+memory only, so after OUT_OF_RANGE from it -- a new run, or history it
+dropped -- a resent message could be posted a second time to members who
+got it before. Such messages are not resent: each is reported as
+`Unconfirmed` ("may not have been delivered") and listed in `unconfirmed`,
+and the user decides. Delivered once, or the sender is told. Replicas keep
+the ids in JetStream (`broker.duplicate_window`), so there a resend after
+OUT_OF_RANGE stays safe and is made.
+
 Refusals are acted on by their reason (`securechat-refusal` in the trailing
 metadata, see securechat.protocol), never by their text:
 
@@ -136,7 +146,21 @@ class Refused:
     text: str | None
 
 
-SessionStatus = Reconnecting | Resumed | HistoryLost | Refused
+@dataclass(frozen=True)
+class Unconfirmed:
+    """A message sent before a single server restarted (or dropped its history) whose echo never came.
+
+    The server that would remember its `client_msg_id` is gone, so it is
+    not resent (a resend could post it twice); it may or may not have been
+    delivered. `text` and `room` say which; sending it again is the user's call.
+    """
+
+    room: str
+    text: str
+    client_msg_id: str
+
+
+SessionStatus = Reconnecting | Resumed | HistoryLost | Refused | Unconfirmed
 
 # Refusals of something we sent: drop it and carry on (see the module docstring).
 MESSAGE_REFUSALS = frozenset({Reason.TEXT_TOO_LONG, Reason.INVALID_ROOM, Reason.TOO_MANY_ROOMS})
@@ -261,11 +285,14 @@ class ReconnectingChat:
         self.marks = ResumeMarks()
         self._times: dict[int, int] = {}  # event id -> its sent_at_unix_ms, for the ids marks point at
         self._rooms: list[str] = []
-        # [room, text, stream number it was last written on, client_msg_id]: echo not yet seen
+        # [room, text, stream number it was last written on, client_msg_id, stream it was first written on]: echo not yet seen
         self._unacknowledged: list[list[Any]] = []
         self._refused: Refused | None = None  # a refused message: the first unechoed one, dropped before resending
+        self._unconfirmed: list[tuple[str, str]] = []  # (room, text) not resent after a single server's OUT_OF_RANGE
         self._stream_number = 0
         self._resent = asyncio.Event()  # set unless unechoed messages wait to be resent
+        # Resolved once the current stream delivered an event (its JOINs were taken), ended, or SETTLE_SECONDS passed.
+        self._taken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._resent.set()
         self._call: ChatStream | None = None
         self._batched = True  # open ChatBatched until a server answers UNIMPLEMENTED; then Chat
@@ -298,6 +325,11 @@ class ReconnectingChat:
     @property
     def unacknowledged(self) -> list[tuple[str, str]]:
         return [(entry[0], entry[1]) for entry in self._unacknowledged]
+
+    @property
+    def unconfirmed(self) -> list[tuple[str, str]]:
+        """(room, text) of messages reported `Unconfirmed`: sent before a single server restarted, not resent."""
+        return list(self._unconfirmed)
 
     async def join(self, room: str) -> None:
         if room not in self._rooms:
@@ -395,12 +427,21 @@ class ReconnectingChat:
             if track:
                 await self._resent.wait()  # keep our order: earlier unechoed messages go first
             await self._ready()
+            taken = self._taken
+            if track and self.marks.global_order and not taken.done():
+                # A single server: a message goes out only once this stream's
+                # JOINs were taken (an event came back), so after a restart a
+                # refused stream never carries one (see _give_up_resends).
+                await asyncio.shield(taken)
+                continue
             if not track or self._resent.is_set():
                 break
         assert self._call is not None
         async with self._write_lock:
             if track:
-                self._unacknowledged.append([message.room, message.text, self._stream_number, message.client_msg_id])
+                self._unacknowledged.append(
+                    [message.room, message.text, self._stream_number, message.client_msg_id, self._stream_number]
+                )
             with contextlib.suppress(*WRITE_FAILURES):
                 await self._call.write(message)
 
@@ -432,6 +473,7 @@ class ReconnectingChat:
                     async for event in call:
                         if first:  # its initial metadata came before it
                             first = False
+                            self._settle_taken()
                             self.marks.global_order = (ORDER_KEY, GLOBAL_ORDER) in tuple(
                                 await call.initial_metadata() or ()
                             )
@@ -459,6 +501,8 @@ class ReconnectingChat:
                             raise gap from exc
                         self._status(HistoryLost(gap))
                         self.marks.forget(resume_from=gap.resume_from)
+                        if self.marks.global_order:
+                            self._give_up_resends()
                         continue
                     if reason in MESSAGE_REFUSALS and self._drop_refused(exc, reason):
                         continue  # the rest goes on, on a new stream that resumes
@@ -481,6 +525,7 @@ class ReconnectingChat:
                     await asyncio.sleep(delay)
                 finally:
                     self._connected.clear()
+                    self._settle_taken()
                     self._batched = call.batched  # a server without ChatBatched: reconnect on Chat
         except asyncio.CancelledError:
             self._events.put_nowait(None)
@@ -488,6 +533,30 @@ class ReconnectingChat:
         except BaseException as exc:  # handed to the reader, who raises it
             self._error = exc
             self._events.put_nowait(exc)
+
+    def _give_up_resends(self) -> None:
+        """A single server that no longer holds our history may have forgotten our ids: tell, do not resend.
+
+        Only messages first written on an earlier stream are in doubt. The
+        server reads a stream in order and refused this one at a room's JOIN,
+        which `_rejoin` writes before anything else, so what was first written
+        on this stream was accepted by nobody: it is resent as usual. (On a
+        single server `_write` holds new messages until the stream delivered
+        an event, so streams refused at their JOINs carry none, normally.)
+        """
+        pending = [entry for entry in self._unacknowledged if entry[4] < self._stream_number]
+        if not pending:
+            return
+        self._unacknowledged = [entry for entry in self._unacknowledged if entry[4] >= self._stream_number]
+        if self._settle_timer is not None:
+            self._settle_timer.cancel()
+            self._settle_timer = None
+        self._resend_after_settle.clear()
+        self._resent.set()
+        for room, text, _, client_msg_id, _ in pending:
+            self._unconfirmed.append((room, text))
+            log.info("not resending a message to room %s: the server restarted before confirming it", room)
+            self._status(Unconfirmed(room, text, client_msg_id))
 
     def _drop_refused(self, error: grpc.aio.AioRpcError, reason: Reason) -> bool:
         """Drop the message or room the server refused; False if there is nothing to drop (then it is fatal)."""
@@ -513,8 +582,20 @@ class ReconnectingChat:
         self._status(Refused(reason, error.code(), details, refused_room, dropped[0][1] if dropped else None))
         return True
 
+    @staticmethod
+    def _settle_taken_of(taken: asyncio.Future[None]) -> None:
+        if not taken.done():
+            taken.set_result(None)
+
+    def _settle_taken(self) -> None:
+        if not self._taken.done():
+            self._taken.set_result(None)
+
     async def _rejoin(self, call: ChatStream) -> None:
         self._stream_number += 1
+        self._settle_taken()
+        self._taken = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().call_later(SETTLE_SECONDS, self._settle_taken_of, self._taken)
         async with self._write_lock:
             for room in self._rooms:
                 await call.write(chat_pb2.ChatMessage(room=room))

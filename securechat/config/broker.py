@@ -42,6 +42,7 @@ BROKER_KEYS = (
     "publish_timeout",
     "connect_timeout",
     "reconnect_wait",
+    "seed_ordered_restart",
 )
 BROKER_TLS_KEYS = ("ca", "cert", "key", "server_name")
 RETENTION_KEYS = ("max_age", "max_bytes", "max_msgs", "max_msgs_per_room")
@@ -94,6 +95,8 @@ class BrokerConfig:
     publish_timeout_seconds: float = 5.0
     connect_timeout_seconds: float = 5.0
     reconnect_wait_seconds: float = 1.0
+    # The quarantined nats-py private field (securechat.broker.ordered_restart); false = public path only.
+    seed_ordered_restart: bool = True
 
     def error(self, key: str | None, problem: str, fix: str = "") -> ConfigError:
         """A ConfigError naming this config file and `broker.KEY`."""
@@ -140,6 +143,7 @@ def parse_broker(section: Section) -> BrokerConfig:
         publish_timeout_seconds=section.duration("publish_timeout", 5.0, minimum=0.05, maximum=300.0),
         connect_timeout_seconds=section.duration("connect_timeout", 5.0, minimum=0.05, maximum=300.0),
         reconnect_wait_seconds=section.duration("reconnect_wait", 1.0, minimum=0.01, maximum=300.0),
+        seed_ordered_restart=section.boolean("seed_ordered_restart", True),
     )
 
 

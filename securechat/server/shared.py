@@ -54,7 +54,7 @@ import grpc
 
 from securechat._gen import chat_pb2
 from securechat.broker import Broker, OutOfRange, Stored, Subscription
-from securechat.errors import BrokerError
+from securechat.errors import BrokerError, BrokerUnavailable
 from securechat.protocol import Reason, Refusal, history_gone
 from securechat.server.rooms import FanOutObserver, Kind, Member, Presence, Rooms
 
@@ -62,6 +62,8 @@ log = logging.getLogger(__name__)
 
 BROKER_NAME = "NATS JetStream"
 PUBLISH_WINDOW = 64  # a stream's messages in flight to JetStream at once (sent in order, acknowledged later)
+_REPLAY_ATTEMPTS = 10  # history reads that may come back short of what the room's feed delivered
+_REPLAY_RETRY_SECONDS = 0.1
 
 
 @dataclass(eq=False)
@@ -269,12 +271,38 @@ class SharedRoomHub:
         self._spawn(self._unsubscribe(link))
 
     async def _replay(self, link: _RoomLink, member: Member) -> bool:
-        """Queue the room's history after member.resume_after, then what arrived meanwhile; False if refused."""
+        """Queue the room's history after member.resume_after, then what arrived meanwhile; False if refused.
+
+        Events the room's feed delivered before the holding began must be in
+        the history: a read that ends before the newest of them came from a
+        JetStream replica (or a just-elected leader) that had not applied
+        them yet, and is read again, then refused as unavailable (the soak's
+        seed 3 lost 7 events that way after a quorum loss, fix 5's check
+        notwithstanding: the leader it asks had not applied them either).
+        """
         assert member.resume_after is not None
         held: list[tuple[int, bytes]] = []
         link.holding[member] = held
+        # What this replica's feed had already handed to the room's members.
+        seen = int(getattr(link.ready.result(), "delivered_id", 0) or 0)
         try:
-            history = await self._shared.history(link.room, member.resume_after)
+            for attempt in range(_REPLAY_ATTEMPTS):
+                history = await self._shared.history(link.room, member.resume_after)
+                if seen <= member.resume_after or (history and history[-1][0] >= seen):
+                    break
+                log.info(
+                    "room %s: history after %d reached %s, not %d that this replica has delivered; reading again",
+                    link.room,
+                    member.resume_after,
+                    history[-1][0] if history else "nothing",
+                    seen,
+                )
+                await asyncio.sleep(_REPLAY_RETRY_SECONDS * (attempt + 1))
+            else:
+                raise BrokerUnavailable(
+                    f"reading the history of room {link.room}: it came back without events this replica has delivered "
+                    f"(up to {seen}; a NATS node is catching up). Try again shortly."
+                )
         except OutOfRange as gap:
             log.info(
                 "resume refused for %s in room %s: OUT_OF_RANGE (oldest held %s)", member.name, link.room, gap.oldest

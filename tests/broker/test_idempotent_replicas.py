@@ -97,20 +97,21 @@ def test_the_duplicate_window_defaults_to_ten_minutes_or_the_retention(tmp_path)
 
 
 async def test_the_ordered_consumer_restarts_after_where_it_started(make_broker) -> None:
-    """The one private nats-py field we set: the ordered consumer's restart point is the subscription's start, not 0.
+    """The one private nats-py field we set (securechat.broker.ordered_restart): the restart point is the subscription's start, not 0.
 
-    Fails when a nats-py upgrade moves the field (pyproject pins nats-py for this reason).
+    Fails when a nats-py upgrade moves the field; the start-up self-test then turns the seed off (test_ordered_restart.py).
     """
-    from securechat.broker.jetstream import _restart_ordered_consumer_after
+    from securechat.broker import ordered_restart
 
     broker = await make_broker("replica-a")
+    assert broker.seeds_restarts and ordered_restart.self_test() is None
     event = chat_pb2.ChatEvent(room="r", sender="alice", text="hi", kind=Kind.MESSAGE).SerializeToString()
     last = await broker.publish("r", event, msg_id="seed-1")
     sub = await broker.subscribe("r", lambda event_id, data: None)
     try:
         assert sub.last_id == last
         assert sub._sub._sub._jsi._sseq == last
-        assert _restart_ordered_consumer_after(object(), 5) is False  # and a nats-py without it is reported, not crashed on
+        assert ordered_restart.seed(object(), 5) is False  # and a subscription without it is reported, not crashed on
     finally:
         await sub.unsubscribe()
 

@@ -133,7 +133,7 @@ class Client:
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError, ConnectError):
                 await sender
-            self.unacknowledged = list(chat.unacknowledged)
+            self.unacknowledged = list(chat.unacknowledged) + chat.unconfirmed  # both reported by the session
             self.reconnects = chat.reconnects
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, ConnectError):

@@ -327,7 +327,14 @@ class ServerProcess:
 
     def start(self) -> None:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self.process.spawn([*SECURECHAT, "serve", "--config", str(self.config_file)], env=env)
+        command = [*SECURECHAT, "serve", "--config", str(self.config_file)]
+        probe = os.environ.get("FAULTS_MEMHOOK")  # benchmarks.soak --memhook DIR: a memory probe per replica
+        if probe:
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+            out = Path(probe) / f"{self.name}.memhook.jsonl"
+            options = os.environ.get("FAULTS_MEMHOOK_OPTIONS", "--every 60").split()
+            command = [sys.executable, "-m", "benchmarks.memhook", str(out), *options, "--", *command[3:]]
+        self.process.spawn(command, env=env)
 
     async def wait_listening(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout

@@ -344,7 +344,8 @@ async def run(options: RunOptions, *, root: Path, sample: Any = None) -> RunResu
         ClientRecord(name=c.name, rooms=tuple(c.rooms), log=tuple(c.log[: cut[c.name]]), unacknowledged=tuple(c.unacknowledged))
         for c in deployment.clients.values()
     ]
-    report = check(records, told_duplicates=options.mode == "single")
+    # No duplicate is allowed in either mode: a single server's restart makes the client report, not resend.
+    report = check(records)
     if not drained:
         report.violations.append(f"the run did not settle within {options.drain_timeout:g}s after the faults (messages still unacknowledged or undelivered)")
     result = RunResult(
