@@ -674,6 +674,10 @@ def verify_chain(
             )
         )
         return Verdict((), tuple(problems))
+    if not problems:
+        verified = _verified_quickly(leaf, intermediates, anchors, purpose, now, crls, server_name, where)
+        if verified is not None:
+            return verified
     path = build_path(leaf, intermediates, anchors)
     if path is None:
         top = next((c for c in reversed(intermediates) if c != leaf), leaf)
@@ -712,6 +716,40 @@ def verify_chain(
                 ),
             ),
         )
+    if server_name is not None:
+        named, _ = _judge(leaf, intermediates, anchors, purpose, now, _subject_for(leaf, server_name))
+        if not named:
+            problems.append(_name_mismatch(leaf, server_name, where))
+    if crls is not None:
+        problems += revocation_problems(chain, crls, where=where)
+    return Verdict(chain, tuple(problems))
+
+
+def _verified_quickly(
+    leaf: x509.Certificate,
+    intermediates: Sequence[x509.Certificate],
+    anchors: Sequence[x509.Certificate],
+    purpose: Purpose,
+    now: dt.datetime,
+    crls: RevocationIndex | None,
+    server_name: str | None,
+    where: str,
+) -> Verdict | None:
+    """The verdict for a good chain with each signature checked once (by cryptography), or None to explain it.
+
+    The common case -- a new peer's certificate that is fine -- needs no
+    path of securechat's own: cryptography's verifier builds and verifies
+    one, and securechat's CA checks run on that verified chain. Anything
+    else (a refusal, a CA problem, a path cryptography cannot judge) returns
+    None, and `verify_chain` takes the explaining path, which finds the same
+    problems in the same order as it always has.
+    """
+    if not _webpki_signatures([leaf, *intermediates]):
+        return None
+    chain, _ = _judge(leaf, intermediates, anchors, purpose, now, _subject_for(leaf, None))
+    if not chain or _ca_problems(chain, now, where):
+        return None
+    problems: list[Problem] = []
     if server_name is not None:
         named, _ = _judge(leaf, intermediates, anchors, purpose, now, _subject_for(leaf, server_name))
         if not named:

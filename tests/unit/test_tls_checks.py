@@ -39,6 +39,24 @@ def test_broken_chains_fail_with_their_code_beside_their_passing_twin(world, nam
     assert GOOD[twin](world).verdict().ok
 
 
+@pytest.mark.parametrize("name", [*GOOD, *BROKEN])
+def test_the_quick_path_and_the_explaining_path_agree(world, name, monkeypatch):
+    """A good chain's signatures are checked once (cryptography's path, securechat's CA checks on it); every row's
+    verdict -- chain and problems, word for word -- is the one the explaining path gives alone."""
+    row = (GOOD[name] if name in GOOD else BROKEN[name][0])(world)
+    both = row.verdict()
+    quick = checks._verified_quickly  # noqa: SLF001 (the optimisation under test)
+    with monkeypatch.context() as patched:
+        patched.setattr(checks, "_verified_quickly", lambda *args: None)
+        explained = row.verdict()
+    assert (both.chain, both.problems) == (explained.chain, explained.problems)
+    if name in GOOD and all(c.cert.signature_algorithm_oid not in checks._EDDSA for c in (row.leaf, *row.intermediates)):  # noqa: SLF001
+        taken = quick(
+            row.leaf.cert, [c.cert for c in row.intermediates], [c.cert for c in row.anchors], row.purpose, NOW, None, None, "x"
+        )
+        assert taken is not None and taken.chain == both.chain  # the good rows do take the quick path
+
+
 def test_path_length_violation_message(world):
     """The pathLen message names the CA whose limit is broken, and the numbers."""
     verdict = BROKEN["pathLen 0 violated (leaf under an intermediate of a pathLen-0 root)"][0](world).verdict()
