@@ -23,7 +23,11 @@ class ServeProcess:
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
-        self.port = int(self.wait_for(r"listening on \S+:(\d+)").group(1))
+        try:
+            self.port = int(self.wait_for(r"listening on \S+:(\d+)").group(1))
+        except BaseException:
+            self.kill()  # a server that never said it listens is not left running after the failed test
+            raise
 
     def _read(self) -> None:
         assert self.proc.stdout is not None

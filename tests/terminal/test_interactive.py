@@ -109,10 +109,12 @@ def test_a_server_restart_mid_session(site: Path):
     """The server stops: 'connection lost — reconnecting'; it comes back: history loss said plainly, nothing after it missed."""
     server = ServeProcess(site)
     port = server.port
-    child = spawn_chat(site, "alice.yaml", port)
-    child.sendline("before")
-    child.expect("alice: before")
-    server.stop()
+    try:
+        child = spawn_chat(site, "alice.yaml", port)
+        child.sendline("before")
+        child.expect("alice: before")
+    finally:
+        server.stop()
     child.expect(r"connection lost \u2014 reconnecting \(attempt 1, next in \d+\.\ds\)")
     restarted = ServeProcess(site, listen=f"127.0.0.1:{port}")
     try:
