@@ -716,13 +716,30 @@ def verify_chain(
                 ),
             ),
         )
+    problems += _name_and_revocation_problems(chain, intermediates, anchors, purpose, now, crls, server_name, where)
+    return Verdict(chain, tuple(problems))
+
+
+def _name_and_revocation_problems(
+    chain: tuple[x509.Certificate, ...],
+    intermediates: Sequence[x509.Certificate],
+    anchors: Sequence[x509.Certificate],
+    purpose: Purpose,
+    now: dt.datetime,
+    crls: RevocationIndex | None,
+    server_name: str | None,
+    where: str,
+) -> list[Problem]:
+    """What is left to judge of CHAIN once cryptography verified it: the name dialled (SERVER_NAME) and the CRLs."""
+    problems: list[Problem] = []
+    leaf = chain[0]
     if server_name is not None:
         named, _ = _judge(leaf, intermediates, anchors, purpose, now, _subject_for(leaf, server_name))
         if not named:
             problems.append(_name_mismatch(leaf, server_name, where))
     if crls is not None:
         problems += revocation_problems(chain, crls, where=where)
-    return Verdict(chain, tuple(problems))
+    return problems
 
 
 def _verified_quickly(
@@ -749,13 +766,7 @@ def _verified_quickly(
     chain, _ = _judge(leaf, intermediates, anchors, purpose, now, _subject_for(leaf, None))
     if not chain or _ca_problems(chain, now, where):
         return None
-    problems: list[Problem] = []
-    if server_name is not None:
-        named, _ = _judge(leaf, intermediates, anchors, purpose, now, _subject_for(leaf, server_name))
-        if not named:
-            problems.append(_name_mismatch(leaf, server_name, where))
-    if crls is not None:
-        problems += revocation_problems(chain, crls, where=where)
+    problems = _name_and_revocation_problems(chain, intermediates, anchors, purpose, now, crls, server_name, where)
     return Verdict(chain, tuple(problems))
 
 
