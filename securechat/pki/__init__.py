@@ -2,7 +2,7 @@
 
     ca.py        create_ca, create_root_ca, issue_intermediate, CertificateAuthority — CA profiles
     issue.py     issue_server_cert, issue_client_cert(s), issue_peer_cert, IssuedCert — leaf profiles;
-                 sign_leaf — a leaf for someone else's public key (the online CA)
+                 sign_leaf, LeafSigner — a leaf for someone else's public key (the online CA)
     names.py     validate_name, parse_san — the one place names become x509 names
     validity.py  how long certificates live (named limits, capping at the CA, lifetimes)
     keys.py      key types, key generation, key_matches_certificate
@@ -55,6 +55,7 @@ from securechat.pki.issue import (
     CertificatePublicKey,
     IssuedCert,
     LeafKind,
+    LeafSigner,
     SignedCert,
     issue_client_cert,
     issue_client_certs,
@@ -130,6 +131,7 @@ __all__ = [
     "judge_expiry",
     "renew_by",
     "sign_leaf",
+    "LeafSigner",
     "SignedCert",
     "CertificatePublicKey",
     "create_root_ca",

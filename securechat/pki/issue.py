@@ -102,21 +102,73 @@ def _leaf_key_usage(key_type: str) -> x509.KeyUsage:
     )
 
 
+def _extension(value: x509.ExtensionType, *, critical: bool) -> x509.Extension[x509.ExtensionType]:
+    return x509.Extension(value.oid, critical, value)
+
+
+def _profile_extensions(
+    kind_ekus: list[ObjectIdentifier], key_type: str
+) -> tuple[x509.Extension[x509.ExtensionType], ...]:
+    """What comes before the SAN in every leaf of a profile: basicConstraints, keyUsage, extendedKeyUsage."""
+    return (
+        _extension(x509.BasicConstraints(ca=False, path_length=None), critical=True),
+        _extension(_leaf_key_usage(key_type), critical=True),
+        _extension(x509.ExtendedKeyUsage(kind_ekus), critical=False),
+    )
+
+
+def _signed_leaf(
+    ca: CertificateAuthority,
+    *,
+    name: str,
+    public_key: CertificatePublicKey,
+    sans: list[x509.GeneralName],
+    not_before: dt.datetime,
+    not_after: dt.datetime,
+    profile: tuple[x509.Extension[x509.ExtensionType], ...],
+    authority_key_id: x509.Extension[x509.ExtensionType],
+    algorithm: object,
+) -> x509.Certificate:
+    """One leaf: the profile's extensions, then SAN, SKI and the CA's AKI, in that order.
+
+    The builder is made in one step (its chained methods copy it at each
+    call): the same certificate, for half the work, which the online CA
+    pays on every renewal.
+    """
+    check_name_constraints(ca.cert, sans)
+    builder = x509.CertificateBuilder(
+        issuer_name=ca.cert.subject,
+        subject_name=subject_name(name),
+        public_key=public_key,
+        serial_number=x509.random_serial_number(),
+        not_valid_before=not_before,
+        not_valid_after=not_after,
+        extensions=[
+            *profile,
+            _extension(x509.SubjectAlternativeName(sans), critical=False),
+            _extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False),
+            authority_key_id,
+        ],
+    )
+    return builder.sign(private_key=ca.key, algorithm=algorithm)  # type: ignore[arg-type]
+
+
 @dataclass(frozen=True)
 class _LeafProfile:
     """What every leaf of one profile and validity shares, built once for a whole batch.
 
-    `template` already holds the issuer, the validity and the extensions that
-    come before the SAN (basicConstraints, keyUsage, extendedKeyUsage); each
-    leaf adds its subject, key, serial, SAN, SKI and the CA's AKI, in that
-    extension order.
+    `extensions` are those that come before the SAN (basicConstraints,
+    keyUsage, extendedKeyUsage); each leaf adds its subject, key, serial,
+    SAN, SKI and the CA's AKI, in that extension order.
     """
 
     ca: CertificateAuthority
     kind: LeafKind
     key_type: str
-    template: x509.CertificateBuilder
-    authority_key_id: x509.AuthorityKeyIdentifier
+    not_before: dt.datetime
+    not_after: dt.datetime
+    extensions: tuple[x509.Extension[x509.ExtensionType], ...]
+    authority_key_id: x509.Extension[x509.ExtensionType]
     capped_at_ca_expiry: bool
 
     @classmethod
@@ -142,21 +194,14 @@ class _LeafProfile:
                 not_after=not_after,
                 ca_not_after=ca.cert.not_valid_after_utc,
             )
-        template = (
-            x509.CertificateBuilder()
-            .issuer_name(ca.cert.subject)
-            .not_valid_before(validity.not_before)
-            .not_valid_after(validity.not_after)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(_leaf_key_usage(key_type), critical=True)
-            .add_extension(x509.ExtendedKeyUsage(eku if isinstance(eku, list) else [eku]), critical=False)
-        )
         return cls(
             ca=ca,
             kind=kind,
             key_type=key_type,
-            template=template,
-            authority_key_id=authority_key_identifier(ca),
+            not_before=validity.not_before,
+            not_after=validity.not_after,
+            extensions=_profile_extensions(eku if isinstance(eku, list) else [eku], key_type),
+            authority_key_id=_extension(authority_key_identifier(ca), critical=False),
             capped_at_ca_expiry=validity.capped_at_ca_expiry,
         )
 
@@ -173,15 +218,16 @@ class _LeafProfile:
         )
 
     def sign(self, name: str, sans: list[x509.GeneralName], public_key: CertificatePublicKey) -> x509.Certificate:
-        check_name_constraints(self.ca.cert, sans)
-        return (
-            self.template.subject_name(subject_name(name))
-            .public_key(public_key)
-            .serial_number(x509.random_serial_number())
-            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-            .add_extension(self.authority_key_id, critical=False)
-            .sign(private_key=self.ca.key, algorithm=signature_hash(self.ca.key))
+        return _signed_leaf(
+            self.ca,
+            name=name,
+            public_key=public_key,
+            sans=sans,
+            not_before=self.not_before,
+            not_after=self.not_after,
+            profile=self.extensions,
+            authority_key_id=self.authority_key_id,
+            algorithm=signature_hash(self.ca.key),
         )
 
 
@@ -363,6 +409,53 @@ def reissue(
     return profile.issue(name, subject_alternative_names(old), key=key)
 
 
+class LeafSigner:
+    """`sign_leaf` for one CA, with what does not depend on the request made once: the issuer's AKI, the
+    extensions of each profile, the signature hash. The online CA keeps one and signs every renewal with it."""
+
+    def __init__(self, ca: CertificateAuthority) -> None:
+        self.ca = ca
+        self._authority_key_id = _extension(authority_key_identifier(ca), critical=False)
+        self._algorithm = signature_hash(ca.key)
+        self._ca_not_after = ca.cert.not_valid_after_utc
+        self._profiles: dict[tuple[LeafKind, bool], tuple[x509.Extension[x509.ExtensionType], ...]] = {}
+
+    def sign(
+        self,
+        name: str,
+        public_key: CertificatePublicKey,
+        *,
+        kind: LeafKind,
+        sans: Sequence[x509.GeneralName],
+        lifetime: dt.timedelta,
+    ) -> SignedCert:
+        """What `sign_leaf` says, for this signer's CA."""
+        validate_name(name)
+        if not sans:
+            raise PkiError(f"certificate {name!r} needs at least one SAN.")
+        key_type = key_type_name(public_key)
+        # keyUsage differs by key family only (keyEncipherment for RSA)
+        slot = (kind, key_type.startswith("rsa-"))
+        profile = self._profiles.get(slot)
+        if profile is None:
+            profile = self._profiles[slot] = _profile_extensions(_EKUS[kind], key_type)
+        validity = lifetime_window(lifetime, ca_not_after=self._ca_not_after)
+        cert = _signed_leaf(
+            self.ca,
+            name=name,
+            public_key=public_key,
+            sans=list(sans),
+            not_before=validity.not_before,
+            not_after=validity.not_after,
+            profile=profile,
+            authority_key_id=self._authority_key_id,
+            algorithm=self._algorithm,
+        )
+        return SignedCert(
+            name=name, kind=kind, cert=cert, chain=self.ca.leaf_chain, capped_at_ca_expiry=validity.capped_at_ca_expiry
+        )
+
+
 def sign_leaf(
     ca: CertificateAuthority,
     name: str,
@@ -377,23 +470,7 @@ def sign_leaf(
     The profile is the one `issue_server_cert` / `issue_client_cert` use
     (one EKU per kind, both for "peer"); the caller decides NAME, KIND and
     SANS (the online CA takes them from a token or the current certificate,
-    never from the CSR alone). Capped at the CA's expiry.
+    never from the CSR alone). Capped at the CA's expiry. A caller signing
+    many keeps a `LeafSigner(ca)`, which does the same.
     """
-    validate_name(name)
-    if not sans:
-        raise PkiError(f"certificate {name!r} needs at least one SAN.")
-    eku = _EKUS[kind]
-    profile = _LeafProfile.build(
-        ca,
-        kind=kind,
-        eku=eku if len(eku) > 1 else eku[0],
-        key_type=key_type_name(public_key),
-        days=LEAF_DEFAULT_DAYS,
-        not_before=None,
-        not_after=None,
-        lifetime=lifetime,
-    )
-    cert = profile.sign(name, list(sans), public_key)
-    return SignedCert(
-        name=name, kind=kind, cert=cert, chain=ca.leaf_chain, capped_at_ca_expiry=profile.capped_at_ca_expiry
-    )
+    return LeafSigner(ca).sign(name, public_key, kind=kind, sans=sans, lifetime=lifetime)
