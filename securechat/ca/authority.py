@@ -103,11 +103,14 @@ class OnlineCa:
         self.issuer = self.ca.cert.subject.rfc4514_string()
         self.verdicts = ChainVerdicts(self.anchors, self.ca.leaf_chain, anchors_where=str(self.store.trust_anchor_path))
         self._crl_state: tuple[tuple[int, int, int], checks.RevocationIndex] | None = None
+        self._crl_path = self.store.crl_path
         self._crl_key = checks.key_id(self.ca.cert)
         self._crl_high: int | None = None
         """The highest cRLNumber this CA published, as last read from (or written to) the database."""
         self._leaf_facts: OrderedDict[bytes, _LeafFacts] = OrderedDict()
         self.db = CaDatabase(config.database)
+        self._signer = pki.LeafSigner(self.ca)
+        """Signs every certificate this CA issues, with what is per CA made once."""
         self._crl_high = self.db.run(lambda tx: tx.crl_number(self._crl_key))
         imported = self.import_index()
         if imported:
@@ -221,6 +224,7 @@ class OnlineCa:
         presented: Sequence[x509.Certificate],
         proof: tuple[bytes, int] | None,
         caller: str,
+        fingerprint: bytes | None = None,
     ) -> Issuance:
         """Renew the caller's current certificate (PRESENTED, its chain) for the CSR's key; the record is durable on return.
 
@@ -234,7 +238,7 @@ class OnlineCa:
         must exist, be of the presented key and not be revoked; its name,
         kind and SANs are what the new certificate carries.
         """
-        checked = self.check_renewal(csr_pem, presented=presented, proof=proof)
+        checked = self.check_renewal(csr_pem, presented=presented, proof=proof, fingerprint=fingerprint)
         # Signed here, on the event loop, with the identity the presented certificate
         # carries; the job only checks that the record agrees and stores it (or, if the
         # record says otherwise, signs what the record says). The writer thread does SQL.
@@ -295,16 +299,25 @@ class OnlineCa:
             return None  # the job signs from the record, or refuses
 
     def check_renewal(
-        self, csr_pem: bytes, *, presented: Sequence[x509.Certificate], proof: tuple[bytes, int] | None
+        self,
+        csr_pem: bytes,
+        *,
+        presented: Sequence[x509.Certificate],
+        proof: tuple[bytes, int] | None,
+        fingerprint: bytes | None = None,
     ) -> RenewalRequest:
-        """Everything about a Renew that needs no database: the presented chain, the CSR, the proof, a new key."""
+        """Everything about a Renew that needs no database: the presented chain, the CSR, the proof, a new key.
+
+        FINGERPRINT, when the caller has it, is the leaf's SHA-256 fingerprint (a kept connection's is known).
+        """
         if not presented:
             raise CaRefusal(
                 RefusalReason.NO_CERTIFICATE,
                 "Renew needs the current certificate: over mTLS, or as current_chain_pem with a signature",
             )
         leaf = presented[0]
-        fingerprint = leaf.fingerprint(hashes.SHA256())
+        if fingerprint is None:
+            fingerprint = leaf.fingerprint(hashes.SHA256())
         facts = self._facts(leaf, fingerprint)
         serial, identity = facts.serial, facts.identity
         now = dt.datetime.now(dt.timezone.utc)
@@ -358,9 +371,9 @@ class OnlineCa:
         publishes a new one at once, above the mark, from its database (see
         `publish_crl`), and says so as an error.
         """
-        path = self.store.crl_path
+        path = self._crl_path
         try:
-            info = path.stat()
+            info = os.stat(path)
         except FileNotFoundError:
             if self._crl_high is None or republished:
                 self._crl_state = None
@@ -628,7 +641,7 @@ class OnlineCa:
         """Sign a certificate and make its record, which is not yet stored: nobody sees it until a job records it."""
         lifetime = self.config.lifetimes.of(kind)
         try:
-            signed = pki.sign_leaf(self.ca, name, request.public_key, kind=kind, sans=list(sans), lifetime=lifetime)  # type: ignore[arg-type]
+            signed = self._signer.sign(name, request.public_key, kind=kind, sans=sans, lifetime=lifetime)  # type: ignore[arg-type]
         except PkiError as exc:
             raise CaRefusal(RefusalReason.CA_UNAVAILABLE, f"the CA cannot issue now: {exc}", identity=name) from exc
         chain_pem = pki.certificate_pem(signed.cert) + self._chain_tail_pem

@@ -33,6 +33,7 @@ from typing import Any, TypeAlias, TypeVar
 
 import grpc
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from securechat import pki
@@ -68,6 +69,14 @@ class CaServicer(ca_pb2_grpc.CertificateAuthorityServicer):
         self._metrics = authority.metrics
         self._crash_after_commit = os.environ.get(CRASH_AFTER_COMMIT_ENV) == "1"
         self._handshakes = HandshakeChains()
+        self._renewed_by_kind: dict[str, Any] = {}
+
+    def _renewed(self, kind: str) -> Any:
+        """The renewed counter's child for KIND, looked up once (`labels` takes a lock and builds a key)."""
+        child = self._renewed_by_kind.get(kind)
+        if child is None:
+            child = self._renewed_by_kind[kind] = self._metrics.renewed.labels(kind=kind)
+        return child
 
     async def Enroll(  # noqa: N802
         self, request: ca_pb2.EnrollRequest, context: _Context[ca_pb2.EnrollRequest]
@@ -98,13 +107,15 @@ class CaServicer(ca_pb2_grpc.CertificateAuthorityServicer):
     ) -> ca_pb2.CertificateReply:
         caller = context.peer()
         try:
-            presented, proof = _current_certificate(request, context, self._handshakes)
-            issuance = await self._ca.renew(request.csr_pem, presented=presented, proof=proof, caller=caller)
+            presented, proof, fingerprint = _current_certificate(request, context, self._handshakes)
+            issuance = await self._ca.renew(
+                request.csr_pem, presented=presented, proof=proof, caller=caller, fingerprint=fingerprint
+            )
         except CaRefusal as refusal:
             await self._refuse(context, refusal, caller)
         self._committed()
         record = issuance.record
-        self._metrics.renewed.labels(kind=record.kind).inc()
+        self._renewed(record.kind).inc()
         audit.record(
             "renewed",
             identity=record.name,
@@ -147,15 +158,15 @@ class CaServicer(ca_pb2_grpc.CertificateAuthorityServicer):
 
 
 class HandshakeChains:
-    """Handshake certificates as parsed chains, parsed once per connection's PEM (bounded; a kept connection
-    sends the same certificate with every call)."""
+    """Handshake certificates as parsed chains with the leaf's fingerprint, parsed once per connection's PEM
+    (bounded; a kept connection sends the same certificate with every call)."""
 
     def __init__(self, size: int = MAX_CACHED_VERDICTS) -> None:
         self.size = size
-        self._parsed: OrderedDict[tuple[bytes, bytes], list[x509.Certificate]] = OrderedDict()
+        self._parsed: OrderedDict[tuple[bytes, bytes], tuple[list[x509.Certificate], bytes]] = OrderedDict()
 
-    def chain(self, leaf_pem: bytes, chain_pem: bytes) -> list[x509.Certificate]:
-        """The leaf, and what else the peer sent (core lists that chain in its own order)."""
+    def chain(self, leaf_pem: bytes, chain_pem: bytes) -> tuple[list[x509.Certificate], bytes]:
+        """The leaf, and what else the peer sent (core lists that chain in its own order); the leaf's SHA-256."""
         key = (leaf_pem, chain_pem)
         found = self._parsed.get(key)
         if found is not None:
@@ -165,16 +176,17 @@ class HandshakeChains:
             raise CaRefusal(RefusalReason.NO_CERTIFICATE, leaf.message.rstrip("."))
         sent = checks.parse_certificates(chain_pem, where="the handshake") if chain_pem else []
         chain = [leaf[0], *(c for c in sent if c != leaf[0])] if isinstance(sent, list) else [leaf[0]]
-        self._parsed[key] = chain
+        parsed = self._parsed[key] = (chain, leaf[0].fingerprint(hashes.SHA256()))
         while len(self._parsed) > self.size:
             self._parsed.popitem(last=False)
-        return chain
+        return parsed
 
 
 def _current_certificate(
     request: ca_pb2.RenewRequest, context: _Context[ca_pb2.RenewRequest], handshakes: HandshakeChains
-) -> tuple[list[x509.Certificate], tuple[bytes, int] | None]:
-    """The caller's current chain: from the mTLS handshake, else from the request with its proof.
+) -> tuple[list[x509.Certificate], tuple[bytes, int] | None, bytes | None]:
+    """The caller's current chain: from the mTLS handshake, else from the request with its proof; the
+    leaf's fingerprint when already known.
 
     Either way the chain is judged by the TLS core afterwards
     (`OnlineCa.check_renewal`); the handshake only proved the key.
@@ -182,7 +194,8 @@ def _current_certificate(
     auth = context.auth_context()
     handshake = auth.get("x509_pem_cert")
     if handshake:
-        return handshakes.chain(b"".join(handshake), b"".join(auth.get("x509_pem_cert_chain") or ())), None
+        chain, fingerprint = handshakes.chain(b"".join(handshake), b"".join(auth.get("x509_pem_cert_chain") or ()))
+        return chain, None, fingerprint
     if not request.current_chain_pem:
         raise CaRefusal(
             RefusalReason.NO_CERTIFICATE,
@@ -193,7 +206,7 @@ def _current_certificate(
         raise CaRefusal(RefusalReason.BAD_PROOF, "current_chain_pem holds no readable PEM certificate")
     if not request.signature:
         raise CaRefusal(RefusalReason.BAD_PROOF, "current_chain_pem came without the signature that proves its key")
-    return presented, (request.signature, request.signed_at_unix_ms)
+    return presented, (request.signature, request.signed_at_unix_ms), None
 
 
 @dataclass

@@ -72,7 +72,22 @@ def serve(
 
     settings = load_ca_config(config, listen=listen)
     configure_logging(settings.log_level, settings.log_format)
+    _lean_log_records()
     asyncio.run(_serve(settings))
+
+
+def _lean_log_records() -> None:
+    """Log records without what no securechat format prints: the caller's frame, thread and process.
+
+    The CA writes an audit line per certificate; these lookups were a third
+    of that line's cost (the Logging HOWTO's "Optimization" section).
+    """
+    import logging
+
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+    logging._srcfile = None
 
 
 async def _serve(settings: object) -> None:
