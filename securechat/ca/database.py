@@ -17,8 +17,10 @@ loop (`run_async`) every job that arrives while a COMMIT is on its way to
 disk joins the next one, so the batches grow with the load by themselves;
 the jobs' SQL runs on the loop and only the COMMIT on a committer thread,
 so one batch costs one hand-off between threads and the GIL is not fought
-over (see `CaDatabase`). Jobs should be short SQL: the CA signs
-certificates before it submits the job.
+over (see `CaDatabase`). Jobs should be short: a renewal's job verifies
+its CSR and signs (a fraction of a millisecond, and the batch's signatures
+then run one after another, with the CPU caches warm) before its SQL; the
+write lock is held meanwhile, which another writer waits out.
 
 Why `synchronous=FULL`, not NORMAL: in WAL mode NORMAL skips the fsync of
 each COMMIT (only checkpoints sync), which survives a crash of the process
