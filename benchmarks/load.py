@@ -532,6 +532,7 @@ async def _go_fan_out(
         "light_rate_msgs_per_second": rate,
         "light_phase_seconds": light_seconds or seconds,
         "lost": done["lost"],
+        "streams_ended_by_the_server": done["ended"],
         "connect_seconds": round(joined["connect_seconds"], 2),
         "server_rss_kb_per_stream": round((rss_streams - rss_idle) / n / 1024, 1),
         "events_per_response_under_load": _size_summary(Counter({int(k): v for k, v in loaded["sizes"].items()})),

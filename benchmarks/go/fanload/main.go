@@ -47,7 +47,8 @@ const room = "bench"
 
 type stream struct {
 	send     func(*pb.ChatMessage) error
-	received int64 // MESSAGE events taken, atomically
+	ended    atomic.Value // the error that ended the stream, if the server did
+	received int64        // MESSAGE events taken, atomically
 	joined   chan struct{}
 	once     sync.Once
 	record   int32 // 1 during the light phase
@@ -95,6 +96,7 @@ func open(ctx context.Context, conn *grpc.ClientConn, batched bool) (*stream, er
 			for {
 				batch, err := call.Recv()
 				if err != nil {
+					s.ended.Store(err.Error())
 					return
 				}
 				s.size(len(batch.GetEvents()))
@@ -114,6 +116,7 @@ func open(ctx context.Context, conn *grpc.ClientConn, batched bool) (*stream, er
 		for {
 			e, err := call.Recv()
 			if err != nil {
+				s.ended.Store(err.Error())
 				return
 			}
 			s.size(1)
@@ -268,13 +271,13 @@ func main() {
 			for time.Now().Before(deadline) {
 				for mine-(atomic.LoadInt64(&s.received)-own) >= int64(*window) {
 					time.Sleep(500 * time.Microsecond)
-					if !time.Now().Before(deadline) {
+					if !time.Now().Before(deadline) || s.ended.Load() != nil {
 						atomic.AddInt64(&sent, mine)
 						return
 					}
 				}
 				if err := s.send(&pb.ChatMessage{Room: room, Text: fmt.Sprintf("%d %d x", mine, time.Now().UnixNano())}); err != nil {
-					log.Fatalf("fanload: send: %v", err)
+					break // the server ended this stream: it is counted in "ended"
 				}
 				mine++
 			}
@@ -297,8 +300,8 @@ func main() {
 		for time.Now().Before(deadline) {
 			behind := false
 			for i, s := range streams {
-				if atomic.LoadInt64(&s.received)-base[i] < p {
-					behind = true
+				if s.ended.Load() == nil && atomic.LoadInt64(&s.received)-base[i] < p {
+					behind = true // a stream the server ended waits for nothing more: its shortfall is lost
 					break
 				}
 			}
@@ -331,7 +334,7 @@ func main() {
 	t1 := time.Now()
 	for time.Since(t1).Seconds() < *lightSeconds {
 		for i := 0; i < *senders; i++ {
-			streams[i].send(&pb.ChatMessage{Room: room, Text: fmt.Sprintf("%d %d light", light, time.Now().UnixNano())})
+			_ = streams[i].send(&pb.ChatMessage{Room: room, Text: fmt.Sprintf("%d %d light", light, time.Now().UnixNano())})
 			light++
 		}
 		time.Sleep(interval)
@@ -346,6 +349,12 @@ func main() {
 		s.mu.Unlock()
 		lost += posted - (atomic.LoadInt64(&s.received) - base[i])
 	}
+	ended := map[string]int{}
+	for _, s := range streams {
+		if why, ok := s.ended.Load().(string); ok {
+			ended[why]++
+		}
+	}
 	sort.Float64s(lat)
 	rounded := make([]float64, len(lat))
 	for i, v := range lat {
@@ -353,7 +362,7 @@ func main() {
 	}
 	say(nil, "done", map[string]interface{}{
 		"p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99), "lost": lost, "light_sizes": sizes(streams), "probes": probes,
-		"latencies_ms": rounded,
+		"latencies_ms": rounded, "ended": ended,
 	})
 }
 
