@@ -26,6 +26,13 @@ process. Rounds alternate the three measurements and report medians:
   afterwards (none lost). Requests are built before the clock starts, so
   the storm measures the CA, not this process's key generation.
 
+Each renewal's new key and CSR are made before the clock starts
+(`make_new_keys`: 8 per identity, used in turn; `--keys-on-the-clock` makes
+them during the measurement instead): key generation is the requester's
+work, on its own machine, and on this 2-core machine it would otherwise
+take the CPU from the CA. The CA still parses and verifies every CSR it
+gets, and the proof modes still sign each proof on the clock.
+
 Every renewal's record is durable before its reply (SQLite WAL,
 synchronous=FULL; group commit shares one fsync between the renewals that
 arrive together); the run checks afterwards that every serial it received
@@ -37,7 +44,9 @@ is in the database.
     BENCH_PROFILE=/tmp/prof python -m benchmarks.ca_renewals --rounds 1 --storm 0   # py-spy of the CA per phase
 
 CPU per call is the process's user + system time over the phase divided by
-its calls (`/proc/PID/stat`), for the chat server and the CA alike.
+its calls (`/proc/PID/stat`), for the chat server and the CA alike; the
+summary's `cost_*` entries are the target's other reading (CA CPU per
+renewal over the chat server's CPU per SayHello: at most 2 is the target).
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from securechat.ca import database
 from securechat.ca.database import CaDatabase, TokenRecord, Transaction
 
 
@@ -29,6 +30,37 @@ async def test_jobs_that_arrive_together_share_one_commit(tmp_path: Path) -> Non
         await asyncio.gather(*(db.run_async(lambda tx, i=i: tx.add_token(_token(i))) for i in range(50)))
         assert db.jobs == 50 and db.commits <= 2
         assert _stored(tmp_path / "ca.db") == {f"h{i}" for i in range(50)}
+    finally:
+        db.close()
+
+
+async def test_jobs_that_arrive_during_a_commit_gather_into_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lone job commits alone; jobs arriving while its COMMIT is on its way wait for company (GATHER_JOBS,
+    or GATHER_SECONDS at most) and share the next COMMIT, each durable when its result is seen."""
+    monkeypatch.setattr(database, "GATHER_JOBS", 3)
+    monkeypatch.setattr(database, "GATHER_SECONDS", 60.0)  # only the third job may start the batch
+    db = CaDatabase(tmp_path / "ca.db")
+    try:
+        first = asyncio.ensure_future(db.run_async(lambda tx: tx.add_token(_token(0))))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # the first batch has started: its COMMIT is on the committer thread
+        assert db._committing
+        second = asyncio.ensure_future(db.run_async(lambda tx: tx.add_token(_token(1))))
+        later: list[asyncio.Future[None]] = []
+        # Submitted once the first result is seen: the second waits for them.
+        first.add_done_callback(
+            lambda _: later.extend(
+                asyncio.ensure_future(db.run_async(lambda tx, i=i: tx.add_token(_token(i)))) for i in (2, 3)
+            )
+        )
+        await first  # alone, it did not wait: with GATHER_SECONDS at 60 this would take a minute
+        assert db.commits == 1 and db.jobs == 1
+        await second
+        await asyncio.gather(*later)
+        assert db.commits == 2 and db.jobs == 4, "jobs 1-3 share one COMMIT (without gathering: 1 alone, then 2-3)"
+        assert _stored(tmp_path / "ca.db") == {"h0", "h1", "h2", "h3"}
     finally:
         db.close()
 
