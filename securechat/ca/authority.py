@@ -240,18 +240,23 @@ class OnlineCa:
         """
         leaf, facts, now = self._check_presented(presented, fingerprint)
 
-        def job(tx: Transaction) -> Issuance:
-            # The CSR is verified and the certificate signed inside the batch's job (before its
-            # SQL), so the batch's renewals do their signatures one after another: the curve's
-            # tables stay in the CPU caches, where gRPC and logging in between would evict them
-            # (that made each signature two to three times as dear). With the identity the
-            # presented certificate carries; the record then only has to agree (or, if it says
-            # otherwise, the job signs what the record says).
+        prepared: list[tuple[RenewalRequest, Issuance | None]] = []
+
+        def prepare() -> None:
+            # The CSR is verified and the certificate signed in the batch's PREPARE phase, so a
+            # batch's renewals do their signatures one after another: the curve's tables stay in
+            # the CPU caches, where gRPC and logging in between would evict them (that made each
+            # signature two to three times as dear). With the identity the presented certificate
+            # carries; the record then only has to agree (or, if it says otherwise, the job signs
+            # what the record says).
             checked = self._check_request(csr_pem, leaf=leaf, facts=facts, proof=proof, now=now)
-            presigned = self._presign(checked, caller=caller)
+            prepared.append((checked, self._presign(checked, caller=caller)))
+
+        def job(tx: Transaction) -> Issuance:
+            checked, presigned = prepared[0]
             return self._renew_job(checked, caller=caller, presigned=presigned)(tx)
 
-        return await self.db.run_async(job)
+        return await self.db.run_async(job, prepare=prepare)
 
     async def renew_own(self, csr_pem: bytes, *, presented: Sequence[x509.Certificate]) -> Issuance:
         """Renew the CA service's own TLS certificate (PRESENTED) for the CSR's key, in-process; durable on return.

@@ -17,10 +17,11 @@ loop (`run_async`) every job that arrives while a COMMIT is on its way to
 disk joins the next one, so the batches grow with the load by themselves;
 the jobs' SQL runs on the loop and only the COMMIT on a committer thread,
 so one batch costs one hand-off between threads and the GIL is not fought
-over (see `CaDatabase`). Jobs should be short: a renewal's job verifies
-its CSR and signs (a fraction of a millisecond, and the batch's signatures
-then run one after another, with the CPU caches warm) before its SQL; the
-write lock is held meanwhile, which another writer waits out.
+over (see `CaDatabase`). Jobs should be short SQL; what a job needs done
+without the database first (a renewal's CSR check and signature) is its
+`prepare`, and a batch runs its PREPAREs back to back before the SQL, so
+the signatures find the CPU caches warm (the write lock is held meanwhile,
+a fraction of a millisecond per job, which another writer waits out).
 
 Why `synchronous=FULL`, not NORMAL: in WAL mode NORMAL skips the fsync of
 each COMMIT (only checkpoints sync), which survives a crash of the process
@@ -309,7 +310,7 @@ def _cert_record(row: sqlite3.Row) -> CertRecord:
 
 
 _Outcome = tuple[bool, Any]
-_Job = tuple[Callable[[Transaction], Any], "asyncio.Future[Any]"]
+_Job = tuple[Callable[[Transaction], Any], "asyncio.Future[Any]", Callable[[], object] | None]
 
 
 class CaDatabase:
@@ -369,12 +370,18 @@ class CaDatabase:
 
     # -- the event loop ----------------------------------------------------------
 
-    async def run_async(self, job: Callable[[Transaction], T]) -> T:
-        """JOB in the next batch; its result (or exception) once that batch is committed."""
+    async def run_async(self, job: Callable[[Transaction], T], *, prepare: Callable[[], object] | None = None) -> T:
+        """JOB in the next batch; its result (or exception) once that batch is committed.
+
+        PREPARE, if given, is work that needs no database (a renewal's CSR check
+        and signature): the batch runs its jobs' PREPAREs one after another
+        before their SQL, so that work runs back to back with the CPU caches
+        warm. If PREPARE raises, JOB does not run and that exception is its result.
+        """
         self._check_open()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._pending.append((job, future))
+        self._pending.append((job, future, prepare))
         if self._gathering is not None and len(self._pending) >= GATHER_JOBS:
             self._gathering.cancel()
             self._gathered(loop)
@@ -421,7 +428,7 @@ class CaDatabase:
         self._busy_since = None
         batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
         try:
-            outcomes = self._run_jobs([job for job, future in batch])
+            outcomes = self._run_jobs(_prepared(batch))
         except sqlite3.Error as exc:
             failure = self._failed(exc)
             self._lock.release()
@@ -471,7 +478,7 @@ class CaDatabase:
 
     @staticmethod
     def _settle(batch: list[_Job], outcomes: Sequence[_Outcome]) -> None:
-        for (_job, future), (ok, value) in zip(batch, outcomes, strict=True):
+        for (_job, future, _prepare), (ok, value) in zip(batch, outcomes, strict=True):
             if future.done():
                 continue
             if ok:
@@ -485,13 +492,19 @@ class CaDatabase:
 
     # -- both ----------------------------------------------------------------------
 
-    def _run_jobs(self, jobs: Sequence[Callable[[Transaction], Any]]) -> list[_Outcome]:
-        """Each job in its own SAVEPOINT of the open transaction: a job that raises is undone alone."""
+    def _run_jobs(self, jobs: Sequence[Callable[[Transaction], Any] | Exception]) -> list[_Outcome]:
+        """Each job in its own SAVEPOINT of the open transaction: a job that raises is undone alone.
+
+        An exception in place of a job (its PREPARE failed) is that job's outcome.
+        """
         db = self._connection
         tx = Transaction(db)
         outcomes: list[_Outcome] = []
         try:
             for job in jobs:
+                if isinstance(job, Exception):
+                    outcomes.append((False, job))
+                    continue
                 db.execute("SAVEPOINT job")
                 try:
                     value = job(tx)
@@ -540,6 +553,20 @@ class CaDatabase:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _prepared(batch: Sequence[_Job]) -> list[Callable[[Transaction], Any] | Exception]:
+    """The batch's jobs, each PREPARE run first (back to back); a failed one's exception instead of its job."""
+    jobs: list[Callable[[Transaction], Any] | Exception] = []
+    for job, _future, prepare in batch:
+        if prepare is not None:
+            try:
+                prepare()
+            except Exception as exc:
+                jobs.append(exc)
+                continue
+        jobs.append(job)
+    return jobs
 
 
 def _open(path: Path) -> sqlite3.Connection:

@@ -65,6 +65,35 @@ async def test_jobs_that_arrive_during_a_commit_gather_into_the_next(
         db.close()
 
 
+async def test_prepares_run_first_and_a_failed_one_skips_its_job(tmp_path: Path) -> None:
+    """A batch runs every job's PREPARE before any job's SQL; a PREPARE that raises is its job's result and the
+    job never runs, while its neighbours' jobs commit (twin)."""
+    db = CaDatabase(tmp_path / "ca.db")
+    order: list[str] = []
+
+    def prepare(i: int) -> None:
+        order.append(f"prepare {i}")
+        if i == 1:
+            raise ValueError("bad CSR 1")
+
+    def job(tx: Transaction, i: int) -> int:
+        order.append(f"job {i}")
+        tx.add_token(_token(i))
+        return i
+
+    try:
+        results = await asyncio.gather(
+            *(db.run_async(lambda tx, i=i: job(tx, i), prepare=lambda i=i: prepare(i)) for i in range(3)),
+            return_exceptions=True,
+        )
+        assert results[0] == 0 and results[2] == 2
+        assert isinstance(results[1], ValueError) and str(results[1]) == "bad CSR 1"
+        assert order == ["prepare 0", "prepare 1", "prepare 2", "job 0", "job 2"]
+        assert _stored(tmp_path / "ca.db") == {"h0", "h2"}
+    finally:
+        db.close()
+
+
 async def test_a_refused_job_is_undone_alone(tmp_path: Path) -> None:
     """In one batch a job that raises rolls back its own writes; its neighbour's are committed (twin)."""
     db = CaDatabase(tmp_path / "ca.db")
