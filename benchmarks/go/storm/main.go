@@ -10,14 +10,15 @@
 //	                                   securechat client does on reconnect
 //
 // A rejoining stream behaves as securechat's client does (client/reconnect.py):
-// it opens Chat with `last-event-id`, writes its JOIN, and when the call is
+// it opens ChatBatched (-method Chat: Chat) with `last-event-id`, writes its JOIN, and when the call is
 // refused OUT_OF_RANGE with reason `history-gone` and `securechat-resume-from`
 // in trailing metadata, it opens again from that id. It is back when the echo of
 // a message it then posts to its own room arrives: the server handles a stream's
 // messages in order, so the echo proves the join was handled. UNAVAILABLE and
 // RESOURCE_EXHAUSTED are retried after a short backoff; any other status ends the
 // stream's attempt and is counted (CANCELLED, the shedding the storm looks for,
-// among them).
+// among them). A stream that is back stays open, as a client's would, until every
+// stream is back (or failed); then all close.
 //
 // Prints one JSON object on stdout: per-outcome counts, the seconds from the
 // start of the mode until each stream was back (sorted), and this process's CPU.
@@ -59,6 +60,16 @@ const (
 	historyGone = "history-gone"
 	attempts    = 8 // one refusal with the new run's resume point, then retries of UNAVAILABLE and the like
 )
+
+// Status code names as gRPC's other languages (and benchmarks/paths.py) spell them.
+var codeNames = map[codes.Code]string{
+	codes.OK: "OK", codes.Canceled: "CANCELLED", codes.Unknown: "UNKNOWN", codes.InvalidArgument: "INVALID_ARGUMENT",
+	codes.DeadlineExceeded: "DEADLINE_EXCEEDED", codes.NotFound: "NOT_FOUND", codes.AlreadyExists: "ALREADY_EXISTS",
+	codes.PermissionDenied: "PERMISSION_DENIED", codes.ResourceExhausted: "RESOURCE_EXHAUSTED",
+	codes.FailedPrecondition: "FAILED_PRECONDITION", codes.Aborted: "ABORTED", codes.OutOfRange: "OUT_OF_RANGE",
+	codes.Unimplemented: "UNIMPLEMENTED", codes.Internal: "INTERNAL", codes.Unavailable: "UNAVAILABLE",
+	codes.DataLoss: "DATA_LOSS", codes.Unauthenticated: "UNAUTHENTICATED",
+}
 
 type report struct {
 	Mode       string         `json:"mode"`
@@ -115,33 +126,60 @@ func dial(target, serverName string, pool *x509.CertPool, clients string, index 
 }
 
 // enter opens one stream (resuming after RESUME when it is not empty), joins "storm",
-// posts TEXT to room OWN and waits for its echo. It returns the echo's id, or the
-// status the call ended with and its trailing metadata.
-func enter(ctx context.Context, client pb.ChatServiceClient, resume, own, text string) (string, *status.Status, metadata.MD) {
+// posts TEXT to room OWN and waits for its echo. It returns the echo's id and the
+// stream's cancel (the stream stays open: a client that is back stays), or the status
+// the call ended with and its trailing metadata.
+func enter(ctx context.Context, client pb.ChatServiceClient, batched bool, resume, own, text string) (string, context.CancelFunc, *status.Status, metadata.MD) {
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	if resume != "" {
 		ctx = metadata.AppendToOutgoingContext(ctx, lastEventID, resume)
 	}
-	stream, err := client.Chat(ctx, grpc.WaitForReady(true))
-	if err != nil {
-		return "", status.Convert(err), nil
+	var (
+		send    func(*pb.ChatMessage) error
+		recv    func() ([]*pb.ChatEvent, error)
+		trailer func() metadata.MD
+	)
+	if batched { // as securechat's client does: ChatBatched, Chat only on a server without it
+		stream, err := client.ChatBatched(ctx, grpc.WaitForReady(true))
+		if err != nil {
+			cancel()
+			return "", nil, status.Convert(err), nil
+		}
+		send, trailer = stream.Send, stream.Trailer
+		recv = func() ([]*pb.ChatEvent, error) {
+			batch, err := stream.Recv()
+			return batch.GetEvents(), err
+		}
+	} else {
+		stream, err := client.Chat(ctx, grpc.WaitForReady(true))
+		if err != nil {
+			cancel()
+			return "", nil, status.Convert(err), nil
+		}
+		send, trailer = stream.Send, stream.Trailer
+		recv = func() ([]*pb.ChatEvent, error) {
+			event, err := stream.Recv()
+			return []*pb.ChatEvent{event}, err
+		}
 	}
 	// A Send to a call the server has ended returns io.EOF; Recv then gives its status.
-	_ = stream.Send(&pb.ChatMessage{Room: "storm"})
-	_ = stream.Send(&pb.ChatMessage{Room: own, Text: text})
+	_ = send(&pb.ChatMessage{Room: "storm"})
+	_ = send(&pb.ChatMessage{Room: own, Text: text})
 	for {
-		event, err := stream.Recv()
+		events, err := recv()
 		if err != nil {
-			return "", status.Convert(err), stream.Trailer()
+			cancel()
+			return "", nil, status.Convert(err), trailer()
 		}
-		if event.GetKind() == pb.ChatEvent_MESSAGE && event.GetText() == text && event.GetRoom() == own {
-			return event.GetId(), nil, nil
+		for _, event := range events {
+			if event.GetKind() == pb.ChatEvent_MESSAGE && event.GetText() == text && event.GetRoom() == own {
+				return event.GetId(), cancel, nil, nil
+			}
 		}
 	}
 }
 
-func run(mode string, conns []*grpc.ClientConn, resume []string, timeout time.Duration) (report, []string) {
+func run(mode string, batched bool, conns []*grpc.ClientConn, resume []string, timeout time.Duration) (report, []string) {
 	streams := len(resume)
 	ids := make([]string, streams)
 	c := &counter{outcomes: map[string]int{}}
@@ -151,22 +189,27 @@ func run(mode string, conns []*grpc.ClientConn, resume []string, timeout time.Du
 	if mode == "rejoin" {
 		text = "back"
 	}
+	release := make(chan struct{}) // closed once every stream is back: until then those back stay open
+	var back, closed sync.WaitGroup
 	started := time.Now()
-	var wg sync.WaitGroup
 	for i := 0; i < streams; i++ {
-		wg.Add(1)
+		back.Add(1)
+		closed.Add(1)
 		go func(i int) {
-			defer wg.Done()
+			defer closed.Done()
 			client := pb.NewChatServiceClient(conns[i%len(conns)])
 			point, own, wait := resume[i], fmt.Sprintf("s%d", i), 50*time.Millisecond
 			for attempt := 0; attempt < attempts; attempt++ {
-				id, st, trailer := enter(ctx, client, point, own, text)
+				id, end, st, trailer := enter(ctx, client, batched, point, own, text)
 				if st == nil {
 					ids[i] = id
 					c.done(time.Since(started).Seconds())
+					back.Done()
+					<-release
+					end()
 					return
 				}
-				c.count(st.Code().String())
+				c.count(codeNames[st.Code()])
 				if st.Code() == codes.OutOfRange && first(trailer, refusalKey) == historyGone && first(trailer, resumeKey) != "" {
 					point = first(trailer, resumeKey) // the new run's resume point: nothing of it is missed
 					continue
@@ -177,13 +220,17 @@ func run(mode string, conns []*grpc.ClientConn, resume []string, timeout time.Du
 					continue
 				}
 				c.fail(fmt.Sprintf("stream %d: %s: %s (%s=%q)", i, st.Code(), st.Message(), refusalKey, first(trailer, refusalKey)))
+				back.Done()
 				return
 			}
 			c.fail(fmt.Sprintf("stream %d: not back after %d attempts", i, attempts))
+			back.Done()
 		}(i)
 	}
-	wg.Wait()
+	back.Wait()
 	elapsed := time.Since(started).Seconds()
+	close(release)
+	closed.Wait()
 	sort.Float64s(c.seconds)
 	var usage syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &usage)
@@ -211,6 +258,7 @@ func main() {
 	streams := flag.Int("streams", 10000, "Chat streams, spread over the connections")
 	idsFile := flag.String("ids", "", "file of last event ids, one per stream")
 	timeout := flag.Duration("timeout", 300*time.Second, "give up after this long")
+	method := flag.String("method", "ChatBatched", "ChatBatched (what securechat's client opens) or Chat")
 	flag.Parse()
 	caPEM, err := ioutil.ReadFile(*caFile)
 	if err != nil {
@@ -238,7 +286,10 @@ func main() {
 	for i := range conns {
 		conns[i] = dial(*target, *serverName, pool, *clients, i)
 	}
-	result, ids := run(*mode, conns, resume, *timeout)
+	if *method != "ChatBatched" && *method != "Chat" {
+		log.Fatalf("storm: -method %q: use ChatBatched or Chat", *method)
+	}
+	result, ids := run(*mode, *method == "ChatBatched", conns, resume, *timeout)
 	for _, conn := range conns {
 		conn.Close()
 	}
