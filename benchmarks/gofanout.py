@@ -1,4 +1,4 @@
-"""Build benchmarks/go/fanout (the grpc-go fan-out server) and benchmarks/go/storm (the storm's client) from Debian's Go packages.
+"""Build benchmarks/go/PROGRAM (fanout: the grpc-go fan-out server; fanload: the Go load client; storm: the reconnect storm's client) from Debian's Go packages.
 
 Nothing is fetched but Debian's packages: the build runs in GOPATH mode
 against the sources they install under /usr/share/gocode, with the Go stubs
@@ -7,8 +7,7 @@ missing, `build` runs `scripts/install-deps.sh go` (as root: one apt-get
 command for the whole set; asked apart, apt picks protobuf 1.3's Go package,
 whose stubs panic at run time).
 
-    python -m benchmarks.gofanout DEST          # writes DEST/fanout, prints its path
-    python -m benchmarks.gofanout DEST storm    # writes DEST/storm
+    python -m benchmarks.gofanout DEST [PROGRAM]     # writes DEST/PROGRAM (default fanout), prints its path
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCES = ROOT / "benchmarks" / "go"  # one directory per program, each a main.go
+SOURCES = ROOT / "benchmarks" / "go"
 PROTO = "securechat/v1/chat.proto"
 GO_PACKAGE = "securechat/v1/chatpb"  # the proto has no go_package option: protoc is told with --go_opt=M
 DEBIAN_GOCODE = Path("/usr/share/gocode")
@@ -48,7 +47,7 @@ def build(dest: Path, program: str = "fanout") -> Path:
         subprocess.run([shutil.which("bash") or "/bin/bash", str(ROOT / "scripts" / "install-deps.sh"), "go"], check=False)
     missing = missing_tools()
     if missing:
-        raise RuntimeError(f"grpc-go fan-out server: {', '.join(missing)} not installed; run scripts/install-deps.sh go as root")
+        raise RuntimeError(f"grpc-go {program}: {', '.join(missing)} not installed; run scripts/install-deps.sh go as root")
     workspace = dest / "gopath"
     package = workspace / "src" / GO_PACKAGE
     package.mkdir(parents=True, exist_ok=True)
