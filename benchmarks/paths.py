@@ -50,7 +50,7 @@ from securechat.protocol import RESUME_FROM_KEY, Reason, refusal_reason
 KINDS = ("securechat", "baseline")
 GO_STORM: Path | None = None  # benchmarks/go/storm, built once per run
 ATTEMPTS = 8
-"""Calls a storm client makes to get back: one refused with the new run's resume point, then retries of races."""
+"""Calls a storm client makes to get back: one refused with the new run's resume point, then retries."""
 
 
 def _pct(values: list[float], pct: float) -> float:
@@ -306,31 +306,25 @@ async def _python_rejoin(
     async def rejoin(index: int) -> None:
         resume = last_ids[index]
         stub = chat_pb2_grpc.ChatServiceStub(channels[index % connections])
-        wait = 0.05
         for _ in range(ATTEMPTS):
             call = _open(stub, method, (("last-event-id", resume),))
             events = _events(method, call)
-            first: asyncio.Future[chat_pb2.ChatEvent] | None = None
             with contextlib.suppress(grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError, StopAsyncIteration):
                 await call.write(chat_pb2.ChatMessage(room="storm", text=""))
-                # A write to a call the server already ended fails and hides
-                # its real status: give a refusal WAIT to arrive first (longer
-                # after each such race: a busy server answers later).
-                first = asyncio.ensure_future(anext(events))
-                await asyncio.wait([first], timeout=wait)
-                posted = not first.done()
-                if posted:
-                    await call.write(chat_pb2.ChatMessage(room=f"s{index}", text="back"))
-                event = await first  # raises when the call was refused
-                if not posted:
-                    await call.write(chat_pb2.ChatMessage(room=f"s{index}", text="back"))
-                while not (event.kind == chat_pb2.ChatEvent.MESSAGE and event.text == "back"):
-                    event = await anext(events)
-                done_at.append(time.perf_counter() - started)
-                back.append(call)
-                return
-            if first is not None and first.done() and not first.cancelled():
-                first.exception()  # retrieved: the call's status says it
+                # A single server answers an accepted stream with its headers at
+                # once and refuses a resume id from before its run (after the
+                # first message) without them: post only once the headers came,
+                # since a write in flight when a refusal arrives hides it (grpc.aio
+                # reports INTERNAL instead).
+                await call.initial_metadata()
+                if call.done():
+                    raise StopAsyncIteration
+                await call.write(chat_pb2.ChatMessage(room=f"s{index}", text="back"))
+                async for event in events:
+                    if event.kind == chat_pb2.ChatEvent.MESSAGE and event.text == "back":
+                        done_at.append(time.perf_counter() - started)
+                        back.append(call)
+                        return
             code = await call.code()
             outcomes[code.name] = outcomes.get(code.name, 0) + 1
             trailing = tuple(await call.trailing_metadata() or ())
@@ -338,8 +332,7 @@ async def _python_rejoin(
             if refusal_reason(trailing) is Reason.HISTORY_GONE and point is not None:
                 resume = str(point)  # the new run's first event: nothing of it is missed
                 continue
-            if code is grpc.StatusCode.INTERNAL:  # our write raced the refusal and hid it: ask again, waiting longer
-                wait = min(wait * 4, 2.0)
+            if code is grpc.StatusCode.INTERNAL:  # a write raced a refusal and hid it: ask again
                 continue
             return
 
