@@ -28,7 +28,8 @@ member is never dropped silently: it is either delivered to, or told.
 A member that opened its stream with `last-event-id` first gets, for each
 room it joins, that room's events after the id (from the broker's history),
 then the live ones; if they are no longer held its stream ends with
-OUT_OF_RANGE naming the oldest id still held.
+OUT_OF_RANGE naming the oldest id still held. An id from before this server
+run is refused for the whole stream as it opens (`RoomHub.refuse_resume`).
 """
 
 from __future__ import annotations
