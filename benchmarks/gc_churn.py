@@ -4,13 +4,17 @@
 
 One in-process securechat server (in memory, mTLS) and short sessions
 against it, 50 at a time: open a channel, post one message, wait for its
-echo, close. After every 200 sessions the process's RSS is sampled. Three
-policies, each in a fresh subprocess: the server's own thresholds
-(`securechat.server.app.GC_THRESHOLDS`), Python's default (700, 10, 10),
-and the server's thresholds plus `gc.collect()` every 200 sessions. The
-client channels live in the same process, so absolute numbers include
-them; the policies differ only in when cycles are collected. A diagnostic
-for the soak (README "Soak"); prints JSON, never fails a build.
+echo, close. After every 200 sessions the process's RSS is sampled. The
+policies, each in a fresh subprocess: the server as it runs
+(`securechat.server.app.GC_THRESHOLDS` and its `Collector`, which
+collects after every 100 ended streams), the thresholds alone (the server
+before the collector), Python's default (700, 10, 10) without the
+collector, and the thresholds plus a full `gc.collect()` every 200
+sessions. The client channels live in the same process, so absolute
+numbers include them; the policies differ only in when cycles are
+collected. With --sessions beyond 1,600 it also shows whether what remains
+after collections levels off. A diagnostic for the soak (README "Soak");
+prints JSON, never fails a build.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from typing import Any
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-POLICIES = ("server", "python-default", "server+collect")
+POLICIES = ("server", "thresholds-only", "python-default", "thresholds+collect")
 
 
 def _rss_mb() -> float:
@@ -59,6 +63,9 @@ async def _run(policy: str, sessions: int, root: Path) -> list[dict[str, Any]]:
         encoding="utf-8",
     )
     server = await start_server(load_server_config(server_yaml))
+    assert server.collector is not None
+    if policy != "server":
+        await server.collector.stop()
     gc.freeze()
     gc.set_threshold(*((700, 10, 10) if policy == "python-default" else GC_THRESHOLDS))
     cert, key = certs.pair("alice")
@@ -79,9 +86,13 @@ async def _run(policy: str, sessions: int, root: Path) -> list[dict[str, Any]]:
         await asyncio.gather(*(session(done + k) for k in range(50)))
         done += 50
         if done % 200 == 0:
-            if policy == "server+collect":
+            if policy == "thresholds+collect":
                 gc.collect()
             samples.append({"sessions": done, "rss_mb": round(_rss_mb(), 1), "gc_count": list(gc.get_count())})
+    stats = server.collector.stats
+    samples.append({"collector": {"collections": stats.collections, "full": stats.full_collections,
+                                  "pause_ms_total": round(stats.pause_seconds * 1000, 1),
+                                  "pause_ms_max": round(stats.max_pause_seconds * 1000, 2), "collected": stats.collected}})
     await server.stop(0)
     return samples
 

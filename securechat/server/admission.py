@@ -58,6 +58,8 @@ class Admission:
         self._streams: Counter[str] = Counter()  # identity -> open streams
         self._buckets: dict[str, TokenBucket] = {}  # identity -> its shared message budget
         self._connections: Counter[str] = Counter()  # peer address -> open streams
+        self.closed_streams = 0
+        """Streams opened and closed so far, however they ended (server/collector.py counts them)."""
 
     @property
     def connections(self) -> int:
@@ -101,6 +103,7 @@ class Admission:
         return None
 
     def close_stream(self, identity: str, peer: str) -> None:
+        self.closed_streams += 1
         for counts, key in ((self._streams, identity), (self._connections, peer)):
             counts[key] -= 1
             if counts[key] <= 0:
