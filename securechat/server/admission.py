@@ -58,8 +58,8 @@ class Admission:
         self._streams: Counter[str] = Counter()  # identity -> open streams
         self._buckets: dict[str, TokenBucket] = {}  # identity -> its shared message budget
         self._connections: Counter[str] = Counter()  # peer address -> open streams
-        self.closed_streams = 0
-        """Streams opened and closed so far, however they ended (server/collector.py counts them)."""
+        self.ended_streams = 0
+        """Streams ended so far: refused here, or opened and closed however they ended (server/collector.py reads it)."""
 
     @property
     def connections(self) -> int:
@@ -68,6 +68,7 @@ class Admission:
     def open_stream(self, identity: str, peer: str) -> Refusal | None:
         limits = self._limits
         if self._streams[identity] >= limits.max_streams_per_identity:
+            self.ended_streams += 1
             log.warning(
                 "refused a chat stream of %s: RESOURCE_EXHAUSTED (max_streams_per_identity %d)",
                 identity,
@@ -80,6 +81,7 @@ class Admission:
                 f"the limit max_streams_per_identity is {limits.max_streams_per_identity}",
             )
         if peer not in self._connections and len(self._connections) >= limits.max_connections:
+            self.ended_streams += 1
             log.warning(
                 "connection limit reached: %d connections with open streams (limits.max_connections); refusing %s from %s",
                 limits.max_connections,
@@ -103,7 +105,7 @@ class Admission:
         return None
 
     def close_stream(self, identity: str, peer: str) -> None:
-        self.closed_streams += 1
+        self.ended_streams += 1
         for counts, key in ((self._streams, identity), (self._connections, peer)):
             counts[key] -= 1
             if counts[key] <= 0:

@@ -165,7 +165,8 @@ async def start_server(config: ServerConfig) -> RunningServer:
     lifecycle.start(service)
     running.lifecycle = lifecycle
     running.collector = Collector(
-        lambda: service.admission.closed_streams + metrics.refused_calls, on_collect=lambda seconds, full: metrics.collected(seconds, full=full)
+        lambda: service.admission.ended_streams + metrics.refused_calls,
+        on_collect=lambda seconds, full: metrics.collected(seconds, full=full),
     )
     running.collector.start()
     if config.tls is not None and config.tls.renew is not None:

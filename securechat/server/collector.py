@@ -9,8 +9,8 @@ traceback, gRPC's per-call closures, the member's queue) that hold about
 minutes for a collection under the soak's churn (README "Soak").
 
 `Collector` closes that gap without touching the hot path. The server
-counts closed streams (`Admission.closed_streams`, however they ended:
-client gone, cancelled, refused, shut down) and refused calls
+counts ended streams (`Admission.ended_streams`: refused at open, or
+closed however they ended: client gone, cancelled, refused, shut down) and refused calls
 (`ServerMetrics.refused_calls`); a
 timer task looks at the count every `CollectionPolicy.check_seconds` and
 runs `gc.collect(1)` (generations 0 and 1: what was allocated since the
