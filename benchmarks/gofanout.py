@@ -1,4 +1,4 @@
-"""Build benchmarks/go/fanout (the grpc-go fan-out server) from Debian's Go packages.
+"""Build benchmarks/go/PROGRAM (fanout: the grpc-go fan-out server; fanload: the Go load client) from Debian's Go packages.
 
 Nothing is fetched but Debian's packages: the build runs in GOPATH mode
 against the sources they install under /usr/share/gocode, with the Go stubs
@@ -7,7 +7,7 @@ missing, `build` runs `scripts/install-deps.sh go` (as root: one apt-get
 command for the whole set; asked apart, apt picks protobuf 1.3's Go package,
 whose stubs panic at run time).
 
-    python -m benchmarks.gofanout DEST      # writes DEST/fanout, prints its path
+    python -m benchmarks.gofanout DEST [PROGRAM]     # writes DEST/PROGRAM (default fanout), prints its path
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCE = ROOT / "benchmarks" / "go" / "fanout" / "main.go"
+SOURCES = ROOT / "benchmarks" / "go"
 PROTO = "securechat/v1/chat.proto"
 GO_PACKAGE = "securechat/v1/chatpb"  # the proto has no go_package option: protoc is told with --go_opt=M
 DEBIAN_GOCODE = Path("/usr/share/gocode")
@@ -41,13 +41,13 @@ def _tool(name: str) -> str:
     return path
 
 
-def build(dest: Path) -> Path:
-    """Compile the fan-out server into DEST/fanout and return its path; RuntimeError naming what is missing."""
+def build(dest: Path, program: str = "fanout") -> Path:
+    """Compile benchmarks/go/PROGRAM into DEST/PROGRAM and return its path; RuntimeError naming what is missing."""
     if missing_tools():
         subprocess.run([shutil.which("bash") or "/bin/bash", str(ROOT / "scripts" / "install-deps.sh"), "go"], check=False)
     missing = missing_tools()
     if missing:
-        raise RuntimeError(f"grpc-go fan-out server: {', '.join(missing)} not installed; run scripts/install-deps.sh go as root")
+        raise RuntimeError(f"grpc-go {program}: {', '.join(missing)} not installed; run scripts/install-deps.sh go as root")
     workspace = dest / "gopath"
     package = workspace / "src" / GO_PACKAGE
     package.mkdir(parents=True, exist_ok=True)
@@ -68,10 +68,10 @@ def build(dest: Path) -> Path:
     # protoc writes OUT/<go package path>/chat*.pb.go under the --go_out root.
     for produced in (package / GO_PACKAGE).glob("*.go"):
         produced.replace(package / produced.name)
-    main_dir = workspace / "src" / "fanout"
+    main_dir = workspace / "src" / program
     main_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copy(SOURCE, main_dir / "main.go")
-    binary = dest / "fanout"
+    shutil.copy(SOURCES / program / "main.go", main_dir / "main.go")
+    binary = dest / program
     env = {
         **os.environ,
         "GO111MODULE": "off",
@@ -80,9 +80,9 @@ def build(dest: Path) -> Path:
         "GOPATH": f"{workspace}:{DEBIAN_GOCODE}",
         "GOCACHE": str(dest / "gocache"),
     }
-    subprocess.run([_tool("go"), "build", "-o", str(binary), "fanout"], check=True, env=env, cwd=workspace)
+    subprocess.run([_tool("go"), "build", "-o", str(binary), program], check=True, env=env, cwd=workspace)
     return binary
 
 
 if __name__ == "__main__":
-    print(build(Path(sys.argv[1]).resolve()))
+    print(build(Path(sys.argv[1]).resolve(), *sys.argv[2:3]))

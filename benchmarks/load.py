@@ -25,6 +25,12 @@ against two replicas sharing the room through a local nats-server (JetStream,
 mTLS), N streams and the senders split over both replicas, alternating, in
 the same run; reports the ratio, p99, lost, and the CPU cores each process
 used (servers, nats-server, the load client): where the time goes.
+
+--client go: the load comes from benchmarks/go/fanload (built from Debian's
+Go packages by benchmarks/gofanout.py) instead of this process: the same
+phases, about 1.5 us of CPU per delivery against the Python client's 15. The
+default with --cluster: there the one-process Python client (0.8 of a core)
+was the bottleneck, so the run measured it, not the replicas.
 """
 
 from __future__ import annotations
@@ -76,6 +82,7 @@ SERVER_KINDS = (
     "grpc-go",
 )
 GO_SERVER: Path | None = None  # built once per report by benchmarks/gofanout.py
+GO_CLIENT: Path | None = None  # --client go: benchmarks/go/fanload, built once per report
 BEFORE: Path | None = None
 SERVER_LIMITS = ""  # --server-limits: more `limits:` keys for this securechat's servers, e.g. "connection_guard: false"
 
@@ -316,13 +323,16 @@ async def _fan_out(
     """N streams over N/10 connections; connection c goes to servers[c % len(servers)], so streams and senders alternate replicas.
 
     The light phase lasts LIGHT_SECONDS (default: SECONDS); its latencies are
-    added to SAMPLES when given, so rounds can be pooled.
+    added to SAMPLES when given, so rounds can be pooled. With --client go
+    (and TLS) the Go load client does the same from its own process.
     """
     server = servers[0]
     pids = [s.pid for s in servers]
     connections = max(1, n // STREAMS_PER_CONNECTION)
     if len(servers) > 1:
         connections = max(connections, 2 * senders)
+    if GO_CLIENT is not None and tls:
+        return await _go_fan_out(servers, material, n, connections, senders, seconds, rate, extra_pids, light_seconds, samples)
     rss_idle = sum(proc_rss_bytes(pid) for pid in pids)
     started = time.perf_counter()
     channels = [channel(material, servers[i % len(servers)].port, i % len(material.clients), tls=tls) for i in range(connections)]
@@ -439,6 +449,94 @@ async def _fan_out(
         "server_rss_kb_per_stream": round((rss_streams - rss_idle) / n / 1024, 1),
         "events_per_response_under_load": _size_summary(loaded),
         "events_per_response_light": _size_summary(light_sizes),
+    }
+
+
+async def _go_fan_out(
+    servers: list[ServerProcess],
+    material: Pki,
+    n: int,
+    connections: int,
+    senders: int,
+    seconds: float,
+    rate: float,
+    extra_pids: dict[str, int] | None,
+    light_seconds: float | None,
+    samples: list[float] | None,
+) -> dict:
+    """_fan_out's load from benchmarks/go/fanload: the same phases, the servers' CPU read between its phase lines."""
+    assert GO_CLIENT is not None
+    pids = [s.pid for s in servers]
+    certs = material.root / "go-clients"
+    certs.mkdir(exist_ok=True)
+    for i, (key, cert) in enumerate(material.clients[:connections]):
+        if not (certs / f"c{i}.pem").exists():
+            (certs / f"c{i}-key.pem").write_bytes(key)
+            (certs / f"c{i}.pem").write_bytes(cert)
+    batched = servers[0].kind.endswith("-batched")
+    command = [str(GO_CLIENT), "-addrs", ",".join(f"127.0.0.1:{s.port}" for s in servers), "-ca", str(material.ca)]
+    command += ["-certs", str(certs), "-streams", str(n), "-connections", str(connections), "-senders", str(senders)]
+    command += ["-window", str(8 * senders), "-seconds", str(seconds), "-light-rate", str(rate)]
+    command += ["-light-seconds", str(light_seconds or seconds), "-join-batch", str(JOIN_BATCH), f"-batched={str(batched).lower()}"]
+    rss_idle = sum(proc_rss_bytes(pid) for pid in pids)
+    client = await asyncio.create_subprocess_exec(*command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, limit=1 << 24)
+    assert client.stdin is not None and client.stdout is not None
+
+    async def line(tag: str) -> dict:
+        assert client.stdout is not None
+        text = (await asyncio.wait_for(client.stdout.readline(), 600)).decode()
+        if not text.startswith(tag + " "):
+            raise RuntimeError(f"Go load client: expected {tag!r}, got {text[:200]!r} (exit {client.returncode})")
+        return json.loads(text[len(tag) + 1 :])
+
+    async def go_on() -> None:
+        assert client.stdin is not None
+        client.stdin.write(b"go\n")
+        await client.stdin.drain()
+
+    try:
+        joined = await line("joined")
+        rss_streams = sum(proc_rss_bytes(pid) for pid in pids)
+        extra = extra_pids or {}
+        cpu0 = {pid: proc_cpu_seconds(pid) for pid in [*pids, *extra.values()]}
+        await go_on()
+        loaded = await line("throughput")
+        spent = {pid: proc_cpu_seconds(pid) - cpu0[pid] for pid in cpu0}
+        await go_on()
+        done = await line("done")
+    finally:
+        if client.returncode is None:
+            client.kill()
+        await client.wait()
+    elapsed, deliveries = loaded["elapsed"], loaded["deliveries"]
+    cpu = sum(spent[pid] for pid in pids)
+    if samples is not None:
+        samples.extend(done["latencies_ms"])
+    cpu_share = {f"server-{i}": round(spent[pid] / elapsed, 2) for i, pid in enumerate(pids)}
+    cpu_share |= {name: round(spent[pid] / elapsed, 2) for name, pid in extra.items()}
+    cpu_share["load-client"] = round(loaded["client_cpu_seconds"] / elapsed, 2)
+    return {
+        "server": servers[0].kind,
+        "replicas": len(servers),
+        "load_client": "go",
+        "cpu_cores_used": cpu_share,
+        "messages_per_second": round(loaded["sent"] / elapsed),
+        "streams": n,
+        "connections": connections,
+        "senders": senders,
+        "tls": True,
+        "deliveries_per_second": round(deliveries / elapsed),
+        "server_cpu_us_per_delivery": round(cpu / max(deliveries, 1) * 1e6, 3),
+        "latency_ms_p50": round(done["p50_ms"], 2),
+        "latency_ms_p99": round(done["p99_ms"], 2),
+        "light_rate_msgs_per_second": rate,
+        "light_phase_seconds": light_seconds or seconds,
+        "lost": done["lost"],
+        "streams_ended_by_the_server": done["ended"],
+        "connect_seconds": round(joined["connect_seconds"], 2),
+        "server_rss_kb_per_stream": round((rss_streams - rss_idle) / n / 1024, 1),
+        "events_per_response_under_load": _size_summary(Counter({int(k): v for k, v in loaded["sizes"].items()})),
+        "events_per_response_light": _size_summary(Counter({int(k): v for k, v in done["light_sizes"].items()})),
     }
 
 
@@ -583,12 +681,17 @@ for i in $(seq 0 {clients - 1}); do issue client$i client.ext; done
 
 
 async def report(args: argparse.Namespace) -> dict:
+    global GO_CLIENT
     sizes = [int(x) for x in args.streams.split(",")]
     with tempfile.TemporaryDirectory(prefix="securechat-bench-") as tmp:
         root = Path(tmp)
         clients = 1 if args.issuance_only else max(max(sizes) // STREAMS_PER_CONNECTION, args.handshake_concurrency, 1)
         material = make_pki(root, clients)
         results: dict = {"fan_out": [], "ab": []}
+        if args.client == "go":
+            from benchmarks import gofanout
+
+            GO_CLIENT = gofanout.build(root / "go", "fanload")  # asked for by name: no fallback
         if args.cluster:
             return {"cluster": await cluster_report(args, material, sizes)}
         kinds = [] if args.issuance_only else _fan_out_kinds(args, root, results)
@@ -793,11 +896,18 @@ def main() -> None:
     parser.add_argument("--issuance-only", action="store_true", help="only the issuance comparison (securechat certs vs openssl)")
     parser.add_argument("--fan-out-only", action="store_true", help="skip unary, handshakes, mTLS vs plaintext and issuance")
     parser.add_argument(
+        "--client",
+        choices=("python", "go"),
+        help="the fan-out load client: this process (python; the default) or benchmarks/go/fanload, about a tenth of "
+        "its CPU per delivery (the default with --cluster, where the Python client was what the run measured)",
+    )
+    parser.add_argument(
         "--cluster", action="store_true", help="only: one replica in memory vs 2 replicas + NATS JetStream, same N, alternating"
     )
     args = parser.parse_args()
     global SERVER_LIMITS
     SERVER_LIMITS = args.server_limits
+    args.client = args.client or ("go" if args.cluster else "python")
     args.streams = args.streams or ("100,1000,10000" if args.full else "100,1000")
     args.seconds = args.seconds or (8.0 if args.full else 3.0)
     args.rounds = args.rounds or (3 if args.full else 2)
