@@ -1,4 +1,4 @@
-"""Build benchmarks/go/PROGRAM (fanout: the grpc-go fan-out server; fanload: the Go load client) from Debian's Go packages.
+"""Build benchmarks/go/PROGRAM (fanout: the grpc-go fan-out server; fanload: the Go load client; storm: the reconnect storm's client) from Debian's Go packages.
 
 Nothing is fetched but Debian's packages: the build runs in GOPATH mode
 against the sources they install under /usr/share/gocode, with the Go stubs

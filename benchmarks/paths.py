@@ -10,12 +10,16 @@ and report medians and ratios:
   then posts to a room of its own: its echo proves the join was handled);
 - storm: S streams over S/10 connections connected and joined, the server
   restarted, every stream reconnecting at once with last-event-id; time to
-  50/99/100% resumed, and any CANCELLED shedding.
+  50/99/100% resumed, and any CANCELLED shedding. The load client is
+  benchmarks/go/storm (built from Debian's Go packages, as benchmarks/gofanout
+  builds the Go fan-out server) so that it is not the bottleneck; without Go,
+  this process's event loop (`--storm-client python`).
 
 securechat runs as a user would run it: mTLS, logging at info, metrics on.
 
     python -m benchmarks.paths                    # all of it, 3 rounds
     python -m benchmarks.paths --only unary --rounds 5
+    python -m benchmarks.paths --only storm --storm-streams 10000 --storm-profile /tmp/storm.txt
 """
 
 from __future__ import annotations
@@ -26,21 +30,27 @@ import contextlib
 import json
 import os
 import platform
+import shutil
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
 
+from benchmarks import load
 from benchmarks.load import Pki, ServerProcess, channel, make_pki, proc_cpu_seconds
 from securechat._gen import chat_pb2, chat_pb2_grpc
 from securechat.protocol import RESUME_FROM_KEY, Reason, refusal_reason
 
 KINDS = ("securechat", "baseline")
+GO_STORM: Path | None = None  # benchmarks/go/storm, built once per run
 ATTEMPTS = 8
-"""Calls a storm client makes to get back: one refused with the new run's resume point, then retries of races."""
+"""Calls a storm client makes to get back: one refused with the new run's resume point, then retries."""
 
 
 def _pct(values: list[float], pct: float) -> float:
@@ -137,63 +147,184 @@ async def join(kind: str, material: Pki, streams: int) -> dict:
         server.stop()
 
 
-async def storm(material: Pki, streams: int) -> dict:
-    """S streams joined; the server restarted; all reconnect at once with last-event-id (securechat only)."""
+def _storm_client(choice: str) -> Path | None:
+    """The Go storm client (benchmarks/go/storm), built once per run; None: use the Python one."""
+    global GO_STORM
+    if choice == "python":
+        return None
+    from benchmarks import gofanout
+
+    missing = gofanout.missing_tools()
+    if missing:
+        if choice == "go":
+            raise RuntimeError(f"--storm-client go: {', '.join(missing)} not installed; run scripts/install-deps.sh go as root")
+        print(f"storm: Go client unavailable ({', '.join(missing)} missing): the Python client it is", file=sys.stderr)
+        return None
+    if GO_STORM is None:
+        GO_STORM = gofanout.build(Path(tempfile.mkdtemp(prefix="securechat-storm-go-")), "storm")
+    return GO_STORM
+
+
+async def storm(material: Pki, streams: int, *, client: str = "auto", method: str = "ChatBatched", profile: str = "") -> dict:
+    """S streams joined; the server restarted; all reconnect at once with last-event-id (securechat only).
+
+    CLIENT: "go" (benchmarks/go/storm, a process of its own that is not the
+    bottleneck), "python" (this process's event loop), or "auto" (Go when it
+    can be built). METHOD: ChatBatched (what securechat's client opens) or
+    Chat. PROFILE: a py-spy profile of the server's reconnect phase.
+    """
+    go = _storm_client(client)
     # Every stream posts to a room of its own: keep the history of all of them, or rooms
     # forgotten meanwhile send resuming clients back again (history_rooms, default 1,000).
     limits = f", history_rooms: {streams + 16}"
     server = ServerProcess("securechat", material, log_level="info", limits=limits)
     port = server.port
     connections = max(1, streams // 10)
+    try:
+        if go is not None:
+            joined = await _go_storm(go, material, port, "join", streams, connections, method)
+            if joined["done"] != streams:
+                raise RuntimeError(f"storm: only {joined['done']} of {streams} streams joined: {joined.get('failures')}")
+        else:
+            python_ids = await _python_join(material, port, streams, connections, method)
+    finally:
+        server.stop()
+    server = ServerProcess("securechat", material, log_level="info", port=port, limits=limits)
+    spy = _profile(server.pid, profile) if profile else None
+    cpu0, client0 = proc_cpu_seconds(server.pid), time.process_time()
+    try:
+        if go is not None:
+            result = await _go_storm(go, material, port, "rejoin", streams, connections, method)
+            done_at, outcomes, client_cpu = result["seconds"], result["outcomes"], result["cpu_seconds"]
+        else:
+            done_at, outcomes = await _python_rejoin(material, port, python_ids, connections, method)
+            client_cpu = time.process_time() - client0
+        server_cpu = proc_cpu_seconds(server.pid) - cpu0
+    finally:
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(60)
+        server.stop()
+    return {
+        "client": "go" if go is not None else "python",
+        "method": method,
+        "streams": streams,
+        "connections": connections,
+        "resumed": len(done_at),
+        # Of the reconnect phase alone: the load client shares the machine's cores with the server.
+        "rejoin_server_cpu_seconds": round(server_cpu, 1),
+        "rejoin_client_cpu_seconds": round(client_cpu, 1),
+        "outcomes": outcomes,
+        "cancelled": outcomes.get("CANCELLED", 0),
+        "seconds_to_50_percent": round(_pct(done_at, 50), 2),
+        "seconds_to_99_percent": round(_pct(done_at, 99), 2),
+        "seconds_to_100_percent": round(max(done_at), 2) if len(done_at) == streams else None,
+        **({"failures": result.get("failures", [])} if go is not None and result.get("failures") else {}),
+    }
+
+
+def _profile(pid: int, path: str) -> subprocess.Popen[bytes]:
+    """py-spy recording PID (its native threads too) into PATH until interrupted."""
+    spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy"
+    command = [spy, "record", "--pid", str(pid), "--rate", "200", "--format", "raw", "--output", path, *(["--native"] if os.environ.get("STORM_PROFILE_NATIVE") else ["--nonblocking"])]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+async def _go_storm(binary: Path, material: Pki, port: int, mode: str, streams: int, connections: int, method: str) -> dict:
+    """Run the Go storm client in MODE (join, then rejoin with the ids join wrote) and return its report."""
+    certs = material.root / "storm-clients"
+    if not certs.is_dir():
+        certs.mkdir(mode=0o700)
+        for index, (key, cert) in enumerate(material.clients[:connections]):
+            (certs / f"c{index}.pem").write_bytes(cert)
+            (certs / f"c{index}-key.pem").write_bytes(key)
+    command = [
+        str(binary),
+        *("-mode", mode, "-target", f"localhost:{port}", "-ca", str(material.ca), "-clients", str(certs)),
+        *("-connections", str(connections), "-streams", str(streams), "-ids", str(material.root / "storm-ids"), "-method", method),
+    ]
+    proc = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE)
+    out, _ = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"storm client ({mode}) exited with {proc.returncode}")
+    return json.loads(out)
+
+
+def _events(method: str, call: grpc.aio.StreamStreamCall) -> AsyncIterator[chat_pb2.ChatEvent]:
+    """CALL's events, one at a time, from Chat's events or ChatBatched's batches."""
+
+    async def flat() -> AsyncIterator[chat_pb2.ChatEvent]:
+        async for response in call:
+            if method == "Chat":
+                yield response
+            else:
+                for event in response.events:
+                    yield event
+
+    return flat()
+
+
+def _open(stub: chat_pb2_grpc.ChatServiceStub, method: str, metadata: tuple = ()) -> grpc.aio.StreamStreamCall:
+    return (stub.Chat if method == "Chat" else stub.ChatBatched)(metadata=metadata)
+
+
+async def _python_join(material: Pki, port: int, streams: int, connections: int, method: str) -> list[str]:
+    """Every stream joins "storm" and posts to a room of its own; the id of each echo (streams stay open until all are in)."""
     channels = [channel(material, port, c) for c in range(connections)]
     last_ids: list[str] = [""] * streams
     try:
 
         async def first_join(index: int) -> None:
-            call = chat_pb2_grpc.ChatServiceStub(channels[index % connections]).Chat()
+            call = _open(chat_pb2_grpc.ChatServiceStub(channels[index % connections]), method)
             await call.write(chat_pb2.ChatMessage(room="storm", text=""))
             await call.write(chat_pb2.ChatMessage(room=f"s{index}", text="joined"))
-            async for event in call:
+            async for event in _events(method, call):
                 if event.kind == chat_pb2.ChatEvent.MESSAGE and event.text == "joined":
                     last_ids[index] = event.id
                     break
 
         await asyncio.wait_for(asyncio.gather(*(first_join(i) for i in range(streams))), 300)
     finally:
-        server.stop()
         for ch in channels:
             await ch.close()
-    server = ServerProcess("securechat", material, log_level="info", port=port, limits=limits)
+    return last_ids
+
+
+async def _python_rejoin(
+    material: Pki, port: int, last_ids: list[str], connections: int, method: str
+) -> tuple[list[float], dict[str, int]]:
+    """Every stream at once reopens with its last-event-id, acts on history-gone, rejoins; seconds until each was back.
+
+    A stream that is back stays open (as a client's would) until all are.
+    """
     started = time.perf_counter()
     channels = [channel(material, port, c) for c in range(connections)]
     done_at: list[float] = []
     outcomes: dict[str, int] = {}
+    back: list[grpc.aio.StreamStreamCall] = []
 
     async def rejoin(index: int) -> None:
         resume = last_ids[index]
         stub = chat_pb2_grpc.ChatServiceStub(channels[index % connections])
-        wait = 0.05
         for _ in range(ATTEMPTS):
-            call = stub.Chat(metadata=(("last-event-id", resume),))
-            events = aiter(call)
+            call = _open(stub, method, (("last-event-id", resume),))
+            events = _events(method, call)
             with contextlib.suppress(grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError, StopAsyncIteration):
                 await call.write(chat_pb2.ChatMessage(room="storm", text=""))
-                # A write to a call the server already ended fails and hides
-                # its real status: give a refusal WAIT to arrive first (longer
-                # after each such race: a busy server answers later).
-                first = asyncio.ensure_future(anext(events))
-                await asyncio.wait([first], timeout=wait)
-                posted = not first.done()
-                if posted:
-                    await call.write(chat_pb2.ChatMessage(room=f"s{index}", text="back"))
-                event = await first  # raises when the call was refused
-                if not posted:
-                    await call.write(chat_pb2.ChatMessage(room=f"s{index}", text="back"))
-                while not (event.kind == chat_pb2.ChatEvent.MESSAGE and event.text == "back"):
-                    event = await anext(events)
-                done_at.append(time.perf_counter() - started)
-                call.cancel()
-                return
+                # A single server answers an accepted stream with its headers at
+                # once and refuses a resume id from before its run (after the
+                # first message) without them: post only once the headers came,
+                # since a write in flight when a refusal arrives hides it (grpc.aio
+                # reports INTERNAL instead).
+                await call.initial_metadata()
+                if call.done():
+                    raise StopAsyncIteration
+                await call.write(chat_pb2.ChatMessage(room=f"s{index}", text="back"))
+                async for event in events:
+                    if event.kind == chat_pb2.ChatEvent.MESSAGE and event.text == "back":
+                        done_at.append(time.perf_counter() - started)
+                        back.append(call)
+                        return
             code = await call.code()
             outcomes[code.name] = outcomes.get(code.name, 0) + 1
             trailing = tuple(await call.trailing_metadata() or ())
@@ -201,32 +332,18 @@ async def storm(material: Pki, streams: int) -> dict:
             if refusal_reason(trailing) is Reason.HISTORY_GONE and point is not None:
                 resume = str(point)  # the new run's first event: nothing of it is missed
                 continue
-            if code is grpc.StatusCode.INTERNAL:  # our write raced the refusal and hid it: ask again, waiting longer
-                wait = min(wait * 4, 2.0)
+            if code is grpc.StatusCode.INTERNAL:  # a write raced a refusal and hid it: ask again
                 continue
             return
 
-    cpu0, client0 = proc_cpu_seconds(server.pid), time.process_time()
     try:
-        await asyncio.wait_for(asyncio.gather(*(rejoin(i) for i in range(streams))), 300)
-        server_cpu, client_cpu = proc_cpu_seconds(server.pid) - cpu0, time.process_time() - client0
+        await asyncio.wait_for(asyncio.gather(*(rejoin(i) for i in range(len(last_ids)))), 300)
     finally:
+        for call in back:
+            call.cancel()
         for ch in channels:
             await ch.close()
-        server.stop()
-    return {
-        "streams": streams,
-        "connections": connections,
-        "resumed": len(done_at),
-        "client_cpu_seconds": round(time.process_time(), 1),
-        # Of the reconnect phase alone: the load client shares the machine's cores with the server.
-        "rejoin_server_cpu_seconds": round(server_cpu, 1),
-        "rejoin_client_cpu_seconds": round(client_cpu, 1),
-        "outcomes": outcomes,
-        "seconds_to_50_percent": round(_pct(done_at, 50), 2),
-        "seconds_to_99_percent": round(_pct(done_at, 99), 2),
-        "seconds_to_100_percent": round(max(done_at), 2) if len(done_at) == streams else None,
-    }
+    return done_at, outcomes
 
 
 def _ratio(a: float, b: float) -> float:
@@ -240,7 +357,9 @@ async def report(args: argparse.Namespace) -> dict:
         phases = args.only.split(",") if args.only else ["unary", "handshakes", "join", "storm"]
         for phase in phases:
             if phase == "storm":
-                results["storm"] = await storm(material, args.storm_streams)
+                results["storm"] = await storm(
+                    material, args.storm_streams, client=args.storm_client, method=args.storm_method, profile=args.storm_profile
+                )
                 print(json.dumps({"storm": results["storm"]}), file=sys.stderr, flush=True)
                 continue
             runs: dict[str, list[dict]] = {kind: [] for kind in KINDS}
@@ -311,7 +430,17 @@ def main() -> None:
     )
     parser.add_argument("--join-streams", type=int, default=100)
     parser.add_argument("--storm-streams", type=int, default=10_000, help="streams (over a tenth as many connections) in the storm")
+    parser.add_argument(
+        "--storm-client",
+        choices=("auto", "go", "python"),
+        default="auto",
+        help="the storm's load client: Go (benchmarks/go/storm, built from Debian's packages), this Python process, or Go when it builds",
+    )
+    parser.add_argument("--storm-method", choices=("ChatBatched", "Chat"), default="ChatBatched", help="what the storm's clients open")
+    parser.add_argument("--storm-profile", default="", help="FILE: a py-spy profile (raw, collapsed stacks) of the server's reconnect phase")
+    parser.add_argument("--server-limits", default="", help='more `limits:` keys for securechat, e.g. "connection_guard: false"')
     args = parser.parse_args()
+    load.SERVER_LIMITS = args.server_limits
     started = time.perf_counter()
     results = asyncio.run(report(args))
     print(

@@ -70,6 +70,9 @@ class HistoryGap(Exception):
 class LocalBroker(Broker, Protocol):
     """A `Broker` in this process that also accepts and delivers in plain calls: RoomHub's fast path."""
 
+    first_id: int
+    """The id of this run's first event: no history reaches back before it."""
+
     @property
     def last_id(self) -> int: ...
 

@@ -28,7 +28,8 @@ member is never dropped silently: it is either delivered to, or told.
 A member that opened its stream with `last-event-id` first gets, for each
 room it joins, that room's events after the id (from the broker's history),
 then the live ones; if they are no longer held its stream ends with
-OUT_OF_RANGE naming the oldest id still held.
+OUT_OF_RANGE naming the oldest id still held. An id from before this server
+run is refused for the whole stream as it opens (`RoomHub.refuse_resume`).
 """
 
 from __future__ import annotations
@@ -268,6 +269,8 @@ class Hub(Protocol):
 
     def members(self) -> set[Member]: ...
 
+    def refuse_resume(self, after: int) -> Refusal | None: ...
+
     def join(self, member: Member, room: str) -> None: ...
 
     def post(self, member: Member, room: str, text: str, client_msg_id: str = "") -> bool: ...
@@ -301,6 +304,24 @@ class RoomHub:
     @property
     def room_count(self) -> int:
         return self._local.count
+
+    def refuse_resume(self, after: int) -> Refusal | None:
+        """The refusal every room would give a stream resuming after AFTER, if it does not depend on the room.
+
+        An id from before this server run: no room holds what came after it,
+        so the stream is refused as it opens (history-gone, resuming from the
+        run's start), before it joins anything. Other ids are decided per room
+        on join, as their history may or may not reach back to them.
+        """
+        first = self._broker.first_id
+        if after >= first - 1:
+            return None
+        return history_gone(
+            f"last-event-id {after} is from before this server started: the oldest id this server run holds is"
+            f" {first} or later. Resume after {first - 1} (securechat-resume-from) or rejoin without last-event-id;"
+            " events in between are lost.",
+            first - 1,
+        )
 
     def join(self, member: Member, room: str) -> None:
         """Add `member` to `room`: first its history after member.resume_after, then live events.

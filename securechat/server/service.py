@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 
@@ -44,6 +44,9 @@ ANONYMOUS = "anonymous"
 # A ChatEventBatch stays well below gRPC's default receive limit (4 MiB), so
 # a client with default options can read any batch, also a long replay.
 MAX_BATCH_BYTES = 256 * 1024
+# A stream refused as it opens (its resume id is from before this server run)
+# is answered once its first message came, or after this long without one.
+FIRST_MESSAGE_SECONDS = 1.0
 # Chat and ChatBatched read ChatMessages and write pre-serialized bytes.
 ChatContext = grpc.aio.ServicerContext[chat_pb2.ChatMessage, bytes]
 
@@ -119,6 +122,8 @@ class ChatService:
         resume_after = _resume_point(context)
         if isinstance(resume_after, Refusal):
             await resume_after.abort(context)
+        if resume_after is not None and (gone := self._hub.refuse_resume(resume_after)) is not None:
+            await self._refuse_resume(requests, context, gone, name, address)
         refusal = self.admission.open_stream(name, address)
         if refusal is not None:
             self._count_end(refusal)
@@ -171,6 +176,33 @@ class ChatService:
             self._members.discard(member)
             self._peers.pop(member, None)
             self.admission.close_stream(name, address)
+
+    async def _refuse_resume(
+        self,
+        requests: AsyncIterator[chat_pb2.ChatMessage],
+        context: ChatContext,
+        gone: Refusal,
+        name: str,
+        address: str,
+    ) -> NoReturn:
+        """End a stream whose resume id every room refuses (from before this run) before it joins anything.
+
+        The refusal waits for the stream's first message (its first JOIN, as
+        clients write one on opening) or FIRST_MESSAGE_SECONDS: a grpc.aio
+        client whose write is in flight when the status arrives sees INTERNAL
+        instead of it, and a refusal sent after the first message has arrived
+        cannot meet that write. The message itself is not acted on.
+        """
+        with contextlib.suppress(Exception):  # whatever the first read does, the answer is the refusal
+            await asyncio.wait_for(anext(aiter(requests), None), FIRST_MESSAGE_SECONDS)
+        self._count_end(gone)
+        log.info(
+            "chat stream of %s refused at open: OUT_OF_RANGE %s",
+            name,
+            gone.message,
+            extra={"identity": name, "peer": address, "code": gone.code.name},
+        )
+        await gone.abort(context)
 
     def _count_end(self, ending: Refusal | None) -> None:
         if self._metrics is not None:

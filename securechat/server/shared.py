@@ -109,6 +109,10 @@ class SharedRoomHub:
     def members(self) -> set[Member]:
         return self._local.members()
 
+    def refuse_resume(self, after: int) -> Refusal | None:
+        """None: the broker's history is per room (decided on join), and its ids span server runs."""
+        return None
+
     def announces(self, identity: str) -> bool:
         """Whether a JOIN/LEAVE of IDENTITY is announced now (`presence`: its budget; always without one)."""
         return self.presence is None or self.presence(identity)

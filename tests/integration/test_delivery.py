@@ -107,6 +107,50 @@ async def test_after_a_restart_resume_from_gets_every_message_of_the_new_run(dep
     assert replayed.text == "while alice was away"
 
 
+async def test_an_id_from_before_this_run_is_refused_at_open_and_joins_nothing(deployment, start):
+    """The refusal comes before any join: no JOIN/LEAVE of the refused stream reaches the room, no stream stays open."""
+    before = await start()
+    async with open_chat(deployment.client("alice", before.port)) as alice:
+        await alice.send("before the restart", room="r")
+        last = await next_event(aiter(alice))
+    await before.stop(grace=0)
+    after = await start()
+    async with open_chat(deployment.client("bob", after.port)) as bob:
+        bob_events = aiter(bob)
+        await bob.join("r")
+        first = await next_event(bob_events, kind=Kind.JOIN)  # bob's JOIN: the new run's first event
+        async with open_channel(deployment.client("alice", after.port)) as channel:
+            call = channel.stub.Chat(metadata=(("last-event-id", last.id),))
+            await call.write(chat_pb2.ChatMessage(room="r"))
+            error = await final_status(call)
+        assert after.service.open_streams == 1  # bob's
+        assert after.service._hub.room_size("r") == 1
+        await bob.send("only bob", room="r")
+        assert (await next_event(bob_events, kind=None)).text == "only bob"  # no JOIN or LEAVE of alice before it
+    assert error.code() is grpc.StatusCode.OUT_OF_RANGE
+    assert reason_of(error) is Reason.HISTORY_GONE
+    assert resume_from(error) == int(first.id) - 1
+    assert error.details() == (
+        f"last-event-id {last.id} is from before this server started: the oldest id this server run holds is "
+        f"{first.id} or later. Resume after {int(first.id) - 1} (securechat-resume-from) or rejoin without "
+        "last-event-id; events in between are lost."
+    )
+
+
+async def test_a_refused_stream_that_writes_nothing_is_refused_too(deployment, start):
+    """A resuming stream that never writes is not left open: it gets the same refusal (after FIRST_MESSAGE_SECONDS)."""
+    server = await start()
+    old = str(server.service._hub._broker.first_id - 10)
+    async with open_channel(deployment.client("alice", server.port)) as channel:
+        error = await final_status(channel.stub.Chat(metadata=(("last-event-id", old),)))
+        batched = await final_status(channel.stub.ChatBatched(metadata=(("last-event-id", old),)))
+    for refused in (error, batched):
+        assert refused.code() is grpc.StatusCode.OUT_OF_RANGE
+        assert reason_of(refused) is Reason.HISTORY_GONE
+        assert resume_from(refused) == server.service._hub._broker.first_id - 1
+    assert server.service.open_streams == 0
+
+
 async def test_resume_point_that_is_not_an_id_is_invalid_argument(deployment, start):
     """A last-event-id that is not a decimal id ends the call at once with INVALID_ARGUMENT."""
     server = await start()

@@ -169,3 +169,18 @@ async def test_replayed_history_does_not_count_as_falling_behind():
     hub.post(poster, "r", "live")
     assert not back.ended
     assert len(await back.next_events()) == 11
+
+
+def test_a_resume_id_from_before_this_run_is_refused_for_the_whole_stream():
+    """Every room would refuse an id below the run's first: RoomHub says so without a room; from the run's start it is None."""
+    broker = InMemoryBroker(history_size=10, history_rooms=10, first_id=100)
+    hub = RoomHub(broker, announce_max_members=100)
+    assert hub.refuse_resume(98) == Refusal(
+        grpc.StatusCode.OUT_OF_RANGE,
+        Reason.HISTORY_GONE,
+        "last-event-id 98 is from before this server started: the oldest id this server run holds is 100 or later. "
+        "Resume after 99 (securechat-resume-from) or rejoin without last-event-id; events in between are lost.",
+        (("securechat-resume-from", "99"),),
+    )
+    assert hub.refuse_resume(99) is None  # the resume point it names: nothing of this run is missed
+    assert hub.refuse_resume(500) is None  # newer than every event: decided per room, on join
