@@ -1,50 +1,109 @@
-"""RSS of a server under connection churn, by cyclic-GC policy: what closed sessions hold until a collection.
+"""RSS of a server under connection churn, by cyclic-GC policy: what ended sessions hold until a collection.
 
     .venv/bin/python -m benchmarks.gc_churn --sessions 1600 > gc_churn.json
 
-One in-process securechat server (in memory, mTLS) and short sessions
-against it, 50 at a time: open a channel, post one message, wait for its
-echo, close. After every 200 sessions the process's RSS is sampled. Three
-policies, each in a fresh subprocess: the server's own thresholds
-(`securechat.server.app.GC_THRESHOLDS`), Python's default (700, 10, 10),
-and the server's thresholds plus `gc.collect()` every 200 sessions. The
-client channels live in the same process, so absolute numbers include
-them; the policies differ only in when cycles are collected. A diagnostic
-for the soak (README "Soak"); prints JSON, never fails a build.
+One securechat server (in memory, mTLS) in its own process, and short
+sessions against it from this one, 50 at a time: open a channel, post one
+message, wait for its echo, close. After every 200 sessions the server
+process's RSS is sampled (/proc/PID/status), so the numbers are the
+server's alone. The policies, each in a fresh server process:
+
+- `server`: as `securechat serve` runs: `gc.freeze()` after start-up,
+  `app.GC_THRESHOLDS` (50,000, 10, 10) and its `Collector`
+  (server/collector.py: a young collection after every 100 ended streams,
+  every 10th a full one);
+- `thresholds-only`: the thresholds without the collector (the server
+  before it);
+- `python-default`: Python's (700, 10, 10), no collector;
+- `thresholds+collect`: the thresholds and a full `gc.collect()` every 200
+  ended streams (the floor: nothing waits).
+
+With --sessions beyond 1,600 it shows whether what stays after
+collections levels off; `--trim` calls malloc_trim(0) in the server after
+each sample (and reports the RSS after it). A diagnostic for the soak
+(README "Soak"); prints JSON, never fails a build.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import gc
 import json
+import os
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-POLICIES = ("server", "python-default", "server+collect")
+POLICIES = ("server", "thresholds-only", "python-default", "thresholds+collect")
 
 
-def _rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
 
 
-async def _run(policy: str, sessions: int, root: Path) -> list[dict[str, Any]]:
+async def _serve(policy: str, config_path: Path) -> None:
+    """The server process: start, apply the policy, print the port, then answer 'sample' / 'trim' lines on stdin."""
+    from securechat.config import load_server_config
+    from securechat.server.app import GC_THRESHOLDS, start_server
+
+    server = await start_server(load_server_config(config_path))
+    assert server.collector is not None
+    if policy != "server":
+        await server.collector.stop()
+    gc.freeze()
+    gc.set_threshold(*((700, 10, 10) if policy == "python-default" else GC_THRESHOLDS))
+    ended = server.service.admission
+
+    async def collect_every_200() -> None:
+        seen = 0
+        while True:
+            await asyncio.sleep(0.1)
+            if ended.ended_streams - seen >= 200:
+                seen = ended.ended_streams
+                gc.collect()
+
+    if policy == "thresholds+collect":
+        asyncio.ensure_future(collect_every_200())
+    print(json.dumps({"port": server.port}), flush=True)
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while line := (await reader.readline()).decode().strip():
+        answer: dict[str, Any] = {"ended_streams": ended.ended_streams, "gc_count": list(gc.get_count())}
+        if line == "trim":
+            before = _rss_mb(os.getpid())
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+            answer["trimmed_mb"] = round(before - _rss_mb(os.getpid()), 1)
+        stats = server.collector.stats
+        answer["collector"] = {
+            "collections": stats.collections,
+            "full": stats.full_collections,
+            "pause_ms_total": round(stats.pause_seconds * 1000, 1),
+            "pause_ms_max": round(stats.max_pause_seconds * 1000, 2),
+            "collected": stats.collected,
+        }
+        print(json.dumps(answer), flush=True)
+    await server.stop(0)
+
+
+async def _run(policy: str, sessions: int, trim: bool, root: Path) -> list[dict[str, Any]]:
     sys.path.insert(0, str(ROOT / "tests" / "faults"))
     from fault_procs import issue_certificates
 
     from securechat.client.chat import open_chat
-    from securechat.config import load_client_config, load_server_config
-    from securechat.server.app import GC_THRESHOLDS, start_server
+    from securechat.config import load_client_config
 
     certs = issue_certificates(root / "certs", clients=["alice"], replicas=[])
     server_yaml = root / "server.yaml"
@@ -58,53 +117,71 @@ async def _run(policy: str, sessions: int, root: Path) -> list[dict[str, Any]]:
         ),
         encoding="utf-8",
     )
-    server = await start_server(load_server_config(server_yaml))
-    gc.freeze()
-    gc.set_threshold(*((700, 10, 10) if policy == "python-default" else GC_THRESHOLDS))
-    cert, key = certs.pair("alice")
-    client_yaml = root / "alice.yaml"
-    client_yaml.write_text(f"target: localhost:{server.port}\ntls: {{ca: {certs.ca}, cert: {cert}, key: {key}}}\n", encoding="utf-8")
-    config = load_client_config(client_yaml)
+    child = subprocess.Popen(  # noqa: S603 - this Python, this module
+        [sys.executable, "-m", "benchmarks.gc_churn", "--serve", policy, str(server_yaml)],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdin is not None and child.stdout is not None
+    try:
+        port = json.loads(child.stdout.readline())["port"]
+        cert, key = certs.pair("alice")
+        client_yaml = root / "alice.yaml"
+        client_yaml.write_text(f"target: localhost:{port}\ntls: {{ca: {certs.ca}, cert: {cert}, key: {key}}}\n", encoding="utf-8")
+        config = load_client_config(client_yaml)
 
-    async def session(n: int) -> None:
-        async with open_chat(config) as chat:
-            await chat.send(f"s{n}", room=f"r{n % 50}")
-            async for event in chat:
-                if event.text == f"s{n}":
-                    break
+        async def session(n: int) -> None:
+            async with open_chat(config) as chat:
+                await chat.send(f"s{n}", room=f"r{n % 50}")
+                async for event in chat:
+                    if event.text == f"s{n}":
+                        break
 
-    samples = [{"sessions": 0, "rss_mb": round(_rss_mb(), 1)}]
-    done = 0
-    while done < sessions:
-        await asyncio.gather(*(session(done + k) for k in range(50)))
-        done += 50
-        if done % 200 == 0:
-            if policy == "server+collect":
-                gc.collect()
-            samples.append({"sessions": done, "rss_mb": round(_rss_mb(), 1), "gc_count": list(gc.get_count())})
-    await server.stop(0)
-    return samples
+        def ask(line: str) -> dict[str, Any]:
+            child.stdin.write(line + "\n")  # type: ignore[union-attr]
+            child.stdin.flush()  # type: ignore[union-attr]
+            return dict(json.loads(child.stdout.readline()))  # type: ignore[union-attr]
+
+        samples = [{"sessions": 0, "rss_mb": round(_rss_mb(child.pid), 1)}]
+        done = 0
+        started = time.monotonic()
+        while done < sessions:
+            await asyncio.gather(*(session(done + k) for k in range(50)))
+            done += 50
+            if done % 200 == 0:
+                await asyncio.sleep(1.0)  # the collector's check (0.5 s) sees the ends
+                sample: dict[str, Any] = {"sessions": done, "rss_mb": round(_rss_mb(child.pid), 1)}
+                sample.update(ask("trim" if trim else "sample"))
+                sample["seconds"] = round(time.monotonic() - started, 1)
+                samples.append(sample)
+        return samples
+    finally:
+        child.stdin.close()
+        try:
+            child.wait(10)
+        except subprocess.TimeoutExpired:
+            child.send_signal(signal.SIGKILL)
+            child.wait()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sessions", type=int, default=1600)
-    parser.add_argument("--policy", choices=POLICIES, help="run one policy in this process (used by the parent run)")
+    parser.add_argument("--policies", default=",".join(POLICIES), help=f"comma-separated, of {', '.join(POLICIES)}")
+    parser.add_argument("--trim", action="store_true", help="malloc_trim(0) in the server after each sample")
+    parser.add_argument("--serve", nargs=2, metavar=("POLICY", "CONFIG"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.policy:
-        with tempfile.TemporaryDirectory(prefix="securechat-gc-churn-") as raw:
-            print(json.dumps(asyncio.run(_run(args.policy, args.sessions, Path(raw)))))
+    if args.serve:
+        asyncio.run(_serve(args.serve[0], Path(args.serve[1])))
         return 0
-    result: dict[str, Any] = {"sessions": args.sessions}
-    for policy in POLICIES:
-        out = subprocess.run(
-            [sys.executable, "-m", "benchmarks.gc_churn", "--policy", policy, "--sessions", str(args.sessions)],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        result[policy] = json.loads(out.stdout.strip().splitlines()[-1])
+    result: dict[str, Any] = {"sessions": args.sessions, "trim": args.trim}
+    for policy in args.policies.split(","):
+        if policy not in POLICIES:
+            raise SystemExit(f"unknown policy {policy!r}: choose from {', '.join(POLICIES)}")
+        with tempfile.TemporaryDirectory(prefix="securechat-gc-churn-") as raw:
+            result[policy] = asyncio.run(_run(policy, args.sessions, args.trim, Path(raw)))
     print(json.dumps(result, indent=1))
     return 0
 

@@ -126,6 +126,8 @@ async def soak(minutes: float, seed: int, every: float, warmup: float, root: Pat
                     "fds": server.open_fds(),
                     "tasks": server.metric("securechat_event_loop_tasks"),
                     "streams": server.metric("securechat_streams"),
+                    # The server's collector (server/collector.py): collections so far and their summed pause.
+                    "gc": [server.metric(f'securechat_gc_{what}_total{{kind="{kind}"}}') for what in ("collections", "pause_seconds") for kind in ("young", "full")],
                 }
             if deployment.cluster is not None:  # JetStream's duplicate window (10 minutes) fills here, not in the replicas
                 sample["nats"] = {f"nats-{node.index}": [_proc_status(node.process, "VmRSS"), node.process.starts] for node in deployment.cluster.nodes}
@@ -157,10 +159,14 @@ async def soak(minutes: float, seed: int, every: float, warmup: float, root: Pat
                 mean = sum(v for _, v in points) / len(points)
                 per_second = slope(points)
                 span = points[-1][0] - points[0][0]
+                half = len(points) // 2
                 trends[f"{name}.{series}"] = {
                     "first": points[0][1], "last": points[-1][1], "mean": round(mean, 1),
                     "slope_per_hour": round(per_second * 3600, 2),
                     "change_over_span_pct": round(100 * per_second * span / mean, 2) if mean else 0.0,
+                    # A line that levels off: its second half's slope is near 0 while the first's is not.
+                    "first_half": {"mean": round(sum(v for _, v in points[:half]) / max(half, 1), 1), "slope_per_hour": round(slope(points[:half]) * 3600, 2)},
+                    "second_half": {"mean": round(sum(v for _, v in points[half:]) / max(len(points) - half, 1), 1), "slope_per_hour": round(slope(points[half:]) * 3600, 2)},
                 }
         # Tasks follow the streams a replica holds (clients move between
         # replicas with the faults): the part streams do not explain is what
@@ -196,6 +202,12 @@ async def soak(minutes: float, seed: int, every: float, warmup: float, root: Pat
                 "last_run_seconds": round(last_run[-1][0] - last_run[0][0], 1),
                 "last_run_slope_per_hour": round(slope(last_run) * 3600, 2),
             }
+    collections = {}
+    for name in deployment.servers:
+        last_gc = [s[name]["gc"] for s in samples if name in s and None not in s[name].get("gc", [None])]
+        if last_gc:
+            young, full, young_s, full_s = last_gc[-1]
+            collections[name] = {"young": young, "full": full, "pause_ms_mean": round(1000 * (young_s + full_s) / max(young + full, 1), 2)}
     return {
         "parameters": {"minutes": minutes, "seed": seed, "every_seconds": every, "warmup_fraction": warmup, "clients": options.clients, "churners": len(churners), "faults": list(SOAK_FAULTS)},
         "faults_injected": faults_done,
@@ -204,6 +216,7 @@ async def soak(minutes: float, seed: int, every: float, warmup: float, root: Pat
         "drained": drained,
         "checker": report.as_dict(),
         "trends": trends,
+        "gc_collections": collections,
         "samples": samples,
         "seconds": round(time.monotonic() - started, 1),
     }

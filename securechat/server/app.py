@@ -28,6 +28,7 @@ from securechat.config import Keepalive, Limits, ServerConfig
 from securechat.errors import SecureChatError
 from securechat.protocol import Reason, Refusal
 from securechat.server.broker import InMemoryBroker
+from securechat.server.collector import Collector
 from securechat.server.connections import ConnectionGuard, GuardLimits, channelz_server_ids
 from securechat.server.core_writes import CoreWrites
 from securechat.server.interceptors import AuthInterceptor, MethodCollector
@@ -64,6 +65,8 @@ class RunningServer:
     health_cap: CallCap | None = None
     renewal: asyncio.Task[None] | None = None
     """`tls.renew`: the task renewing tls.cert/tls.key from the online CA (the lifecycle serves the new files)."""
+    collector: Collector | None = None
+    """Runs the cyclic GC after ended streams and refused calls (server/collector.py)."""
 
     @property
     def mode(self) -> str:
@@ -77,6 +80,8 @@ class RunningServer:
         grace = self.config.grace_seconds if grace is None else grace
         if self.renewal is not None:
             self.renewal.cancel()
+        if self.collector is not None:
+            await self.collector.stop()
         if self.lifecycle is not None:
             await self.lifecycle.stop()
         for guard in self.guards:
@@ -159,6 +164,11 @@ async def start_server(config: ServerConfig) -> RunningServer:
     )
     lifecycle.start(service)
     running.lifecycle = lifecycle
+    running.collector = Collector(
+        lambda: service.admission.ended_streams + metrics.refused_calls,
+        on_collect=lambda seconds, full: metrics.collected(seconds, full=full),
+    )
+    running.collector.start()
     if config.tls is not None and config.tls.renew is not None:
         from securechat.ca.renewal import Renewer  # only a server with tls.renew loads the CA client
 

@@ -102,6 +102,23 @@ class ServerMetrics:
             ["reason"],
             registry=registry,
         )
+        self.gc_collections = Counter(
+            "securechat_gc_collections",
+            "Cyclic-GC collections the server ran after ended streams (server/collector.py), by kind.",
+            ["kind"],
+            registry=registry,
+        )
+        self.gc_pause = Counter(
+            "securechat_gc_pause_seconds",
+            "Event-loop time those collections took, summed, by kind.",
+            ["kind"],
+            registry=registry,
+        )
+        for kind in ("young", "full"):  # both series from the start, at 0
+            self.gc_collections.labels(kind=kind)
+            self.gc_pause.labels(kind=kind)
+        self.refused_calls = 0
+        """Calls refused after the handshake so far: each leaves its exception's cycles behind."""
         self._http: MetricsEndpoint | None = None
 
     def watch(
@@ -123,6 +140,7 @@ class ServerMetrics:
         self.fan_out.observe(seconds)
 
     def refused(self, refusal: Refusal) -> None:
+        self.refused_calls += 1
         self.refusals.labels(reason=_AUTH_LABELS.get(refusal.reason, refusal.reason.value)).inc()
 
     def handshake_failed(self, reason: str) -> None:
@@ -130,6 +148,11 @@ class ServerMetrics:
 
     def stream_ended(self, code: grpc.StatusCode) -> None:
         self.stream_ends.labels(code=code.name).inc()
+
+    def collected(self, seconds: float, *, full: bool) -> None:
+        kind = "full" if full else "young"
+        self.gc_collections.labels(kind=kind).inc()
+        self.gc_pause.labels(kind=kind).inc(seconds)
 
     def connection_closed(self, reason: str) -> None:
         self.connections_closed.labels(reason=reason).inc()
