@@ -182,7 +182,12 @@ async def start_server(config: ServerConfig) -> RunningServer:
         cap=limits.max_connections + limits.max_handshakes,
     )
     guard = ConnectionGuard(
-        name="chat port", port=port, server_id=server_id, limits=guard_limits, on_close=metrics.connection_closed
+        name="chat port",
+        port=port,
+        server_id=server_id,
+        limits=guard_limits,
+        on_close=metrics.connection_closed,
+        refused_calls=lambda: metrics.refused_calls + metrics.streams_refused,
     )
     if limits.connection_guard:
         guard.start()

@@ -71,6 +71,8 @@ WARN_EVERY_SECONDS = 10.0
 Remote = tuple[str, int]
 """A peer as (IP address text, port); IPv4-mapped IPv6 addresses are written as IPv4."""
 OnClose = Callable[[str], None]
+RefusedCalls = Callable[[], int]
+"""How many calls the server has ended itself with an error status so far (refusals: not client resets)."""
 
 
 class _Answer:
@@ -293,13 +295,21 @@ class ConnectionGuard:
     """Polls one gRPC server's port; closes connections stuck in the handshake or resetting streams."""
 
     def __init__(
-        self, *, name: str, port: int, server_id: int | None, limits: GuardLimits, on_close: OnClose | None = None
+        self,
+        *,
+        name: str,
+        port: int,
+        server_id: int | None,
+        limits: GuardLimits,
+        on_close: OnClose | None = None,
+        refused_calls: RefusedCalls | None = None,
     ) -> None:
         self.name = name
         self.port = port
         self._server_id = server_id
         self._limits = limits
         self._on_close = on_close
+        self._refused_calls = refused_calls
         self._first_seen: dict[Remote, float] = {}  # connections not through TLS yet
         self._sockets: dict[int, _Socket] = {}  # channelz socket id -> what we know
         self._server_failed: deque[tuple[float, int]] = deque()
@@ -310,6 +320,8 @@ class ConnectionGuard:
         self.handshaking = 0
         self.established = 0
         self.closed: dict[str, int] = {"handshake": 0, "resets": 0}
+        self.scans = 0
+        """Polls that read every connection's stream counters (the server-wide count of failed calls was high)."""
 
     @property
     def reset_limit(self) -> int:
@@ -424,6 +436,7 @@ class ConnectionGuard:
         if self._server_id is None or not self._resets_high(now):
             self._sockets.clear()  # quiet again: start counting afresh next time
             return
+        self.scans += 1
         ids = sorted(listed)
         if len(ids) > SCAN_MAX_SOCKETS:  # round-robin: every socket is read within a few polls
             start = next((i for i, sid in enumerate(ids) if sid >= self._scan_from), 0)
@@ -462,13 +475,21 @@ class ConnectionGuard:
         self._close({remote: accepted[remote] for remote in abusive}, "resets")
 
     def _resets_high(self, now: float) -> bool:
-        """Whether the whole server failed more calls in the window than one connection may reset (one cheap read)."""
+        """Whether the whole server failed more calls in the window than one connection may reset (one cheap read).
+
+        Calls the server refused itself (`refused_calls`: a reconnect storm's
+        10,000 OUT_OF_RANGE resumes, say) are failed calls to channelz too,
+        but no client reset them: they are taken off, so that a storm of
+        refusals does not set off a read of every socket every second.
+        """
         assert self._server_id is not None
         try:
             data = _query("GetServer", channelz_pb2.GetServerRequest(server_id=self._server_id))["server"]["data"]
         except (ValueError, KeyError):
             return False
         failed = int(data.get("callsFailed", 0))
+        if self._refused_calls is not None:
+            failed -= self._refused_calls()
         history = self._server_failed
         history.append((now, failed))
         while len(history) > 2 and now - history[1][0] >= RESET_WINDOW_SECONDS:

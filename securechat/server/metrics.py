@@ -119,6 +119,8 @@ class ServerMetrics:
             self.gc_pause.labels(kind=kind)
         self.refused_calls = 0
         """Calls refused after the handshake so far: each leaves its exception's cycles behind."""
+        self.streams_refused = 0
+        """Chat streams the server ended with an error status so far (refused at open, slow consumers, limits)."""
         self._http: MetricsEndpoint | None = None
 
     def watch(
@@ -147,6 +149,8 @@ class ServerMetrics:
         self.handshake_failures.labels(reason=reason).inc()
 
     def stream_ended(self, code: grpc.StatusCode) -> None:
+        if code is not grpc.StatusCode.OK:
+            self.streams_refused += 1
         self.stream_ends.labels(code=code.name).inc()
 
     def collected(self, seconds: float, *, full: bool) -> None:

@@ -19,6 +19,7 @@ import pytest
 from flood_clients import RawH2, closed_by_server, silent_connections, tls_context
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from securechat._gen import chat_pb2
 from securechat.client import open_channel, say_hello
 from securechat.errors import SecureChatError
 from securechat.protocol import Reason, reason_of
@@ -251,3 +252,45 @@ async def test_metrics_port_bounds_and_closes_idle_connections(deployment, start
     finally:
         for sock in [*idle, extra]:
             sock.close()
+
+
+async def refused_streams(deployment, port: int, count: int) -> int:
+    """alice holds one chat stream and opens COUNT more, each refused (max_streams_per_identity 1); how many were refused."""
+    async with open_channel(deployment.client("alice", port)) as alice:
+        held = alice.stub.Chat()
+        await held.write(chat_pb2.ChatMessage(room="r", text="hi"))
+        while (await asyncio.wait_for(held.read(), STEP)).text != "hi":  # its JOIN first
+            pass
+        refused = 0
+        for _ in range(count):
+            call = alice.stub.Chat()
+            with pytest.raises(grpc.aio.AioRpcError) as error:
+                await asyncio.wait_for(call.read(), STEP)
+            refused += error.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        held.cancel()
+    return refused
+
+
+async def test_refusals_by_the_server_do_not_set_off_the_reset_scan(deployment, start):
+    """40 streams the server refuses (RESOURCE_EXHAUSTED) in a window that allows 20 resets: no socket is read, none closed."""
+    server = await start(limits={"max_resets_per_second": 2, "max_streams_per_identity": 1})
+    await asyncio.sleep(1.5)  # the guard's first poll: what fails from here on is counted
+    assert await refused_streams(deployment, server.port, 40) == 40
+    await asyncio.sleep(2.5)  # two polls of the guard
+    assert server.guards[0].scans == 0
+    assert server.guards[0].closed["resets"] == 0
+    assert await good_hello(deployment, server.port) < STEP
+
+
+async def test_resets_beside_refusals_still_set_off_the_scan_and_close_the_resetting_connection(deployment, start):
+    """Twin: the same refusals, and 100 client resets on another connection: the guard reads the sockets and closes that one."""
+    server = await start(limits={"max_resets_per_second": 2, "max_streams_per_identity": 1})
+    await asyncio.sleep(1.5)  # the guard's first poll: what fails from here on is counted
+    assert await refused_streams(deployment, server.port, 40) == 40
+    client = await asyncio.to_thread(RawH2, server.port, context=tls_context(deployment.root / "certs"))
+    try:
+        await asyncio.to_thread(client.rapid_reset, 100)
+        assert await wait_until(lambda: server.guards[0].closed["resets"] == 1, 2 * STEP)
+    finally:
+        client.close()
+    assert server.guards[0].scans >= 1
