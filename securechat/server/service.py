@@ -134,7 +134,11 @@ class ChatService:
         if batched or initial:
             # Response headers at once: a client learns that this server has
             # ChatBatched before it writes (one without answers UNIMPLEMENTED).
-            await context.send_initial_metadata(initial)
+            try:
+                await context.send_initial_metadata(initial)
+            except BaseException:  # cancelled by the client meanwhile: the stream it was admitted for is gone
+                self.admission.close_stream(name, address)
+                raise
         member = Member(name, queue_size=self._limits.queue_size, resume_after=resume_after, batched=batched)
         self._members.add(member)
         if peer is not None:
@@ -167,15 +171,17 @@ class ChatService:
             if ending is not None:
                 await ending.abort(context)
         finally:
+            # Everything that frees the stream's place runs before the first
+            # await: a cancelled call's handler may be closed at an await here
+            # (GeneratorExit), and what came after it would never run.
             member.on_abort = None
             for task in (writer, reader):
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
             self._hub.leave_all(member)
             self._members.discard(member)
             self._peers.pop(member, None)
             self.admission.close_stream(name, address)
+            await asyncio.gather(writer, reader, return_exceptions=True)
 
     async def _refuse_resume(
         self,
