@@ -418,7 +418,7 @@ class LeafSigner:
         self._authority_key_id = _extension(authority_key_identifier(ca), critical=False)
         self._algorithm = signature_hash(ca.key)
         self._ca_not_after = ca.cert.not_valid_after_utc
-        self._profiles: dict[tuple[LeafKind, bool], tuple[x509.Extension[x509.ExtensionType], ...]] = {}
+        self._profiles: dict[tuple[LeafKind, str], tuple[x509.Extension[x509.ExtensionType], ...]] = {}
 
     def sign(
         self,
@@ -434,8 +434,7 @@ class LeafSigner:
         if not sans:
             raise PkiError(f"certificate {name!r} needs at least one SAN.")
         key_type = key_type_name(public_key)
-        # keyUsage differs by key family only (keyEncipherment for RSA)
-        slot = (kind, key_type.startswith("rsa-"))
+        slot = (kind, key_type)
         profile = self._profiles.get(slot)
         if profile is None:
             profile = self._profiles[slot] = _profile_extensions(_EKUS[kind], key_type)
