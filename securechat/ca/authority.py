@@ -312,18 +312,10 @@ class OnlineCa:
             return None  # the job signs from the record, or refuses
 
     def check_renewal(
-        self,
-        csr_pem: bytes,
-        *,
-        presented: Sequence[x509.Certificate],
-        proof: tuple[bytes, int] | None,
-        fingerprint: bytes | None = None,
+        self, csr_pem: bytes, *, presented: Sequence[x509.Certificate], proof: tuple[bytes, int] | None
     ) -> RenewalRequest:
-        """Everything about a Renew that needs no database: the presented chain, the CSR, the proof, a new key.
-
-        FINGERPRINT, when the caller has it, is the leaf's SHA-256 fingerprint (a kept connection's is known).
-        """
-        leaf, facts, now = self._check_presented(presented, fingerprint)
+        """Everything about a Renew that needs no database: the presented chain, the CSR, the proof, a new key."""
+        leaf, facts, now = self._check_presented(presented, None)
         return self._check_request(csr_pem, leaf=leaf, facts=facts, proof=proof, now=now)
 
     def _check_presented(

@@ -189,7 +189,7 @@ def _current_certificate(
     leaf's fingerprint when already known.
 
     Either way the chain is judged by the TLS core afterwards
-    (`OnlineCa.check_renewal`); the handshake only proved the key.
+    (`OnlineCa.renew`); the handshake only proved the key.
     """
     auth = context.auth_context()
     handshake = auth.get("x509_pem_cert")
