@@ -70,8 +70,10 @@ class HistoryGap(Exception):
 class LocalBroker(Broker, Protocol):
     """A `Broker` in this process that also accepts and delivers in plain calls: RoomHub's fast path."""
 
-    first_id: int
-    """The id of this run's first event: no history reaches back before it."""
+    @property
+    def resume_floor(self) -> int:
+        """The oldest last-event-id this run can resume after."""
+        ...
 
     @property
     def last_id(self) -> int: ...
@@ -202,6 +204,11 @@ class InMemoryBroker:
         """What SENDER's MSG_ID was accepted as (room, id, event), if within the window."""
         return self._accepted.get(sender, msg_id)
 
+    @property
+    def resume_floor(self) -> int:
+        """The oldest last-event-id this run can resume after: the id before its first event (older ids are from before it)."""
+        return self.first_id - 1
+
     def replay(self, room: str, after: int) -> list[bytes]:
         """The events of `room` with ids above `after`, oldest first; HistoryGap if some are gone."""
         history, start = self._after(room, after)
@@ -215,8 +222,8 @@ class InMemoryBroker:
             raise HistoryGap(
                 room, after, oldest, f"is newer than every event of this server run (the latest is {self.last_id})"
             )
-        if after < self.first_id - 1:
-            raise HistoryGap(room, after, oldest, "is from before this server started", resume_from=self.first_id - 1)
+        if after < self.resume_floor:
+            raise HistoryGap(room, after, oldest, "is from before this server started", resume_from=self.resume_floor)
         if history is None:
             if after < self._forgotten_through:
                 # Whatever this room had up to the newest forgotten id is gone; after it nothing is missed.

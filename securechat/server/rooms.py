@@ -313,14 +313,14 @@ class RoomHub:
         run's start), before it joins anything. Other ids are decided per room
         on join, as their history may or may not reach back to them.
         """
-        first = self._broker.first_id
-        if after >= first - 1:
+        floor = self._broker.resume_floor
+        if after >= floor:
             return None
         return history_gone(
             f"last-event-id {after} is from before this server started: the oldest id this server run holds is"
-            f" {first} or later. Resume after {first - 1} (securechat-resume-from) or rejoin without last-event-id;"
+            f" {floor + 1} or later. Resume after {floor} (securechat-resume-from) or rejoin without last-event-id;"
             " events in between are lost.",
-            first - 1,
+            floor,
         )
 
     def join(self, member: Member, room: str) -> None:
