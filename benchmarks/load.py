@@ -395,7 +395,6 @@ async def _fan_out(
     elapsed = time.perf_counter() - t0
     client_cpu = time.process_time() - client0
     spent = {pid: proc_cpu_seconds(pid) - cpu0[pid] for pid in cpu0}
-    cpu = sum(spent[pid] for pid in pids)
     if profiler is not None:
         profiler.wait()
     deliveries = sum(s.received for s in streams) - before
@@ -425,28 +424,78 @@ async def _fan_out(
         task.cancel()
     await asyncio.gather(*pumps, return_exceptions=True)
     await asyncio.gather(*(c.close() for c in channels))
+    return _report(
+        servers,
+        spent=spent,
+        extra=extra,
+        elapsed=elapsed,
+        client_cpu=client_cpu,
+        sent=sum(sent),
+        deliveries=deliveries,
+        streams=n,
+        connections=connections,
+        senders=senders,
+        tls=tls,
+        p50=_pct(latencies, 50),
+        p99=_pct(latencies, 99),
+        rate=rate,
+        light_seconds=light_seconds or seconds,
+        lost=lost,
+        connect_seconds=connect_seconds,
+        rss_per_stream=(rss_streams - rss_idle) / n,
+        loaded=loaded,
+        light_sizes=light_sizes,
+    )
+
+
+def _report(
+    servers: list[ServerProcess],
+    *,
+    spent: dict[int, float],
+    extra: dict[str, int],
+    elapsed: float,
+    client_cpu: float,
+    sent: int,
+    deliveries: int,
+    streams: int,
+    connections: int,
+    senders: int,
+    tls: bool,
+    p50: float,
+    p99: float,
+    rate: float,
+    light_seconds: float,
+    lost: int,
+    connect_seconds: float,
+    rss_per_stream: float,
+    loaded: Counter[int],
+    light_sizes: Counter[int],
+) -> dict:
+    """One fan-out run's report, whichever client made the load; SPENT: CPU seconds per pid over the throughput phase."""
+    pids = [s.pid for s in servers]
     # Where the time goes in the throughput phase: CPU seconds per wall second of each process.
     cpu_share = {f"server-{i}": round(spent[pid] / elapsed, 2) for i, pid in enumerate(pids)}
     cpu_share |= {name: round(spent[pid] / elapsed, 2) for name, pid in extra.items()}
     cpu_share["load-client"] = round(client_cpu / elapsed, 2)
+    cpu = sum(spent[pid] for pid in pids)
     return {
-        "server": server.kind,
+        "server": servers[0].kind,
         "replicas": len(servers),
         "cpu_cores_used": cpu_share,
-        "messages_per_second": round(sum(sent) / elapsed),
-        "streams": n,
+        "messages_per_second": round(sent / elapsed),
+        "streams": streams,
         "connections": connections,
         "senders": senders,
         "tls": tls,
         "deliveries_per_second": round(deliveries / elapsed),
         "server_cpu_us_per_delivery": round(cpu / max(deliveries, 1) * 1e6, 3),
-        "latency_ms_p50": round(_pct(latencies, 50), 2),
-        "latency_ms_p99": round(_pct(latencies, 99), 2),
+        "latency_ms_p50": round(p50, 2),
+        "latency_ms_p99": round(p99, 2),
         "light_rate_msgs_per_second": rate,
-        "light_phase_seconds": light_seconds or seconds,
+        "light_phase_seconds": light_seconds,
         "lost": lost,
         "connect_seconds": round(connect_seconds, 2),
-        "server_rss_kb_per_stream": round((rss_streams - rss_idle) / n / 1024, 1),
+        "server_rss_kb_per_stream": round(rss_per_stream / 1024, 1),
         "events_per_response_under_load": _size_summary(loaded),
         "events_per_response_light": _size_summary(light_sizes),
     }
@@ -508,36 +557,31 @@ async def _go_fan_out(
         if client.returncode is None:
             client.kill()
         await client.wait()
-    elapsed, deliveries = loaded["elapsed"], loaded["deliveries"]
-    cpu = sum(spent[pid] for pid in pids)
     if samples is not None:
         samples.extend(done["latencies_ms"])
-    cpu_share = {f"server-{i}": round(spent[pid] / elapsed, 2) for i, pid in enumerate(pids)}
-    cpu_share |= {name: round(spent[pid] / elapsed, 2) for name, pid in extra.items()}
-    cpu_share["load-client"] = round(loaded["client_cpu_seconds"] / elapsed, 2)
-    return {
-        "server": servers[0].kind,
-        "replicas": len(servers),
-        "load_client": "go",
-        "cpu_cores_used": cpu_share,
-        "messages_per_second": round(loaded["sent"] / elapsed),
-        "streams": n,
-        "connections": connections,
-        "senders": senders,
-        "tls": True,
-        "deliveries_per_second": round(deliveries / elapsed),
-        "server_cpu_us_per_delivery": round(cpu / max(deliveries, 1) * 1e6, 3),
-        "latency_ms_p50": round(done["p50_ms"], 2),
-        "latency_ms_p99": round(done["p99_ms"], 2),
-        "light_rate_msgs_per_second": rate,
-        "light_phase_seconds": light_seconds or seconds,
-        "lost": done["lost"],
-        "streams_ended_by_the_server": done["ended"],
-        "connect_seconds": round(joined["connect_seconds"], 2),
-        "server_rss_kb_per_stream": round((rss_streams - rss_idle) / n / 1024, 1),
-        "events_per_response_under_load": _size_summary(Counter({int(k): v for k, v in loaded["sizes"].items()})),
-        "events_per_response_light": _size_summary(Counter({int(k): v for k, v in done["light_sizes"].items()})),
-    }
+    report = _report(
+        servers,
+        spent=spent,
+        extra=extra,
+        elapsed=loaded["elapsed"],
+        client_cpu=loaded["client_cpu_seconds"],
+        sent=loaded["sent"],
+        deliveries=loaded["deliveries"],
+        streams=n,
+        connections=connections,
+        senders=senders,
+        tls=True,
+        p50=done["p50_ms"],
+        p99=done["p99_ms"],
+        rate=rate,
+        light_seconds=light_seconds or seconds,
+        lost=done["lost"],
+        connect_seconds=joined["connect_seconds"],
+        rss_per_stream=(rss_streams - rss_idle) / n,
+        loaded=Counter({int(k): v for k, v in loaded["sizes"].items()}),
+        light_sizes=Counter({int(k): v for k, v in done["light_sizes"].items()}),
+    )
+    return report | {"load_client": "go", "streams_ended_by_the_server": done["ended"]}
 
 
 def _start_profile(server: ServerProcess, n: int, seconds: float) -> subprocess.Popen[bytes] | None:
