@@ -64,14 +64,14 @@ async def _serve(policy: str, config_path: Path) -> None:
         await server.collector.stop()
     gc.freeze()
     gc.set_threshold(*((700, 10, 10) if policy == "python-default" else GC_THRESHOLDS))
-    ended = server.service.admission
+    ended = server.metrics
 
     async def collect_every_200() -> None:
         seen = 0
         while True:
             await asyncio.sleep(0.1)
-            if ended.ended_streams - seen >= 200:
-                seen = ended.ended_streams
+            if ended.calls_ended - seen >= 200:
+                seen = ended.calls_ended
                 gc.collect()
 
     if policy == "thresholds+collect":
@@ -81,7 +81,7 @@ async def _serve(policy: str, config_path: Path) -> None:
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     while line := (await reader.readline()).decode().strip():
-        answer: dict[str, Any] = {"ended_streams": ended.ended_streams, "gc_count": list(gc.get_count())}
+        answer: dict[str, Any] = {"calls_ended": ended.calls_ended, "gc_count": list(gc.get_count())}
         if line == "trim":
             before = _rss_mb(os.getpid())
             ctypes.CDLL("libc.so.6").malloc_trim(0)

@@ -58,8 +58,6 @@ class Admission:
         self._streams: Counter[str] = Counter()  # identity -> open streams
         self._buckets: dict[str, TokenBucket] = {}  # identity -> its shared message budget
         self._connections: Counter[str] = Counter()  # peer address -> open streams
-        self.ended_streams = 0
-        """Streams ended so far: refused here, or opened and closed however they ended (server/collector.py reads it)."""
 
     @property
     def connections(self) -> int:
@@ -68,7 +66,6 @@ class Admission:
     def open_stream(self, identity: str, peer: str) -> Refusal | None:
         limits = self._limits
         if self._streams[identity] >= limits.max_streams_per_identity:
-            self.ended_streams += 1
             log.warning(
                 "refused a chat stream of %s: RESOURCE_EXHAUSTED (max_streams_per_identity %d)",
                 identity,
@@ -81,7 +78,6 @@ class Admission:
                 f"the limit max_streams_per_identity is {limits.max_streams_per_identity}",
             )
         if peer not in self._connections and len(self._connections) >= limits.max_connections:
-            self.ended_streams += 1
             log.warning(
                 "connection limit reached: %d connections with open streams (limits.max_connections); refusing %s from %s",
                 limits.max_connections,
@@ -105,7 +101,6 @@ class Admission:
         return None
 
     def close_stream(self, identity: str, peer: str) -> None:
-        self.ended_streams += 1
         for counts, key in ((self._streams, identity), (self._connections, peer)):
             counts[key] -= 1
             if counts[key] <= 0:

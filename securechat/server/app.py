@@ -165,7 +165,7 @@ async def start_server(config: ServerConfig) -> RunningServer:
     lifecycle.start(service)
     running.lifecycle = lifecycle
     running.collector = Collector(
-        lambda: service.admission.ended_streams + metrics.refused_calls,
+        lambda: metrics.calls_ended,
         on_collect=lambda seconds, full: metrics.collected(seconds, full=full),
     )
     running.collector.start()
@@ -187,7 +187,7 @@ async def start_server(config: ServerConfig) -> RunningServer:
         server_id=server_id,
         limits=guard_limits,
         on_close=metrics.connection_closed,
-        refused_calls=lambda: metrics.refused_calls + metrics.streams_refused,
+        refused_calls=lambda: metrics.calls_refused,
     )
     if limits.connection_guard:
         guard.start()

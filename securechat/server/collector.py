@@ -9,9 +9,9 @@ tracebacks, gRPC's per-call closures, the ended members' queues), and at
 while the replicas' RSS rose +15 to +23 MB/h (README "Soak").
 
 `Collector` closes that gap without touching the hot path. The server
-counts ended streams (`Admission.ended_streams`: refused at open, or
-closed however they ended: client gone, cancelled, refused, shut down)
-and refused calls (`ServerMetrics.refused_calls`); a timer task looks at
+counts ended calls (`ServerMetrics.calls_ended`: every chat stream,
+however it ended -- refused at open, client gone, cancelled, refused,
+shut down -- and every call refused before its handler); a timer task looks at
 the count every `CollectionPolicy.check_seconds` and runs `gc.collect(1)`
 (generations 0 and 1: what was allocated since the last collection, plus
 what survived one) once `every_ends` have ended, or once

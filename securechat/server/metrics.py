@@ -117,10 +117,17 @@ class ServerMetrics:
         for kind in ("young", "full"):  # both series from the start, at 0
             self.gc_collections.labels(kind=kind)
             self.gc_pause.labels(kind=kind)
-        self.refused_calls = 0
-        """Calls refused after the handshake so far: each leaves its exception's cycles behind."""
-        self.streams_refused = 0
-        """Chat streams the server ended with an error status so far (refused at open, slow consumers, limits)."""
+        self.calls_ended = 0
+        """Chat streams ended so far, however they ended, and calls refused before their handler.
+
+        What server/collector.py reads: each leaves reference cycles behind
+        (its exception's frames, gRPC's per-call closures, a member's queue).
+        """
+        self.calls_refused = 0
+        """Of those, the ones the server itself ended with an error status (refusals, slow consumers, limits).
+
+        What the connection guard takes off channelz's failed calls: no client reset them.
+        """
         self._http: MetricsEndpoint | None = None
 
     def watch(
@@ -142,15 +149,18 @@ class ServerMetrics:
         self.fan_out.observe(seconds)
 
     def refused(self, refusal: Refusal) -> None:
-        self.refused_calls += 1
+        self.calls_ended += 1
+        self.calls_refused += 1
         self.refusals.labels(reason=_AUTH_LABELS.get(refusal.reason, refusal.reason.value)).inc()
 
     def handshake_failed(self, reason: str) -> None:
         self.handshake_failures.labels(reason=reason).inc()
 
     def stream_ended(self, code: grpc.StatusCode) -> None:
-        if code is not grpc.StatusCode.OK:
-            self.streams_refused += 1
+        """Once for every chat stream, with the status it ended with (CANCELLED: the client went away)."""
+        self.calls_ended += 1
+        if code not in (grpc.StatusCode.OK, grpc.StatusCode.CANCELLED):
+            self.calls_refused += 1
         self.stream_ends.labels(code=code.name).inc()
 
     def collected(self, seconds: float, *, full: bool) -> None:

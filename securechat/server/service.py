@@ -121,6 +121,7 @@ class ChatService:
         address = context.peer()
         resume_after = _resume_point(context)
         if isinstance(resume_after, Refusal):
+            self._count_end(resume_after)
             await resume_after.abort(context)
         if resume_after is not None and (gone := self._hub.refuse_resume(resume_after)) is not None:
             await self._refuse_resume(requests, context, gone, name, address)
@@ -138,6 +139,7 @@ class ChatService:
                 await context.send_initial_metadata(initial)
             except BaseException:  # cancelled by the client meanwhile: the stream it was admitted for is gone
                 self.admission.close_stream(name, address)
+                self._count_end(None, grpc.StatusCode.CANCELLED)
                 raise
         member = Member(name, queue_size=self._limits.queue_size, resume_after=resume_after, batched=batched)
         self._members.add(member)
@@ -154,12 +156,13 @@ class ChatService:
         writes = _write_batches(member, context) if batched else _write(member, self.core_writes.writer(context))
         writer = asyncio.create_task(writes)
         member.on_abort = writer.cancel
+        ending: Refusal | None = None
+        code = grpc.StatusCode.CANCELLED  # unless the writer ends: the client went away, or the server stopped
         try:
             await asyncio.wait((writer,))
             if not writer.cancelled():
                 writer.result()
             ending = member.refusal
-            self._count_end(ending)
             code = ending.code if ending is not None else grpc.StatusCode.OK
             log.info(
                 "chat stream of %s ended: %s %s",
@@ -175,6 +178,7 @@ class ChatService:
             # await: a cancelled call's handler may be closed at an await here
             # (GeneratorExit), and what came after it would never run.
             member.on_abort = None
+            self._count_end(ending, code)
             for task in (writer, reader):
                 task.cancel()
             self._hub.leave_all(member)
@@ -199,9 +203,9 @@ class ChatService:
         instead of it, and a refusal sent after the first message has arrived
         cannot meet that write. The message itself is not acted on.
         """
+        self._count_end(gone)  # before the wait: a client that leaves meanwhile ends the stream there
         with contextlib.suppress(Exception):  # whatever the first read does, the answer is the refusal
             await asyncio.wait_for(anext(aiter(requests), None), FIRST_MESSAGE_SECONDS)
-        self._count_end(gone)
         log.info(
             "chat stream of %s refused at open: OUT_OF_RANGE %s",
             name,
@@ -210,9 +214,10 @@ class ChatService:
         )
         await gone.abort(context)
 
-    def _count_end(self, ending: Refusal | None) -> None:
+    def _count_end(self, ending: Refusal | None, code: grpc.StatusCode | None = None) -> None:
+        """Count a stream's end, once per stream: ENDING's status, else CODE (OK when neither)."""
         if self._metrics is not None:
-            self._metrics.stream_ended(ending.code if ending is not None else grpc.StatusCode.OK)
+            self._metrics.stream_ended(ending.code if ending is not None else code or grpc.StatusCode.OK)
             if ending is not None and ending.reason is Reason.SLOW_CONSUMER:
                 self._metrics.slow_consumers.inc()
 

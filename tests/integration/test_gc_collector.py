@@ -76,7 +76,7 @@ async def open_and_end(deployment, server, count: int) -> None:
             await call.write(chat_pb2.ChatMessage(room=f"churn-{n}"))
         await wait_for(lambda: server.service.open_streams == count, f"{count} open streams")
         await end(calls)
-        await wait_for(lambda: server.service.admission.ended_streams >= count, f"{count} ended streams")
+        await wait_for(lambda: server.metrics.calls_ended >= count, f"{count} ended streams")
 
 
 async def test_ended_streams_are_collected_after_every_ends(deployment, start, gc_off):
@@ -110,9 +110,10 @@ async def test_without_the_collector_ended_streams_wait_in_cycles(deployment, st
 async def test_fewer_ended_streams_are_collected_after_max_wait(deployment, start, gc_off):
     """Three streams end and nothing more: a collection once max_wait_seconds have passed, not before."""
     server = await start(limits=LIMITS)
-    ends = server.service.admission
+    ends = server.metrics
+    assert ends is not None
     clock = [0.0]
-    collector = Collector(lambda: ends.ended_streams, clock=lambda: clock[0])
+    collector = Collector(lambda: ends.calls_ended, clock=lambda: clock[0])
     async with open_channel(deployment.client("alice", server.port)) as channel:
         calls = [channel.stub.Chat() for _ in range(3)]
         for call in calls:
@@ -120,7 +121,7 @@ async def test_fewer_ended_streams_are_collected_after_max_wait(deployment, star
         await wait_for(lambda: server.service.open_streams == 3, "3 open streams")
         assert not collector.collect_if_due()  # nothing ended yet
         await end(calls)
-    await wait_for(lambda: ends.ended_streams >= 3, "3 ended streams")
+    await wait_for(lambda: ends.calls_ended >= 3, "3 ended streams")
     assert not collector.collect_if_due()  # the first of fewer than every_ends: the wait starts
     clock[0] = CollectionPolicy().max_wait_seconds - 0.1
     assert not collector.collect_if_due()
@@ -152,3 +153,42 @@ def test_every_full_every_th_collection_is_a_full_one() -> None:
     assert collector.stats.collections == 6
     assert collector.stats.full_collections == 2
     assert collector.stats.max_pause_seconds > 0
+
+
+async def test_every_chat_stream_is_counted_once_however_it_ends(deployment, start):
+    """calls_ended counts each end once (what the collector waits for); calls_refused only the server's refusals.
+
+    Ends: half-closed (OK), cancelled by the client, a malformed last-event-id
+    (INVALID_ARGUMENT), an id from before this run (OUT_OF_RANGE, refused at
+    open) and over max_streams_per_identity (RESOURCE_EXHAUSTED).
+    """
+    server = await start(limits={"max_streams_per_identity": 2})
+    metrics = server.metrics
+    assert metrics is not None
+    async with open_channel(deployment.client("alice", server.port)) as channel:
+        held = [channel.stub.Chat() for _ in range(2)]
+        for call in held:
+            await call.write(chat_pb2.ChatMessage(room="held"))
+        await wait_for(lambda: server.service.open_streams == 2, "2 open streams")
+        over = channel.stub.Chat()
+        await over.write(chat_pb2.ChatMessage(room="held"))
+        assert await over.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        await end(held)  # 2 x OK
+        cancelled = channel.stub.Chat()
+        await cancelled.write(chat_pb2.ChatMessage(room="gone"))
+        await wait_for(lambda: server.service.open_streams == 1, "the stream to be cancelled open")
+        cancelled.cancel()
+        await wait_for(lambda: server.service.open_streams == 0, "the cancelled stream to end")
+        for resume, code in (("abc", grpc.StatusCode.INVALID_ARGUMENT), ("1", grpc.StatusCode.OUT_OF_RANGE)):
+            call = channel.stub.Chat(metadata=(("last-event-id", resume),))
+            await call.write(chat_pb2.ChatMessage(room="r"))
+            assert await call.code() is code
+    await wait_for(lambda: metrics.calls_ended >= 6, "6 ended streams")
+    await asyncio.sleep(0.2)  # nothing else is still on its way
+    assert metrics.calls_ended == 6
+    assert metrics.calls_refused == 3
+    ended = {
+        code: metrics.registry.get_sample_value("securechat_streams_ended_total", {"code": code})
+        for code in ("OK", "CANCELLED", "INVALID_ARGUMENT", "OUT_OF_RANGE", "RESOURCE_EXHAUSTED")
+    }
+    assert ended == {"OK": 2, "CANCELLED": 1, "INVALID_ARGUMENT": 1, "OUT_OF_RANGE": 1, "RESOURCE_EXHAUSTED": 1}
