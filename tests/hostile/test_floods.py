@@ -24,6 +24,7 @@ from securechat.client import open_channel, say_hello
 from securechat.errors import SecureChatError
 from securechat.protocol import Reason, reason_of
 from securechat.server import metrics as metrics_module
+from securechat.server.connections import ConnectionGuard, GuardLimits
 
 STEP = 5.0
 
@@ -294,3 +295,27 @@ async def test_resets_beside_refusals_still_set_off_the_scan_and_close_the_reset
     finally:
         client.close()
     assert server.guards[0].scans >= 1
+
+
+class CostlyGate(ConnectionGuard):
+    """A guard whose server-wide read costs COST seconds of CPU more, as channelz's does with many connections."""
+
+    cost = 0.0
+
+    def _read_gate(self, now: float) -> bool:
+        end = time.thread_time() + self.cost
+        while time.thread_time() < end:
+            pass
+        return super()._read_gate(now)
+
+
+@pytest.mark.parametrize(("cost", "reads"), [(0.0, 6), (0.02, 3), (0.1, 2)])
+async def test_the_reset_gate_is_paced_by_its_own_cost(deployment, start, cost, reads):
+    """Six polls a second apart read the gate every time when it is cheap, every ~2 s at 20 ms, every 5 s at 100 ms."""
+    server = await start()
+    limits = GuardLimits(max_handshakes=64, handshake_timeout_seconds=10.0, max_resets_per_second=100, cap=1000)
+    guard = CostlyGate(name="test", port=server.port, server_id=server.guards[0]._server_id, limits=limits)
+    guard.cost = cost
+    for now in range(6):
+        guard.poll(now=float(now))
+    assert guard.gate_reads == reads
