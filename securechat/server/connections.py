@@ -4,8 +4,9 @@ gRPC Python has no connection hook: core accepts, handshakes and serves
 connections without telling the application. `ConnectionGuard` looks from
 outside, every POLL_SECONDS, on Linux:
 
-- the kernel's table of TCP connections (/proc/self/net/tcp and tcp6) has
-  every connection to the port, those still in their TLS handshake included;
+- the kernel's table of TCP connections (netlink's sock_diag, else
+  /proc/self/net/tcp and tcp6) has every connection to the port, those
+  still in their TLS handshake included;
 - gRPC core's channelz has those that completed it (one socket per HTTP/2
   transport), with counters of the streams each one started and failed.
 
@@ -24,7 +25,10 @@ What it does with them:
   (CVE-2023-44487). gRPC core already bounds the streams such a client holds
   (`max_concurrent_streams`, counted until the server has released them);
   closing it makes the client pay a new TLS handshake with its certificate,
-  and logs who it was.
+  and logs who it was. Each connection's counters are read only while the
+  server-wide count of failed calls is high, and that count, which core
+  sums over every connection, is read at most at 1% of a core's time
+  (`GATE_CPU_SHARE`; at least every `GATE_MAX_SECONDS`).
 - Every closing is logged at WARNING with the peer and the numbers, and
   counted in `securechat_connections_closed_total{reason}`.
 
