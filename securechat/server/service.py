@@ -139,7 +139,7 @@ class ChatService:
                 await context.send_initial_metadata(initial)
             except BaseException:  # cancelled by the client meanwhile: the stream it was admitted for is gone
                 self.admission.close_stream(name, address)
-                self._count_end(None, grpc.StatusCode.CANCELLED)
+                self._count_end(grpc.StatusCode.CANCELLED)
                 raise
         member = Member(name, queue_size=self._limits.queue_size, resume_after=resume_after, batched=batched)
         self._members.add(member)
@@ -178,7 +178,7 @@ class ChatService:
             # await: a cancelled call's handler may be closed at an await here
             # (GeneratorExit), and what came after it would never run.
             member.on_abort = None
-            self._count_end(ending, code)
+            self._count_end(ending if ending is not None else code)
             for task in (writer, reader):
                 task.cancel()
             self._hub.leave_all(member)
@@ -214,12 +214,16 @@ class ChatService:
         )
         await gone.abort(context)
 
-    def _count_end(self, ending: Refusal | None, code: grpc.StatusCode | None = None) -> None:
-        """Count a stream's end, once per stream: ENDING's status, else CODE (OK when neither)."""
-        if self._metrics is not None:
-            self._metrics.stream_ended(ending.code if ending is not None else code or grpc.StatusCode.OK)
-            if ending is not None and ending.reason is Reason.SLOW_CONSUMER:
-                self._metrics.slow_consumers.inc()
+    def _count_end(self, ending: Refusal | grpc.StatusCode) -> None:
+        """Count a stream's end, once per stream: the refusal that ended it, or the bare status (OK, CANCELLED)."""
+        if self._metrics is None:
+            return
+        if not isinstance(ending, Refusal):
+            self._metrics.stream_ended(ending)
+            return
+        self._metrics.stream_ended(ending.code)
+        if ending.reason is Reason.SLOW_CONSUMER:
+            self._metrics.slow_consumers.inc()
 
     async def _read(self, requests: AsyncIterator[chat_pb2.ChatMessage], member: Member) -> None:
         try:
