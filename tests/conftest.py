@@ -7,9 +7,18 @@ from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 
-import pytest
+# Before anything imports grpc. pexpect starts every pseudo-terminal child by
+# forking this process, which runs gRPC's threads; with fork support on (grpcio's
+# default) gRPC's fork handler restarts its poller in the child, and ptyprocess
+# then closes that poller's epoll fd before exec: in one fork of three here the
+# child wrote "epoll_wait error: Bad file descriptor" into the terminal under
+# test. Nothing in securechat forks with gRPC running (pki/workers.py forks only
+# a single-threaded process). tests/terminal/test_spawn_beside_grpc.py checks it.
+os.environ["GRPC_ENABLE_FORK_SUPPORT"] = "0"
 
-from securechat import pki
+import pytest  # noqa: E402
+
+from securechat import pki  # noqa: E402
 
 # `securechat certs init` encrypts the CA key by default. Tests that run it
 # (in-process or as a subprocess, which inherits this) use this passphrase, the
