@@ -69,7 +69,8 @@ async def fork_children_beside_grpc() -> list[str]:
 
 
 def run_spawner(fork_support: str | None) -> list[str]:
-    env = {k: v for k, v in os.environ.items() if k != "GRPC_ENABLE_FORK_SUPPORT"}
+    """The forks in a fresh process, with gRPC's default verbosity (securechat's CLI, once imported here, sets NONE)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("GRPC_ENABLE_FORK_SUPPORT", "GRPC_VERBOSITY")}
     if fork_support is not None:
         env["GRPC_ENABLE_FORK_SUPPORT"] = fork_support
     done = subprocess.run(
@@ -79,14 +80,13 @@ def run_spawner(fork_support: str | None) -> list[str]:
     return noisy
 
 
-async def test_children_forked_beside_grpc_print_nothing_here():
-    """In this process (fork support off, as tests/conftest.py sets it) no child gets a word from gRPC."""
+def test_children_forked_beside_grpc_get_nothing_with_fork_support_off():
+    """Fork support off, as tests/conftest.py sets it for this process and its children: no child gets a word."""
     assert os.environ["GRPC_ENABLE_FORK_SUPPORT"] == "0"
-    assert await fork_children_beside_grpc() == []
+    assert run_spawner(os.environ["GRPC_ENABLE_FORK_SUPPORT"]) == []
 
 
-def test_the_setting_is_what_keeps_them_quiet():
-    """The same forks with grpcio's default fork support: some children get gRPC's epoll error; with it off, none."""
+def test_with_grpcios_default_some_children_get_the_epoll_error():
+    """The same forks with grpcio's default fork support: some children get gRPC's epoll error on their stderr."""
     noisy = run_spawner(None)
     assert noisy and all("epoll_wait error: Bad file descriptor" in output for output in noisy), noisy
-    assert run_spawner("0") == []
