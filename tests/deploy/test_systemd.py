@@ -98,6 +98,19 @@ def test_health_without_a_client_certificate_fails(etc, shim, env, start_server)
     assert result.stderr.strip().count("\n") == 0, f"expected one line, got:\n{result.stderr}"
 
 
+def test_readiness_wait_starts_once_the_server_runs_as_its_user() -> None:
+    """ExecStartPost asks kill -0 about the server: Type=exec starts it only after the server's exec.
+
+    With Type=simple both start together; under load the wait asked while the
+    server was still root, kill -0 failed with EPERM and `systemctl start`
+    succeeded for a server that then exited 1 (tests/deploy/containers shows
+    the start failing as it should).
+    """
+    unit = SYSTEMD / "securechat.service"
+    assert unit_value(unit, "Type") == "exec"
+    assert 'kill -0 "$MAINPID"' in unit_value(unit, "ExecStartPost")
+
+
 def test_unit_hides_the_ca_key_and_reads_certs_read_only(etc) -> None:
     """The CA key `certs init` writes is the path the unit makes inaccessible; certs are read-only."""
     root, _ = etc
