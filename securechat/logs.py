@@ -1,15 +1,24 @@
-"""Log setup for the server: text for people, JSON lines for collectors."""
+"""Log setup for the server: text for people, JSON lines for collectors, and a cap on repeated lines."""
 
 from __future__ import annotations
 
 import json
 import logging
 import sys
+import threading
+import time
+from dataclasses import dataclass, field
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # Fields a log call may pass with extra={...}; JSON lines carry them as keys.
 # Never message text, keys or passphrases.
-FIELDS = ("identity", "room", "code", "peer")
+FIELDS = ("identity", "room", "code", "peer", "left_out")
+
+REPEATS_PER_SECOND = 20
+"""The default of `log.repeats_per_second`: lines of one kind a second before the rest are summed up."""
+
+MAX_KINDS = 1024
+"""Kinds of line tracked at once; beyond it, kinds whose second is over are forgotten."""
 
 
 class JsonFormatter(logging.Formatter):
@@ -29,9 +38,75 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
-def configure_logging(level: str = "info", fmt: str = "text") -> None:
+@dataclass
+class _Second:
+    ends: float
+    passed: int = 0
+    left_out: int = 0
+    last: logging.LogRecord | None = field(default=None, repr=False)
+
+
+class RepeatLimit(logging.Filter):
+    """At most PER_SECOND lines of one kind a second; the rest are counted and summed up in one line.
+
+    A kind is a logger and its format string ("chat stream opened by %s"),
+    whatever the arguments. A reconnect storm of 10,000 clients would
+    otherwise write 20,000 lines in 15 seconds, and a client repeating a
+    refused call one line per call. When a second in which lines were left
+    out is over, one line of the same level says how many, with the last of
+    them as an example. ERROR and above always pass; metrics count every
+    event whether its line was written or not.
+    """
+
+    def __init__(self, per_second: int = REPEATS_PER_SECOND, *, seconds: float = 1.0) -> None:
+        super().__init__()
+        self.per_second, self.seconds = per_second, seconds
+        self._lock = threading.Lock()
+        self._kinds: dict[tuple[str, str], _Second] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR or hasattr(record, "left_out"):
+            return True
+        key = (record.name, record.msg if isinstance(record.msg, str) else type(record.msg).__name__)
+        now = time.monotonic()
+        with self._lock:
+            second = self._kinds.get(key)
+            if second is None or now >= second.ends:
+                if len(self._kinds) >= MAX_KINDS:
+                    self._kinds = {k: s for k, s in self._kinds.items() if now < s.ends}
+                second = self._kinds[key] = _Second(ends=now + self.seconds)
+            second.passed += 1
+            if second.passed <= self.per_second:
+                return True
+            second.left_out += 1
+            second.last = record
+            if second.left_out == 1:
+                timer = threading.Timer(second.ends - now, self._sum_up, (second,))
+                timer.daemon = True
+                timer.start()
+        return False
+
+    def _sum_up(self, second: _Second) -> None:
+        with self._lock:
+            last, left_out = second.last, second.left_out
+        assert last is not None
+        logging.getLogger(last.name).log(
+            last.levelno,
+            "%d more lines like this in the last %g s were not logged (log.repeats_per_second %d); the last: %s",
+            left_out,
+            self.seconds,
+            self.per_second,
+            last.getMessage(),
+            extra={"left_out": left_out},
+        )
+
+
+def configure_logging(level: str = "info", fmt: str = "text", *, repeats_per_second: int = 0) -> None:
+    """One stderr handler on the root logger; REPEATS_PER_SECOND > 0 caps each kind of line (RepeatLimit)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    if repeats_per_second > 0:
+        handler.addFilter(RepeatLimit(repeats_per_second))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -41,7 +41,7 @@ def serve(
     bridge = CoreLogBridge()
     bridge.start()
     try:
-        configure_logging(settings.log_level, settings.log_format)
+        configure_logging(settings.log_level, settings.log_format, repeats_per_second=settings.log_repeats_per_second)
 
         def on_ready(running: RunningServer) -> None:
             if running.metrics is not None:

@@ -21,6 +21,7 @@ from securechat.config.address import DEFAULT_PORT, Address
 from securechat.config.broker import BROKER_KEYS, BrokerConfig, parse_broker
 from securechat.config.renew import RenewConfig, parse_renew
 from securechat.config.yaml_reader import Problems, Section, config_source, flag_address, kind_of, read_yaml
+from securechat.logs import REPEATS_PER_SECOND
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
@@ -135,6 +136,7 @@ class ServerConfig:
     limits: Limits = field(default_factory=Limits)
     log_level: str = "info"
     log_format: str = "text"
+    log_repeats_per_second: int = REPEATS_PER_SECOND
     grace_seconds: float = 5.0
     authz_methods: tuple[tuple[str, frozenset[str]], ...] = ()
     """`authz.methods`: (full method name or '/pkg.Service/*', identities), overriding `allow` there."""
@@ -189,7 +191,7 @@ def load_server_config(path: str | os.PathLike[str], *, listen: str | None = Non
             "Listen on 127.0.0.1, configure tls, or set insecure_allow_non_loopback: true if you really mean it.",
         )
     authz = root.section("authz", AUTHZ_KEYS)
-    log = root.section("log", ("level", "format"))
+    log = root.section("log", ("level", "format", "repeats_per_second"))
     config = ServerConfig(
         source=source,
         listen=address,
@@ -203,6 +205,7 @@ def load_server_config(path: str | os.PathLike[str], *, listen: str | None = Non
         limits=_limits(root.section("limits", tuple(f.name for f in fields(Limits)))),
         log_level=log.choice("level", LOG_LEVELS, "info"),
         log_format=log.choice("format", LOG_FORMATS, "text"),
+        log_repeats_per_second=log.integer("repeats_per_second", REPEATS_PER_SECOND, minimum=0, maximum=1_000_000),
         grace_seconds=root.number("grace_seconds", 5.0, minimum=0.0, maximum=3600.0),
         keepalive=_keepalive(root.section("keepalive", tuple(f.name for f in fields(Keepalive)))),
         metrics_port=root.integer("metrics_port", None, minimum=0, maximum=65535),
