@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import sys
@@ -44,6 +45,7 @@ class _Second:
     passed: int = 0
     left_out: int = 0
     last: logging.LogRecord | None = field(default=None, repr=False)
+    timer: threading.Timer | None = field(default=None, repr=False)
 
 
 class RepeatLimit(logging.Filter):
@@ -54,8 +56,9 @@ class RepeatLimit(logging.Filter):
     otherwise write 20,000 lines in 15 seconds, and a client repeating a
     refused call one line per call. When a second in which lines were left
     out is over, one line of the same level says how many, with the last of
-    them as an example. ERROR and above always pass; metrics count every
-    event whether its line was written or not.
+    them as an example (and at exit, for a second not yet over). ERROR and
+    above always pass; metrics count every event whether its line was
+    written or not.
     """
 
     def __init__(self, per_second: int = REPEATS_PER_SECOND, *, seconds: float = 1.0) -> None:
@@ -80,16 +83,28 @@ class RepeatLimit(logging.Filter):
                 return True
             second.left_out += 1
             second.last = record
-            if second.left_out == 1:
-                timer = threading.Timer(second.ends - now, self._sum_up, (second,))
-                timer.daemon = True
-                timer.start()
+            if second.timer is None:
+                second.timer = threading.Timer(second.ends - now, self._sum_up, (second,))
+                second.timer.daemon = True
+                second.timer.start()
         return False
+
+    def flush(self) -> None:
+        """Sum up now what is left out of seconds not yet over (at exit: their timers would not fire)."""
+        with self._lock:
+            pending = [second for second in self._kinds.values() if second.timer is not None]
+        for second in pending:
+            assert second.timer is not None
+            second.timer.cancel()
+            self._sum_up(second)
 
     def _sum_up(self, second: _Second) -> None:
         with self._lock:
             last, left_out = second.last, second.left_out
-        assert last is not None
+            # Summed up once, by the timer or by flush; a line left out after this starts a timer again.
+            second.last, second.left_out, second.timer = None, 0, None
+        if last is None:
+            return
         logging.getLogger(last.name).log(
             last.levelno,
             "%d more lines like this in the last %g s were not logged (log.repeats_per_second %d); the last: %s",
@@ -106,7 +121,9 @@ def configure_logging(level: str = "info", fmt: str = "text", *, repeats_per_sec
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
     if repeats_per_second > 0:
-        handler.addFilter(RepeatLimit(repeats_per_second))
+        limit = RepeatLimit(repeats_per_second)
+        handler.addFilter(limit)
+        atexit.register(limit.flush)  # before logging's own exit hook, which was registered first
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
