@@ -92,11 +92,10 @@ class RepeatLimit(logging.Filter):
     def flush(self) -> None:
         """Sum up now what is left out of seconds not yet over (at exit: their timers would not fire)."""
         with self._lock:
-            pending = [second for second in self._kinds.values() if second.timer is not None]
-        for second in pending:
-            assert second.timer is not None
-            second.timer.cancel()
-            self._sum_up(second)
+            pending = [(second, second.timer) for second in self._kinds.values() if second.timer is not None]
+        for second, timer in pending:
+            timer.cancel()
+            self._sum_up(second)  # nothing twice: whichever of the timer and this comes second finds nothing left
 
     def _sum_up(self, second: _Second) -> None:
         with self._lock:
