@@ -15,6 +15,7 @@ runs threads (the job then runs in this process alone).
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -122,6 +123,12 @@ def _fork(job: Callable[[Sequence[T]], R], items: Sequence[T]) -> tuple[int, int
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: run, report, leave without running any exit handler
+        # No cyclic GC here: a collection would run the finalizers of garbage
+        # inherited from the parent (a process that embeds securechat may hold
+        # a gRPC completion queue whose finalizer waits for a poller thread the
+        # child does not have, and spins; seen in the test suite). What the job
+        # makes is freed at os._exit.
+        gc.disable()
         status = 0
         try:
             os.close(read_end)

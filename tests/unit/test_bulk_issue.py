@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import stat
 from collections.abc import Sequence
@@ -104,6 +105,19 @@ def test_results_come_back_in_slice_order() -> None:
         [6, 8],
         [10, 12],
     ]
+
+
+@needs_fork
+def test_children_run_their_job_without_the_cyclic_gc_and_this_process_keeps_it() -> None:
+    """A child never collects garbage it inherited: in this suite one spun for minutes in a gRPC
+    completion queue's finalizer, collected while it pickled its result. This process's GC stays on."""
+    assert gc.isenabled()
+    slices = workers.split(range(4), 2)
+    assert workers.run_in_forks(lambda part: [gc.isenabled() for _ in part], slices, abandon=print) == [
+        [True, True],
+        [False, False],
+    ]
+    assert gc.isenabled()
 
 
 @pytest.mark.parametrize(
