@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import gc
 import os
+import signal
 import threading
 from collections.abc import Callable, Sequence
 from typing import TypeVar
@@ -153,6 +154,9 @@ def _collect(child: tuple[int, int]) -> tuple[bool, object]:
     try:
         with os.fdopen(read_end, "rb") as pipe:
             data = pipe.read()
+    except BaseException:  # interrupted (Ctrl-C, a timeout): the child's work goes too, or waitpid waits for it
+        os.kill(pid, signal.SIGKILL)
+        raise
     finally:
         _, status = os.waitpid(pid, 0)
     if not data:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import gc
 import os
+import signal
 import stat
+import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -118,6 +121,36 @@ def test_children_run_their_job_without_the_cyclic_gc_and_this_process_keeps_it(
         [False, False],
     ]
     assert gc.isenabled()
+
+
+@needs_fork
+def test_an_interrupted_batch_stops_its_children_and_does_not_wait_for_them() -> None:
+    """Interrupted while a child still works (here a SIGALRM that raises, as pytest-timeout's does): the
+    exception comes through at once and the child is killed and reaped, not waited for."""
+
+    def job(part: Sequence[int]) -> list[int]:
+        if 3 in part:
+            time.sleep(30)  # the child, still busy when the interruption comes
+        return list(part)
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise TimeoutError("interrupted")
+
+    def children() -> set[str]:  # this thread's children, zombies included
+        return set(Path(f"/proc/self/task/{threading.get_native_id()}/children").read_text().split())
+
+    before = children()
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, 0.5)
+    started = time.monotonic()
+    try:
+        with pytest.raises(TimeoutError, match="interrupted"):
+            workers.run_in_forks(job, workers.split(range(4), 2), abandon=print)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert time.monotonic() - started < 10
+    assert children() == before  # the child is gone and reaped
 
 
 @pytest.mark.parametrize(
